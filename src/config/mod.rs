@@ -1,0 +1,509 @@
+//! The configuration: a TOML file read into a `toml::Table`, then validated key by key into
+//! typed values, so that every problem in the file is reported at once, each naming the key it
+//! is about (`services.app.restart: ...`). Nothing here binds, spawns or signals; the only I/O is
+//! reading the file and, for `user`, `/etc/passwd` and `/etc/group`.
+
+pub mod users;
+mod value;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use users::{Credentials, UserDb};
+pub use value::{parse_duration, parse_signal, signal_name};
+
+/// Where the configuration is read from when neither `--config` nor `$MUSTER_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "/etc/muster/muster.toml";
+
+/// The validated configuration of one muster process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Budget of the whole shutdown, from the stop request to muster's exit.
+    pub stop_timeout: Duration,
+    /// Services in the order they appear in the file; names are unique.
+    pub services: Vec<Service>,
+}
+
+/// One supervised service, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    /// Name of the service: the key of its table.
+    pub name: String,
+    /// Program and arguments, passed to exec verbatim (never through a shell).
+    pub command: Vec<String>,
+    /// Whether this service's exit ends the container.
+    pub main: bool,
+    /// Variables added to (or replacing) the inherited environment.
+    pub environment: BTreeMap<String, String>,
+    /// Working directory of the service; muster's own when unset.
+    pub working_dir: Option<PathBuf>,
+    /// Identity to run as; muster's own when unset.
+    pub user: Option<Credentials>,
+    /// When the service is started again after it ends.
+    pub restart: Restart,
+    /// First back-off delay; it doubles after each crash in a row.
+    pub restart_delay: Duration,
+    /// Ceiling of the back-off delay.
+    pub restart_delay_max: Duration,
+    /// A run shorter than this counts as a crash.
+    pub min_uptime: Duration,
+    /// Crashes in a row tolerated before muster gives up on the service.
+    pub crash_limit: u32,
+    /// Services that must be ready before this one starts (and stop after it).
+    pub depends_on: Vec<String>,
+    /// How readiness is known; `None` means ready as soon as started.
+    pub ready: Option<Ready>,
+    /// How long readiness may take before muster gives up.
+    pub ready_timeout: Duration,
+    /// Pause between two readiness probes.
+    pub ready_interval: Duration,
+    /// Signal that asks the service to stop; `None` forwards the signal muster received.
+    pub stop_signal: Option<i32>,
+    /// Time between the stop signal and SIGKILL.
+    pub stop_grace: Duration,
+    /// Whether signals go to the whole process group or to the first process only.
+    pub signal_group: bool,
+    /// Where the service's stdout and stderr go.
+    pub output: Output,
+    /// Text put before each copied output line; empty for none.
+    pub log_prefix: String,
+}
+
+/// Restart policy of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// Restart whenever it ends.
+    Always,
+    /// Restart when it ends with a non-zero code or a signal.
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// How muster learns that a service is ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ready {
+    /// A TCP connection to this address (`host:port`) succeeds.
+    Tcp(String),
+    /// A GET to this `http://host:port/path` URL answers 2xx.
+    Http(HttpUrl),
+    /// This command exits 0.
+    Exec(Vec<String>),
+    /// The service writes a newline to this file descriptor.
+    NotifyFd(i32),
+}
+
+/// The parts of an `http://` URL that a readiness probe needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// `host:port` to connect to (port 80 when the URL has none).
+    pub authority: String,
+    /// Host header value.
+    pub host: String,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+/// Where a service's output goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// muster holds a pipe per stream and copies lines to its own stdout and stderr.
+    Pipe,
+    /// The service writes to muster's own stdout and stderr.
+    Inherit,
+}
+
+/// Every problem found in a configuration, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// One line per problem, `key: what is wrong`.
+    pub problems: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path, users: &dyn UserDb) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+            problems: vec![format!("cannot read {}: {error}", path.display())],
+        })?;
+        Config::parse(&text, users)
+    }
+
+    /// Validates configuration text.
+    pub fn parse(text: &str, users: &dyn UserDb) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|error: toml::de::Error| ConfigError {
+            problems: vec![format!("not valid TOML: {}", error.to_string().trim_end())],
+        })?;
+        let mut v = value::Validator::default();
+        let config = validate(&table, &mut v, users);
+        v.finish(config)
+    }
+
+    /// The configuration of `muster -- CMD ARGS...`: one main service, like tini.
+    pub fn single(command: Vec<String>) -> Config {
+        Config {
+            stop_timeout: Duration::from_secs(9),
+            services: vec![Service {
+                name: "main".to_owned(),
+                main: true,
+                restart: Restart::Never,
+                stop_signal: None,
+                output: Output::Inherit,
+                log_prefix: String::new(),
+                ..Service::defaults("main", command)
+            }],
+        }
+    }
+}
+
+impl Service {
+    /// A service with every optional key at its default.
+    pub fn defaults(name: &str, command: Vec<String>) -> Service {
+        Service {
+            name: name.to_owned(),
+            command,
+            main: false,
+            environment: BTreeMap::new(),
+            working_dir: None,
+            user: None,
+            restart: Restart::Always,
+            restart_delay: Duration::from_millis(500),
+            restart_delay_max: Duration::from_secs(30),
+            min_uptime: Duration::from_secs(10),
+            crash_limit: 5,
+            depends_on: Vec::new(),
+            ready: None,
+            ready_timeout: Duration::from_secs(30),
+            ready_interval: Duration::from_millis(100),
+            stop_signal: Some(libc::SIGTERM),
+            stop_grace: Duration::from_secs(5),
+            signal_group: true,
+            output: Output::Pipe,
+            log_prefix: format!("[{name}] "),
+        }
+    }
+}
+
+fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -> Config {
+    v.only_keys("", table, &["supervisor", "services"]);
+    let mut stop_timeout = Duration::from_secs(9);
+    if let Some(sup) = v.table("supervisor", table.get("supervisor")) {
+        v.only_keys("supervisor", sup, &["stop_timeout"]);
+        if let Some(d) = v.duration("supervisor.stop_timeout", sup.get("stop_timeout")) {
+            stop_timeout = d;
+        }
+    }
+    let mut services = Vec::new();
+    match v.table("services", table.get("services")) {
+        Some(list) if !list.is_empty() => {
+            for (name, raw) in list {
+                if let Some(s) = service(name, raw, v, users) {
+                    services.push(s);
+                }
+            }
+        }
+        _ => v.problem("services", "no service is declared (add a [services.NAME] table)"),
+    }
+    check_relations(&services, v);
+    Config {
+        stop_timeout,
+        services,
+    }
+}
+
+const SERVICE_KEYS: &[&str] = &[
+    "command",
+    "main",
+    "environment",
+    "working_dir",
+    "user",
+    "restart",
+    "restart_delay",
+    "restart_delay_max",
+    "min_uptime",
+    "crash_limit",
+    "depends_on",
+    "ready",
+    "ready_timeout",
+    "ready_interval",
+    "stop_signal",
+    "stop_grace",
+    "signal_group",
+    "output",
+    "log_prefix",
+];
+
+fn service(
+    name: &str,
+    raw: &toml::Value,
+    v: &mut value::Validator,
+    users: &dyn UserDb,
+) -> Option<Service> {
+    let at = |key: &str| format!("services.{name}.{key}");
+    let Some(t) = v.table(&format!("services.{name}"), Some(raw)) else {
+        return None;
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        v.problem(
+            &format!("services.{name}"),
+            "a service name uses only letters, digits, '-', '_' and '.'",
+        );
+    }
+    v.only_keys(&format!("services.{name}"), t, SERVICE_KEYS);
+    let command = match v.string_list(&at("command"), t.get("command")) {
+        Some(c) if c.is_empty() => {
+            v.problem(&at("command"), "is empty: give the program and its arguments");
+            Vec::new()
+        }
+        Some(c) => c,
+        None => {
+            if t.get("command").is_none() {
+                v.problem(&at("command"), "is missing: give the program and its arguments");
+            }
+            Vec::new()
+        }
+    };
+    let mut s = Service::defaults(name, command);
+    if let Some(b) = v.bool(&at("main"), t.get("main")) {
+        s.main = b;
+        if b {
+            s.restart = Restart::Never;
+        }
+    }
+    if let Some(env) = v.table(&at("environment"), t.get("environment")) {
+        for (key, val) in env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                v.problem(&at("environment"), &format!("{key:?} is not a variable name"));
+            }
+            if let Some(text) = v.string(&format!("{}.{key}", at("environment")), Some(val)) {
+                s.environment.insert(key.clone(), text);
+            }
+        }
+    }
+    s.working_dir = v.string(&at("working_dir"), t.get("working_dir")).map(PathBuf::from);
+    if let Some(user) = v.string(&at("user"), t.get("user")) {
+        match users.resolve(&user) {
+            Ok(c) => s.user = Some(c),
+            Err(e) => v.problem(&at("user"), &e),
+        }
+    }
+    if let Some(r) = v.string(&at("restart"), t.get("restart")) {
+        match r.as_str() {
+            "always" => s.restart = Restart::Always,
+            "on-failure" => s.restart = Restart::OnFailure,
+            "never" => s.restart = Restart::Never,
+            other => v.problem(
+                &at("restart"),
+                &format!("{other:?} is not one of \"always\", \"on-failure\", \"never\""),
+            ),
+        }
+    }
+    let durations: [(&str, &mut Duration); 6] = [
+        ("restart_delay", &mut s.restart_delay),
+        ("restart_delay_max", &mut s.restart_delay_max),
+        ("min_uptime", &mut s.min_uptime),
+        ("ready_timeout", &mut s.ready_timeout),
+        ("ready_interval", &mut s.ready_interval),
+        ("stop_grace", &mut s.stop_grace),
+    ];
+    for (key, slot) in durations {
+        if let Some(d) = v.duration(&at(key), t.get(key)) {
+            *slot = d;
+        }
+    }
+    if s.restart_delay_max < s.restart_delay {
+        v.problem(&at("restart_delay_max"), "is shorter than restart_delay");
+    }
+    if s.ready_interval.is_zero() {
+        v.problem(&at("ready_interval"), "must be longer than 0s");
+    }
+    if let Some(n) = v.integer(&at("crash_limit"), t.get("crash_limit"), 1, 1_000_000) {
+        s.crash_limit = n as u32;
+    }
+    if let Some(deps) = v.string_list(&at("depends_on"), t.get("depends_on")) {
+        s.depends_on = deps;
+    }
+    if let Some(r) = t.get("ready") {
+        s.ready = ready(&at("ready"), r, v);
+    }
+    if let Some(raw) = t.get("stop_signal") {
+        match value::signal_of(raw) {
+            Ok(sig) => s.stop_signal = Some(sig),
+            Err(e) => v.problem(&at("stop_signal"), &e),
+        }
+    }
+    if let Some(b) = v.bool(&at("signal_group"), t.get("signal_group")) {
+        s.signal_group = b;
+    }
+    if let Some(o) = v.string(&at("output"), t.get("output")) {
+        match o.as_str() {
+            "pipe" => s.output = Output::Pipe,
+            "inherit" => s.output = Output::Inherit,
+            other => v.problem(
+                &at("output"),
+                &format!("{other:?} is not one of \"pipe\", \"inherit\""),
+            ),
+        }
+    }
+    match t.get("log_prefix") {
+        None => {}
+        Some(toml::Value::Boolean(true)) => {}
+        Some(toml::Value::Boolean(false)) => s.log_prefix.clear(),
+        Some(toml::Value::String(p)) => s.log_prefix = p.clone(),
+        Some(other) => v.problem(
+            &at("log_prefix"),
+            &format!("expected true, false or a text, found {}", other.type_str()),
+        ),
+    }
+    Some(s)
+}
+
+fn ready(at: &str, raw: &toml::Value, v: &mut value::Validator) -> Option<Ready> {
+    let t = v.table(at, Some(raw))?;
+    if t.len() != 1 {
+        v.problem(
+            at,
+            "give exactly one of tcp = \"host:port\", http = \"http://...\", exec = [...], notify_fd = N",
+        );
+        return None;
+    }
+    let (kind, val) = t.iter().next()?;
+    let key = format!("{at}.{kind}");
+    match kind.as_str() {
+        "tcp" => {
+            let addr = v.string(&key, Some(val))?;
+            match addr.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                    Some(Ready::Tcp(addr))
+                }
+                _ => {
+                    v.problem(&key, &format!("{addr:?} is not host:port"));
+                    None
+                }
+            }
+        }
+        "http" => {
+            let url = v.string(&key, Some(val))?;
+            match value::http_url(&url) {
+                Ok(u) => Some(Ready::Http(u)),
+                Err(e) => {
+                    v.problem(&key, &e);
+                    None
+                }
+            }
+        }
+        "exec" => match v.string_list(&key, Some(val)) {
+            Some(c) if !c.is_empty() => Some(Ready::Exec(c)),
+            Some(_) => {
+                v.problem(&key, "is empty: give the program and its arguments");
+                None
+            }
+            None => None,
+        },
+        "notify_fd" => v
+            .integer(&key, Some(val), 3, 1023)
+            .map(|n| Ready::NotifyFd(n as i32)),
+        other => {
+            v.problem(
+                at,
+                &format!("{other:?} is not one of \"tcp\", \"http\", \"exec\", \"notify_fd\""),
+            );
+            None
+        }
+    }
+}
+
+/// Checks what involves several services: one main at most, known dependencies, no cycle.
+fn check_relations(services: &[Service], v: &mut value::Validator) {
+    let mains: Vec<&str> = services
+        .iter()
+        .filter(|s| s.main)
+        .map(|s| s.name.as_str())
+        .collect();
+    if mains.len() > 1 {
+        v.problem(
+            "services",
+            &format!(
+                "only one service can be main, found {}",
+                mains.join(", ")
+            ),
+        );
+    }
+    for s in services {
+        for dep in &s.depends_on {
+            if dep == &s.name {
+                v.problem(
+                    &format!("services.{}.depends_on", s.name),
+                    "a service cannot depend on itself",
+                );
+            } else if !services.iter().any(|o| &o.name == dep) {
+                v.problem(
+                    &format!("services.{}.depends_on", s.name),
+                    &format!("{dep:?} is not a declared service"),
+                );
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(services) {
+        v.problem(
+            "services",
+            &format!("depends_on forms a cycle: {}", cycle.join(" -> ")),
+        );
+    }
+}
+
+/// Returns one dependency cycle as a list of names (first name repeated at the end), if any.
+fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    fn visit(
+        i: usize,
+        services: &[Service],
+        marks: &mut [Mark],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        marks[i] = Mark::Open;
+        stack.push(i);
+        for dep in &services[i].depends_on {
+            let Some(j) = services.iter().position(|s| &s.name == dep) else {
+                continue;
+            };
+            match marks[j] {
+                Mark::Open => {
+                    let from = stack.iter().position(|&k| k == j).unwrap_or(0);
+                    let mut names: Vec<String> =
+                        stack[from..].iter().map(|&k| services[k].name.clone()).collect();
+                    names.push(services[j].name.clone());
+                    return Some(names);
+                }
+                Mark::New => {
+                    if let Some(c) = visit(j, services, marks, stack) {
+                        return Some(c);
+                    }
+                }
+                Mark::Done => {}
+            }
+        }
+        stack.pop();
+        marks[i] = Mark::Done;
+        None
+    }
+    let mut marks = vec![Mark::New; services.len()];
+    for i in 0..services.len() {
+        if marks[i] == Mark::New {
+            if let Some(c) = visit(i, services, &mut marks, &mut Vec::new()) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

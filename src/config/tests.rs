@@ -1,0 +1,153 @@
+//! Tests of configuration reading: the shipped samples parse, and bad files give every problem.
+
+use super::*;
+
+struct NoUsers;
+impl UserDb for NoUsers {
+    fn resolve(&self, spec: &str) -> Result<Credentials, String> {
+        match spec {
+            "nobody" => Ok(Credentials {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534],
+            }),
+            _ => Err(format!("user {spec:?} is not in /etc/passwd")),
+        }
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match Config::parse(text, &NoUsers) {
+        Ok(c) => panic!("expected problems, got {c:?}"),
+        Err(e) => e.problems,
+    }
+}
+
+#[test]
+fn sample_config_parses() {
+    let text = include_str!("../../images/muster.sample.toml");
+    let c = Config::parse(text, &NoUsers).expect("sample config is valid");
+    assert_eq!(c.stop_timeout, Duration::from_secs(9));
+    assert_eq!(c.services.len(), 2);
+    let app = &c.services[1];
+    assert!(app.main);
+    assert_eq!(app.depends_on, vec!["logger".to_owned()]);
+    assert_eq!(
+        app.ready,
+        Some(Ready::Http(HttpUrl {
+            authority: "127.0.0.1:3000".into(),
+            host: "127.0.0.1:3000".into(),
+            path: "/".into()
+        }))
+    );
+    assert_eq!(app.log_prefix, "[app] ");
+    assert_eq!(app.environment.get("PORT").map(String::as_str), Some("3000"));
+}
+
+#[test]
+fn image_configs_parse() {
+    for dir in ["webapp", "ha"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("images/{dir}/muster.toml"));
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let c = Config::parse(&text, &NoUsers)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(c.services.iter().any(|s| s.main), "{}", path.display());
+        } else {
+            panic!("{} is missing", path.display());
+        }
+    }
+}
+
+#[test]
+fn main_service_defaults_to_no_restart() {
+    let c = Config::parse(
+        "[services.a]\ncommand = [\"true\"]\nmain = true\n[services.b]\ncommand = [\"x\"]\n",
+        &NoUsers,
+    )
+    .expect("valid");
+    assert_eq!(c.services[0].restart, Restart::Never);
+    assert_eq!(c.services[1].restart, Restart::Always);
+    assert_eq!(c.services[1].stop_signal, Some(libc::SIGTERM));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let got = problems(
+        r#"
+[supervisor]
+stop_timeout = "soon"
+colour = "red"
+
+[services.a]
+command = []
+restart = "sometimes"
+stop_signal = "SIGNOPE"
+user = "ghost"
+ready = { tcp = "nohost" }
+depends_on = ["zzz"]
+main = true
+
+[services.b]
+command = "not a list"
+main = true
+stop_grace = 5
+output = "file"
+"#,
+    );
+    let expect = [
+        "supervisor.colour: unknown key",
+        "supervisor.stop_timeout: \"soon\" is not a duration",
+        "services.a.command: is empty",
+        "services.a.restart: \"sometimes\" is not one of",
+        "services.a.stop_signal: \"SIGNOPE\" is not a signal name",
+        "services.a.user: user \"ghost\" is not in /etc/passwd",
+        "services.a.ready.tcp: \"nohost\" is not host:port",
+        "services.a.depends_on: \"zzz\" is not a declared service",
+        "services.b.command: expected a list of strings, found string",
+        "services.b.stop_grace: expected a string, found integer",
+        "services.b.output: \"file\" is not one of",
+        "services: only one service can be main, found a, b",
+    ];
+    for e in expect {
+        assert!(
+            got.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+}
+
+#[test]
+fn cycles_are_named() {
+    let got = problems(
+        "[services.a]\ncommand=[\"x\"]\ndepends_on=[\"b\"]\n\
+         [services.b]\ncommand=[\"x\"]\ndepends_on=[\"c\"]\n\
+         [services.c]\ncommand=[\"x\"]\ndepends_on=[\"a\"]\n",
+    );
+    assert_eq!(got, vec!["services: depends_on forms a cycle: a -> b -> c -> a"]);
+}
+
+#[test]
+fn empty_and_broken_files() {
+    assert_eq!(
+        problems(""),
+        vec!["services: no service is declared (add a [services.NAME] table)"]
+    );
+    let got = problems("[services.a\ncommand=");
+    assert!(got[0].starts_with("not valid TOML:"), "{got:?}");
+}
+
+#[test]
+fn durations_and_signals() {
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+    assert!(parse_duration("5").is_err());
+    assert!(parse_duration("s").is_err());
+    assert!(parse_duration("-1s").is_err());
+    assert_eq!(parse_signal("SIGUSR1"), Ok(libc::SIGUSR1));
+    assert_eq!(parse_signal("term"), Ok(libc::SIGTERM));
+    assert_eq!(parse_signal("9"), Ok(9));
+    assert!(parse_signal("0").is_err());
+    assert_eq!(signal_name(libc::SIGQUIT), "SIGQUIT");
+}

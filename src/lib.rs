@@ -1,0 +1,47 @@
+//! muster: one small static binary that is PID 1 of every container of a load-balanced web
+//! cluster. Today it is the supervisor; membership by gossip, HAProxy sync and log shipping
+//! join it in later issues (see `../shared/DESIGN.md`).
+//!
+//! # Layout
+//!
+//! Entry point: `main.rs` sets up logging and calls [`cli::main`], which parses the command
+//! line and either validates a configuration ([`config`]) or runs the supervisor
+//! ([`supervisor::run`]).
+//!
+//! - [`config`]: the TOML file, read into a table and validated key by key into typed values,
+//!   so `check-config` reports every problem at once; `users` resolves `user` from
+//!   `/etc/passwd` and `/etc/group` without NSS (muster is static).
+//! - [`supervisor::core`]: the pure state machine. It is fed `(now, Input)` (spawned, exited,
+//!   ready, signal, tick) and answers with `Action`s (spawn, probe, signal, sweep strays,
+//!   exit). Start order, readiness gating, restart back-off, crash-loop limit, stop order,
+//!   grace and the exit code are all decided here and unit-tested with a virtual clock.
+//! - [`supervisor::run`]: the driver, a single-threaded tokio `select!` loop over signal
+//!   streams, reaped children, probe results and the core's next deadline.
+//! - [`supervisor::spawn`]: fork/exec of a service: own process group, inherited signal state
+//!   restored, user switch, notification fd, terminal foreground.
+//! - [`supervisor::reaper`]: `waitpid(-1)` until nothing is left.
+//! - [`supervisor::ready`]: readiness probes (tcp, http, exec, notify fd).
+//! - [`supervisor::output`]: the pipes muster holds for each service, the line splitter, and
+//!   the sink thread that writes lines to the container's stdout/stderr (the seam for log
+//!   shipping).
+//! - [`supervisor::strays`]: signalling leftover processes: `kill(-1)` as PID 1, a walk of our
+//!   own descendants in `/proc` otherwise.
+//! - [`supervisor::signals`]: the inherited signal mask and ignored signals, and the streams
+//!   muster listens to.
+//!
+//! # Architecture invariants
+//!
+//! - **Only `supervisor/reaper.rs` calls `waitpid`.** No `tokio::process`, no
+//!   `std::process::Child::wait`: a second waiter would steal exit statuses (tested by
+//!   `tests/invariants.rs`).
+//! - **`supervisor/core.rs` does no I/O and reads no clock**: time comes in as an argument.
+//! - **Signal handlers are registered before the first spawn**, so no SIGCHLD is lost.
+//! - **A pid is signalled only while the core holds it unreaped** (Running or Stopping), so a
+//!   recycled pid is never hit.
+//! - **muster never exits before its descendants are gone or the stop deadline has passed**;
+//!   every wait has a deadline.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod supervisor;

@@ -1,0 +1,11 @@
+//! The supervisor: `core` decides (pure), the other modules do the I/O it asks for, and `run`
+//! is the driver loop that ties them together.
+
+pub mod core;
+pub mod output;
+pub mod reaper;
+pub mod ready;
+pub mod run;
+pub mod signals;
+pub mod spawn;
+pub mod strays;

@@ -1,0 +1,315 @@
+//! The supervisor's driver: a single-threaded tokio loop that feeds the core what happens
+//! (signals, reaped children, readiness, time) and carries out the core's actions (spawn,
+//! signal, probe, sweep, exit).
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::core::{Action, Core, Input, ServiceId};
+use super::output::{ServicePipes, Sink, Stream};
+use super::ready::{Probe, Waiters};
+use super::signals::{Inherited, Streams};
+use super::spawn::{self, Extras, Stdio3};
+use super::{reaper, strays};
+use crate::config::{Config, Output, Ready};
+
+/// How long muster waits, after its last child is gone, for output still in the pipes.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
+
+/// Runs the configuration until muster must exit; returns the exit code.
+pub fn run(config: Config) -> anyhow::Result<i32> {
+    let inherited = Inherited::capture_and_unblock();
+    become_subreaper();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    runtime.block_on(async move { Driver::start(config, inherited)?.run().await })
+}
+
+/// Makes muster the reaper of its orphaned descendants when it is not PID 1.
+fn become_subreaper() {
+    // SAFETY: getpid and prctl(PR_SET_CHILD_SUBREAPER) have no memory-safety preconditions.
+    unsafe {
+        if libc::getpid() != 1 && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "not PID 1 and cannot become a subreaper: orphans will not be reaped"
+            );
+        }
+    }
+}
+
+struct Driver {
+    core: Core,
+    inherited: Inherited,
+    signals: Streams,
+    pipes: HashMap<ServiceId, ServicePipes>,
+    relays: Vec<JoinHandle<()>>,
+    sink: Option<Sink>,
+    sink_thread: Option<std::thread::JoinHandle<()>>,
+    probes: HashMap<ServiceId, JoinHandle<()>>,
+    notify: HashMap<ServiceId, OwnedFd>,
+    waiters: Waiters,
+    inputs_tx: mpsc::UnboundedSender<Input>,
+    inputs: mpsc::UnboundedReceiver<Input>,
+    tty: bool,
+}
+
+impl Driver {
+    fn start(config: Config, inherited: Inherited) -> anyhow::Result<Driver> {
+        // Handlers first: a child that exits before SIGCHLD is handled would never be reaped.
+        let signals = Streams::register()?;
+        let (sink, sink_thread) = Sink::start()?;
+        let mut pipes = HashMap::new();
+        let mut relays = Vec::new();
+        for (id, s) in config.services.iter().enumerate() {
+            if s.output != Output::Pipe {
+                continue;
+            }
+            let prefix: Arc<str> = Arc::from(s.log_prefix.as_str());
+            let (out_r, out_w) = spawn::pipe()?;
+            let (err_r, err_w) = spawn::pipe()?;
+            relays.push(tokio::spawn(sink.clone().relay(
+                out_r,
+                prefix.clone(),
+                Stream::Stdout,
+            )));
+            relays.push(tokio::spawn(sink.clone().relay(err_r, prefix, Stream::Stderr)));
+            pipes.insert(
+                id,
+                ServicePipes {
+                    stdout: out_w,
+                    stderr: err_w,
+                },
+            );
+        }
+        let (inputs_tx, inputs) = mpsc::unbounded_channel();
+        // SAFETY: isatty has no preconditions.
+        let tty = unsafe { libc::isatty(0) } == 1;
+        Ok(Driver {
+            core: Core::new(&config),
+            inherited,
+            signals,
+            pipes,
+            relays,
+            sink: Some(sink),
+            sink_thread: Some(sink_thread),
+            probes: HashMap::new(),
+            notify: HashMap::new(),
+            waiters: Waiters::default(),
+            inputs_tx,
+            inputs,
+            tty,
+        })
+    }
+
+    async fn run(mut self) -> anyhow::Result<i32> {
+        let code = loop {
+            if let Some(code) = self.apply_actions() {
+                break code;
+            }
+            let timeout = self.core.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let forwarded = async {
+                let futures = self
+                    .signals
+                    .forwarded
+                    .iter_mut()
+                    .map(|(sig, s)| Box::pin(async move { s.recv().await.map(|_| *sig) }));
+                futures_select_all(futures).await
+            };
+            let input = tokio::select! {
+                _ = self.signals.child.recv() => None,
+                _ = self.signals.term.recv() => Some(Input::Signal(libc::SIGTERM)),
+                _ = self.signals.int.recv() => Some(Input::Signal(libc::SIGINT)),
+                Some(sig) = forwarded => Some(Input::Signal(sig)),
+                Some(input) = self.inputs.recv() => Some(input),
+                _ = sleep => Some(Input::Tick),
+            };
+            match input {
+                Some(input) => self.core.handle(Instant::now(), input),
+                None => self.reap(),
+            }
+        };
+        self.finish().await;
+        Ok(code)
+    }
+
+    /// Collects every ended child and tells the core (or the exec probe waiting for it).
+    fn reap(&mut self) {
+        let mut ended = Vec::new();
+        let none_left = reaper::reap_all(|pid, status| ended.push((pid, status)));
+        let now = Instant::now();
+        for (pid, status) in ended {
+            let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&pid));
+            match waiter {
+                Some(tx) => {
+                    let _ = tx.send(status);
+                }
+                None => self.core.handle(now, Input::Exited { pid, status }),
+            }
+        }
+        if none_left {
+            self.core.handle(now, Input::NoChildren);
+        }
+    }
+
+    /// Carries out what the core asked; returns the exit code once it asks to exit.
+    fn apply_actions(&mut self) -> Option<i32> {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Spawn(id) => self.spawn(id),
+                Action::Probe { service, pid } => {
+                    let probe = Probe {
+                        service: self.core.service(service).clone(),
+                        id: service,
+                        pid,
+                        notify: self.notify.remove(&service),
+                        inherited: self.inherited,
+                        waiters: self.waiters.clone(),
+                        tx: self.inputs_tx.clone(),
+                    };
+                    if let Some(old) = self.probes.insert(service, tokio::spawn(probe.run())) {
+                        old.abort();
+                    }
+                }
+                Action::StopProbe(id) => {
+                    if let Some(task) = self.probes.remove(&id) {
+                        task.abort();
+                    }
+                }
+                Action::Signal { pid, group, signal } => {
+                    if let Err(error) = spawn::send_signal(pid, group, signal) {
+                        tracing::warn!(pid, signal, %error, "cannot signal");
+                    }
+                }
+                Action::SweepStrays(signal) => {
+                    let n = strays::sweep(signal);
+                    if n > 0 {
+                        tracing::info!(signal = %crate::config::signal_name(signal), "signalled leftover processes");
+                    }
+                    // Collect at once what is already gone, so an empty tree exits now.
+                    self.reap();
+                }
+                Action::Exit(code) => return Some(code),
+            }
+        }
+        None
+    }
+
+    fn spawn(&mut self, id: ServiceId) {
+        let service = self.core.service(id).clone();
+        let stdio = match self.pipes.get(&id) {
+            Some(p) => match (p.stdout.try_clone(), p.stderr.try_clone()) {
+                (Ok(out), Ok(err)) => Stdio3 {
+                    stdin: Stdio::null(),
+                    stdout: Stdio::from(out),
+                    stderr: Stdio::from(err),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(service = %service.name, error = %e, "cannot share output pipe");
+                    self.core.handle(
+                        Instant::now(),
+                        Input::SpawnFailed {
+                            service: id,
+                            code: 126,
+                        },
+                    );
+                    return;
+                }
+            },
+            None => Stdio3 {
+                stdin: Stdio::inherit(),
+                stdout: Stdio::inherit(),
+                stderr: Stdio::inherit(),
+            },
+        };
+        let mut notify_pair = None;
+        if let Some(Ready::NotifyFd(fd)) = service.ready {
+            match spawn::pipe() {
+                Ok((r, w)) => notify_pair = Some((r, w, fd)),
+                Err(e) => tracing::error!(service = %service.name, error = %e, "cannot make notify pipe"),
+            }
+        }
+        let extras = Extras {
+            inherited: &self.inherited,
+            notify: notify_pair.as_ref().map(|(_, w, fd)| (w, *fd)),
+            foreground_tty: self.tty && service.main && service.output == Output::Inherit,
+        };
+        let result = spawn::spawn(&service, stdio, extras);
+        let now = Instant::now();
+        match result {
+            Ok(pid) => {
+                if let Some((r, _w, _)) = notify_pair {
+                    // The write end is dropped here: only the child holds it now.
+                    self.notify.insert(id, r);
+                }
+                self.core.handle(now, Input::Spawned { service: id, pid });
+            }
+            Err(error) => {
+                tracing::error!(service = %service.name, %error, "cannot start");
+                self.core.handle(
+                    now,
+                    Input::SpawnFailed {
+                        service: id,
+                        code: error.code(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Lets the last output through, bounded in time.
+    async fn finish(&mut self) {
+        for task in self.probes.values() {
+            task.abort();
+        }
+        // Closing muster's write ends lets each relay see end-of-file once the children's are gone.
+        self.pipes.clear();
+        let relays = std::mem::take(&mut self.relays);
+        let _ = tokio::time::timeout(OUTPUT_DRAIN, async {
+            for r in relays {
+                let _ = r.await;
+            }
+        })
+        .await;
+        self.sink = None;
+        if let Some(t) = self.sink_thread.take() {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = t.join();
+                let _ = tx.send(());
+            });
+            let _ = rx.recv_timeout(OUTPUT_DRAIN);
+        }
+    }
+}
+
+/// Waits for the first of several futures that yield an `Option`.
+async fn futures_select_all<F>(futures: impl Iterator<Item = F>) -> Option<i32>
+where
+    F: std::future::Future<Output = Option<i32>> + Unpin,
+{
+    let mut list: Vec<F> = futures.collect();
+    std::future::poll_fn(move |cx| {
+        for f in list.iter_mut() {
+            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}

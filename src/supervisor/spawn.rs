@@ -1,0 +1,162 @@
+//! Starting processes: a service's run, or a readiness check. The child gets its own process
+//! group, the signal state muster inherited, the service's identity and, for `notify_fd`, the
+//! write end of a readiness pipe. Nothing here waits for a child: the reaper does.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use super::core::Pid;
+use super::signals::Inherited;
+use crate::config::{Credentials, Service};
+
+/// Where a child's standard streams go.
+pub struct Stdio3 {
+    /// Standard input.
+    pub stdin: Stdio,
+    /// Standard output.
+    pub stdout: Stdio,
+    /// Standard error.
+    pub stderr: Stdio,
+}
+
+/// Why a spawn failed, with the exit code it stands for.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run {program:?}: {source}")]
+pub struct SpawnError {
+    /// The program that could not run.
+    pub program: String,
+    /// The operating system's reason.
+    #[source]
+    pub source: io::Error,
+}
+
+impl SpawnError {
+    /// 127 when the program does not exist, 126 when it exists but cannot be executed (tini).
+    pub fn code(&self) -> i32 {
+        match self.source.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => 127,
+            _ => 126,
+        }
+    }
+}
+
+/// What a spawn needs besides the service itself.
+pub struct Extras<'a> {
+    /// Signal state restored in the child.
+    pub inherited: &'a Inherited,
+    /// Write end of the readiness pipe and the fd number it must have in the child.
+    pub notify: Option<(&'a OwnedFd, RawFd)>,
+    /// Whether the child takes the terminal's foreground (interactive main service).
+    pub foreground_tty: bool,
+}
+
+/// Starts one run of `service`; returns its pid, which is also its process group id.
+pub fn spawn(service: &Service, stdio: Stdio3, extras: Extras<'_>) -> Result<Pid, SpawnError> {
+    let program = service.command[0].clone();
+    let err = |source| SpawnError {
+        program: program.clone(),
+        source,
+    };
+    if let Some(dir) = &service.working_dir {
+        if !dir.is_dir() {
+            return Err(err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("working_dir {} is not a directory", dir.display()),
+            )));
+        }
+    }
+    let mut cmd = Command::new(&service.command[0]);
+    cmd.args(&service.command[1..])
+        .envs(&service.environment)
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr)
+        .process_group(0);
+    if let Some(dir) = &service.working_dir {
+        cmd.current_dir(dir);
+    }
+    let inherited = *extras.inherited;
+    let notify = extras.notify.map(|(fd, target)| (fd.as_raw_fd(), target));
+    let user = service.user.clone();
+    let tty = extras.foreground_tty;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
+    // (tcsetpgrp, sigprocmask, sigaction, dup2, fcntl, setgroups, setgid, setuid) on values
+    // prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || child_setup(&inherited, notify, user.as_ref(), tty));
+    }
+    let child = cmd.spawn().map_err(err)?;
+    // The reaper collects this child; dropping `Child` neither waits nor kills.
+    Ok(child.id() as Pid)
+}
+
+fn child_setup(
+    inherited: &Inherited,
+    notify: Option<(RawFd, RawFd)>,
+    user: Option<&Credentials>,
+    tty: bool,
+) -> io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: plain syscalls on valid arguments, in the single-threaded child.
+    unsafe {
+        if tty {
+            // Take the terminal's foreground; block SIGTTOU so a background caller is not stopped.
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTTOU);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::tcsetpgrp(0, libc::getpid());
+        }
+        inherited.restore_in_child();
+        if let Some((fd, target)) = notify {
+            if fd == target {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                check(libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC))?;
+            } else {
+                check(libc::dup2(fd, target))?;
+            }
+        }
+        if let Some(u) = user {
+            check(libc::setgroups(u.groups.len(), u.groups.as_ptr()))?;
+            check(libc::setgid(u.gid))?;
+            check(libc::setuid(u.uid))?;
+        }
+    }
+    Ok(())
+}
+
+/// A pipe whose two ends are close-on-exec in muster.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sends a signal to a process or to its process group; a process already gone is not an error.
+pub fn send_signal(pid: Pid, group: bool, signal: i32) -> io::Result<()> {
+    if pid <= 1 {
+        return Ok(());
+    }
+    let target = if group { -pid } else { pid };
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(target, signal) } == -1 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
