@@ -46,6 +46,8 @@ pub struct ServicePipes {
     pub stdout: OwnedFd,
     /// Write end given to each run as stderr.
     pub stderr: OwnedFd,
+    /// Tell the two relays that a run ended.
+    pub run_ended: [mpsc::UnboundedSender<()>; 2],
 }
 
 /// Cuts a byte stream into lines. Pure: the relay task feeds it what it reads.
@@ -118,7 +120,16 @@ impl Sink {
     }
 
     /// Copies one pipe into the sink until its writers are all gone.
-    pub async fn relay(self, read_end: OwnedFd, prefix: Arc<str>, stream: Stream) {
+    ///
+    /// A message on `run_ended` says the run writing into the pipe has ended: what it wrote is
+    /// read at once and its partial last line is passed on, so it is not glued to the next run's.
+    pub async fn relay(
+        self,
+        read_end: OwnedFd,
+        prefix: Arc<str>,
+        stream: Stream,
+        mut run_ended: mpsc::UnboundedReceiver<()>,
+    ) {
         let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) else {
             tracing::error!("cannot watch an output pipe");
             return;
@@ -126,18 +137,36 @@ impl Sink {
         let mut splitter = LineSplitter::default();
         let mut buf = vec![0u8; 8192];
         loop {
-            let read = if splitter.has_partial() {
-                match tokio::time::timeout(PARTIAL_FLUSH, pipe.read(&mut buf)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        if let Some(text) = splitter.flush() {
+            let wait_partial = async {
+                if splitter.has_partial() {
+                    tokio::time::sleep(PARTIAL_FLUSH).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let read = tokio::select! {
+                r = pipe.read(&mut buf) => r,
+                Some(()) = run_ended.recv() => {
+                    // Everything the run wrote is in the pipe already: take it, then cut.
+                    while let Ok(n) = pipe.try_read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        for text in splitter.push(&buf[..n]) {
                             self.send(&prefix, stream, text).await;
                         }
-                        continue;
                     }
+                    if let Some(text) = splitter.flush() {
+                        self.send(&prefix, stream, text).await;
+                    }
+                    continue;
                 }
-            } else {
-                pipe.read(&mut buf).await
+                () = wait_partial => {
+                    if let Some(text) = splitter.flush() {
+                        self.send(&prefix, stream, text).await;
+                    }
+                    continue;
+                }
             };
             match read {
                 Ok(0) | Err(_) => break,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::core::{Action, Core, Input, ServiceId};
+use super::core::{Action, Core, Input, Pid, ServiceId};
 use super::output::{ServicePipes, Sink, Stream};
 use super::ready::{Probe, Waiters};
 use super::signals::{Inherited, Streams};
@@ -57,6 +57,8 @@ struct Driver {
     probes: HashMap<ServiceId, JoinHandle<()>>,
     notify: HashMap<ServiceId, OwnedFd>,
     waiters: Waiters,
+    /// Which service each running pid belongs to, to flush its output when it ends.
+    runs: HashMap<Pid, ServiceId>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs: mpsc::UnboundedReceiver<Input>,
     tty: bool,
@@ -76,17 +78,26 @@ impl Driver {
             let prefix: Arc<str> = Arc::from(s.log_prefix.as_str());
             let (out_r, out_w) = spawn::pipe()?;
             let (err_r, err_w) = spawn::pipe()?;
+            let (out_tx, out_rx) = mpsc::unbounded_channel();
+            let (err_tx, err_rx) = mpsc::unbounded_channel();
             relays.push(tokio::spawn(sink.clone().relay(
                 out_r,
                 prefix.clone(),
                 Stream::Stdout,
+                out_rx,
             )));
-            relays.push(tokio::spawn(sink.clone().relay(err_r, prefix, Stream::Stderr)));
+            relays.push(tokio::spawn(sink.clone().relay(
+                err_r,
+                prefix,
+                Stream::Stderr,
+                err_rx,
+            )));
             pipes.insert(
                 id,
                 ServicePipes {
                     stdout: out_w,
                     stderr: err_w,
+                    run_ended: [out_tx, err_tx],
                 },
             );
         }
@@ -104,6 +115,7 @@ impl Driver {
             probes: HashMap::new(),
             notify: HashMap::new(),
             waiters: Waiters::default(),
+            runs: HashMap::new(),
             inputs_tx,
             inputs,
             tty,
@@ -158,7 +170,16 @@ impl Driver {
                 Some(tx) => {
                     let _ = tx.send(status);
                 }
-                None => self.core.handle(now, Input::Exited { pid, status }),
+                None => {
+                    if let Some(id) = self.runs.remove(&pid) {
+                        if let Some(p) = self.pipes.get(&id) {
+                            for tx in &p.run_ended {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                    self.core.handle(now, Input::Exited { pid, status });
+                }
             }
         }
         if none_left {
@@ -256,6 +277,7 @@ impl Driver {
                     // The write end is dropped here: only the child holds it now.
                     self.notify.insert(id, r);
                 }
+                self.runs.insert(pid, id);
                 self.core.handle(now, Input::Spawned { service: id, pid });
             }
             Err(error) => {

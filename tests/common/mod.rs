@@ -1,0 +1,159 @@
+//! Helpers shared by the integration tests: run the real `muster` binary, collect its output
+//! lines with their arrival times, and wait with deadlines (never a fixed sleep as a check).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn muster() -> &'static str {
+    env!("CARGO_BIN_EXE_muster")
+}
+
+/// A running muster whose stdout and stderr lines are collected.
+pub struct Run {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    pub started: Instant,
+}
+
+impl Run {
+    /// Starts `program args` (muster, or a wrapper such as unshare) with output collected.
+    pub fn start(program: &str, args: &[&str]) -> Run {
+        Self::start_cmd(Command::new(program).args(args))
+    }
+
+    pub fn start_cmd(cmd: &mut Command) -> Run {
+        let started = Instant::now();
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn muster");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        for stream in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("  | {line}");
+                    lines.lock().unwrap().push((Instant::now(), line));
+                }
+            });
+        }
+        Run { child, lines, started }
+    }
+
+    /// Waits for exit; on timeout kills it and fails the test.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Give the reader threads a moment to drain what is left in the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("muster did not exit within {limit:?}; output:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until a line containing `needle` has been seen; returns when it arrived.
+    pub fn wait_line(&self, needle: &str, limit: Duration) -> Instant {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(t) = self.line_time(needle) {
+                return t;
+            }
+            if Instant::now() > deadline {
+                panic!("no line containing {needle:?} within {limit:?}; output:\n{}", self.text());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn line_time(&self, needle: &str) -> Option<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).count()
+    }
+
+    pub fn times(&self, needle: &str) -> Vec<Instant> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        signal(self.child.id() as i32, sig);
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// Writes a config file into `dir` and returns its path.
+pub fn config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("muster.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// The exit code, or 128+signal if the process itself was killed.
+pub fn code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Waits until `cond` holds, polling; panics with `what` at the deadline.
+pub fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The first child process of `pid` (for `unshare --fork`, that is muster as PID 1).
+pub fn first_child(pid: u32) -> Option<i32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
