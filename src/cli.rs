@@ -167,12 +167,17 @@ pub fn main(args: Vec<OsString>) -> i32 {
             match Config::load(&path, &config::users::SystemUsers) {
                 Ok(c) => supervise(c),
                 Err(e) => {
-                    eprintln!("muster: {}: invalid configuration, nothing started", path.display());
+                    eprintln!(
+                        "muster: {}: invalid configuration, nothing started",
+                        path.display()
+                    );
                     for p in &e.problems {
                         eprintln!("  {p}");
                     }
                     if !path.exists() {
-                        eprintln!("  (give a command, as in 'muster -- CMD ARGS', or a file with --config)");
+                        eprintln!(
+                            "  (give a command, as in 'muster -- CMD ARGS', or a file with --config)"
+                        );
                     }
                     EXIT_USAGE
                 }
@@ -214,14 +219,29 @@ mod tests {
     fn command_lines() {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         check(&[], Ok(Command::Run(None)));
-        check(&["--config", "/x.toml"], Ok(Command::Run(Some("/x.toml".into()))));
+        check(
+            &["--config", "/x.toml"],
+            Ok(Command::Run(Some("/x.toml".into()))),
+        );
         check(&["-c", "/x.toml"], Ok(Command::Run(Some("/x.toml".into()))));
         check(&["--", "version"], Ok(Command::Single(v(&["version"]))));
-        check(&["--", "sh", "-c", "exit 3"], Ok(Command::Single(v(&["sh", "-c", "exit 3"]))));
-        check(&["--", "--", "true"], Ok(Command::Single(v(&["--", "true"]))));
-        check(&["node", "--inspect"], Ok(Command::Single(v(&["node", "--inspect"]))));
+        check(
+            &["--", "sh", "-c", "exit 3"],
+            Ok(Command::Single(v(&["sh", "-c", "exit 3"]))),
+        );
+        check(
+            &["--", "--", "true"],
+            Ok(Command::Single(v(&["--", "true"]))),
+        );
+        check(
+            &["node", "--inspect"],
+            Ok(Command::Single(v(&["node", "--inspect"]))),
+        );
         check(&["check-config"], Ok(Command::Check(None)));
-        check(&["check-config", "a.toml"], Ok(Command::Check(Some("a.toml".into()))));
+        check(
+            &["check-config", "a.toml"],
+            Ok(Command::Check(Some("a.toml".into()))),
+        );
         check(&["check-config", "--help"], Ok(Command::Help(CHECK_HELP)));
         check(&["version"], Ok(Command::Version));
         check(&["--help"], Ok(Command::Help(HELP)));

@@ -1,5 +1,7 @@
 //! The architecture invariants stated in `src/lib.rs`, checked on the source text.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -40,7 +42,14 @@ fn all_sources() -> Vec<(String, String)> {
 #[test]
 fn only_the_reaper_waits_for_children() {
     for (path, code) in all_sources() {
-        for banned in ["waitpid", "waitid", "libc::wait(", "tokio::process", ".wait()", ".try_wait()"] {
+        for banned in [
+            "waitpid",
+            "waitid",
+            "libc::wait(",
+            "tokio::process",
+            ".wait()",
+            ".try_wait()",
+        ] {
             if code.contains(banned) {
                 assert_eq!(path, "src/supervisor/reaper.rs", "{path} uses {banned}");
                 assert!(banned == "waitpid", "{path} uses {banned}");
@@ -56,7 +65,15 @@ fn the_core_reads_no_clock_and_does_no_io() {
         if !path.starts_with("src/supervisor/core") || path.ends_with("tests.rs") {
             continue;
         }
-        for banned in ["Instant::now", "SystemTime", "std::fs", "std::net", "tokio", "libc::kill", "std::process"] {
+        for banned in [
+            "Instant::now",
+            "SystemTime",
+            "std::fs",
+            "std::net",
+            "tokio",
+            "libc::kill",
+            "std::process",
+        ] {
             assert!(!code.contains(banned), "{path} uses {banned}");
         }
     }

@@ -2,6 +2,8 @@
 //! (`unshare --pid --fork --mount-proc`): exit codes, reaping, signals, restarts, stop order,
 //! grace, readiness and bad configurations.
 
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
@@ -38,7 +40,9 @@ fn exit_codes_follow_tini_rules() {
 #[test]
 fn sigterm_is_forwarded_and_gives_143() {
     let mut run = Run::start(muster(), &["--", "sleep", "30"]);
-    eventually("sleep to start", LONG, || common::first_child(run.child.id()).is_some());
+    eventually("sleep to start", LONG, || {
+        common::first_child(run.child.id()).is_some()
+    });
     run.signal(libc::SIGTERM);
     assert_eq!(code(run.wait(LONG)), 143);
     assert!(run.started.elapsed() < Duration::from_secs(5));
@@ -166,10 +170,20 @@ command = ["sh", "-c", "trap 'echo app-stopping; sleep 0.2; exit 0' TERM; echo a
     let took = asked.elapsed();
     let app = run.wait_line("[app] app-stopping", LONG);
     let db = run.wait_line("[db] db-stopping", LONG);
-    assert!(app + Duration::from_millis(150) <= db, "db stops after app has exited:\n{}", run.text());
+    assert!(
+        app + Duration::from_millis(150) <= db,
+        "db stops after app has exited:\n{}",
+        run.text()
+    );
     assert!(run.text().contains("grace over, killing"), "{}", run.text());
-    assert!(took >= Duration::from_millis(500), "the stubborn service had its grace: {took:?}");
-    assert!(took < Duration::from_secs(5), "within the stop timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "the stubborn service had its grace: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "within the stop timeout: {took:?}"
+    );
 }
 
 #[test]
@@ -190,11 +204,20 @@ command = ["sleep", "30"]
     let mut run = Run::start(muster(), &["--config", cfg.to_str().unwrap()]);
     assert_eq!(code(run.wait(LONG)), 2, "{}", run.text());
     let starts = run.times("flaky-start");
-    assert_eq!(starts.len(), 4, "one start and three restarts:\n{}", run.text());
+    assert_eq!(
+        starts.len(),
+        4,
+        "one start and three restarts:\n{}",
+        run.text()
+    );
     for (i, pair) in starts.windows(2).enumerate() {
         let gap = pair[1] - pair[0];
         let floor = Duration::from_millis(100 << i);
-        assert!(gap >= floor, "restart {} came after {gap:?}, before {floor:?}", i + 1);
+        assert!(
+            gap >= floor,
+            "restart {} came after {gap:?}, before {floor:?}",
+            i + 1
+        );
     }
     assert!(run.text().contains("crash loop, giving up"));
 }
@@ -214,11 +237,17 @@ main = true
 "#,
     );
     let mut cmd = std::process::Command::new(muster());
-    cmd.args(["--config", cfg.to_str().unwrap()]).current_dir(dir.path());
+    cmd.args(["--config", cfg.to_str().unwrap()])
+        .current_dir(dir.path());
     let mut run = Run::start_cmd(&mut cmd);
     assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
     for n in 1..=3 {
-        assert_eq!(run.count(&format!("[counter] run {n} partial")), 1, "{}", run.text());
+        assert_eq!(
+            run.count(&format!("[counter] run {n} partial")),
+            1,
+            "{}",
+            run.text()
+        );
     }
 }
 
@@ -248,8 +277,16 @@ command = ["sh", "-c", "echo app-starting; exit 5"]
     let mut run = Run::start(muster(), &["--config", cfg.to_str().unwrap()]);
     assert_eq!(code(run.wait(LONG)), 5);
     let app = run.wait_line("app-starting", LONG);
-    assert!(run.wait_line("notifier-ready", LONG) <= app, "{}", run.text());
-    assert!(run.wait_line("checked-ready", LONG) <= app, "{}", run.text());
+    assert!(
+        run.wait_line("notifier-ready", LONG) <= app,
+        "{}",
+        run.text()
+    );
+    assert!(
+        run.wait_line("checked-ready", LONG) <= app,
+        "{}",
+        run.text()
+    );
 }
 
 #[test]
@@ -358,7 +395,8 @@ environment = { ADDED = "yes" }
 "#,
     );
     let mut cmd = std::process::Command::new(muster());
-    cmd.args(["--config", cfg.to_str().unwrap()]).env("FROM_PARENT", "inherited");
+    cmd.args(["--config", cfg.to_str().unwrap()])
+        .env("FROM_PARENT", "inherited");
     let mut run = Run::start_cmd(&mut cmd);
     assert_eq!(code(run.wait(LONG)), 0);
     run.wait_line("[app] env inherited yes", LONG);
@@ -379,20 +417,40 @@ fn inherited_signal_state_is_restored_in_the_child() {
         u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
     };
     let bit = |sig: i32| 1u64 << (sig - 1);
-    assert_ne!(field("SigIgn:") & bit(libc::SIGINT), 0, "SIGINT still ignored");
-    assert_ne!(field("SigIgn:") & bit(libc::SIGTTOU), 0, "SIGTTOU still ignored");
-    assert_ne!(field("SigBlk:") & bit(libc::SIGTTIN), 0, "SIGTTIN still blocked");
+    assert_ne!(
+        field("SigIgn:") & bit(libc::SIGINT),
+        0,
+        "SIGINT still ignored"
+    );
+    assert_ne!(
+        field("SigIgn:") & bit(libc::SIGTTOU),
+        0,
+        "SIGTTOU still ignored"
+    );
+    assert_ne!(
+        field("SigBlk:") & bit(libc::SIGTTIN),
+        0,
+        "SIGTTIN still blocked"
+    );
 }
 
 #[test]
 fn each_service_leads_its_own_process_group() {
     let mut run = Run::start(
         muster(),
-        &["--", "sh", "-c", "ps_pgid=$(cut -d' ' -f5 /proc/$$/stat); echo \"pid $$ pgid $ps_pgid\""],
+        &[
+            "--",
+            "sh",
+            "-c",
+            "ps_pgid=$(cut -d' ' -f5 /proc/$$/stat); echo \"pid $$ pgid $ps_pgid\"",
+        ],
     );
     assert_eq!(code(run.wait(LONG)), 0);
     let text = run.text();
-    let line = text.lines().find(|l| l.starts_with("pid ")).expect("pid line");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("pid "))
+        .expect("pid line");
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(f[1], f[3], "{line}");
 }

@@ -204,7 +204,10 @@ fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -
                 }
             }
         }
-        _ => v.problem("services", "no service is declared (add a [services.NAME] table)"),
+        _ => v.problem(
+            "services",
+            "no service is declared (add a [services.NAME] table)",
+        ),
     }
     check_relations(&services, v);
     Config {
@@ -242,10 +245,12 @@ fn service(
     users: &dyn UserDb,
 ) -> Option<Service> {
     let at = |key: &str| format!("services.{name}.{key}");
-    let Some(t) = v.table(&format!("services.{name}"), Some(raw)) else {
-        return None;
-    };
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+    let t = v.table(&format!("services.{name}"), Some(raw))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
         v.problem(
             &format!("services.{name}"),
             "a service name uses only letters, digits, '-', '_' and '.'",
@@ -254,13 +259,19 @@ fn service(
     v.only_keys(&format!("services.{name}"), t, SERVICE_KEYS);
     let command = match v.string_list(&at("command"), t.get("command")) {
         Some(c) if c.is_empty() => {
-            v.problem(&at("command"), "is empty: give the program and its arguments");
+            v.problem(
+                &at("command"),
+                "is empty: give the program and its arguments",
+            );
             Vec::new()
         }
         Some(c) => c,
         None => {
             if t.get("command").is_none() {
-                v.problem(&at("command"), "is missing: give the program and its arguments");
+                v.problem(
+                    &at("command"),
+                    "is missing: give the program and its arguments",
+                );
             }
             Vec::new()
         }
@@ -275,14 +286,19 @@ fn service(
     if let Some(env) = v.table(&at("environment"), t.get("environment")) {
         for (key, val) in env {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                v.problem(&at("environment"), &format!("{key:?} is not a variable name"));
+                v.problem(
+                    &at("environment"),
+                    &format!("{key:?} is not a variable name"),
+                );
             }
             if let Some(text) = v.string(&format!("{}.{key}", at("environment")), Some(val)) {
                 s.environment.insert(key.clone(), text);
             }
         }
     }
-    s.working_dir = v.string(&at("working_dir"), t.get("working_dir")).map(PathBuf::from);
+    s.working_dir = v
+        .string(&at("working_dir"), t.get("working_dir"))
+        .map(PathBuf::from);
     if let Some(user) = v.string(&at("user"), t.get("user")) {
         match users.resolve(&user) {
             Ok(c) => s.user = Some(c),
@@ -425,10 +441,7 @@ fn check_relations(services: &[Service], v: &mut value::Validator) {
     if mains.len() > 1 {
         v.problem(
             "services",
-            &format!(
-                "only one service can be main, found {}",
-                mains.join(", ")
-            ),
+            &format!("only one service can be main, found {}", mains.join(", ")),
         );
     }
     for s in services {
@@ -477,8 +490,10 @@ fn find_cycle(services: &[Service]) -> Option<Vec<String>> {
             match marks[j] {
                 Mark::Open => {
                     let from = stack.iter().position(|&k| k == j).unwrap_or(0);
-                    let mut names: Vec<String> =
-                        stack[from..].iter().map(|&k| services[k].name.clone()).collect();
+                    let mut names: Vec<String> = stack[from..]
+                        .iter()
+                        .map(|&k| services[k].name.clone())
+                        .collect();
                     names.push(services[j].name.clone());
                     return Some(names);
                 }

@@ -41,7 +41,10 @@ fn sample_config_parses() {
         }))
     );
     assert_eq!(app.log_prefix, "[app] ");
-    assert_eq!(app.environment.get("PORT").map(String::as_str), Some("3000"));
+    assert_eq!(
+        app.environment.get("PORT").map(String::as_str),
+        Some("3000")
+    );
 }
 
 #[test]
@@ -124,7 +127,10 @@ fn cycles_are_named() {
          [services.b]\ncommand=[\"x\"]\ndepends_on=[\"c\"]\n\
          [services.c]\ncommand=[\"x\"]\ndepends_on=[\"a\"]\n",
     );
-    assert_eq!(got, vec!["services: depends_on forms a cycle: a -> b -> c -> a"]);
+    assert_eq!(
+        got,
+        vec!["services: depends_on forms a cycle: a -> b -> c -> a"]
+    );
 }
 
 #[test]

@@ -42,8 +42,12 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<Credentials, Str
         })
     };
     let (name, uid, gid) = if let Some((u, g)) = spec.split_once(':') {
-        let uid = u.parse::<u32>().map_err(|_| format!("{u:?} is not a numeric uid"))?;
-        let gid = g.parse::<u32>().map_err(|_| format!("{g:?} is not a numeric gid"))?;
+        let uid = u
+            .parse::<u32>()
+            .map_err(|_| format!("{u:?} is not a numeric uid"))?;
+        let gid = g
+            .parse::<u32>()
+            .map_err(|_| format!("{g:?} is not a numeric gid"))?;
         let name = entries().find(|e| e.1 == uid).map(|e| e.0);
         (name, uid, gid)
     } else if let Ok(uid) = spec.parse::<u32>() {
@@ -94,7 +98,10 @@ mod tests {
                 }),
                 "{spec}"
             ),
-            Err(text) => assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{spec}: {got:?}"),
+            Err(text) => assert!(
+                got.as_ref().is_err_and(|e| e.contains(text)),
+                "{spec}: {got:?}"
+            ),
         }
     }
 

@@ -416,8 +416,7 @@ impl Core {
             } else if !status.success() && self.has_waiting_dependents(id) {
                 tracing::error!(service = %name, "a service that others wait for has failed");
                 self.begin_stop(now, None, Some(status.code()));
-            } else if self.main.is_none() && self.services.iter().all(|s| s.state == State::Down)
-            {
+            } else if self.main.is_none() && self.services.iter().all(|s| s.state == State::Down) {
                 let code = self
                     .services
                     .iter()
@@ -448,7 +447,11 @@ impl Core {
             self.begin_stop(now, None, Some(code));
             return;
         }
-        let delay = backoff(svc.spec.restart_delay, svc.spec.restart_delay_max, svc.crashes);
+        let delay = backoff(
+            svc.spec.restart_delay,
+            svc.spec.restart_delay_max,
+            svc.crashes,
+        );
         tracing::warn!(
             service = %name,
             %status,
@@ -472,8 +475,10 @@ impl Core {
                 &s.spec.name == dep
                     && match s.state {
                         State::Running { ready, .. } => ready,
-                        State::Down => s.spec.restart == Restart::Never
-                            && s.last.is_some_and(ExitStatus::success),
+                        State::Down => {
+                            s.spec.restart == Restart::Never
+                                && s.last.is_some_and(ExitStatus::success)
+                        }
                         _ => false,
                     }
             })
@@ -624,10 +629,7 @@ impl Core {
                 });
             }
         }
-        let all_down = self
-            .services
-            .iter()
-            .all(|s| matches!(s.state, State::Down));
+        let all_down = self.services.iter().all(|s| matches!(s.state, State::Down));
         if !all_down {
             return;
         }
@@ -656,7 +658,9 @@ impl Core {
 
 /// The back-off before restart number `crashes` (1-based): doubling from `first`, capped.
 pub fn backoff(first: Duration, max: Duration, crashes: u32) -> Duration {
-    let factor = 1u32.checked_shl(crashes.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(crashes.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     first.saturating_mul(factor).min(max)
 }
 

@@ -3,8 +3,8 @@
 
 pub mod core;
 pub mod output;
-pub mod reaper;
 pub mod ready;
+pub mod reaper;
 pub mod run;
 pub mod signals;
 pub mod spawn;

@@ -2,6 +2,9 @@
 //! (signals, reaped children, readiness, time) and carries out the core's actions (spawn,
 //! signal, probe, sweep, exit).
 
+// The driver is where the supervisor reads the clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
@@ -68,13 +71,21 @@ impl Driver {
     fn start(config: Config, inherited: Inherited) -> anyhow::Result<Driver> {
         // Handlers first: a child that exits before SIGCHLD is handled would never be reaped.
         let signals = Streams::register()?;
-        let (sink, sink_thread) = Sink::start()?;
         let mut pipes = HashMap::new();
         let mut relays = Vec::new();
+        let (mut sink, mut sink_thread) = (None, None);
         for (id, s) in config.services.iter().enumerate() {
             if s.output != Output::Pipe {
                 continue;
             }
+            let sink = match &sink {
+                Some(sink) => sink,
+                None => {
+                    let (started, thread) = Sink::start()?;
+                    sink_thread = Some(thread);
+                    sink.insert(started)
+                }
+            };
             let prefix: Arc<str> = Arc::from(s.log_prefix.as_str());
             let (out_r, out_w) = spawn::pipe()?;
             let (err_r, err_w) = spawn::pipe()?;
@@ -110,8 +121,8 @@ impl Driver {
             signals,
             pipes,
             relays,
-            sink: Some(sink),
-            sink_thread: Some(sink_thread),
+            sink,
+            sink_thread,
             probes: HashMap::new(),
             notify: HashMap::new(),
             waiters: Waiters::default(),
@@ -152,7 +163,9 @@ impl Driver {
             };
             match input {
                 Some(input) => self.core.handle(Instant::now(), input),
-                None => self.reap(),
+                None => {
+                    self.reap();
+                }
             }
         };
         self.finish().await;
@@ -160,7 +173,8 @@ impl Driver {
     }
 
     /// Collects every ended child and tells the core (or the exec probe waiting for it).
-    fn reap(&mut self) {
+    /// Returns `true` when no child is left.
+    fn reap(&mut self) -> bool {
         let mut ended = Vec::new();
         let none_left = reaper::reap_all(|pid, status| ended.push((pid, status)));
         let now = Instant::now();
@@ -185,6 +199,7 @@ impl Driver {
         if none_left {
             self.core.handle(now, Input::NoChildren);
         }
+        none_left
     }
 
     /// Carries out what the core asked; returns the exit code once it asks to exit.
@@ -217,12 +232,18 @@ impl Driver {
                     }
                 }
                 Action::SweepStrays(signal) => {
-                    let n = strays::sweep(signal);
-                    if n > 0 {
-                        tracing::info!(signal = %crate::config::signal_name(signal), "signalled leftover processes");
+                    // Collect what is already gone first: with no child left there is no
+                    // descendant either (orphans are re-parented to muster), so no walk.
+                    if !self.reap() {
+                        let n = strays::sweep(signal);
+                        if n > 0 {
+                            tracing::info!(
+                                signal = %crate::config::signal_name(signal),
+                                "signalled leftover processes"
+                            );
+                        }
+                        self.reap();
                     }
-                    // Collect at once what is already gone, so an empty tree exits now.
-                    self.reap();
                 }
                 Action::Exit(code) => return Some(code),
             }
@@ -261,7 +282,9 @@ impl Driver {
         if let Some(Ready::NotifyFd(fd)) = service.ready {
             match spawn::pipe() {
                 Ok((r, w)) => notify_pair = Some((r, w, fd)),
-                Err(e) => tracing::error!(service = %service.name, error = %e, "cannot make notify pipe"),
+                Err(e) => {
+                    tracing::error!(service = %service.name, error = %e, "cannot make notify pipe")
+                }
             }
         }
         let extras = Extras {

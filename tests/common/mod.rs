@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: run the real `muster` binary, collect its output
 //! lines with their arrival times, and wait with deadlines (never a fixed sleep as a check).
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::disallowed_methods, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -38,7 +38,10 @@ impl Run {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
-        for stream in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
+        for stream in [
+            Box::new(out) as Box<dyn std::io::Read + Send>,
+            Box::new(err),
+        ] {
             let lines = lines.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
@@ -48,7 +51,11 @@ impl Run {
                 }
             });
         }
-        Run { child, lines, started }
+        Run {
+            child,
+            lines,
+            started,
+        }
     }
 
     /// Waits for exit; on timeout kills it and fails the test.
@@ -63,7 +70,10 @@ impl Run {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("muster did not exit within {limit:?}; output:\n{}", self.text());
+                panic!(
+                    "muster did not exit within {limit:?}; output:\n{}",
+                    self.text()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -77,7 +87,10 @@ impl Run {
                 return t;
             }
             if Instant::now() > deadline {
-                panic!("no line containing {needle:?} within {limit:?}; output:\n{}", self.text());
+                panic!(
+                    "no line containing {needle:?} within {limit:?}; output:\n{}",
+                    self.text()
+                );
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -93,7 +106,12 @@ impl Run {
     }
 
     pub fn count(&self, needle: &str) -> usize {
-        self.lines.lock().unwrap().iter().filter(|(_, l)| l.contains(needle)).count()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, l)| l.contains(needle))
+            .count()
     }
 
     pub fn times(&self, needle: &str) -> Vec<Instant> {
@@ -108,7 +126,11 @@ impl Run {
 
     pub fn text(&self) -> String {
         let lines = self.lines.lock().unwrap();
-        lines.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
+        lines
+            .iter()
+            .map(|(_, l)| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn signal(&self, sig: i32) {
@@ -140,7 +162,9 @@ pub fn config(dir: &Path, text: &str) -> PathBuf {
 /// The exit code, or 128+signal if the process itself was killed.
 pub fn code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// Waits until `cond` holds, polling; panics with `what` at the deadline.

@@ -1,5 +1,7 @@
 //! Rules of the supervisor core, checked with a virtual clock and plain values.
 
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
 use super::*;
 use crate::config::{Config, Ready, Service};
 
@@ -55,9 +57,24 @@ fn ms(n: u64) -> Duration {
 fn main_exit_code_becomes_muster_exit_code() {
     let mut s = Sim::new(vec![main_svc("app")]);
     assert_eq!(s.drain(), vec![Action::Spawn(0)]);
-    assert_eq!(s.feed(T0, Input::Spawned { service: 0, pid: 10 }), vec![]);
     assert_eq!(
-        s.feed(ms(5), Input::Exited { pid: 10, status: ExitStatus::Code(3) }),
+        s.feed(
+            T0,
+            Input::Spawned {
+                service: 0,
+                pid: 10
+            }
+        ),
+        vec![]
+    );
+    assert_eq!(
+        s.feed(
+            ms(5),
+            Input::Exited {
+                pid: 10,
+                status: ExitStatus::Code(3)
+            }
+        ),
         vec![Action::SweepStrays(libc::SIGTERM)]
     );
     assert_eq!(s.feed(ms(6), Input::NoChildren), vec![Action::Exit(3)]);
@@ -67,13 +84,31 @@ fn main_exit_code_becomes_muster_exit_code() {
 fn killed_main_gives_128_plus_signal_and_exec_failure_127() {
     let mut s = Sim::new(vec![main_svc("app")]);
     s.drain();
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
-    s.feed(ms(1), Input::Exited { pid: 10, status: ExitStatus::Signal(9) });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    s.feed(
+        ms(1),
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Signal(9),
+        },
+    );
     assert_eq!(s.feed(ms(2), Input::NoChildren), vec![Action::Exit(137)]);
 
     let mut s = Sim::new(vec![main_svc("app")]);
     s.drain();
-    s.feed(T0, Input::SpawnFailed { service: 0, code: 127 });
+    s.feed(
+        T0,
+        Input::SpawnFailed {
+            service: 0,
+            code: 127,
+        },
+    );
     assert_eq!(s.feed(ms(1), Input::NoChildren), vec![Action::Exit(127)]);
 }
 
@@ -83,20 +118,51 @@ fn sigterm_stops_dependents_first_then_dependencies() {
     web.depends_on = vec!["log".into()];
     let mut s = Sim::new(vec![svc("log"), web]);
     assert_eq!(s.drain(), vec![Action::Spawn(0)]);
-    assert_eq!(s.feed(T0, Input::Spawned { service: 0, pid: 10 }), vec![Action::Spawn(1)]);
-    s.feed(T0, Input::Spawned { service: 1, pid: 20 });
-    let sig = |pid, signal| Action::Signal { pid, group: true, signal };
+    assert_eq!(
+        s.feed(
+            T0,
+            Input::Spawned {
+                service: 0,
+                pid: 10
+            }
+        ),
+        vec![Action::Spawn(1)]
+    );
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 1,
+            pid: 20,
+        },
+    );
+    let sig = |pid, signal| Action::Signal {
+        pid,
+        group: true,
+        signal,
+    };
     assert_eq!(
         s.feed(ms(100), Input::Signal(libc::SIGTERM)),
         vec![sig(20, libc::SIGTERM)],
         "only the dependent is stopped first"
     );
     assert_eq!(
-        s.feed(ms(150), Input::Exited { pid: 20, status: ExitStatus::Signal(15) }),
+        s.feed(
+            ms(150),
+            Input::Exited {
+                pid: 20,
+                status: ExitStatus::Signal(15)
+            }
+        ),
         vec![sig(10, libc::SIGTERM)]
     );
     assert_eq!(
-        s.feed(ms(160), Input::Exited { pid: 10, status: ExitStatus::Code(0) }),
+        s.feed(
+            ms(160),
+            Input::Exited {
+                pid: 10,
+                status: ExitStatus::Code(0)
+            }
+        ),
         vec![Action::SweepStrays(libc::SIGTERM)]
     );
     assert_eq!(s.feed(ms(161), Input::NoChildren), vec![Action::Exit(143)]);
@@ -109,17 +175,37 @@ fn grace_expiry_kills_the_group_and_deadline_bounds_everything() {
     app.signal_group = false;
     let mut s = Sim::new(vec![app]);
     s.drain();
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
     assert_eq!(
         s.feed(T0, Input::Signal(libc::SIGTERM)),
-        vec![Action::Signal { pid: 10, group: false, signal: libc::SIGTERM }]
+        vec![Action::Signal {
+            pid: 10,
+            group: false,
+            signal: libc::SIGTERM
+        }]
     );
     assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(2))));
     assert_eq!(
         s.feed(Duration::from_secs(2), Input::Tick),
-        vec![Action::Signal { pid: 10, group: true, signal: libc::SIGKILL }]
+        vec![Action::Signal {
+            pid: 10,
+            group: true,
+            signal: libc::SIGKILL
+        }]
     );
-    s.feed(ms(2001), Input::Exited { pid: 10, status: ExitStatus::Signal(9) });
+    s.feed(
+        ms(2001),
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Signal(9),
+        },
+    );
     // A stray that ignores SIGTERM is SIGKILLed at the 9 s deadline.
     assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(9))));
     assert_eq!(
@@ -133,8 +219,20 @@ fn grace_expiry_kills_the_group_and_deadline_bounds_everything() {
 fn unkillable_leftovers_do_not_keep_muster_alive() {
     let mut s = Sim::new(vec![main_svc("app")]);
     s.drain();
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
-    s.feed(T0, Input::Exited { pid: 10, status: ExitStatus::Code(0) });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    s.feed(
+        T0,
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Code(0),
+        },
+    );
     s.feed(Duration::from_secs(9), Input::Tick);
     assert_eq!(s.core.poll_timeout(), Some(s.at(ms(10_000))));
     assert_eq!(s.feed(ms(10_000), Input::Tick), vec![Action::Exit(0)]);
@@ -146,12 +244,24 @@ fn crash_loop_backs_off_exponentially_then_gives_up() {
     side.crash_limit = 3;
     let mut s = Sim::new(vec![main_svc("app"), side]);
     assert_eq!(s.drain(), vec![Action::Spawn(0), Action::Spawn(1)]);
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
     let mut t = T0;
     let mut pid = 20;
     for expected_delay in [500, 1000, 2000] {
         s.feed(t, Input::Spawned { service: 1, pid });
-        s.feed(t + ms(10), Input::Exited { pid, status: ExitStatus::Code(2) });
+        s.feed(
+            t + ms(10),
+            Input::Exited {
+                pid,
+                status: ExitStatus::Code(2),
+            },
+        );
         let due = s.core.poll_timeout().expect("a restart is due");
         assert_eq!(due, s.at(t + ms(10 + expected_delay)));
         t = due - s.start;
@@ -159,13 +269,29 @@ fn crash_loop_backs_off_exponentially_then_gives_up() {
         pid += 1;
     }
     s.feed(t, Input::Spawned { service: 1, pid });
-    let actions = s.feed(t + ms(10), Input::Exited { pid, status: ExitStatus::Code(2) });
+    let actions = s.feed(
+        t + ms(10),
+        Input::Exited {
+            pid,
+            status: ExitStatus::Code(2),
+        },
+    );
     assert_eq!(
         actions,
-        vec![Action::Signal { pid: 10, group: true, signal: libc::SIGTERM }],
+        vec![Action::Signal {
+            pid: 10,
+            group: true,
+            signal: libc::SIGTERM
+        }],
         "the fourth crash in a row gives up and stops the container"
     );
-    s.feed(t + ms(20), Input::Exited { pid: 10, status: ExitStatus::Code(0) });
+    s.feed(
+        t + ms(20),
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Code(0),
+        },
+    );
     assert_eq!(s.feed(t + ms(21), Input::NoChildren), vec![Action::Exit(2)]);
 }
 
@@ -173,12 +299,36 @@ fn crash_loop_backs_off_exponentially_then_gives_up() {
 fn long_runs_reset_the_crash_count() {
     let mut s = Sim::new(vec![main_svc("app"), svc("side")]);
     s.drain();
-    s.feed(T0, Input::Spawned { service: 1, pid: 20 });
-    s.feed(ms(10), Input::Exited { pid: 20, status: ExitStatus::Code(1) });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 1,
+            pid: 20,
+        },
+    );
+    s.feed(
+        ms(10),
+        Input::Exited {
+            pid: 20,
+            status: ExitStatus::Code(1),
+        },
+    );
     s.feed(ms(510), Input::Tick);
-    s.feed(ms(510), Input::Spawned { service: 1, pid: 21 });
+    s.feed(
+        ms(510),
+        Input::Spawned {
+            service: 1,
+            pid: 21,
+        },
+    );
     // Ran 20 s (more than min_uptime): the next back-off starts from the first delay again.
-    s.feed(ms(20_510), Input::Exited { pid: 21, status: ExitStatus::Code(1) });
+    s.feed(
+        ms(20_510),
+        Input::Exited {
+            pid: 21,
+            status: ExitStatus::Code(1),
+        },
+    );
     assert_eq!(s.core.poll_timeout(), Some(s.at(ms(21_010))));
 }
 
@@ -191,11 +341,38 @@ fn readiness_gates_dependents_and_stale_probes_are_ignored() {
     let mut s = Sim::new(vec![app, db]);
     assert_eq!(s.drain(), vec![Action::Spawn(1)]);
     assert_eq!(
-        s.feed(T0, Input::Spawned { service: 1, pid: 30 }),
-        vec![Action::Probe { service: 1, pid: 30 }]
+        s.feed(
+            T0,
+            Input::Spawned {
+                service: 1,
+                pid: 30
+            }
+        ),
+        vec![Action::Probe {
+            service: 1,
+            pid: 30
+        }]
     );
-    assert_eq!(s.feed(ms(50), Input::Ready { service: 1, pid: 29 }), vec![]);
-    assert_eq!(s.feed(ms(60), Input::Ready { service: 1, pid: 30 }), vec![Action::Spawn(0)]);
+    assert_eq!(
+        s.feed(
+            ms(50),
+            Input::Ready {
+                service: 1,
+                pid: 29
+            }
+        ),
+        vec![]
+    );
+    assert_eq!(
+        s.feed(
+            ms(60),
+            Input::Ready {
+                service: 1,
+                pid: 30
+            }
+        ),
+        vec![Action::Spawn(0)]
+    );
 }
 
 #[test]
@@ -205,16 +382,32 @@ fn not_ready_in_time_stops_with_code_1() {
     app.ready_timeout = Duration::from_secs(1);
     let mut s = Sim::new(vec![app]);
     s.drain();
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
     let actions = s.feed(Duration::from_secs(1), Input::Tick);
     assert_eq!(
         actions,
         vec![
             Action::StopProbe(0),
-            Action::Signal { pid: 10, group: true, signal: libc::SIGTERM }
+            Action::Signal {
+                pid: 10,
+                group: true,
+                signal: libc::SIGTERM
+            }
         ]
     );
-    s.feed(ms(1100), Input::Exited { pid: 10, status: ExitStatus::Signal(15) });
+    s.feed(
+        ms(1100),
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Signal(15),
+        },
+    );
     assert_eq!(s.feed(ms(1101), Input::NoChildren), vec![Action::Exit(1)]);
 }
 
@@ -222,13 +415,38 @@ fn not_ready_in_time_stops_with_code_1() {
 fn forwarded_signals_go_to_main_only() {
     let mut s = Sim::new(vec![svc("side"), main_svc("app")]);
     s.drain();
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
-    s.feed(T0, Input::Spawned { service: 1, pid: 20 });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 1,
+            pid: 20,
+        },
+    );
     assert_eq!(
         s.feed(ms(1), Input::Signal(libc::SIGHUP)),
-        vec![Action::Signal { pid: 20, group: true, signal: libc::SIGHUP }]
+        vec![Action::Signal {
+            pid: 20,
+            group: true,
+            signal: libc::SIGHUP
+        }]
     );
-    assert_eq!(s.feed(ms(2), Input::Exited { pid: 999, status: ExitStatus::Code(0) }), vec![]);
+    assert_eq!(
+        s.feed(
+            ms(2),
+            Input::Exited {
+                pid: 999,
+                status: ExitStatus::Code(0)
+            }
+        ),
+        vec![]
+    );
     assert_eq!(s.core.orphans_reaped, 1);
 }
 
@@ -238,11 +456,21 @@ fn single_command_forwards_the_received_stop_signal() {
     let now = Instant::now();
     let mut core = Core::new(&config);
     assert_eq!(core.poll_action(), Some(Action::Spawn(0)));
-    core.handle(now, Input::Spawned { service: 0, pid: 10 });
+    core.handle(
+        now,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
     core.handle(now, Input::Signal(libc::SIGINT));
     assert_eq!(
         core.poll_action(),
-        Some(Action::Signal { pid: 10, group: true, signal: libc::SIGINT })
+        Some(Action::Signal {
+            pid: 10,
+            group: true,
+            signal: libc::SIGINT
+        })
     );
 }
 
@@ -250,13 +478,23 @@ fn single_command_forwards_the_received_stop_signal() {
 fn second_stop_request_kills_at_once() {
     let mut s = Sim::new(vec![main_svc("app")]);
     s.drain();
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
     s.feed(T0, Input::Signal(libc::SIGTERM));
     assert_eq!(
         s.feed(ms(100), Input::Signal(libc::SIGINT)),
         vec![
             Action::SweepStrays(libc::SIGKILL),
-            Action::Signal { pid: 10, group: true, signal: libc::SIGKILL }
+            Action::Signal {
+                pid: 10,
+                group: true,
+                signal: libc::SIGKILL
+            }
         ]
     );
 }
@@ -270,9 +508,21 @@ fn one_shot_success_unblocks_dependents() {
     app.depends_on = vec!["init".into()];
     let mut s = Sim::new(vec![init, app]);
     assert_eq!(s.drain(), vec![Action::Spawn(0)]);
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
     assert_eq!(
-        s.feed(ms(5), Input::Exited { pid: 10, status: ExitStatus::Code(0) }),
+        s.feed(
+            ms(5),
+            Input::Exited {
+                pid: 10,
+                status: ExitStatus::Code(0)
+            }
+        ),
         vec![Action::StopProbe(0), Action::Spawn(1)]
     );
 }
@@ -286,8 +536,20 @@ fn failed_one_shot_stops_the_container_with_its_code() {
     app.depends_on = vec!["init".into()];
     let mut s = Sim::new(vec![init, app]);
     s.drain();
-    s.feed(T0, Input::Spawned { service: 0, pid: 10 });
-    s.feed(ms(5), Input::Exited { pid: 10, status: ExitStatus::Code(4) });
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    s.feed(
+        ms(5),
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Code(4),
+        },
+    );
     assert_eq!(s.feed(ms(6), Input::NoChildren), vec![Action::Exit(4)]);
 }
 
