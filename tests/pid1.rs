@@ -454,3 +454,28 @@ fn each_service_leads_its_own_process_group() {
     let f: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(f[1], f[3], "{line}");
 }
+
+#[test]
+fn user_switch_drops_root_groups() {
+    // Runs as root in CI and here; as another user the switch itself would be refused.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("this test needs root (tests/run runs as root on the project's machines)");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        r#"
+[services.app]
+main = true
+user = "nobody"
+command = ["sh", "-c", "echo \"ids $(id -u) $(id -g) $(id -G)\""]
+"#,
+    );
+    let mut run = Run::start(muster(), &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    let text = run.text();
+    let line = text.lines().find(|l| l.contains("ids ")).expect("ids line");
+    let ids: Vec<&str> = line.split("ids ").nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(ids[0], "65534", "{line}");
+    assert!(!ids[1..].contains(&"0"), "no root group left: {line}");
+}
