@@ -479,3 +479,35 @@ command = ["sh", "-c", "echo \"ids $(id -u) $(id -g) $(id -G)\""]
     assert_eq!(ids[0], "65534", "{line}");
     assert!(!ids[1..].contains(&"0"), "no root group left: {line}");
 }
+
+#[test]
+fn under_a_terminal_the_main_command_gets_the_foreground() {
+    // As with `docker run -it`: muster leads the session of a pseudo-terminal; its child must
+    // own the terminal's foreground so that Ctrl-C and job control reach it.
+    let py = format!(
+        r#"
+import os, pty, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv({m:?}, [{m:?}, "--", "python3", "-c",
+        "import os; print('foreground', os.tcgetpgrp(0) == os.getpgrp(), flush=True)"])
+out = b""
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+print("status", os.waitstatus_to_exitcode(status))
+"#,
+        m = muster()
+    );
+    let mut run = Run::start("python3", &["-c", &py]);
+    assert_eq!(code(run.wait(LONG)), 0);
+    run.wait_line("foreground True", LONG);
+    run.wait_line("status 0", LONG);
+}
