@@ -1,0 +1,232 @@
+//! The compose lab end to end with the real Docker engine: build every image from source,
+//! `docker-compose up`, serve through HAProxy from both webapps, stop cleanly within the grace
+//! period, and end a webapp's container with 137 when its main process is killed.
+//!
+//! The lab runs under its own project name, network, subnet and free ports, so it never
+//! touches a lab a user has running.
+
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PROJECT: &str = "muster-e2e";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Lab {
+    http: u16,
+    stats: u16,
+}
+
+impl Lab {
+    fn compose(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new("docker-compose")
+            .current_dir(root())
+            .args(["-p", PROJECT, "-f", "compose/docker-compose.yml"])
+            .args(args)
+            .env("MUSTER_HTTP_PORT", self.http.to_string())
+            .env("MUSTER_STATS_PORT", self.stats.to_string())
+            .env("MUSTER_NETWORK", "muster-e2e-heig")
+            .env("MUSTER_SUBNET", "192.168.242.0/24")
+            .env("MUSTER_HA_IP", "192.168.242.42")
+            .output()
+            .expect("run docker-compose");
+        eprintln!(
+            "docker-compose {} -> {}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+        out
+    }
+
+    /// Container ids of a service, or of the whole lab for `""`.
+    fn ids(&self, service: &str) -> Vec<String> {
+        let mut args = vec!["ps", "-q"];
+        if !service.is_empty() {
+            args.push(service);
+        }
+        let out = self.compose(&args);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn get(&self, port: u16, path: &str) -> Option<(u16, String)> {
+        get(port, path)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.compose(&["down", "-v", "-t", "10"]);
+    }
+}
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: lab\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+fn json_field(body: &str, key: &str) -> Option<String> {
+    let start = body.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let end = start + body[start..].find('"')?;
+    Some(body[start..end].to_owned())
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = start.elapsed();
+    eprintln!("{what}: {took:?}");
+    took
+}
+
+/// Hosts that answered `n` GETs through the load balancer; every answer must be 200.
+fn hosts_seen(lab: &Lab, n: usize) -> BTreeSet<String> {
+    let mut hosts = BTreeSet::new();
+    for _ in 0..n {
+        let (code, body) = lab.get(lab.http, "/").expect("the load balancer answers");
+        assert_eq!(code, 200, "{body}");
+        hosts.insert(json_field(&body, "host").expect("host in JSON"));
+    }
+    hosts
+}
+
+#[test]
+fn lab_serves_stops_cleanly_and_reports_a_killed_app() {
+    let build = Command::new(root().join("images/build.sh"))
+        .status()
+        .expect("run images/build.sh");
+    assert!(build.success(), "images/build.sh failed");
+
+    let lab = Lab {
+        http: free_port(),
+        stats: free_port(),
+    };
+    lab.compose(&["down", "-v", "-t", "5"]);
+    assert!(
+        lab.compose(&["up", "-d"]).status.success(),
+        "docker-compose up"
+    );
+
+    // Both webapps serve through the load balancer.
+    let webapps = lab.ids("webapp");
+    assert_eq!(webapps.len(), 2, "two webapps by default");
+    let expected: BTreeSet<String> = webapps
+        .iter()
+        .map(|id| docker(&["inspect", "-f", "{{.Config.Hostname}}", id]))
+        .collect();
+    wait_for(
+        "both webapps served through ha",
+        Duration::from_secs(60),
+        || {
+            let mut seen = BTreeSet::new();
+            for _ in 0..10 {
+                match lab.get(lab.http, "/") {
+                    Some((200, body)) => {
+                        seen.extend(json_field(&body, "host"));
+                    }
+                    _ => return false,
+                }
+            }
+            seen == expected
+        },
+    );
+    assert_eq!(hosts_seen(&lab, 40), expected);
+    let (code, page) = lab.get(lab.stats, "/").expect("stats page");
+    assert_eq!(code, 200);
+    assert!(page.contains("nodes"), "the stats page lists the backend");
+
+    // `docker-compose stop` ends every container cleanly, well within Docker's 10 s.
+    let all: Vec<String> = lab.ids("");
+    assert_eq!(all.len(), 3);
+    let asked = Instant::now();
+    assert!(lab.compose(&["stop", "-t", "10"]).status.success());
+    let took = asked.elapsed();
+    eprintln!("docker-compose stop took {took:?}");
+    assert!(took < Duration::from_secs(8), "stop took {took:?}");
+    for id in &all {
+        let state = docker(&[
+            "inspect",
+            "-f",
+            "{{.Name}} {{.State.ExitCode}} {{.State.OOMKilled}}",
+            id,
+        ]);
+        let f: Vec<&str> = state.split_whitespace().collect();
+        assert_eq!(f[1], "0", "{state}: clean exit, not SIGKILLed by Docker");
+        assert_eq!(f[2], "false", "{state}");
+    }
+
+    // Killing a webapp's main process ends its container with 128+9; the other one serves.
+    assert!(lab.compose(&["up", "-d"]).status.success());
+    wait_for("both webapps back", Duration::from_secs(60), || {
+        (0..10)
+            .filter_map(|_| lab.get(lab.http, "/"))
+            .filter(|(c, _)| *c == 200)
+            .filter_map(|(_, b)| json_field(&b, "host"))
+            .collect::<BTreeSet<_>>()
+            .len()
+            == 2
+    });
+    let victim = &lab.ids("webapp")[0];
+    let kill = Command::new("docker")
+        .args(["exec", victim, "sh", "-c", "kill -9 $(pidof node)"])
+        .status()
+        .expect("docker exec");
+    assert!(kill.success(), "node was found and killed");
+    wait_for(
+        "the killed webapp's container to exit",
+        Duration::from_secs(10),
+        || docker(&["inspect", "-f", "{{.State.Status}}", victim]) == "exited",
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.ExitCode}}", victim]),
+        "137"
+    );
+    let survivors = hosts_seen(&lab, 10);
+    assert_eq!(survivors.len(), 1, "the other webapp serves: {survivors:?}");
+}
