@@ -153,8 +153,10 @@ def stop_latency(argv):
 
 
 def linkage(path):
-    out = subprocess.run(["file", "-L", path], capture_output=True, text=True).stdout
-    return "static" if "static" in out else "dynamic"
+    # ldd (from libc-bin, always present) says so for a binary with no dynamic loader.
+    out = subprocess.run(["ldd", path], capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    return "static" if "statically linked" in text or "not a dynamic" in text else "dynamic"
 
 
 def main():
