@@ -33,6 +33,7 @@ Environment:
   MUSTER_CONFIG   configuration file when --config is not given
   MUSTER_LOG      muster's own log level: error, warn, info, debug, trace, off
                   (default: info with a configuration, error with a single command)
+  MUSTER_LOG_FORMAT  text (default) or json (one object per line)
 ";
 
 const CHECK_HELP: &str = "\
@@ -44,6 +45,13 @@ Usage:
 PATH defaults to $MUSTER_CONFIG, else /etc/muster/muster.toml. Prints every problem, one per
 line, naming the key it is about, and exits 64 when there is any; prints a summary and exits 0
 otherwise.
+";
+
+const VERSION_HELP: &str = "\
+muster version: print muster's version
+
+Usage:
+  muster version
 ";
 
 /// What the command line asks for.
@@ -86,6 +94,7 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
             Value(v) if config.is_none() && v == "version" => {
                 return match parser.next().map_err(|e| e.to_string())? {
                     None => Ok(Command::Version),
+                    Some(Short('h') | Long("help")) => Ok(Command::Help(VERSION_HELP)),
                     Some(other) => Err(other.unexpected().to_string()),
                 };
             }
@@ -244,6 +253,7 @@ mod tests {
         );
         check(&["check-config", "--help"], Ok(Command::Help(CHECK_HELP)));
         check(&["version"], Ok(Command::Version));
+        check(&["version", "--help"], Ok(Command::Help(VERSION_HELP)));
         check(&["--help"], Ok(Command::Help(HELP)));
         check(&["--"], Err("no command given"));
         check(&["--frobnicate"], Err("--frobnicate"));

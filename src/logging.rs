@@ -1,4 +1,5 @@
-//! muster's own log lines, on stderr: `muster: LEVEL message key=value ...`. The level comes
+//! muster's own log lines, on stderr: `muster: LEVEL message key=value ...`, or one JSON object
+//! per line when `$MUSTER_LOG_FORMAT` is `json`. The level comes
 //! from `$MUSTER_LOG` (error, warn, info, debug, trace, off); by default info when running a
 //! configuration and error for `muster -- CMD`, which stays as quiet as tini.
 
@@ -24,14 +25,18 @@ pub fn init(default: LevelFilter) {
         .without_time()
         .with_target(false)
         .with_ansi(false)
-        .event_format(Format)
+        .event_format(Format {
+            json: std::env::var("MUSTER_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")),
+        })
         .init();
     if bad {
         tracing::warn!(value = %raw, "MUSTER_LOG is not one of error, warn, info, debug, trace, off; using the default");
     }
 }
 
-struct Format;
+struct Format {
+    json: bool,
+}
 
 impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Format
 where
@@ -45,8 +50,78 @@ where
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
         let level = event.metadata().level().as_str().to_ascii_lowercase();
+        if self.json {
+            let mut fields = JsonFields(String::new());
+            event.record(&mut fields);
+            return writeln!(writer, "{{\"level\":\"{level}\"{}}}", fields.0);
+        }
         write!(writer, "muster: {level} ")?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
+    }
+}
+
+/// Collects an event's fields as `,"key":value` pairs; `message` is the message.
+struct JsonFields(String);
+
+impl JsonFields {
+    fn key(&mut self, field: &tracing::field::Field) {
+        self.0.push_str(",\"");
+        self.0.push_str(field.name());
+        self.0.push_str("\":");
+    }
+}
+
+impl tracing::field::Visit for JsonFields {
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.key(field);
+        self.0.push_str(&value.to_string());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.key(field);
+        self.0.push_str(&value.to_string());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.key(field);
+        self.0.push_str(if value { "true" } else { "false" });
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.key(field);
+        push_json_string(&mut self.0, value);
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.key(field);
+        push_json_string(&mut self.0, &format!("{value:?}"));
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = String::new();
+        super::push_json_string(&mut out, "a\"b\\c\nd\u{1}");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001""#);
     }
 }
