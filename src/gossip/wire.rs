@@ -1,0 +1,543 @@
+//! memberlist's and Serf's packets, as Debian's serf 0.9.4 (memberlist 0.2.2) sends them.
+//!
+//! A UDP packet is, outermost first: an optional label header (`[244][len][label]`, newer
+//! memberlist only), an optional CRC (`[12][crc32 BE]`), an optional compression wrapper
+//! (`[9]` + msgpack `{Algo: 0, Buf}` holding LZW data), then either a compound message
+//! (`[7][count][count × u16 BE length][parts]`) or one message `[type][msgpack body]`. A TCP
+//! stream carries the same typed messages, possibly inside a compression wrapper; push/pull is
+//! `[6]` + header + node states + Serf's own state. Serf's messages ride in memberlist's `user`
+//! messages as `[serf type][msgpack body]`.
+//!
+//! Everything here is pure: bytes in, values out. Bad input is an error, never a panic, and no
+//! allocation exceeds what the input (or a stated limit) justifies.
+
+use std::collections::BTreeMap;
+
+use super::lzw;
+use super::msgpack::{self, Value};
+
+/// memberlist message types (append-only in Go's source).
+pub mod kind {
+    /// Direct probe.
+    pub const PING: u8 = 0;
+    /// Probe through a third node.
+    pub const INDIRECT_PING: u8 = 1;
+    /// Answer to a probe.
+    pub const ACK: u8 = 2;
+    /// A node is suspected dead.
+    pub const SUSPECT: u8 = 3;
+    /// A node is alive (with its address, meta and versions).
+    pub const ALIVE: u8 = 4;
+    /// A node is dead (or, when it says so itself, has left).
+    pub const DEAD: u8 = 5;
+    /// Full state exchange over TCP.
+    pub const PUSH_PULL: u8 = 6;
+    /// Several messages in one packet.
+    pub const COMPOUND: u8 = 7;
+    /// A message of the layer above (Serf).
+    pub const USER: u8 = 8;
+    /// LZW-compressed payload.
+    pub const COMPRESS: u8 = 9;
+    /// Encrypted stream.
+    pub const ENCRYPT: u8 = 10;
+    /// Negative answer of an indirect probe.
+    pub const NACK: u8 = 11;
+    /// CRC-checked payload.
+    pub const HAS_CRC: u8 = 12;
+    /// Error answer on a stream.
+    pub const ERR: u8 = 13;
+    /// Label header (memberlist 0.3 and later).
+    pub const HAS_LABEL: u8 = 244;
+}
+
+/// Serf message types, carried inside memberlist `user` messages.
+pub mod serf_kind {
+    /// Leave intent.
+    pub const LEAVE: u8 = 0;
+    /// Join intent.
+    pub const JOIN: u8 = 1;
+    /// Serf's state in a push/pull.
+    pub const PUSH_PULL: u8 = 2;
+    /// User event.
+    pub const USER_EVENT: u8 = 3;
+    /// Query.
+    pub const QUERY: u8 = 4;
+    /// Query response.
+    pub const QUERY_RESPONSE: u8 = 5;
+    /// Name-conflict response.
+    pub const CONFLICT_RESPONSE: u8 = 6;
+    /// Key request.
+    pub const KEY_REQUEST: u8 = 7;
+    /// Key response.
+    pub const KEY_RESPONSE: u8 = 8;
+    /// Relayed message.
+    pub const RELAY: u8 = 9;
+}
+
+/// Largest decompressed UDP payload accepted (a packet is at most 64 KiB on the wire).
+pub const MAX_PACKET_PAYLOAD: usize = 1 << 20;
+/// Largest decompressed stream accepted (memberlist's own cap is 2 × 20 MiB).
+pub const MAX_STREAM_PAYLOAD: usize = 40 << 20;
+/// Deepest nesting of wrappers (CRC, compression, compound) accepted.
+const MAX_LAYERS: usize = 4;
+
+/// Why a packet or stream cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// Nothing, or not enough, to read.
+    #[error("truncated {0}")]
+    Truncated(&'static str),
+    /// The CRC does not match: the packet was damaged.
+    #[error("checksum mismatch")]
+    BadCrc,
+    /// A body is not valid MessagePack.
+    #[error("bad msgpack in {what}: {error}")]
+    Msgpack {
+        /// Which message.
+        what: &'static str,
+        /// The decoder's reason.
+        error: msgpack::DecodeError,
+    },
+    /// The compressed payload cannot be decoded.
+    #[error("bad compression: {0}")]
+    Lzw(#[from] lzw::LzwError),
+    /// A compression algorithm other than LZW.
+    #[error("unknown compression algorithm {0}")]
+    UnknownAlgo(u64),
+    /// Encrypted traffic, which muster does not read (no keyring is configured).
+    #[error("encrypted message, but no keyring is configured")]
+    Encrypted,
+    /// Wrappers nested too deeply.
+    #[error("too many nested layers")]
+    TooDeep,
+    /// A field is missing or of the wrong type.
+    #[error("{message}: field {field} missing or of the wrong type")]
+    Field {
+        /// Which message.
+        message: &'static str,
+        /// Which field.
+        field: &'static str,
+    },
+}
+
+/// One message from a packet: its memberlist type and its body bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// memberlist message type.
+    pub kind: u8,
+    /// The bytes after the type: msgpack for most, `[serf type][msgpack]` for `user`.
+    pub body: Vec<u8>,
+}
+
+/// Splits a UDP packet into its messages, unwrapping label, CRC, compression and compound.
+pub fn decode_packet(buf: &[u8]) -> Result<Vec<Part>, WireError> {
+    let mut parts = Vec::new();
+    unwrap_packet(buf, 0, &mut parts)?;
+    Ok(parts)
+}
+
+fn unwrap_packet(buf: &[u8], depth: usize, parts: &mut Vec<Part>) -> Result<(), WireError> {
+    if depth > MAX_LAYERS {
+        return Err(WireError::TooDeep);
+    }
+    let (&t, rest) = buf.split_first().ok_or(WireError::Truncated("packet"))?;
+    match t {
+        kind::HAS_LABEL => {
+            let (&len, rest) = rest.split_first().ok_or(WireError::Truncated("label"))?;
+            let rest = rest
+                .get(usize::from(len)..)
+                .ok_or(WireError::Truncated("label"))?;
+            unwrap_packet(rest, depth + 1, parts)
+        }
+        kind::HAS_CRC => {
+            if rest.len() < 4 {
+                return Err(WireError::Truncated("crc"));
+            }
+            let want = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            if crc32(&rest[4..]) != want {
+                return Err(WireError::BadCrc);
+            }
+            unwrap_packet(&rest[4..], depth + 1, parts)
+        }
+        kind::COMPRESS => {
+            let inner = decompress(rest, MAX_PACKET_PAYLOAD)?;
+            unwrap_packet(&inner, depth + 1, parts)
+        }
+        kind::COMPOUND => {
+            let (&count, rest) = rest.split_first().ok_or(WireError::Truncated("compound"))?;
+            let count = usize::from(count);
+            let lens = rest
+                .get(..count * 2)
+                .ok_or(WireError::Truncated("compound lengths"))?;
+            let mut body = &rest[count * 2..];
+            for i in 0..count {
+                let len = usize::from(u16::from_be_bytes([lens[2 * i], lens[2 * i + 1]]));
+                // memberlist keeps the parts that arrived whole and drops a truncated tail.
+                let Some(part) = body.get(..len) else {
+                    return Err(WireError::Truncated("compound part"));
+                };
+                unwrap_packet(part, depth + 1, parts)?;
+                body = &body[len..];
+            }
+            Ok(())
+        }
+        kind::ENCRYPT => Err(WireError::Encrypted),
+        _ => {
+            parts.push(Part {
+                kind: t,
+                body: rest.to_vec(),
+            });
+            Ok(())
+        }
+    }
+}
+
+/// Reads a compression wrapper's msgpack `{Algo, Buf}` and decodes the LZW data.
+pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
+    let (v, _) = msgpack::decode(body).map_err(|error| WireError::Msgpack {
+        what: "compress",
+        error,
+    })?;
+    let algo = v.get("Algo").and_then(Value::as_u64).unwrap_or(0);
+    if algo != 0 {
+        return Err(WireError::UnknownAlgo(algo));
+    }
+    let buf = v
+        .get("Buf")
+        .and_then(Value::as_bytes)
+        .ok_or(WireError::Field {
+            message: "compress",
+            field: "Buf",
+        })?;
+    Ok(lzw::decode(buf, limit)?)
+}
+
+/// Wraps a payload in LZW compression as memberlist does.
+pub fn compress(payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind::COMPRESS];
+    let wrapper = Value::map([
+        ("Algo", Value::Uint(0)),
+        ("Buf", Value::Raw(lzw::encode(payload))),
+    ]);
+    msgpack::encode(&wrapper, &mut out);
+    out
+}
+
+/// Puts several encoded messages in one compound packet (at most 255 parts of 64 KiB each).
+pub fn compound(messages: &[Vec<u8>]) -> Vec<u8> {
+    let messages = &messages[..messages.len().min(255)];
+    let mut out = vec![kind::COMPOUND, messages.len() as u8];
+    for m in messages {
+        out.extend_from_slice(&(m.len().min(0xffff) as u16).to_be_bytes());
+    }
+    for m in messages {
+        out.extend_from_slice(&m[..m.len().min(0xffff)]);
+    }
+    out
+}
+
+/// Prefixes a payload with its CRC, as memberlist does for peers that speak protocol 5.
+pub fn with_crc(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 5);
+    out.push(kind::HAS_CRC);
+    out.extend_from_slice(&crc32(payload).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Encodes one message: its type byte then its msgpack body.
+pub fn message(kind: u8, body: &Value) -> Vec<u8> {
+    let mut out = vec![kind];
+    msgpack::encode(body, &mut out);
+    out
+}
+
+/// CRC-32 (IEEE), as Go's `hash/crc32.ChecksumIEEE`.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Decodes a message body as one msgpack value (trailing bytes are ignored, as Go does).
+pub fn body(what: &'static str, bytes: &[u8]) -> Result<Value, WireError> {
+    msgpack::decode(bytes)
+        .map(|(v, _)| v)
+        .map_err(|error| WireError::Msgpack { what, error })
+}
+
+/// A member as memberlist announces it in `alive` messages and push/pull node states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    /// Node name (unique in the cluster).
+    pub name: String,
+    /// IP address bytes (4 or 16).
+    pub addr: Vec<u8>,
+    /// Gossip port.
+    pub port: u16,
+    /// Node meta: Serf's tags.
+    pub meta: Vec<u8>,
+    /// Incarnation number (refutes older rumours about the node).
+    pub incarnation: u32,
+    /// Push/pull only: 0 alive, 1 suspect, 2 dead, 3 left.
+    pub state: Option<u8>,
+    /// Protocol versions `[pmin, pmax, pcur, dmin, dmax, dcur]`.
+    pub vsn: Vec<u8>,
+}
+
+impl NodeState {
+    /// Reads an `alive` body or a push/pull node state.
+    pub fn from_value(what: &'static str, v: &Value) -> Result<NodeState, WireError> {
+        let field = |field| WireError::Field {
+            message: what,
+            field,
+        };
+        let name_key = if v.get("Name").is_some() {
+            "Name"
+        } else {
+            "Node"
+        };
+        Ok(NodeState {
+            name: v
+                .get(name_key)
+                .and_then(Value::as_str)
+                .ok_or(field("Node"))?
+                .to_owned(),
+            addr: v
+                .get("Addr")
+                .and_then(Value::as_bytes)
+                .ok_or(field("Addr"))?
+                .to_vec(),
+            port: v
+                .get("Port")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or(field("Port"))?,
+            meta: v
+                .get("Meta")
+                .and_then(Value::as_bytes)
+                .unwrap_or_default()
+                .to_vec(),
+            incarnation: v
+                .get("Incarnation")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or(field("Incarnation"))?,
+            state: v.get("State").and_then(Value::as_u64).map(|s| s as u8),
+            vsn: match v.get("Vsn") {
+                Some(Value::Raw(r)) => r.clone(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|n| n as u8)
+                    .collect(),
+                _ => Vec::new(),
+            },
+        })
+    }
+
+    /// The `alive` body, keys in the order Go writes them (sorted).
+    pub fn alive_body(&self) -> Value {
+        Value::map([
+            ("Addr", Value::Raw(self.addr.clone())),
+            ("Incarnation", Value::Uint(u64::from(self.incarnation))),
+            ("Meta", Value::Raw(self.meta.clone())),
+            ("Node", Value::Raw(self.name.as_bytes().to_vec())),
+            ("Port", Value::Uint(u64::from(self.port))),
+            ("Vsn", Value::Raw(self.vsn.clone())),
+        ])
+    }
+
+    /// The address as text, for messages.
+    pub fn addr_text(&self) -> String {
+        match self.addr.len() {
+            4 => std::net::Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3])
+                .to_string(),
+            16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&self.addr);
+                std::net::Ipv6Addr::from(a).to_string()
+            }
+            _ => format!("{:?}", self.addr),
+        }
+    }
+}
+
+/// Serf's tags from node meta: `0xFF` then a msgpack map of strings (protocol 3 and later),
+/// or, from older agents, the bare role.
+pub fn decode_tags(meta: &[u8]) -> Result<BTreeMap<String, String>, WireError> {
+    let mut tags = BTreeMap::new();
+    match meta.split_first() {
+        None => {}
+        Some((0xff, rest)) => {
+            if let Value::Map(entries) = body("tags", rest)? {
+                for (k, v) in entries {
+                    if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
+                        tags.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            tags.insert(
+                "role".to_owned(),
+                String::from_utf8_lossy(meta).into_owned(),
+            );
+        }
+    }
+    Ok(tags)
+}
+
+/// Encodes tags as Serf's node meta.
+pub fn encode_tags(tags: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = vec![0xff];
+    let map = Value::Map(
+        tags.iter()
+            .map(|(k, v)| {
+                (
+                    Value::Raw(k.as_bytes().to_vec()),
+                    Value::Raw(v.as_bytes().to_vec()),
+                )
+            })
+            .collect(),
+    );
+    msgpack::encode(&map, &mut out);
+    out
+}
+
+/// A push/pull exchange as read from a TCP stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushPull {
+    /// Whether the sender is joining.
+    pub join: bool,
+    /// The sender's view of every member.
+    pub nodes: Vec<NodeState>,
+    /// Serf's state (`[2][msgpack messagePushPull]`), opaque here.
+    pub user_state: Vec<u8>,
+}
+
+/// Reads a push/pull from a stream's bytes (after unwrapping compression).
+pub fn decode_stream(stream: &[u8]) -> Result<PushPull, WireError> {
+    let (&t, rest) = stream.split_first().ok_or(WireError::Truncated("stream"))?;
+    match t {
+        kind::COMPRESS => {
+            let inner = decompress(rest, MAX_STREAM_PAYLOAD)?;
+            if inner.first() == Some(&kind::COMPRESS) {
+                return Err(WireError::TooDeep);
+            }
+            decode_stream(&inner)
+        }
+        kind::ENCRYPT => Err(WireError::Encrypted),
+        kind::PUSH_PULL => {
+            let (header, mut used) = msgpack::decode(rest).map_err(|error| WireError::Msgpack {
+                what: "push/pull header",
+                error,
+            })?;
+            let n = header
+                .get("Nodes")
+                .and_then(Value::as_u64)
+                .ok_or(WireError::Field {
+                    message: "push/pull header",
+                    field: "Nodes",
+                })?;
+            let user_len = header
+                .get("UserStateLen")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let join = header.get("Join") == Some(&Value::Bool(true));
+            let mut nodes = Vec::new();
+            for _ in 0..n {
+                let (v, len) =
+                    msgpack::decode(&rest[used..]).map_err(|error| WireError::Msgpack {
+                        what: "push/pull node",
+                        error,
+                    })?;
+                used += len;
+                nodes.push(NodeState::from_value("push/pull node", &v)?);
+            }
+            let user_state = usize::try_from(user_len)
+                .ok()
+                .and_then(|l| rest.get(used..used.checked_add(l)?))
+                .ok_or(WireError::Truncated("push/pull user state"))?
+                .to_vec();
+            Ok(PushPull {
+                join,
+                nodes,
+                user_state,
+            })
+        }
+        _ => Err(WireError::Field {
+            message: "stream",
+            field: "type (expected push/pull)",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc_matches_go() {
+        // Go: crc32.ChecksumIEEE([]byte("123456789")) == 0xcbf43926.
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    #[test]
+    fn layers_round_trip() {
+        let ping = message(
+            kind::PING,
+            &Value::map([
+                ("SeqNo", Value::Uint(7)),
+                ("Node", Value::Raw(b"a".to_vec())),
+            ]),
+        );
+        let user = vec![kind::USER, serf_kind::JOIN, 0x80];
+        let packet = with_crc(&compress(&compound(&[ping.clone(), user.clone()])));
+        let parts = decode_packet(&packet).expect("decodes");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].kind, kind::PING);
+        assert_eq!(parts[0].body, ping[1..]);
+        assert_eq!(parts[1].body, user[1..]);
+    }
+
+    #[test]
+    fn damaged_or_hostile_packets_are_errors() {
+        let mut p = with_crc(&[kind::PING, 0x80]);
+        p[6] ^= 1;
+        assert_eq!(decode_packet(&p), Err(WireError::BadCrc));
+        assert!(decode_packet(&[]).is_err());
+        assert!(decode_packet(&[kind::COMPOUND, 3, 0, 1]).is_err());
+        assert_eq!(
+            decode_packet(&[kind::ENCRYPT, 1, 2]),
+            Err(WireError::Encrypted)
+        );
+        // A compression bomb stops at the limit.
+        let bomb = compress(&vec![0u8; MAX_PACKET_PAYLOAD + 1]);
+        assert!(matches!(decode_packet(&bomb), Err(WireError::Lzw(_))));
+        // Wrappers inside wrappers stop at a fixed depth.
+        let mut nested = vec![kind::PING, 0x80];
+        for _ in 0..10 {
+            nested = with_crc(&nested);
+        }
+        assert_eq!(decode_packet(&nested), Err(WireError::TooDeep));
+    }
+
+    #[test]
+    fn tags_round_trip() {
+        let tags: BTreeMap<String, String> = [("role", "backend"), ("port", "3000")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .into();
+        assert_eq!(decode_tags(&encode_tags(&tags)), Ok(tags));
+        assert_eq!(decode_tags(b"web").unwrap()["role"], "web");
+    }
+}
