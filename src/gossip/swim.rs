@@ -1,0 +1,1385 @@
+//! The failure detector and dissemination core, with memberlist's semantics: SWIM probing
+//! (direct ping, indirect pings through `indirect_checks` peers, nacks), Lifeguard (awareness
+//! score stretching the probe period, suspicion that starts long and shrinks with independent
+//! confirmations, refutation by incarnation), piggybacked broadcasts with a retransmit limit,
+//! periodic gossip and push/pull anti-entropy (the driver does the TCP part).
+//!
+//! Sans-IO: `handle(now, Input)`, then drain `poll_output()`; `poll_timeout()` says when the next
+//! `Tick` is due. Time and randomness are inputs (the RNG is seeded at construction), so the
+//! simulator in `tests/gossip_sim.rs` replays any run from its seed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::msgpack::Value;
+use super::wire::{self, NodeState, Part, WireError, kind};
+
+/// Timings and limits; `lan()` is memberlist's (and Serf's) default, `local()` is tuned for one
+/// Docker network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Time between two probes (before awareness stretches it).
+    pub probe_interval: Duration,
+    /// How long a direct ping waits for its ack before indirect probes go out.
+    pub probe_timeout: Duration,
+    /// How many peers are asked to probe indirectly.
+    pub indirect_checks: usize,
+    /// Scales the suspicion timeout (and gives the confirmations expected: mult − 2).
+    pub suspicion_mult: u32,
+    /// The longest suspicion, as a multiple of the shortest.
+    pub suspicion_max_timeout_mult: u32,
+    /// Retransmits of a broadcast: this × ceil(log10(n + 1)).
+    pub retransmit_mult: u32,
+    /// Time between two gossip rounds.
+    pub gossip_interval: Duration,
+    /// Peers sent to per gossip round.
+    pub gossip_nodes: usize,
+    /// Dead nodes still receive gossip for this long (so they can refute).
+    pub gossip_to_the_dead: Duration,
+    /// Time between two push/pull exchanges.
+    pub push_pull_interval: Duration,
+    /// Ceiling of the awareness multiplier.
+    pub awareness_max: u32,
+    /// Largest UDP payload sent.
+    pub packet_size: usize,
+}
+
+impl Config {
+    /// memberlist's `DefaultLANConfig`, which `serf agent` uses.
+    pub fn lan() -> Config {
+        Config {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_checks: 3,
+            suspicion_mult: 4,
+            suspicion_max_timeout_mult: 6,
+            retransmit_mult: 4,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            gossip_to_the_dead: Duration::from_secs(30),
+            push_pull_interval: Duration::from_secs(30),
+            awareness_max: 8,
+            packet_size: 1400,
+        }
+    }
+
+    /// Tuned for containers on one Docker network: round trips are well under a millisecond,
+    /// so probes can be frequent and their timeouts short.
+    pub fn local() -> Config {
+        Config {
+            probe_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(100),
+            indirect_checks: 3,
+            suspicion_mult: 3,
+            gossip_interval: Duration::from_millis(50),
+            gossip_to_the_dead: Duration::from_secs(15),
+            push_pull_interval: Duration::from_secs(10),
+            ..Config::lan()
+        }
+    }
+}
+
+/// What a node knows about a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe round; dead unless it refutes in time.
+    Suspect,
+    /// Declared dead by the cluster.
+    Dead,
+    /// Left on purpose (announced its own death).
+    Left,
+}
+
+impl State {
+    /// memberlist's numbering in push/pull node states.
+    pub fn wire(self) -> u8 {
+        match self {
+            State::Alive => 0,
+            State::Suspect => 1,
+            State::Dead => 2,
+            State::Left => 3,
+        }
+    }
+}
+
+/// A member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Unique name.
+    pub name: String,
+    /// Gossip address.
+    pub addr: SocketAddr,
+    /// Serf's tags, encoded.
+    pub meta: Vec<u8>,
+    /// Incarnation: only the member itself raises it, to refute rumours.
+    pub incarnation: u32,
+    /// Current verdict.
+    pub state: State,
+    /// When the verdict last changed.
+    pub since: Instant,
+}
+
+/// The protocol versions muster announces: memberlist 1–5 speaking 2, Serf 2–5 speaking 5,
+/// as Debian's serf 0.9.4 does (read from the golden capture).
+pub const VSN: [u8; 6] = [1, 5, 2, 2, 5, 5];
+
+/// A memberlist message, typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    /// Direct probe of `node`; the ack goes to `source` when given.
+    Ping {
+        /// Sequence number echoed in the ack.
+        seq_no: u32,
+        /// Name of the node probed (a renamed process must not ack).
+        node: String,
+        /// Where to answer, and who asks.
+        source: Option<(SocketAddr, String)>,
+    },
+    /// Asks a peer to probe `target` for us.
+    IndirectPing {
+        /// Sequence number echoed in the relayed ack or nack.
+        seq_no: u32,
+        /// Address of the node to probe.
+        target: SocketAddr,
+        /// Its name.
+        node: String,
+        /// Whether a nack is wanted when the target does not answer.
+        nack: bool,
+        /// Where to answer, and who asks.
+        source: Option<(SocketAddr, String)>,
+    },
+    /// Answer to a ping.
+    Ack {
+        /// The ping's sequence number.
+        seq_no: u32,
+        /// Serf puts its network coordinate here; muster sends none.
+        payload: Vec<u8>,
+    },
+    /// An indirect probe got no answer.
+    Nack {
+        /// The indirect ping's sequence number.
+        seq_no: u32,
+    },
+    /// `node` is suspected by `from`.
+    Suspect {
+        /// Incarnation the suspicion is about.
+        incarnation: u32,
+        /// Suspected node.
+        node: String,
+        /// Who suspects it.
+        from: String,
+    },
+    /// `node` is alive at this address with this meta.
+    Alive {
+        /// Its incarnation.
+        incarnation: u32,
+        /// Its name.
+        node: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Its meta (tags).
+        meta: Vec<u8>,
+        /// Its protocol versions.
+        vsn: Vec<u8>,
+    },
+    /// `node` is dead (left, when `from == node`).
+    Dead {
+        /// Incarnation the verdict is about.
+        incarnation: u32,
+        /// The dead node.
+        node: String,
+        /// Who declares it.
+        from: String,
+    },
+    /// A message of the layer above (Serf), opaque here.
+    User(Vec<u8>),
+}
+
+fn raw(s: &str) -> Value {
+    Value::Raw(s.as_bytes().to_vec())
+}
+
+fn ip_bytes(addr: &SocketAddr) -> Vec<u8> {
+    match addr {
+        SocketAddr::V4(a) => a.ip().octets().to_vec(),
+        SocketAddr::V6(a) => a.ip().octets().to_vec(),
+    }
+}
+
+fn socket(ip: &[u8], port: u64) -> Option<SocketAddr> {
+    let port = u16::try_from(port).ok()?;
+    match ip.len() {
+        4 => Some(SocketAddr::from(([ip[0], ip[1], ip[2], ip[3]], port))),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(ip);
+            Some(SocketAddr::from((a, port)))
+        }
+        _ => None,
+    }
+}
+
+impl Msg {
+    /// Encodes the message as `[type][msgpack body]`, keys in Go's (sorted) order.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let with_source = |mut fields: Vec<(&'static str, Value)>,
+                           source: &Option<(SocketAddr, String)>| {
+            if let Some((addr, name)) = source {
+                fields.push(("SourceAddr", Value::Raw(ip_bytes(addr))));
+                fields.push(("SourceNode", raw(name)));
+                fields.push(("SourcePort", Value::Uint(u64::from(addr.port()))));
+            }
+            fields.sort_by_key(|(k, _)| *k);
+            Value::map(fields)
+        };
+        match self {
+            Msg::Ping {
+                seq_no,
+                node,
+                source,
+            } => wire::message(
+                kind::PING,
+                &with_source(
+                    vec![
+                        ("Node", raw(node)),
+                        ("SeqNo", Value::Uint(u64::from(*seq_no))),
+                    ],
+                    source,
+                ),
+            ),
+            Msg::IndirectPing {
+                seq_no,
+                target,
+                node,
+                nack,
+                source,
+            } => wire::message(
+                kind::INDIRECT_PING,
+                &with_source(
+                    vec![
+                        ("Nack", Value::Bool(*nack)),
+                        ("Node", raw(node)),
+                        ("Port", Value::Uint(u64::from(target.port()))),
+                        ("SeqNo", Value::Uint(u64::from(*seq_no))),
+                        ("Target", Value::Raw(ip_bytes(target))),
+                    ],
+                    source,
+                ),
+            ),
+            Msg::Ack { seq_no, payload } => wire::message(
+                kind::ACK,
+                &Value::map([
+                    ("Payload", Value::Raw(payload.clone())),
+                    ("SeqNo", Value::Uint(u64::from(*seq_no))),
+                ]),
+            ),
+            Msg::Nack { seq_no } => wire::message(
+                kind::NACK,
+                &Value::map([("SeqNo", Value::Uint(u64::from(*seq_no)))]),
+            ),
+            Msg::Suspect {
+                incarnation,
+                node,
+                from,
+            } => wire::message(kind::SUSPECT, &verdict(*incarnation, node, from)),
+            Msg::Dead {
+                incarnation,
+                node,
+                from,
+            } => wire::message(kind::DEAD, &verdict(*incarnation, node, from)),
+            Msg::Alive {
+                incarnation,
+                node,
+                addr,
+                meta,
+                vsn,
+            } => wire::message(
+                kind::ALIVE,
+                &NodeState {
+                    name: node.clone(),
+                    addr: ip_bytes(addr),
+                    port: addr.port(),
+                    meta: meta.clone(),
+                    incarnation: *incarnation,
+                    state: None,
+                    vsn: vsn.clone(),
+                }
+                .alive_body(),
+            ),
+            Msg::User(bytes) => {
+                let mut out = vec![kind::USER];
+                out.extend_from_slice(bytes);
+                out
+            }
+        }
+    }
+
+    /// Reads a message from a decoded packet part. Unknown types give `Ok(None)`.
+    pub fn from_part(part: &Part) -> Result<Option<Msg>, WireError> {
+        if part.kind == kind::USER {
+            return Ok(Some(Msg::User(part.body.clone())));
+        }
+        let v = wire::body("message", &part.body)?;
+        let field =
+            |message: &'static str, field: &'static str| WireError::Field { message, field };
+        let u32_of = |name: &'static str, key: &'static str| {
+            v.get(key)
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or(field(name, key))
+        };
+        let text = |name: &'static str, key: &'static str| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or(field(name, key))
+        };
+        let source = || {
+            let addr = v.get("SourceAddr").and_then(Value::as_bytes)?;
+            let port = v.get("SourcePort").and_then(Value::as_u64)?;
+            let node = v
+                .get("SourceNode")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            Some((socket(addr, port)?, node.to_owned()))
+        };
+        Ok(Some(match part.kind {
+            kind::PING => Msg::Ping {
+                seq_no: u32_of("ping", "SeqNo")?,
+                node: v
+                    .get("Node")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                source: source(),
+            },
+            kind::INDIRECT_PING => {
+                let ip = v
+                    .get("Target")
+                    .and_then(Value::as_bytes)
+                    .ok_or(field("indirect ping", "Target"))?;
+                let port = v
+                    .get("Port")
+                    .and_then(Value::as_u64)
+                    .ok_or(field("indirect ping", "Port"))?;
+                Msg::IndirectPing {
+                    seq_no: u32_of("indirect ping", "SeqNo")?,
+                    target: socket(ip, port).ok_or(field("indirect ping", "Target"))?,
+                    node: v
+                        .get("Node")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    nack: v.get("Nack") == Some(&Value::Bool(true)),
+                    source: source(),
+                }
+            }
+            kind::ACK => Msg::Ack {
+                seq_no: u32_of("ack", "SeqNo")?,
+                payload: v
+                    .get("Payload")
+                    .and_then(Value::as_bytes)
+                    .unwrap_or_default()
+                    .to_vec(),
+            },
+            kind::NACK => Msg::Nack {
+                seq_no: u32_of("nack", "SeqNo")?,
+            },
+            kind::SUSPECT => Msg::Suspect {
+                incarnation: u32_of("suspect", "Incarnation")?,
+                node: text("suspect", "Node")?,
+                from: text("suspect", "From")?,
+            },
+            kind::DEAD => Msg::Dead {
+                incarnation: u32_of("dead", "Incarnation")?,
+                node: text("dead", "Node")?,
+                from: text("dead", "From")?,
+            },
+            kind::ALIVE => {
+                let n = NodeState::from_value("alive", &v)?;
+                Msg::Alive {
+                    incarnation: n.incarnation,
+                    addr: socket(&n.addr, u64::from(n.port)).ok_or(field("alive", "Addr"))?,
+                    node: n.name,
+                    meta: n.meta,
+                    vsn: n.vsn,
+                }
+            }
+            _ => return Ok(None),
+        }))
+    }
+
+    /// The node a broadcast is about (a newer broadcast about it replaces an older one).
+    fn subject(&self) -> Option<&str> {
+        match self {
+            Msg::Suspect { node, .. } | Msg::Dead { node, .. } | Msg::Alive { node, .. } => {
+                Some(node)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn verdict(incarnation: u32, node: &str, from: &str) -> Value {
+    Value::map([
+        ("From", raw(from)),
+        ("Incarnation", Value::Uint(u64::from(incarnation))),
+        ("Node", raw(node)),
+    ])
+}
+
+/// What happened, as told by the driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A UDP packet's messages.
+    Packet {
+        /// Sender's address.
+        from: SocketAddr,
+        /// Its messages, decoded.
+        msgs: Vec<Msg>,
+    },
+    /// The remote side of a push/pull: its view of every member.
+    Remote {
+        /// Its node states.
+        nodes: Vec<RemoteNode>,
+    },
+    /// Join the cluster through these seeds.
+    Join(Vec<SocketAddr>),
+    /// Leave the cluster gracefully.
+    Leave,
+    /// Time passed.
+    Tick,
+}
+
+/// A member as a push/pull reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteNode {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub addr: SocketAddr,
+    /// Meta (tags).
+    pub meta: Vec<u8>,
+    /// Incarnation.
+    pub incarnation: u32,
+    /// The sender's verdict.
+    pub state: State,
+}
+
+/// What the driver must do, or report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send these messages in one UDP packet (compound when more than one).
+    Send {
+        /// Destination.
+        to: SocketAddr,
+        /// Messages, already fitted to the packet size.
+        msgs: Vec<Msg>,
+    },
+    /// Exchange full state with this node over TCP, then feed its answer as `Input::Remote`.
+    PushPull {
+        /// The peer.
+        to: SocketAddr,
+        /// Whether this is a join.
+        join: bool,
+    },
+    /// A member changed.
+    Event(Event),
+}
+
+/// A change of membership, as the layer above sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The member, after the change.
+    pub member: Member,
+}
+
+/// Kinds of membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A member appeared (or came back after being dead or left).
+    Join,
+    /// Its meta or address changed.
+    Update,
+    /// It is suspected: an early warning, not a verdict.
+    Suspect,
+    /// A suspicion was refuted.
+    Refuted,
+    /// It was declared dead.
+    Fail,
+    /// It left on purpose.
+    Leave,
+}
+
+/// A deterministic random generator (SplitMix64), seeded by the driver.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for this seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+struct Suspicion {
+    started: Instant,
+    min: Duration,
+    max: Duration,
+    /// Confirmations expected for the shortest timeout.
+    k: u32,
+    /// Who suspected it (the first, then each independent confirmation).
+    from: Vec<String>,
+}
+
+impl Suspicion {
+    fn deadline(&self) -> Instant {
+        let n = self.from.len().saturating_sub(1) as f64;
+        let timeout = if self.k == 0 || n >= f64::from(self.k) {
+            self.min
+        } else {
+            let frac = (n + 1.0).ln() / (f64::from(self.k) + 1.0).ln();
+            let span = self.max.saturating_sub(self.min).as_secs_f64();
+            Duration::from_secs_f64(
+                (self.max.as_secs_f64() - frac * span).max(self.min.as_secs_f64()),
+            )
+        };
+        self.started + timeout
+    }
+}
+
+struct Probe {
+    seq_no: u32,
+    target: String,
+    indirect_at: Instant,
+    round_end: Instant,
+    acked: bool,
+    indirect_sent: bool,
+    nacks_expected: u32,
+    nacks: u32,
+}
+
+struct Relay {
+    requester: SocketAddr,
+    seq_no: u32,
+    nack: bool,
+    deadline: Instant,
+}
+
+struct Broadcast {
+    msg: Msg,
+    transmits: u32,
+}
+
+/// One node's view of the cluster and its protocol duties.
+pub struct Swim {
+    config: Config,
+    me: String,
+    rng: Rng,
+    members: BTreeMap<String, Member>,
+    suspicions: HashMap<String, Suspicion>,
+    probe_order: Vec<String>,
+    probe_index: usize,
+    probe: Option<Probe>,
+    relays: HashMap<u32, Relay>,
+    next_seq: u32,
+    awareness: u32,
+    broadcasts: Vec<Broadcast>,
+    outputs: VecDeque<Output>,
+    next_probe: Instant,
+    next_gossip: Instant,
+    next_push_pull: Instant,
+    leaving: bool,
+}
+
+impl Swim {
+    /// A node named `name` at `addr` with `meta`; `incarnation` should grow across restarts
+    /// (the driver passes its boot time) so a restarted node supersedes its predecessor.
+    pub fn new(
+        config: Config,
+        name: &str,
+        addr: SocketAddr,
+        meta: Vec<u8>,
+        incarnation: u32,
+        seed: u64,
+        now: Instant,
+    ) -> Swim {
+        let mut members = BTreeMap::new();
+        members.insert(
+            name.to_owned(),
+            Member {
+                name: name.to_owned(),
+                addr,
+                meta,
+                incarnation,
+                state: State::Alive,
+                since: now,
+            },
+        );
+        let mut rng = Rng::new(seed);
+        // Spread the first probe and gossip over one period so nodes do not tick in step.
+        let jitter = |rng: &mut Rng, d: Duration| {
+            Duration::from_nanos(rng.next_u64() % d.as_nanos().max(1) as u64)
+        };
+        let next_probe = now + jitter(&mut rng, config.probe_interval);
+        let next_gossip = now + jitter(&mut rng, config.gossip_interval);
+        let next_push_pull =
+            now + config.push_pull_interval + jitter(&mut rng, config.push_pull_interval);
+        let mut swim = Swim {
+            config,
+            me: name.to_owned(),
+            rng,
+            members,
+            suspicions: HashMap::new(),
+            probe_order: Vec::new(),
+            probe_index: 0,
+            probe: None,
+            relays: HashMap::new(),
+            next_seq: 0,
+            awareness: 0,
+            broadcasts: Vec::new(),
+            outputs: VecDeque::new(),
+            next_probe,
+            next_gossip,
+            next_push_pull,
+            leaving: false,
+        };
+        swim.announce();
+        swim
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.me
+    }
+
+    /// Every member known, self included, by name.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// A member by name.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.get(name)
+    }
+
+    /// When the suspicion of `name` runs out, if it is suspected, and by how many nodes.
+    pub fn suspicion(&self, name: &str) -> Option<(Instant, usize)> {
+        self.suspicions
+            .get(name)
+            .map(|s| (s.deadline(), s.from.len()))
+    }
+
+    /// The awareness score (0 = healthy).
+    pub fn awareness(&self) -> u32 {
+        self.awareness
+    }
+
+    /// The node states to send in a push/pull.
+    pub fn local_state(&self) -> Vec<RemoteNode> {
+        self.members
+            .values()
+            .map(|m| RemoteNode {
+                name: m.name.clone(),
+                addr: m.addr,
+                meta: m.meta.clone(),
+                incarnation: m.incarnation,
+                state: m.state,
+            })
+            .collect()
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the next `Tick` is due.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self
+            .next_probe
+            .min(self.next_gossip)
+            .min(self.next_push_pull);
+        if let Some(p) = &self.probe {
+            if !p.indirect_sent && !p.acked {
+                t = t.min(p.indirect_at);
+            }
+            t = t.min(p.round_end);
+        }
+        for s in self.suspicions.values() {
+            t = t.min(s.deadline());
+        }
+        for r in self.relays.values() {
+            t = t.min(r.deadline);
+        }
+        t
+    }
+
+    /// Feeds what happened at `now`.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Packet { from, msgs } => {
+                for m in msgs {
+                    self.message(now, from, m);
+                }
+            }
+            Input::Remote { nodes } => {
+                for n in nodes {
+                    self.merge(now, n);
+                }
+            }
+            Input::Join(seeds) => {
+                for to in seeds {
+                    self.outputs.push_back(Output::PushPull { to, join: true });
+                }
+            }
+            Input::Leave => self.leave(now),
+            Input::Tick => self.tick(now),
+        }
+    }
+
+    fn self_member(&self) -> &Member {
+        &self.members[&self.me]
+    }
+
+    fn live_count(&self) -> usize {
+        self.members
+            .values()
+            .filter(|m| matches!(m.state, State::Alive | State::Suspect))
+            .count()
+    }
+
+    fn alive_msg(&self, m: &Member) -> Msg {
+        Msg::Alive {
+            incarnation: m.incarnation,
+            node: m.name.clone(),
+            addr: m.addr,
+            meta: m.meta.clone(),
+            vsn: VSN.to_vec(),
+        }
+    }
+
+    fn message(&mut self, now: Instant, from: SocketAddr, msg: Msg) {
+        match msg {
+            Msg::Ping {
+                seq_no,
+                node,
+                source,
+            } => {
+                if !node.is_empty() && node != self.me {
+                    return; // a probe for another process that once had our address
+                }
+                let to = source.map_or(from, |(a, _)| a);
+                self.send(
+                    now,
+                    to,
+                    vec![Msg::Ack {
+                        seq_no,
+                        payload: Vec::new(),
+                    }],
+                );
+            }
+            Msg::IndirectPing {
+                seq_no,
+                target,
+                node,
+                nack,
+                source,
+            } => {
+                let requester = source.map_or(from, |(a, _)| a);
+                let ours = self.seq();
+                self.relays.insert(
+                    ours,
+                    Relay {
+                        requester,
+                        seq_no,
+                        nack,
+                        deadline: now + self.config.probe_timeout,
+                    },
+                );
+                let me = self.self_member().addr;
+                self.send(
+                    now,
+                    target,
+                    vec![Msg::Ping {
+                        seq_no: ours,
+                        node,
+                        source: Some((me, self.me.clone())),
+                    }],
+                );
+            }
+            Msg::Ack { seq_no, .. } => {
+                if let Some(r) = self.relays.remove(&seq_no) {
+                    self.send(
+                        now,
+                        r.requester,
+                        vec![Msg::Ack {
+                            seq_no: r.seq_no,
+                            payload: Vec::new(),
+                        }],
+                    );
+                } else if let Some(p) = &mut self.probe {
+                    if p.seq_no == seq_no {
+                        p.acked = true;
+                    }
+                }
+            }
+            Msg::Nack { seq_no } => {
+                if let Some(p) = &mut self.probe {
+                    if p.seq_no == seq_no {
+                        p.nacks += 1;
+                    }
+                }
+            }
+            Msg::Suspect {
+                incarnation,
+                node,
+                from: by,
+            } => self.suspect(now, &node, incarnation, &by),
+            Msg::Dead {
+                incarnation,
+                node,
+                from: by,
+            } => self.dead(now, &node, incarnation, &by),
+            Msg::Alive {
+                incarnation,
+                node,
+                addr,
+                meta,
+                ..
+            } => self.alive(now, &node, addr, meta, incarnation),
+            Msg::User(_) => {}
+        }
+    }
+
+    fn seq(&mut self) -> u32 {
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq
+    }
+
+    /// Queues a broadcast; a newer one about the same node replaces the older.
+    fn broadcast(&mut self, msg: Msg) {
+        if let Some(subject) = msg.subject() {
+            self.broadcasts.retain(|b| b.msg.subject() != Some(subject));
+        }
+        self.broadcasts.push(Broadcast { msg, transmits: 0 });
+    }
+
+    fn retransmit_limit(&self) -> u32 {
+        let n = self.live_count() as f64;
+        self.config.retransmit_mult * ((n + 1.0).log10().ceil().max(1.0) as u32)
+    }
+
+    /// Sends `msgs` to `to`, topped up with pending broadcasts up to the packet size.
+    fn send(&mut self, _now: Instant, to: SocketAddr, mut msgs: Vec<Msg>) {
+        let overhead = 2 + 5; // compound header + CRC
+        let mut size: usize = overhead + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>();
+        let limit = self.retransmit_limit();
+        self.broadcasts.sort_by_key(|b| b.transmits);
+        for b in &mut self.broadcasts {
+            let len = b.msg.to_wire().len() + 2;
+            if size + len > self.config.packet_size || msgs.len() >= 255 {
+                continue;
+            }
+            size += len;
+            b.transmits += 1;
+            msgs.push(b.msg.clone());
+        }
+        self.broadcasts.retain(|b| b.transmits < limit);
+        if !msgs.is_empty() {
+            self.outputs.push_back(Output::Send { to, msgs });
+        }
+    }
+
+    fn event(&mut self, kind: EventKind, name: &str) {
+        if let Some(m) = self.members.get(name) {
+            self.outputs.push_back(Output::Event(Event {
+                kind,
+                member: m.clone(),
+            }));
+        }
+    }
+
+    /// Raises our incarnation above `seen` and tells everyone we are alive.
+    fn refute(&mut self, seen: u32) {
+        let me = self.me.clone();
+        let Some(m) = self.members.get_mut(&me) else {
+            return;
+        };
+        m.incarnation = m.incarnation.max(seen).wrapping_add(1);
+        let msg = self.alive_msg(&self.members[&me]);
+        self.broadcast(msg);
+        self.awareness = (self.awareness + 1).min(self.config.awareness_max - 1);
+    }
+
+    fn alive(
+        &mut self,
+        now: Instant,
+        name: &str,
+        addr: SocketAddr,
+        meta: Vec<u8>,
+        incarnation: u32,
+    ) {
+        if name == self.me {
+            let m = self.self_member();
+            if !self.leaving
+                && (incarnation > m.incarnation
+                    || (incarnation == m.incarnation && (addr != m.addr || meta != m.meta)))
+            {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let msg = Msg::Alive {
+            incarnation,
+            node: name.to_owned(),
+            addr,
+            meta: meta.clone(),
+            vsn: VSN.to_vec(),
+        };
+        match self.members.get_mut(name) {
+            None => {
+                self.members.insert(
+                    name.to_owned(),
+                    Member {
+                        name: name.to_owned(),
+                        addr,
+                        meta,
+                        incarnation,
+                        state: State::Alive,
+                        since: now,
+                    },
+                );
+                self.insert_probe_target(name);
+                self.broadcast(msg);
+                self.event(EventKind::Join, name);
+            }
+            Some(m) => {
+                let gone = matches!(m.state, State::Dead | State::Left);
+                // A live member keeps its address unless the claim is newer (a restarted node
+                // with a higher incarnation); a dead or departed one may come back anywhere.
+                let newer = incarnation > m.incarnation;
+                let moved_back = gone && incarnation == m.incarnation && addr != m.addr;
+                if !(newer || moved_back) {
+                    return;
+                }
+                let was = m.state;
+                let changed = m.addr != addr || m.meta != meta;
+                m.addr = addr;
+                m.meta = meta;
+                m.incarnation = incarnation;
+                if was != State::Alive {
+                    m.state = State::Alive;
+                    m.since = now;
+                }
+                self.suspicions.remove(name);
+                self.broadcast(msg);
+                match was {
+                    State::Dead | State::Left => self.event(EventKind::Join, name),
+                    State::Suspect => self.event(EventKind::Refuted, name),
+                    State::Alive if changed => self.event(EventKind::Update, name),
+                    State::Alive => {}
+                }
+            }
+        }
+    }
+
+    fn suspect(&mut self, now: Instant, name: &str, incarnation: u32, by: &str) {
+        if name == self.me {
+            if !self.leaving && incarnation >= self.self_member().incarnation {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
+        if incarnation < m.incarnation || matches!(m.state, State::Dead | State::Left) {
+            return;
+        }
+        match m.state {
+            State::Suspect => {
+                if let Some(s) = self.suspicions.get_mut(name) {
+                    if !s.from.iter().any(|f| f == by) {
+                        s.from.push(by.to_owned());
+                        self.broadcast(Msg::Suspect {
+                            incarnation,
+                            node: name.to_owned(),
+                            from: by.to_owned(),
+                        });
+                    }
+                }
+            }
+            State::Alive => {
+                m.state = State::Suspect;
+                m.incarnation = incarnation;
+                m.since = now;
+                let n = self.live_count();
+                let interval = self.config.probe_interval.as_secs_f64();
+                let scale = (n.max(1) as f64).log10().max(1.0);
+                let min = Duration::from_secs_f64(
+                    f64::from(self.config.suspicion_mult) * scale * interval,
+                );
+                let max = min * self.config.suspicion_max_timeout_mult;
+                let k = self.config.suspicion_mult.saturating_sub(2);
+                let k = if n.saturating_sub(2) < k as usize {
+                    0
+                } else {
+                    k
+                };
+                self.suspicions.insert(
+                    name.to_owned(),
+                    Suspicion {
+                        started: now,
+                        min,
+                        max,
+                        k,
+                        from: vec![by.to_owned()],
+                    },
+                );
+                self.broadcast(Msg::Suspect {
+                    incarnation,
+                    node: name.to_owned(),
+                    from: by.to_owned(),
+                });
+                self.event(EventKind::Suspect, name);
+            }
+            State::Dead | State::Left => {}
+        }
+    }
+
+    fn dead(&mut self, now: Instant, name: &str, incarnation: u32, by: &str) {
+        if name == self.me {
+            if !self.leaving && incarnation >= self.self_member().incarnation {
+                self.refute(incarnation);
+            }
+            return;
+        }
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
+        if incarnation < m.incarnation || matches!(m.state, State::Dead | State::Left) {
+            return;
+        }
+        let left = by == name;
+        m.state = if left { State::Left } else { State::Dead };
+        m.incarnation = incarnation;
+        m.since = now;
+        self.suspicions.remove(name);
+        self.broadcast(Msg::Dead {
+            incarnation,
+            node: name.to_owned(),
+            from: by.to_owned(),
+        });
+        self.event(
+            if left {
+                EventKind::Leave
+            } else {
+                EventKind::Fail
+            },
+            name,
+        );
+    }
+
+    /// Applies one node state from a push/pull, as memberlist's mergeState does: a remote
+    /// "dead" only makes us suspect, so the node can still refute.
+    fn merge(&mut self, now: Instant, n: RemoteNode) {
+        match n.state {
+            State::Alive => self.alive(now, &n.name, n.addr, n.meta, n.incarnation),
+            State::Left => self.dead(now, &n.name, n.incarnation, &n.name),
+            State::Dead | State::Suspect => {
+                if !self.members.contains_key(&n.name) {
+                    return;
+                }
+                let me = self.me.clone();
+                self.suspect(now, &n.name, n.incarnation, &me);
+            }
+        }
+    }
+
+    fn leave(&mut self, now: Instant) {
+        if self.leaving {
+            return;
+        }
+        self.leaving = true;
+        let me = self.self_member().clone();
+        if let Some(m) = self.members.get_mut(&self.me) {
+            m.state = State::Left;
+            m.since = now;
+        }
+        self.broadcast(Msg::Dead {
+            incarnation: me.incarnation,
+            node: me.name.clone(),
+            from: me.name,
+        });
+        // Push the news out at once rather than waiting for the next gossip round.
+        self.gossip(now);
+    }
+
+    fn insert_probe_target(&mut self, name: &str) {
+        // At a random place, so a new node is probed within one round on average.
+        let at = if self.probe_order.is_empty() {
+            0
+        } else {
+            self.rng.below(self.probe_order.len() + 1)
+        };
+        self.probe_order.insert(at, name.to_owned());
+    }
+
+    fn tick(&mut self, now: Instant) {
+        // Relayed probes that got no answer.
+        let expired: Vec<u32> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in expired {
+            if let Some(r) = self.relays.remove(&s) {
+                if r.nack {
+                    self.send(now, r.requester, vec![Msg::Nack { seq_no: r.seq_no }]);
+                }
+            }
+        }
+        // Suspicions that ran out.
+        let due: Vec<String> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.deadline() <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.suspicions.remove(&name);
+            let inc = self.members.get(&name).map_or(0, |m| m.incarnation);
+            let me = self.me.clone();
+            self.dead(now, &name, inc, &me);
+        }
+        self.probe_tick(now);
+        if now >= self.next_gossip {
+            self.next_gossip = now + self.config.gossip_interval;
+            self.gossip(now);
+        }
+        if now >= self.next_push_pull {
+            self.next_push_pull = now + self.config.push_pull_interval;
+            if !self.leaving {
+                let peers = self.peers(now, 1, false);
+                if let Some(to) = peers.first() {
+                    self.outputs.push_back(Output::PushPull {
+                        to: *to,
+                        join: false,
+                    });
+                }
+            }
+        }
+    }
+
+    fn probe_tick(&mut self, now: Instant) {
+        if let Some(p) = &self.probe {
+            if !p.acked && !p.indirect_sent && now >= p.indirect_at {
+                let target = p.target.clone();
+                let seq_no = p.seq_no;
+                self.indirect(now, &target, seq_no);
+            }
+        }
+        let round_over = self
+            .probe
+            .as_ref()
+            .is_some_and(|p| now >= p.round_end || p.acked);
+        if round_over {
+            if let Some(p) = self.probe.take() {
+                if p.acked {
+                    self.awareness = self.awareness.saturating_sub(1);
+                } else {
+                    // Lifeguard: missing nacks mean *we* may be the slow one.
+                    let missed = p.nacks_expected.saturating_sub(p.nacks);
+                    let penalty = if p.nacks_expected == 0 {
+                        1
+                    } else {
+                        missed.min(1)
+                    };
+                    self.awareness = (self.awareness + penalty).min(self.config.awareness_max - 1);
+                    // Suspect it, or, when it is suspected already, confirm the suspicion:
+                    // independent confirmations are what shorten Lifeguard's timeout.
+                    let inc = self.members.get(&p.target).map_or(0, |m| m.incarnation);
+                    let me = self.me.clone();
+                    self.suspect(now, &p.target, inc, &me);
+                }
+            }
+        }
+        if self.probe.is_none() && now >= self.next_probe && !self.leaving {
+            let period = self.config.probe_interval * (self.awareness + 1);
+            self.next_probe = now + period;
+            if let Some(target) = self.next_target() {
+                let seq_no = self.seq();
+                let m = &self.members[&target];
+                let (addr, state, inc) = (m.addr, m.state, m.incarnation);
+                let me = (self.self_member().addr, self.me.clone());
+                let mut msgs = vec![Msg::Ping {
+                    seq_no,
+                    node: target.clone(),
+                    source: Some(me),
+                }];
+                if state == State::Suspect {
+                    // Lifeguard's buddy system: tell a suspect directly so it can refute.
+                    msgs.push(Msg::Suspect {
+                        incarnation: inc,
+                        node: target.clone(),
+                        from: self.me.clone(),
+                    });
+                }
+                self.probe = Some(Probe {
+                    seq_no,
+                    target,
+                    indirect_at: now + self.config.probe_timeout,
+                    round_end: now + period,
+                    acked: false,
+                    indirect_sent: false,
+                    nacks_expected: 0,
+                    nacks: 0,
+                });
+                self.send(now, addr, msgs);
+            }
+        }
+    }
+
+    fn next_target(&mut self) -> Option<String> {
+        for _ in 0..=self.probe_order.len() {
+            if self.probe_index >= self.probe_order.len() {
+                self.probe_index = 0;
+                // A new round: drop the gone, shuffle (Fisher-Yates).
+                let members = &self.members;
+                self.probe_order.retain(|n| {
+                    members
+                        .get(n)
+                        .is_some_and(|m| matches!(m.state, State::Alive | State::Suspect))
+                });
+                for i in (1..self.probe_order.len()).rev() {
+                    let j = self.rng.below(i + 1);
+                    self.probe_order.swap(i, j);
+                }
+                if self.probe_order.is_empty() {
+                    return None;
+                }
+            }
+            let name = self.probe_order[self.probe_index].clone();
+            self.probe_index += 1;
+            if self
+                .members
+                .get(&name)
+                .is_some_and(|m| matches!(m.state, State::Alive | State::Suspect))
+            {
+                return Some(name);
+            }
+        }
+        None
+    }
+
+    fn indirect(&mut self, now: Instant, target: &str, seq_no: u32) {
+        let Some(t) = self.members.get(target) else {
+            return;
+        };
+        let (taddr, tname) = (t.addr, t.name.clone());
+        let helpers: Vec<SocketAddr> = {
+            let mut candidates: Vec<SocketAddr> = self
+                .members
+                .values()
+                .filter(|m| m.name != self.me && m.name != target && m.state == State::Alive)
+                .map(|m| m.addr)
+                .collect();
+            let mut chosen = Vec::new();
+            while chosen.len() < self.config.indirect_checks && !candidates.is_empty() {
+                let i = self.rng.below(candidates.len());
+                chosen.push(candidates.swap_remove(i));
+            }
+            chosen
+        };
+        let me = (self.self_member().addr, self.me.clone());
+        for h in &helpers {
+            self.send(
+                now,
+                *h,
+                vec![Msg::IndirectPing {
+                    seq_no,
+                    target: taddr,
+                    node: tname.clone(),
+                    nack: true,
+                    source: Some(me.clone()),
+                }],
+            );
+        }
+        if let Some(p) = &mut self.probe {
+            p.indirect_sent = true;
+            p.nacks_expected = helpers.len() as u32;
+        }
+    }
+
+    /// Up to `n` random peers: alive or suspect, or recently dead when `dead_too`.
+    fn peers(&mut self, now: Instant, n: usize, dead_too: bool) -> Vec<SocketAddr> {
+        let grace = self.config.gossip_to_the_dead;
+        let mut candidates: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.name != self.me)
+            .filter(|m| match m.state {
+                State::Alive | State::Suspect => true,
+                State::Dead => dead_too && now.saturating_duration_since(m.since) < grace,
+                State::Left => false,
+            })
+            .map(|m| m.addr)
+            .collect();
+        let mut chosen = Vec::new();
+        while chosen.len() < n && !candidates.is_empty() {
+            let i = self.rng.below(candidates.len());
+            chosen.push(candidates.swap_remove(i));
+        }
+        chosen
+    }
+
+    fn gossip(&mut self, now: Instant) {
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        for to in self.peers(now, self.config.gossip_nodes, true) {
+            self.send(now, to, Vec::new());
+        }
+    }
+
+    /// Tags changed: announce the new meta with a higher incarnation.
+    pub fn set_meta(&mut self, meta: Vec<u8>) {
+        let me = self.me.clone();
+        if let Some(m) = self.members.get_mut(&me) {
+            m.meta = meta;
+            m.incarnation = m.incarnation.wrapping_add(1);
+        }
+        let msg = self.alive_msg(&self.members[&me]);
+        self.broadcast(msg);
+    }
+
+    /// Announces ourselves (after a join's push/pull, or at start).
+    pub fn announce(&mut self) {
+        let msg = self.alive_msg(self.self_member());
+        self.broadcast(msg);
+    }
+}
+
+#[cfg(test)]
+mod tests;
