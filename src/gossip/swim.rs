@@ -586,7 +586,10 @@ struct Relay {
 }
 
 struct Broadcast {
+    id: u64,
     msg: Msg,
+    /// Encoded size, measured once when queued.
+    len: usize,
     transmits: u32,
 }
 
@@ -609,6 +612,12 @@ pub struct Swim {
     next_gossip: Instant,
     next_push_pull: Instant,
     leaving: bool,
+    /// Members alive or suspect (self included), kept as states change.
+    live: usize,
+    /// The newest broadcast about each node; older ones are dropped when met in the queue.
+    latest: HashMap<String, u64>,
+    /// Id of the next broadcast.
+    next_broadcast: u64,
 }
 
 impl Swim {
@@ -662,6 +671,9 @@ impl Swim {
             next_gossip,
             next_push_pull,
             leaving: false,
+            live: 1,
+            latest: HashMap::new(),
+            next_broadcast: 0,
         };
         swim.announce();
         swim
@@ -762,10 +774,7 @@ impl Swim {
     }
 
     fn live_count(&self) -> usize {
-        self.members
-            .values()
-            .filter(|m| matches!(m.state, State::Alive | State::Suspect))
-            .count()
+        self.live
     }
 
     fn alive_msg(&self, m: &Member) -> Msg {
@@ -878,10 +887,23 @@ impl Swim {
 
     /// Queues a broadcast; a newer one about the same node replaces the older.
     fn broadcast(&mut self, msg: Msg) {
+        let id = self.next_broadcast;
+        self.next_broadcast += 1;
         if let Some(subject) = msg.subject() {
-            self.broadcasts.retain(|b| b.msg.subject() != Some(subject));
+            self.latest.insert(subject.to_owned(), id);
         }
-        self.broadcasts.push(Broadcast { msg, transmits: 0 });
+        let len = msg.to_wire().len();
+        self.broadcasts.push(Broadcast {
+            id,
+            msg,
+            len,
+            transmits: 0,
+        });
+    }
+
+    /// Whether a queued broadcast is still the newest about its node.
+    fn current(latest: &HashMap<String, u64>, b: &Broadcast) -> bool {
+        b.msg.subject().is_none_or(|s| latest.get(s) == Some(&b.id))
     }
 
     fn retransmit_limit(&self) -> u32 {
@@ -894,9 +916,11 @@ impl Swim {
         let overhead = 2 + 5; // compound header + CRC
         let mut size: usize = overhead + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>();
         let limit = self.retransmit_limit();
+        let latest = &self.latest;
+        self.broadcasts.retain(|b| Self::current(latest, b));
         self.broadcasts.sort_by_key(|b| b.transmits);
         for b in &mut self.broadcasts {
-            let len = b.msg.to_wire().len() + 2;
+            let len = b.len + 2;
             if size + len > self.config.packet_size || msgs.len() >= 255 {
                 continue;
             }
@@ -904,7 +928,18 @@ impl Swim {
             b.transmits += 1;
             msgs.push(b.msg.clone());
         }
-        self.broadcasts.retain(|b| b.transmits < limit);
+        let latest = &mut self.latest;
+        self.broadcasts.retain(|b| {
+            let keep = b.transmits < limit;
+            if !keep {
+                if let Some(s) = b.msg.subject() {
+                    if latest.get(s) == Some(&b.id) {
+                        latest.remove(s);
+                    }
+                }
+            }
+            keep
+        });
         if !msgs.is_empty() {
             self.outputs.push_back(Output::Send { to, msgs });
         }
@@ -969,6 +1004,7 @@ impl Swim {
                         since: now,
                     },
                 );
+                self.live += 1;
                 self.insert_probe_target(name);
                 self.broadcast(msg);
                 self.event(EventKind::Join, name);
@@ -990,6 +1026,9 @@ impl Swim {
                 if was != State::Alive {
                     m.state = State::Alive;
                     m.since = now;
+                }
+                if matches!(was, State::Dead | State::Left) {
+                    self.live += 1;
                 }
                 self.suspicions.remove(name);
                 self.broadcast(msg);
@@ -1082,6 +1121,7 @@ impl Swim {
         }
         let left = by == name;
         m.state = if left { State::Left } else { State::Dead };
+        self.live -= 1;
         m.incarnation = incarnation;
         m.since = now;
         self.suspicions.remove(name);
@@ -1125,6 +1165,7 @@ impl Swim {
         if let Some(m) = self.members.get_mut(&self.me) {
             m.state = State::Left;
             m.since = now;
+            self.live -= 1;
         }
         self.broadcast(Msg::Dead {
             incarnation: me.incarnation,
