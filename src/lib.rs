@@ -33,15 +33,17 @@
 //!   compound, push/pull streams, node states, tags), checked byte for byte against packets
 //!   captured from Debian's serf 0.9.4 (`tests/serf_golden.rs`); and `swim`, the sans-IO
 //!   SWIM + Lifeguard core (`handle(now, input)`, `poll_output()`, `poll_timeout()`, seeded
-//!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`).
+//!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`); and `driver`,
+//!   the tokio shell (UDP + TCP push/pull, seeds, re-join, Serf's leave intent), tested
+//!   against Debian's real `serf agent` (`tests/serf_interop.rs`).
 //!
 //! # Architecture invariants
 //!
 //! - **Only `supervisor/reaper.rs` calls `waitpid`.** No `tokio::process`, no
 //!   `std::process::Child::wait`: a second waiter would steal exit statuses (tested by
 //!   `tests/invariants.rs`).
-//! - **`supervisor/core.rs` and `gossip/` do no I/O and read no clock**: time (and, for
-//!   gossip, the random seed) comes in as an argument.
+//! - **`supervisor/core.rs` and `gossip/` (but its `driver.rs`) do no I/O and read no
+//!   clock**: time (and, for gossip, the random seed) comes in as an argument.
 //! - **Decoders never panic and never allocate more than their input justifies**: every
 //!   length is checked against the bytes left or an explicit limit.
 //! - **Signal handlers are registered before the first spawn**, so no SIGCHLD is lost.

@@ -1404,6 +1404,11 @@ impl Swim {
         }
     }
 
+    /// Queues a message of the layer above (Serf) for dissemination with the others.
+    pub fn broadcast_user(&mut self, body: Vec<u8>) {
+        self.broadcast(Msg::User(body));
+    }
+
     /// Tags changed: announce the new meta with a higher incarnation.
     pub fn set_meta(&mut self, meta: Vec<u8>) {
         let me = self.me.clone();

@@ -482,9 +482,68 @@ pub fn decode_stream(stream: &[u8]) -> Result<PushPull, WireError> {
     }
 }
 
+/// Encodes a push/pull as memberlist writes it on a stream (uncompressed; Go accepts both).
+pub fn encode_push_pull(join: bool, nodes: &[NodeState], user_state: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind::PUSH_PULL];
+    let header = Value::map([
+        ("Join", Value::Bool(join)),
+        ("Nodes", Value::Uint(nodes.len() as u64)),
+        ("UserStateLen", Value::Uint(user_state.len() as u64)),
+    ]);
+    msgpack::encode(&header, &mut out);
+    for n in nodes {
+        let state = Value::map([
+            ("Addr", Value::Raw(n.addr.clone())),
+            ("Incarnation", Value::Uint(u64::from(n.incarnation))),
+            ("Meta", Value::Raw(n.meta.clone())),
+            ("Name", Value::Raw(n.name.as_bytes().to_vec())),
+            ("Port", Value::Uint(u64::from(n.port))),
+            ("State", Value::Uint(u64::from(n.state.unwrap_or(0)))),
+            ("Vsn", Value::Raw(n.vsn.clone())),
+        ]);
+        msgpack::encode(&state, &mut out);
+    }
+    out.extend_from_slice(user_state);
+    out
+}
+
+/// Whether a stream decode failed only because more bytes are still to come.
+pub fn incomplete(error: &WireError) -> bool {
+    matches!(
+        error,
+        WireError::Truncated(_)
+            | WireError::Msgpack {
+                error: msgpack::DecodeError::Truncated(_),
+                ..
+            }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_pull_round_trips_and_reports_incomplete_input() {
+        let node = NodeState {
+            name: "a".into(),
+            addr: vec![127, 0, 0, 1],
+            port: 7946,
+            meta: vec![0xff, 0x80],
+            incarnation: 3,
+            state: Some(0),
+            vsn: vec![1, 5, 2, 2, 5, 5],
+        };
+        let bytes = encode_push_pull(true, std::slice::from_ref(&node), b"\x02\x80");
+        let pp = decode_stream(&bytes).expect("decodes");
+        assert!(pp.join);
+        assert_eq!(pp.nodes, vec![node]);
+        assert_eq!(pp.user_state, b"\x02\x80");
+        for cut in 1..bytes.len() {
+            let e = decode_stream(&bytes[..cut]).expect_err("cut short");
+            assert!(incomplete(&e), "cut at {cut}: {e}");
+        }
+    }
 
     #[test]
     fn crc_matches_go() {

@@ -1,0 +1,332 @@
+//! The gossip driver: binds UDP and TCP on one port (7946 by default), feeds the `swim` core
+//! what arrives and when, carries out what it asks (packets, push/pull exchanges), joins the
+//! seeds (by name or address, retried until one answers, and re-joined periodically so a split
+//! or a restarted seed heals), and reports membership changes on a channel at once, without
+//! Serf's coalescing delay.
+
+// The driver is where gossip reads the clock.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+
+use super::msgpack::{self, Value};
+use super::swim::{self, Event, Input, Msg, Output, RemoteNode, State, Swim};
+use super::wire::{self, NodeState, serf_kind};
+
+/// How long a push/pull exchange may take.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful leave keeps gossiping before it reports done.
+const LEAVE_PROPAGATE: Duration = Duration::from_millis(1000);
+
+/// What the driver needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Node name (unique in the cluster).
+    pub name: String,
+    /// Address to bind UDP and TCP to.
+    pub bind: SocketAddr,
+    /// Address announced to others (the bind address unless it is unspecified).
+    pub advertise: SocketAddr,
+    /// Seeds to join: `host:port` or `host` (port 7946), resolved again at every attempt.
+    pub seeds: Vec<String>,
+    /// Serf tags announced in node meta.
+    pub tags: BTreeMap<String, String>,
+    /// Protocol timings.
+    pub profile: swim::Config,
+    /// How often the seeds are joined again while running.
+    pub rejoin_interval: Duration,
+}
+
+/// Requests to a running driver.
+#[derive(Debug)]
+pub enum Command {
+    /// Leave gracefully; the reply comes once the news had time to spread.
+    Leave(oneshot::Sender<()>),
+    /// The current view of every member.
+    Members(oneshot::Sender<Vec<swim::Member>>),
+}
+
+enum Internal {
+    /// A push/pull answer or request arrived with these nodes.
+    Remote(Vec<RemoteNode>),
+}
+
+fn to_remote(n: &NodeState) -> Option<RemoteNode> {
+    let addr = match n.addr.len() {
+        4 => SocketAddr::from(([n.addr[0], n.addr[1], n.addr[2], n.addr[3]], n.port)),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&n.addr);
+            SocketAddr::from((a, n.port))
+        }
+        _ => return None,
+    };
+    let state = match n.state.unwrap_or(0) {
+        0 => State::Alive,
+        1 => State::Suspect,
+        2 => State::Dead,
+        _ => State::Left,
+    };
+    Some(RemoteNode {
+        name: n.name.clone(),
+        addr,
+        meta: n.meta.clone(),
+        incarnation: n.incarnation,
+        state,
+    })
+}
+
+fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
+    nodes
+        .iter()
+        .map(|n| NodeState {
+            name: n.name.clone(),
+            addr: match n.addr {
+                SocketAddr::V4(a) => a.ip().octets().to_vec(),
+                SocketAddr::V6(a) => a.ip().octets().to_vec(),
+            },
+            port: n.addr.port(),
+            meta: n.meta.clone(),
+            incarnation: n.incarnation,
+            state: Some(n.state.wire()),
+            vsn: swim::VSN.to_vec(),
+        })
+        .collect()
+}
+
+/// Reads one push/pull from a stream, as bytes arrive, bounded in size.
+async fn read_push_pull(stream: &mut TcpStream) -> io::Result<Vec<RemoteNode>> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "stream closed early",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > wire::MAX_STREAM_PAYLOAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "push/pull too large",
+            ));
+        }
+        match wire::decode_stream(&buf) {
+            Ok(pp) => return Ok(pp.nodes.iter().filter_map(to_remote).collect()),
+            Err(e) if wire::incomplete(&e) => continue,
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+        }
+    }
+}
+
+/// Resolves seeds to socket addresses (Docker's DNS for names such as `ha`).
+async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for s in seeds {
+        let target = if s
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            s.clone()
+        } else {
+            format!("{s}:7946")
+        };
+        match tokio::net::lookup_host(target.as_str()).await {
+            Ok(addrs) => out.extend(addrs.filter(SocketAddr::is_ipv4)),
+            Err(error) => tracing::debug!(seed = %s, %error, "seed does not resolve yet"),
+        }
+    }
+    out
+}
+
+/// Runs the node until the command channel closes; membership changes go to `events`.
+pub async fn run(
+    settings: Settings,
+    events: mpsc::UnboundedSender<Event>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) -> io::Result<()> {
+    let udp = UdpSocket::bind(settings.bind).await?;
+    let tcp = TcpListener::bind(settings.bind).await?;
+    let started = Instant::now();
+    // The boot time as incarnation: a restarted node supersedes its predecessor at once.
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs() as u32);
+    let seed = u64::from(incarnation) ^ u64::from(std::process::id()) << 32;
+    let mut swim = Swim::new(
+        settings.profile.clone(),
+        &settings.name,
+        settings.advertise,
+        wire::encode_tags(&settings.tags),
+        incarnation,
+        seed,
+        started,
+    );
+    let (internal_tx, mut internal) = mpsc::unbounded_channel::<Internal>();
+    let mut next_join = Instant::now();
+    let mut joined = false;
+    let mut leaving: Option<(Instant, oneshot::Sender<()>)> = None;
+    let mut buf = vec![0u8; 65_536];
+    // Serf's Lamport clock for membership intents (the rest of Serf's layer is still to come).
+    let mut ltime: u64 = 0;
+    loop {
+        // Carry out what the core asked.
+        while let Some(out) = swim.poll_output() {
+            match out {
+                Output::Send { to, msgs } => {
+                    let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
+                    let packet = if parts.len() == 1 {
+                        wire::with_crc(&parts[0])
+                    } else {
+                        wire::with_crc(&wire::compound(&parts))
+                    };
+                    if let Err(error) = udp.send_to(&packet, to).await {
+                        tracing::debug!(%to, %error, "cannot send");
+                    }
+                }
+                Output::PushPull { to, join } => {
+                    let local =
+                        wire::encode_push_pull(join, &to_wire_state(&swim.local_state()), &[]);
+                    let tx = internal_tx.clone();
+                    tokio::spawn(async move {
+                        let exchange = async {
+                            let mut s = TcpStream::connect(to).await?;
+                            s.write_all(&local).await?;
+                            read_push_pull(&mut s).await
+                        };
+                        match tokio::time::timeout(STREAM_TIMEOUT, exchange).await {
+                            Ok(Ok(nodes)) => {
+                                let _ = tx.send(Internal::Remote(nodes));
+                            }
+                            Ok(Err(error)) => tracing::debug!(%to, %error, "push/pull failed"),
+                            Err(_) => tracing::debug!(%to, "push/pull timed out"),
+                        }
+                    });
+                }
+                Output::Event(e) => {
+                    tracing::info!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "membership");
+                    let _ = events.send(e);
+                }
+            }
+        }
+        if let Some((until, _)) = &leaving {
+            if Instant::now() >= *until {
+                if let Some((_, done)) = leaving.take() {
+                    let _ = done.send(());
+                }
+            }
+        }
+        let mut deadline = swim.poll_timeout();
+        if !settings.seeds.is_empty() && leaving.is_none() {
+            deadline = deadline.min(next_join);
+        }
+        if let Some((until, _)) = &leaving {
+            deadline = deadline.min(*until);
+        }
+        tokio::select! {
+            r = udp.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                match wire::decode_packet(&buf[..n]) {
+                    Ok(parts) => {
+                        let msgs: Vec<Msg> = parts
+                            .iter()
+                            .filter_map(|p| Msg::from_part(p).ok().flatten())
+                            .collect();
+                        for m in &msgs {
+                            if let Some(t) = intent_ltime(m) {
+                                ltime = ltime.max(t);
+                            }
+                        }
+                        swim.handle(Instant::now(), Input::Packet { from, msgs });
+                    }
+                    Err(error) => tracing::debug!(%from, %error, "bad packet ignored"),
+                }
+            }
+            r = tcp.accept() => {
+                let Ok((mut stream, peer)) = r else { continue };
+                let local = wire::encode_push_pull(false, &to_wire_state(&swim.local_state()), &[]);
+                let tx = internal_tx.clone();
+                tokio::spawn(async move {
+                    let exchange = async {
+                        let nodes = read_push_pull(&mut stream).await?;
+                        stream.write_all(&local).await?;
+                        io::Result::Ok(nodes)
+                    };
+                    match tokio::time::timeout(STREAM_TIMEOUT, exchange).await {
+                        Ok(Ok(nodes)) => {
+                            let _ = tx.send(Internal::Remote(nodes));
+                        }
+                        Ok(Err(error)) => tracing::debug!(%peer, %error, "incoming push/pull failed"),
+                        Err(_) => tracing::debug!(%peer, "incoming push/pull timed out"),
+                    }
+                });
+            }
+            Some(Internal::Remote(nodes)) = internal.recv() => {
+                if !joined {
+                    joined = true;
+                    tracing::info!(members = nodes.len(), "joined the cluster");
+                }
+                swim.handle(Instant::now(), Input::Remote { nodes });
+            }
+            c = commands.recv() => match c {
+                None => return Ok(()),
+                Some(Command::Leave(done)) => {
+                    // Serf counts a member as left (not failed) only when its leave intent
+                    // arrives before memberlist's own dead message.
+                    ltime += 1;
+                    swim.broadcast_user(leave_intent(ltime, &settings.name));
+                    swim.handle(Instant::now(), Input::Leave);
+                    leaving = Some((Instant::now() + LEAVE_PROPAGATE, done));
+                }
+                Some(Command::Members(reply)) => {
+                    let _ = reply.send(swim.members().cloned().collect());
+                }
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                if !settings.seeds.is_empty() && now >= next_join && leaving.is_none() {
+                    // Until the first join succeeds, retry fast; then re-join now and then.
+                    next_join = now + if joined { settings.rejoin_interval } else { Duration::from_secs(1) };
+                    let seeds = resolve(&settings.seeds).await;
+                    let me = settings.advertise;
+                    let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me).collect();
+                    if !seeds.is_empty() {
+                        swim.handle(now, Input::Join(seeds));
+                    }
+                }
+                swim.handle(now, Input::Tick);
+            }
+        }
+    }
+}
+
+/// Serf's leave intent, `[serf leave][msgpack {LTime, Node, Prune}]`.
+fn leave_intent(ltime: u64, name: &str) -> Vec<u8> {
+    let mut out = vec![serf_kind::LEAVE];
+    let body = Value::map([
+        ("LTime", Value::Uint(ltime)),
+        ("Node", Value::Raw(name.as_bytes().to_vec())),
+        ("Prune", Value::Bool(false)),
+    ]);
+    msgpack::encode(&body, &mut out);
+    out
+}
+
+/// The Lamport time of a Serf join or leave intent, to keep our clock ahead of it.
+fn intent_ltime(m: &Msg) -> Option<u64> {
+    let Msg::User(body) = m else { return None };
+    let (&kind, rest) = body.split_first()?;
+    if kind != serf_kind::JOIN && kind != serf_kind::LEAVE {
+        return None;
+    }
+    msgpack::decode(rest).ok()?.0.get("LTime")?.as_u64()
+}
