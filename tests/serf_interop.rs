@@ -183,3 +183,121 @@ fn serf_sees_muster_join_stay_alive_and_leave() {
     });
     drop(commands);
 }
+
+#[test]
+fn serf_joins_muster_and_each_detects_the_other_killed() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let settings = Settings {
+        name: "muster2".into(),
+        bind: addr,
+        advertise: addr,
+        seeds: vec![],
+        tags: BTreeMap::from([("role".into(), "balancer".into())]),
+        profile: swim::Config::lan(),
+        rejoin_interval: Duration::from_secs(30),
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (commands, commands_rx) = mpsc::unbounded_channel::<Cmd>();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = runtime.spawn(driver::run(settings, events_tx, commands_rx));
+
+    // A real serf agent joins muster (serf's push/pull arrives LZW-compressed).
+    let serf_port = free_port();
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new("serf")
+        .args([
+            "agent",
+            "-node",
+            "serf2",
+            "-bind",
+            &format!("127.0.0.1:{serf_port}"),
+        ])
+        .args([
+            "-rpc-addr",
+            &rpc,
+            "-tag",
+            "role=backend",
+            "-join",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let serf = Serf {
+        child: Command::new("true").spawn().unwrap(),
+        rpc,
+    };
+    wait_for(
+        "serf (joined through muster) lists muster2 alive",
+        Duration::from_secs(15),
+        || serf.status_of("muster2").is_some_and(|(s, _)| s == "alive"),
+    );
+    let next = |events: &mut mpsc::UnboundedReceiver<swim::Event>, kind: EventKind, limit| {
+        runtime.block_on(async {
+            tokio::time::timeout(limit, async {
+                while let Some(e) = events.recv().await {
+                    if e.kind == kind && e.member.name == "serf2" {
+                        return;
+                    }
+                }
+            })
+            .await
+        })
+    };
+    next(&mut events, EventKind::Join, Duration::from_secs(5)).expect("muster saw serf2 join");
+
+    // kill -9 of serf: muster declares it failed (LAN profile: 1 s probes, 4 s suspicion).
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = Instant::now();
+    next(&mut events, EventKind::Fail, Duration::from_secs(15))
+        .expect("muster declared serf2 failed");
+    eprintln!(
+        "kill -9 of serf -> failed at muster: {:?}",
+        killed.elapsed()
+    );
+    node.abort();
+    drop(commands);
+}
+
+#[test]
+fn serf_detects_a_killed_muster_as_failed() {
+    let serf_port = free_port();
+    let serf = Serf::start("serf3", serf_port, &["role=balancer"]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let settings = Settings {
+        name: "muster3".into(),
+        bind: addr,
+        advertise: addr,
+        seeds: vec![format!("127.0.0.1:{serf_port}")],
+        tags: BTreeMap::new(),
+        profile: swim::Config::lan(),
+        rejoin_interval: Duration::from_secs(30),
+    };
+    let (events_tx, _events) = mpsc::unbounded_channel();
+    let (commands, commands_rx) = mpsc::unbounded_channel::<Cmd>();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.spawn(driver::run(settings, events_tx, commands_rx));
+    wait_for("serf sees muster3 alive", Duration::from_secs(15), || {
+        serf.status_of("muster3").is_some_and(|(s, _)| s == "alive")
+    });
+    // Stopping the runtime is muster vanishing without a word, like kill -9.
+    runtime.shutdown_background();
+    drop(commands);
+    let took = wait_for("serf sees muster3 failed", Duration::from_secs(20), || {
+        serf.status_of("muster3")
+            .is_some_and(|(s, _)| s == "failed")
+    });
+    eprintln!("muster vanished -> failed at serf: {took:?}");
+}
