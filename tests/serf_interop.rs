@@ -30,6 +30,10 @@ struct Serf {
 
 impl Serf {
     fn start(name: &str, port: u16, tags: &[&str]) -> Serf {
+        Self::start_with(name, port, tags, &[])
+    }
+
+    fn start_with(name: &str, port: u16, tags: &[&str], extra: &[&str]) -> Serf {
         if Command::new("serf").arg("version").output().is_err() {
             panic!("the serf binary is missing: tests/run installs Debian's serf package");
         }
@@ -47,6 +51,7 @@ impl Serf {
         for t in tags {
             cmd.args(["-tag", t]);
         }
+        cmd.args(extra);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -208,31 +213,8 @@ fn serf_joins_muster_and_each_detects_the_other_killed() {
 
     // A real serf agent joins muster (serf's push/pull arrives LZW-compressed).
     let serf_port = free_port();
-    let rpc = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new("serf")
-        .args([
-            "agent",
-            "-node",
-            "serf2",
-            "-bind",
-            &format!("127.0.0.1:{serf_port}"),
-        ])
-        .args([
-            "-rpc-addr",
-            &rpc,
-            "-tag",
-            "role=backend",
-            "-join",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let serf = Serf {
-        child: Command::new("true").spawn().unwrap(),
-        rpc,
-    };
+    let join = format!("127.0.0.1:{port}");
+    let mut serf = Serf::start_with("serf2", serf_port, &["role=backend"], &["-join", &join]);
     wait_for(
         "serf (joined through muster) lists muster2 alive",
         Duration::from_secs(15),
@@ -253,8 +235,8 @@ fn serf_joins_muster_and_each_detects_the_other_killed() {
     next(&mut events, EventKind::Join, Duration::from_secs(5)).expect("muster saw serf2 join");
 
     // kill -9 of serf: muster declares it failed (LAN profile: 1 s probes, 4 s suspicion).
-    child.kill().unwrap();
-    child.wait().unwrap();
+    serf.child.kill().unwrap();
+    serf.child.wait().unwrap();
     let killed = Instant::now();
     next(&mut events, EventKind::Fail, Duration::from_secs(15))
         .expect("muster declared serf2 failed");
