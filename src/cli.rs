@@ -6,7 +6,6 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::config::{self, Config};
-use crate::supervisor;
 
 /// Exit code for a bad command line or configuration (EX_USAGE).
 pub const EXIT_USAGE: i32 = 64;
@@ -18,6 +17,8 @@ Usage:
   muster [--config PATH]        run the services declared in a TOML file
   muster [--] CMD [ARGS...]     run one command, like tini
   muster check-config [PATH]    validate a configuration, print every problem
+  muster members [--format json] [--socket PATH]
+                                the cluster as a running muster sees it (with [gossip])
   muster version                print the version
 
 Options:
@@ -47,6 +48,17 @@ line, naming the key it is about, and exits 64 when there is any; prints a summa
 otherwise.
 ";
 
+const MEMBERS_HELP: &str = "\
+muster members: the cluster as a running muster sees it
+
+Usage:
+  muster members [--format text|json] [--socket PATH]
+
+Asks the muster running in this container (through its control socket, by default
+/run/muster/control.sock) for every member it knows: name, address, status (alive, suspect,
+failed, left) and tags. Needs a [gossip] table in that muster's configuration.
+";
+
 const VERSION_HELP: &str = "\
 muster version: print muster's version
 
@@ -60,6 +72,7 @@ enum Command {
     Run(Option<PathBuf>),
     Single(Vec<String>),
     Check(Option<PathBuf>),
+    Members { json: bool, socket: PathBuf },
     Version,
     Help(&'static str),
 }
@@ -90,6 +103,28 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
                     }
                 }
                 return Ok(Command::Check(path));
+            }
+            Value(v) if config.is_none() && v == "members" => {
+                let mut json = false;
+                let mut socket = PathBuf::from(config::DEFAULT_CONTROL_SOCKET);
+                while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+                    match arg {
+                        Short('h') | Long("help") => return Ok(Command::Help(MEMBERS_HELP)),
+                        Long("format") => {
+                            let f = parser.value().map_err(|e| e.to_string())?;
+                            match f.to_str() {
+                                Some("json") => json = true,
+                                Some("text") => json = false,
+                                _ => return Err(format!("--format {f:?}: use text or json")),
+                            }
+                        }
+                        Long("socket") => {
+                            socket = PathBuf::from(parser.value().map_err(|e| e.to_string())?);
+                        }
+                        other => return Err(other.unexpected().to_string()),
+                    }
+                }
+                return Ok(Command::Members { json, socket });
             }
             Value(v) if config.is_none() && v == "version" => {
                 return match parser.next().map_err(|e| e.to_string())? {
@@ -192,6 +227,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
                 }
             }
         }
+        Command::Members { json, socket } => members(json, &socket),
         Command::Single(argv) => {
             crate::logging::init(crate::logging::LevelFilter::ERROR);
             supervise(Config::single(argv))
@@ -199,8 +235,43 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
+/// Asks the running muster for its members and prints them.
+fn members(json: bool, socket: &std::path::Path) -> i32 {
+    use std::io::{Read, Write};
+    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "muster: cannot reach a running muster at {}: {e} (is muster running here, with a control socket?)",
+                socket.display()
+            );
+            return 1;
+        }
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let request = if json { "members json\n" } else { "members\n" };
+    let mut reply = String::new();
+    if let Err(e) = stream
+        .write_all(request.as_bytes())
+        .and_then(|()| stream.read_to_string(&mut reply))
+    {
+        eprintln!("muster: no answer from {}: {e}", socket.display());
+        return 1;
+    }
+    match reply.strip_prefix("error: ") {
+        Some(e) => {
+            eprint!("muster: {e}");
+            1
+        }
+        None => {
+            print!("{reply}");
+            0
+        }
+    }
+}
+
 fn supervise(config: Config) -> i32 {
-    match supervisor::run::run(config) {
+    match crate::app::run(config) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("muster: {e:#}");
@@ -253,6 +324,14 @@ mod tests {
         );
         check(&["check-config", "--help"], Ok(Command::Help(CHECK_HELP)));
         check(&["version"], Ok(Command::Version));
+        check(
+            &["members", "--format", "json"],
+            Ok(Command::Members {
+                json: true,
+                socket: config::DEFAULT_CONTROL_SOCKET.into(),
+            }),
+        );
+        check(&["members", "--format", "yaml"], Err("use text or json"));
         check(&["version", "--help"], Ok(Command::Help(VERSION_HELP)));
         check(&["--help"], Ok(Command::Help(HELP)));
         check(&["--"], Err("no command given"));

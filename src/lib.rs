@@ -4,9 +4,11 @@
 //!
 //! # Layout
 //!
-//! Entry point: `main.rs` sets up logging and calls [`cli::main`], which parses the command
-//! line and either validates a configuration ([`config`]) or runs the supervisor
-//! ([`supervisor::run`]).
+//! Entry point: `main.rs` calls [`cli::main`], which parses the command line and either
+//! validates a configuration ([`config`]), asks a running muster for its members, or runs
+//! muster through [`app::run`]: the one module that knows every subsystem. It starts gossip and
+//! the control socket when configured and runs the supervisor with a before-stop step that
+//! leaves the cluster.
 //!
 //! - [`config`]: the TOML file, read into a table and validated key by key into typed values,
 //!   so `check-config` reports every problem at once; `users` resolves `user` from
@@ -52,6 +54,7 @@
 //! - **muster never exits before its descendants are gone or the stop deadline has passed**;
 //!   every wait has a deadline.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod gossip;

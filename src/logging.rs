@@ -100,7 +100,7 @@ impl tracing::field::Visit for JsonFields {
 }
 
 /// Appends `text` as a JSON string literal.
-fn push_json_string(out: &mut String, text: &str) {
+pub(crate) fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     for c in text.chars() {
         match c {

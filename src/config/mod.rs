@@ -7,6 +7,7 @@ pub mod users;
 mod value;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,8 +22,43 @@ pub const DEFAULT_PATH: &str = "/etc/muster/muster.toml";
 pub struct Config {
     /// Budget of the whole shutdown, from the stop request to muster's exit.
     pub stop_timeout: Duration,
+    /// Unix socket where `muster members` (and later commands) reach the running muster.
+    pub control_socket: Option<PathBuf>,
     /// Services in the order they appear in the file; names are unique.
     pub services: Vec<Service>,
+    /// Membership by gossip, when the file has a `[gossip]` table.
+    pub gossip: Option<Gossip>,
+}
+
+/// Where the control socket is when the configuration does not say.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/muster/control.sock";
+
+/// The `[gossip]` table, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gossip {
+    /// Node name; the host name when unset.
+    pub name: Option<String>,
+    /// Address for UDP and TCP.
+    pub bind: SocketAddr,
+    /// Address announced; found from the interfaces when unset and `bind` is 0.0.0.0.
+    pub advertise: Option<SocketAddr>,
+    /// Seeds to join, `host` or `host:port` (Docker DNS names such as `ha` work).
+    pub join: Vec<String>,
+    /// Tags announced to the cluster (Serf's tags: `role`, `port`, ...).
+    pub tags: BTreeMap<String, String>,
+    /// `lan` (Serf's timings) or `local` (one Docker network).
+    pub profile: Profile,
+    /// How often the seeds are joined again, so a split or a restarted seed heals.
+    pub rejoin_interval: Duration,
+}
+
+/// Gossip timing profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// memberlist's LAN defaults, as `serf agent` uses.
+    Lan,
+    /// Tuned for containers on one Docker network.
+    Local,
 }
 
 /// One supervised service, validated.
@@ -145,6 +181,8 @@ impl Config {
     pub fn single(command: Vec<String>) -> Config {
         Config {
             stop_timeout: Duration::from_secs(9),
+            control_socket: None,
+            gossip: None,
             services: vec![Service {
                 name: "main".to_owned(),
                 main: true,
@@ -187,14 +225,25 @@ impl Service {
 }
 
 fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -> Config {
-    v.only_keys("", table, &["supervisor", "services"]);
+    v.only_keys("", table, &["supervisor", "services", "gossip"]);
     let mut stop_timeout = Duration::from_secs(9);
+    let mut control_socket = Some(PathBuf::from(DEFAULT_CONTROL_SOCKET));
     if let Some(sup) = v.table("supervisor", table.get("supervisor")) {
-        v.only_keys("supervisor", sup, &["stop_timeout"]);
+        v.only_keys("supervisor", sup, &["stop_timeout", "control_socket"]);
         if let Some(d) = v.duration("supervisor.stop_timeout", sup.get("stop_timeout")) {
             stop_timeout = d;
         }
+        match sup.get("control_socket") {
+            Some(toml::Value::Boolean(false)) => control_socket = None,
+            Some(raw) => {
+                if let Some(p) = v.string("supervisor.control_socket", Some(raw)) {
+                    control_socket = Some(PathBuf::from(p));
+                }
+            }
+            None => {}
+        }
     }
+    let gossip = table.get("gossip").and_then(|raw| gossip(raw, v));
     let mut services = Vec::new();
     match v.table("services", table.get("services")) {
         Some(list) if !list.is_empty() => {
@@ -212,8 +261,89 @@ fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -
     check_relations(&services, v);
     Config {
         stop_timeout,
+        control_socket,
         services,
+        gossip,
     }
+}
+
+const GOSSIP_KEYS: &[&str] = &[
+    "name",
+    "bind",
+    "advertise",
+    "join",
+    "tags",
+    "profile",
+    "rejoin_interval",
+];
+
+fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
+    let t = v.table("gossip", Some(raw))?;
+    v.only_keys("gossip", t, GOSSIP_KEYS);
+    let addr = |v: &mut value::Validator, key: &str, default_port: u16| -> Option<SocketAddr> {
+        let text = v.string(&format!("gossip.{key}"), t.get(key))?;
+        let with_port = if text.parse::<SocketAddr>().is_ok() {
+            text.clone()
+        } else {
+            format!("{text}:{default_port}")
+        };
+        match with_port.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                v.problem(
+                    &format!("gossip.{key}"),
+                    &format!("{text:?} is not an IP address or IP:port"),
+                );
+                None
+            }
+        }
+    };
+    let mut g = Gossip {
+        name: v.string("gossip.name", t.get("name")),
+        bind: addr(v, "bind", 7946).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
+        advertise: addr(v, "advertise", 7946),
+        join: v
+            .string_list("gossip.join", t.get("join"))
+            .unwrap_or_default(),
+        tags: BTreeMap::new(),
+        profile: Profile::Lan,
+        rejoin_interval: Duration::from_secs(30),
+    };
+    if g.name.as_deref() == Some("") {
+        v.problem("gossip.name", "is empty");
+    }
+    if let Some(tags) = v.table("gossip.tags", t.get("tags")) {
+        for (k, val) in tags {
+            if let Some(text) = v.string(&format!("gossip.tags.{k}"), Some(val)) {
+                g.tags.insert(k.clone(), text);
+            }
+        }
+        if wire_tags_len(&g.tags) > 512 {
+            v.problem(
+                "gossip.tags",
+                "take more than the 512 bytes of node meta Serf allows",
+            );
+        }
+    }
+    if let Some(p) = v.string("gossip.profile", t.get("profile")) {
+        match p.as_str() {
+            "lan" => g.profile = Profile::Lan,
+            "local" => g.profile = Profile::Local,
+            other => v.problem(
+                "gossip.profile",
+                &format!("{other:?} is not one of \"lan\", \"local\""),
+            ),
+        }
+    }
+    if let Some(d) = v.duration("gossip.rejoin_interval", t.get("rejoin_interval")) {
+        g.rejoin_interval = d;
+    }
+    Some(g)
+}
+
+/// Size of the tags as Serf's node meta.
+fn wire_tags_len(tags: &BTreeMap<String, String>) -> usize {
+    crate::gossip::wire::encode_tags(tags).len()
 }
 
 const SERVICE_KEYS: &[&str] = &[

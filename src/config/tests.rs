@@ -157,3 +157,42 @@ fn durations_and_signals() {
     assert!(parse_signal("0").is_err());
     assert_eq!(signal_name(libc::SIGQUIT), "SIGQUIT");
 }
+
+#[test]
+fn gossip_section() {
+    let c = Config::parse(
+        r#"
+[gossip]
+join = ["ha"]
+tags = { role = "backend", port = "3000" }
+profile = "local"
+[services.a]
+command = ["x"]
+"#,
+        &NoUsers,
+    )
+    .expect("valid");
+    let g = c.gossip.expect("gossip");
+    assert_eq!(g.join, vec!["ha".to_owned()]);
+    assert_eq!(g.bind, "0.0.0.0:7946".parse().unwrap());
+    assert_eq!(g.profile, Profile::Local);
+    assert_eq!(g.tags.get("role").map(String::as_str), Some("backend"));
+    assert_eq!(
+        c.control_socket,
+        Some(PathBuf::from(DEFAULT_CONTROL_SOCKET))
+    );
+
+    let got = problems(
+        "[gossip]\nbind = \"nowhere\"\nprofile = \"wan\"\nseeds = []\n[services.a]\ncommand = [\"x\"]\n",
+    );
+    for e in [
+        "gossip.seeds: unknown key",
+        "gossip.bind: \"nowhere\" is not an IP address",
+        "gossip.profile: \"wan\" is not one of",
+    ] {
+        assert!(
+            got.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {got:#?}"
+        );
+    }
+}

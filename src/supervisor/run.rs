@@ -6,7 +6,9 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,19 +27,30 @@ use crate::config::{Config, Output, Ready};
 /// How long muster waits, after its last child is gone, for output still in the pipes.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
-/// Runs the configuration until muster must exit; returns the exit code.
-pub fn run(config: Config) -> anyhow::Result<i32> {
-    let inherited = Inherited::capture_and_unblock();
-    become_subreaper();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()?;
-    runtime.block_on(async move { Driver::start(config, inherited)?.run().await })
+/// Work to do when the first stop request arrives, before any service is signalled (for
+/// example leaving the gossip cluster so the load balancer drains this node first).
+pub type BeforeStop = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// The before-stop work under way.
+type HeldWork = Pin<Box<dyn Future<Output = ()>>>;
+
+/// Longest wait for the before-stop work; the services' own stop budget starts after it.
+const BEFORE_STOP_LIMIT: Duration = Duration::from_secs(2);
+
+/// Runs the configuration until muster must exit; returns the exit code. `inherited` must have
+/// been captured before the runtime started; this runs inside a current-thread runtime.
+pub async fn supervise(
+    config: Config,
+    inherited: Inherited,
+    before_stop: Option<BeforeStop>,
+) -> anyhow::Result<i32> {
+    let mut driver = Driver::start(config, inherited)?;
+    driver.before_stop = before_stop;
+    driver.run().await
 }
 
 /// Makes muster the reaper of its orphaned descendants when it is not PID 1.
-fn become_subreaper() {
+pub fn become_subreaper() {
     // SAFETY: getpid and prctl(PR_SET_CHILD_SUBREAPER) have no memory-safety preconditions.
     unsafe {
         if libc::getpid() != 1 && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
@@ -65,6 +78,9 @@ struct Driver {
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs: mpsc::UnboundedReceiver<Input>,
     tty: bool,
+    before_stop: Option<BeforeStop>,
+    /// The stop signal held back while the before-stop work runs.
+    held_stop: Option<(i32, HeldWork)>,
 }
 
 impl Driver {
@@ -130,6 +146,8 @@ impl Driver {
             inputs_tx,
             inputs,
             tty,
+            before_stop: None,
+            held_stop: None,
         })
     }
 
@@ -153,10 +171,17 @@ impl Driver {
                     .map(|(sig, s)| Box::pin(async move { s.recv().await.map(|_| *sig) }));
                 futures_select_all(futures).await
             };
+            let held = async {
+                match &mut self.held_stop {
+                    Some((_, work)) => work.await,
+                    None => std::future::pending().await,
+                }
+            };
             let input = tokio::select! {
                 _ = self.signals.child.recv() => None,
-                _ = self.signals.term.recv() => Some(Input::Signal(libc::SIGTERM)),
-                _ = self.signals.int.recv() => Some(Input::Signal(libc::SIGINT)),
+                _ = self.signals.term.recv() => self.stop_request(libc::SIGTERM),
+                _ = self.signals.int.recv() => self.stop_request(libc::SIGINT),
+                () = held => self.held_stop.take().map(|(sig, _)| Input::Signal(sig)),
                 Some(sig) = forwarded => Some(Input::Signal(sig)),
                 Some(input) = self.inputs.recv() => Some(input),
                 _ = sleep => Some(Input::Tick),
@@ -170,6 +195,26 @@ impl Driver {
         };
         self.finish().await;
         Ok(code)
+    }
+
+    /// A SIGTERM or SIGINT: the first one runs the before-stop work (bounded in time) and
+    /// holds the signal back until it is done; later ones go to the core at once.
+    fn stop_request(&mut self, sig: i32) -> Option<Input> {
+        if self.held_stop.is_some() {
+            self.held_stop = None;
+            return Some(Input::Signal(sig));
+        }
+        match self.before_stop.take() {
+            Some(work) if !self.core.stopping() => {
+                let work = work();
+                let bounded = async move {
+                    let _ = tokio::time::timeout(BEFORE_STOP_LIMIT, work).await;
+                };
+                self.held_stop = Some((sig, Box::pin(bounded)));
+                None
+            }
+            _ => Some(Input::Signal(sig)),
+        }
     }
 
     /// Collects every ended child and tells the core (or the exec probe waiting for it).

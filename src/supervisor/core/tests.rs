@@ -17,7 +17,9 @@ impl Sim {
         let start = Instant::now();
         let config = Config {
             stop_timeout: Duration::from_secs(9),
+            control_socket: None,
             services,
+            gossip: None,
         };
         Sim {
             core: Core::new(&config),
