@@ -177,6 +177,50 @@ fn lab_serves_stops_cleanly_and_reports_a_killed_app() {
         },
     );
     assert_eq!(hosts_seen(&lab, 40), expected);
+
+    // Membership by gossip: the webapps joined ha, which lists them alive with their role.
+    let ha = lab.ids("ha").remove(0);
+    let backends_alive = |n: usize| {
+        let out = docker(&["exec", &ha, "muster", "members"]);
+        out.lines()
+            .filter(|l| l.contains(" alive ") && l.contains("role=backend"))
+            .count()
+            == n
+    };
+    wait_for(
+        "ha lists both webapps alive by gossip",
+        Duration::from_secs(30),
+        || backends_alive(2),
+    );
+    let listed = docker(&["exec", &ha, "muster", "members"]);
+    for host in &expected {
+        assert!(listed.contains(host.as_str()), "{host} in:\n{listed}");
+    }
+    assert!(
+        lab.compose(&["up", "-d", "--scale", "webapp=3"])
+            .status
+            .success()
+    );
+    wait_for(
+        "a third webapp joins by gossip",
+        Duration::from_secs(60),
+        || backends_alive(3),
+    );
+    assert!(
+        lab.compose(&["up", "-d", "--scale", "webapp=2"])
+            .status
+            .success()
+    );
+    wait_for(
+        "the removed webapp leaves by gossip",
+        Duration::from_secs(30),
+        || {
+            backends_alive(2)
+                && docker(&["exec", &ha, "muster", "members"])
+                    .lines()
+                    .any(|l| l.contains(" left ") && l.contains("role=backend"))
+        },
+    );
     let (code, page) = lab.get(lab.stats, "/").expect("stats page");
     assert_eq!(code, 200);
     assert!(page.contains("nodes"), "the stats page lists the backend");
