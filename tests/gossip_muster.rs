@@ -8,19 +8,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Run, code, config, eventually, muster};
+use common::{Run, code, config, eventually, free_port, muster};
 
 const LONG: Duration = Duration::from_secs(20);
-
-fn free_port() -> u16 {
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 fn members(socket: &std::path::Path, json: bool) -> String {
     let mut cmd = Command::new(muster());

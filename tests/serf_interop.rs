@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,14 +11,68 @@ use muster::gossip::driver::{self, Command as Cmd, Settings};
 use muster::gossip::swim::{self, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
-/// A port free for both TCP and UDP on 127.0.0.1.
-fn free_port() -> u16 {
-    loop {
-        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+mod common;
+
+use common::free_port;
+
+/// A muster gossip node on 127.0.0.1 (LAN profile), driven on its own runtime.
+struct Node {
+    port: u16,
+    runtime: tokio::runtime::Runtime,
+    events: mpsc::UnboundedReceiver<swim::Event>,
+    commands: mpsc::UnboundedSender<Cmd>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Node {
+    fn start(name: &str, seeds: Vec<String>, tags: &[(&str, &str)]) -> Node {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let settings = Settings {
+            name: name.into(),
+            bind: addr,
+            advertise: addr,
+            seeds,
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+            profile: swim::Config::lan(),
+            rejoin_interval: Duration::from_secs(30),
+        };
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let task = runtime.spawn(driver::run(settings, events_tx, commands_rx));
+        Node {
+            port,
+            runtime,
+            events,
+            commands,
+            task,
         }
+    }
+
+    /// Waits for the next event of `kind` about `member`.
+    fn next(&mut self, kind: EventKind, member: &str, limit: Duration) -> Option<swim::Event> {
+        let events = &mut self.events;
+        self.runtime.block_on(async {
+            tokio::time::timeout(limit, async {
+                while let Some(e) = events.recv().await {
+                    if e.kind == kind && e.member.name == member {
+                        return Some(e);
+                    }
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten()
+        })
     }
 }
 
@@ -113,28 +166,8 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Dura
 fn serf_sees_muster_join_stay_alive_and_leave() {
     let serf_port = free_port();
     let serf = Serf::start("serf1", serf_port, &["role=balancer"]);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let settings = Settings {
-        name: "muster1".into(),
-        bind: addr,
-        advertise: addr,
-        seeds: vec![format!("127.0.0.1:{serf_port}")],
-        tags: BTreeMap::from([
-            ("role".into(), "backend".into()),
-            ("port".into(), "3000".into()),
-        ]),
-        profile: swim::Config::lan(),
-        rejoin_interval: Duration::from_secs(30),
-    };
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let (commands, commands_rx) = mpsc::unbounded_channel();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.spawn(driver::run(settings, events_tx, commands_rx));
+    let seeds = vec![format!("127.0.0.1:{serf_port}")];
+    let mut node = Node::start("muster1", seeds, &[("role", "backend"), ("port", "3000")]);
 
     // serf lists muster alive with its tags (the join retries until serf listens).
     wait_for("serf sees muster1 alive", Duration::from_secs(15), || {
@@ -147,18 +180,9 @@ fn serf_sees_muster_join_stay_alive_and_leave() {
     );
 
     // muster saw serf join, with serf's tags.
-    let joined = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(e) = events.recv().await {
-                if e.kind == EventKind::Join && e.member.name == "serf1" {
-                    return Some(e);
-                }
-            }
-            None
-        })
-        .await
-    });
-    let joined = joined.ok().flatten().expect("a join event for serf1");
+    let joined = node
+        .next(EventKind::Join, "serf1", Duration::from_secs(5))
+        .expect("a join event for serf1");
     let serf_tags = muster::gossip::wire::decode_tags(&joined.member.meta).unwrap();
     assert_eq!(serf_tags.get("role").map(String::as_str), Some("balancer"));
 
@@ -178,105 +202,55 @@ fn serf_sees_muster_join_stay_alive_and_leave() {
 
     // A graceful leave shows as left, not failed.
     let (done_tx, done_rx) = oneshot::channel();
-    commands.send(Cmd::Leave(done_tx)).unwrap();
-    runtime
+    node.commands.send(Cmd::Leave(done_tx)).unwrap();
+    node.runtime
         .block_on(async { tokio::time::timeout(Duration::from_secs(5), done_rx).await })
         .unwrap()
         .unwrap();
     wait_for("serf sees muster1 left", Duration::from_secs(5), || {
         serf.status_of("muster1").is_some_and(|(s, _)| s == "left")
     });
-    drop(commands);
 }
 
 #[test]
 fn serf_joins_muster_and_each_detects_the_other_killed() {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let settings = Settings {
-        name: "muster2".into(),
-        bind: addr,
-        advertise: addr,
-        seeds: vec![],
-        tags: BTreeMap::from([("role".into(), "balancer".into())]),
-        profile: swim::Config::lan(),
-        rejoin_interval: Duration::from_secs(30),
-    };
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    let (commands, commands_rx) = mpsc::unbounded_channel::<Cmd>();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let node = runtime.spawn(driver::run(settings, events_tx, commands_rx));
+    let mut node = Node::start("muster2", vec![], &[("role", "balancer")]);
 
     // A real serf agent joins muster (serf's push/pull arrives LZW-compressed).
-    let serf_port = free_port();
-    let join = format!("127.0.0.1:{port}");
-    let mut serf = Serf::start_with("serf2", serf_port, &["role=backend"], &["-join", &join]);
+    let join = format!("127.0.0.1:{}", node.port);
+    let mut serf = Serf::start_with("serf2", free_port(), &["role=backend"], &["-join", &join]);
     wait_for(
         "serf (joined through muster) lists muster2 alive",
         Duration::from_secs(15),
         || serf.status_of("muster2").is_some_and(|(s, _)| s == "alive"),
     );
-    let next = |events: &mut mpsc::UnboundedReceiver<swim::Event>, kind: EventKind, limit| {
-        runtime.block_on(async {
-            tokio::time::timeout(limit, async {
-                while let Some(e) = events.recv().await {
-                    if e.kind == kind && e.member.name == "serf2" {
-                        return;
-                    }
-                }
-            })
-            .await
-        })
-    };
-    next(&mut events, EventKind::Join, Duration::from_secs(5)).expect("muster saw serf2 join");
+    node.next(EventKind::Join, "serf2", Duration::from_secs(5))
+        .expect("muster saw serf2 join");
 
     // kill -9 of serf: muster declares it failed (LAN profile: 1 s probes, 4 s suspicion).
     serf.child.kill().unwrap();
     serf.child.wait().unwrap();
     let killed = Instant::now();
-    next(&mut events, EventKind::Fail, Duration::from_secs(15))
+    node.next(EventKind::Fail, "serf2", Duration::from_secs(15))
         .expect("muster declared serf2 failed");
     eprintln!(
         "kill -9 of serf -> failed at muster: {:?}",
         killed.elapsed()
     );
-    node.abort();
-    drop(commands);
+    node.task.abort();
 }
 
 #[test]
 fn serf_detects_a_killed_muster_as_failed() {
     let serf_port = free_port();
     let serf = Serf::start("serf3", serf_port, &["role=balancer"]);
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let settings = Settings {
-        name: "muster3".into(),
-        bind: addr,
-        advertise: addr,
-        seeds: vec![format!("127.0.0.1:{serf_port}")],
-        tags: BTreeMap::new(),
-        profile: swim::Config::lan(),
-        rejoin_interval: Duration::from_secs(30),
-    };
-    let (events_tx, _events) = mpsc::unbounded_channel();
-    let (commands, commands_rx) = mpsc::unbounded_channel::<Cmd>();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.spawn(driver::run(settings, events_tx, commands_rx));
+    let node = Node::start("muster3", vec![format!("127.0.0.1:{serf_port}")], &[]);
     wait_for("serf sees muster3 alive", Duration::from_secs(15), || {
         serf.status_of("muster3").is_some_and(|(s, _)| s == "alive")
     });
     // Stopping the runtime is muster vanishing without a word, like kill -9.
-    runtime.shutdown_background();
-    drop(commands);
+    node.runtime.shutdown_background();
+    drop(node.commands);
     let took = wait_for("serf sees muster3 failed", Duration::from_secs(20), || {
         serf.status_of("muster3")
             .is_some_and(|(s, _)| s == "failed")
