@@ -133,17 +133,46 @@ command = ["sleep", "100000"]
                 return int(line.split()[1])
         return 0
 
+    def descendants(self):
+        """PIDs of every process below the agent (muster's services lead groups of their own,
+        so killing the agent's group alone would leave them running)."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    kids = [int(c) for c in (task / "children").read_text().split()]
+                except OSError:
+                    kids = []
+                found += kids
+                todo += kids
+        return found
+
     def kill(self, sig):
+        # A kill -9 of muster in a container takes its services with it (the PID namespace
+        # ends); on loopback, do the same by hand so no service outlives the run.
+        below = self.descendants() if sig == signal.SIGKILL else []
         try:
             self.proc.send_signal(sig)
         except ProcessLookupError:
             pass
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def cleanup(self):
+        below = self.descendants()
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
 
 
