@@ -9,12 +9,12 @@ use std::path::Path;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{self, Config, Profile};
-use crate::gossip::driver::{self, Command, Settings};
-use crate::gossip::swim::{self, Member, State};
-use crate::gossip::wire;
+use crate::gossip::driver::{self, Command, Publish, Settings};
+use crate::gossip::serf::{self, Member};
+use crate::gossip::swim;
 use crate::supervisor::run::{self as supervisor, BeforeStop};
 use crate::supervisor::signals::Inherited;
 
@@ -80,16 +80,28 @@ fn start_gossip(g: &config::Gossip) -> anyhow::Result<mpsc::UnboundedSender<Comm
             Profile::Local => swim::Config::local(),
         },
         rejoin_interval: g.rejoin_interval,
+        serf: serf::Config {
+            reconnect_interval: g.reconnect_interval,
+            reap_failed: g.reap_failed,
+            reap_left: g.reap_left,
+            ..serf::Config::default()
+        },
     };
     tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, "gossip starting");
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (view, _) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
+    let publish = Publish {
+        events: events_tx,
+        view,
+    };
     tokio::spawn(async move {
-        if let Err(error) = driver::run(settings, events_tx, commands_rx).await {
+        if let Err(error) = driver::run(settings, publish, commands_rx).await {
             tracing::error!(%error, "gossip stopped");
         }
     });
-    // Membership changes are published here; the HAProxy sync will consume them.
+    // Membership is published here (events and the whole view); the HAProxy sync will
+    // subscribe to the view. Until then the events are only logged by the driver.
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     Ok(commands)
 }
@@ -188,16 +200,11 @@ async fn answer(request: &str, gossip: Option<&mpsc::UnboundedSender<Command>>) 
 }
 
 fn status(m: &Member) -> &'static str {
-    match m.state {
-        State::Alive => "alive",
-        State::Suspect => "suspect",
-        State::Dead => "failed",
-        State::Left => "left",
-    }
+    m.status.as_str()
 }
 
-fn tags_of(m: &Member) -> BTreeMap<String, String> {
-    wire::decode_tags(&m.meta).unwrap_or_default()
+fn tags_of(m: &Member) -> &BTreeMap<String, String> {
+    &m.tags
 }
 
 /// One line per member: name, address, status, tags (as `serf members` prints them).

@@ -74,6 +74,14 @@ fn every_packet_and_stream_decodes() {
         let pp = wire::decode_stream(stream).unwrap_or_else(|e| panic!("tcp {dir}: {e}"));
         assert!(!pp.nodes.is_empty(), "{dir}");
         assert_eq!(pp.user_state.first(), Some(&serf_kind::PUSH_PULL), "{dir}");
+        // Serf's own part: read, and written back byte for byte.
+        let state = muster::gossip::serf::PushPullState::decode(&pp.user_state)
+            .unwrap_or_else(|e| panic!("tcp {dir} serf state: {e}"));
+        assert!(!state.status_ltimes.is_empty(), "{dir}");
+        assert!(
+            state.encode() == pp.user_state,
+            "{dir}: re-encoding differs"
+        );
     }
 }
 

@@ -1,15 +1,17 @@
 //! muster's gossip against Debian's real `serf agent` on 127.0.0.1: muster joins serf, serf
 //! sees it alive with its tags and keeps seeing it alive (muster answers its probes), muster
-//! sees serf, and muster's graceful leave shows as `left` in `serf members`.
+//! sees serf, muster's graceful leave shows as `left` in `serf members`, and a mixed cluster of
+//! three serf agents and three muster nodes agrees on joins, tag changes, leaves and kills.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use muster::gossip::driver::{self, Command as Cmd, Settings};
-use muster::gossip::swim::{self, EventKind};
-use tokio::sync::{mpsc, oneshot};
+use muster::gossip::driver::{self, Command as Cmd, Publish, Settings};
+use muster::gossip::serf::{self as serf_layer, EventKind};
+use muster::gossip::swim;
+use tokio::sync::{mpsc, oneshot, watch};
 
 mod common;
 
@@ -19,7 +21,8 @@ use common::free_port;
 struct Node {
     port: u16,
     runtime: tokio::runtime::Runtime,
-    events: mpsc::UnboundedReceiver<swim::Event>,
+    events: mpsc::UnboundedReceiver<serf_layer::Event>,
+    view: watch::Receiver<Vec<serf_layer::Member>>,
     commands: mpsc::UnboundedSender<Cmd>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -39,26 +42,38 @@ impl Node {
                 .collect(),
             profile: swim::Config::lan(),
             rejoin_interval: Duration::from_secs(30),
+            serf: serf_layer::Config::default(),
         };
         let (events_tx, events) = mpsc::unbounded_channel();
+        let (view_tx, view) = watch::channel(Vec::new());
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let task = runtime.spawn(driver::run(settings, events_tx, commands_rx));
+        let publish = Publish {
+            events: events_tx,
+            view: view_tx,
+        };
+        let task = runtime.spawn(driver::run(settings, publish, commands_rx));
         Node {
             port,
             runtime,
             events,
+            view,
             commands,
             task,
         }
     }
 
     /// Waits for the next event of `kind` about `member`.
-    fn next(&mut self, kind: EventKind, member: &str, limit: Duration) -> Option<swim::Event> {
+    fn next(
+        &mut self,
+        kind: EventKind,
+        member: &str,
+        limit: Duration,
+    ) -> Option<serf_layer::Event> {
         let events = &mut self.events;
         self.runtime.block_on(async {
             tokio::time::timeout(limit, async {
@@ -73,6 +88,23 @@ impl Node {
             .ok()
             .flatten()
         })
+    }
+
+    /// (status, tags as `k=v,…`) of `name` in this node's published view.
+    fn status_of(&self, name: &str) -> Option<(String, String)> {
+        self.view.borrow().iter().find(|m| m.name == name).map(|m| {
+            let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            (m.status.as_str().to_owned(), tags.join(","))
+        })
+    }
+
+    fn leave(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        self.commands.send(Cmd::Leave(done_tx)).unwrap();
+        self.runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(5), done_rx).await })
+            .unwrap()
+            .unwrap();
     }
 }
 
@@ -183,7 +215,7 @@ fn serf_sees_muster_join_stay_alive_and_leave() {
     let joined = node
         .next(EventKind::Join, "serf1", Duration::from_secs(5))
         .expect("a join event for serf1");
-    let serf_tags = muster::gossip::wire::decode_tags(&joined.member.meta).unwrap();
+    let serf_tags = joined.member.tags;
     assert_eq!(serf_tags.get("role").map(String::as_str), Some("balancer"));
 
     // serf probes muster every second; with no ack it would suspect it and, after 4 s,
@@ -201,12 +233,7 @@ fn serf_sees_muster_join_stay_alive_and_leave() {
     }
 
     // A graceful leave shows as left, not failed.
-    let (done_tx, done_rx) = oneshot::channel();
-    node.commands.send(Cmd::Leave(done_tx)).unwrap();
-    node.runtime
-        .block_on(async { tokio::time::timeout(Duration::from_secs(5), done_rx).await })
-        .unwrap()
-        .unwrap();
+    node.leave();
     wait_for("serf sees muster1 left", Duration::from_secs(5), || {
         serf.status_of("muster1").is_some_and(|(s, _)| s == "left")
     });
@@ -231,7 +258,7 @@ fn serf_joins_muster_and_each_detects_the_other_killed() {
     serf.child.kill().unwrap();
     serf.child.wait().unwrap();
     let killed = Instant::now();
-    node.next(EventKind::Fail, "serf2", Duration::from_secs(15))
+    node.next(EventKind::Failed, "serf2", Duration::from_secs(15))
         .expect("muster declared serf2 failed");
     eprintln!(
         "kill -9 of serf -> failed at muster: {:?}",
@@ -256,4 +283,185 @@ fn serf_detects_a_killed_muster_as_failed() {
             .is_some_and(|(s, _)| s == "failed")
     });
     eprintln!("muster vanished -> failed at serf: {took:?}");
+}
+
+/// One agent of the mixed cluster, whichever kind it is.
+enum Agent {
+    Serf(Serf),
+    Muster(Node),
+}
+
+impl Agent {
+    fn status_of(&self, name: &str) -> Option<(String, String)> {
+        match self {
+            Agent::Serf(s) => s.status_of(name),
+            Agent::Muster(n) => n.status_of(name),
+        }
+    }
+}
+
+/// Waits until every agent in `observers` reports `status` for each of `names`.
+fn all_agree(
+    agents: &[(String, Agent)],
+    observers: &[usize],
+    names: &[&str],
+    status: &str,
+    limit: Duration,
+) -> Duration {
+    wait_for(
+        &format!("{} agents see {names:?} {status}", observers.len()),
+        limit,
+        || {
+            observers.iter().all(|&i| {
+                names
+                    .iter()
+                    .all(|n| agents[i].1.status_of(n).is_some_and(|(s, _)| s == status))
+            })
+        },
+    )
+}
+
+#[test]
+fn mixed_cluster_of_three_serf_and_three_muster_agrees() {
+    // serf-a is the first seed; the others join across kinds: m1 through serf-a, serf-b
+    // through m1, m2 through serf-b, serf-c through m2, m3 through serf-c.
+    let mut agents: Vec<(String, Agent)> = Vec::new();
+    let port_a = free_port();
+    agents.push((
+        "serf-a".into(),
+        Agent::Serf(Serf::start("serf-a", port_a, &["role=balancer"])),
+    ));
+    let m1 = Node::start(
+        "m1",
+        vec![format!("127.0.0.1:{port_a}")],
+        &[("role", "backend")],
+    );
+    let m1_join = format!("127.0.0.1:{}", m1.port);
+    agents.push(("m1".into(), Agent::Muster(m1)));
+    let port_b = free_port();
+    agents.push((
+        "serf-b".into(),
+        Agent::Serf(Serf::start_with(
+            "serf-b",
+            port_b,
+            &["role=backend"],
+            &["-retry-join", &m1_join, "-retry-interval", "1s"],
+        )),
+    ));
+    let m2 = Node::start(
+        "m2",
+        vec![format!("127.0.0.1:{port_b}")],
+        &[("role", "backend")],
+    );
+    let m2_join = format!("127.0.0.1:{}", m2.port);
+    agents.push(("m2".into(), Agent::Muster(m2)));
+    let port_c = free_port();
+    agents.push((
+        "serf-c".into(),
+        Agent::Serf(Serf::start_with(
+            "serf-c",
+            port_c,
+            &["role=backend"],
+            &["-retry-join", &m2_join, "-retry-interval", "1s"],
+        )),
+    ));
+    agents.push((
+        "m3".into(),
+        Agent::Muster(Node::start(
+            "m3",
+            vec![format!("127.0.0.1:{port_c}")],
+            &[("role", "backend")],
+        )),
+    ));
+    let names: Vec<String> = agents.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let everyone: Vec<usize> = (0..agents.len()).collect();
+
+    let took = all_agree(&agents, &everyone, &names, "alive", Duration::from_secs(30));
+    eprintln!("mixed 3+3: all six see all six alive after {took:?}");
+
+    // A tag change on a serf agent reaches every muster node (and every serf).
+    let Agent::Serf(b) = &agents[2].1 else {
+        unreachable!()
+    };
+    let out = Command::new("serf")
+        .args(["tags", "-rpc-addr", &b.rpc, "-set", "color=blue"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "serf tags: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "everyone sees serf-b's new tag",
+        Duration::from_secs(10),
+        || {
+            everyone.iter().all(|&i| {
+                agents[i]
+                    .1
+                    .status_of("serf-b")
+                    .is_some_and(|(_, t)| t.contains("color=blue"))
+            })
+        },
+    );
+
+    // Graceful leaves, one of each kind: both show as left everywhere else.
+    let Agent::Muster(m2) = &agents[3].1 else {
+        unreachable!()
+    };
+    m2.leave();
+    let Agent::Serf(c) = &mut agents[4].1 else {
+        unreachable!()
+    };
+    // SIGINT is serf's graceful leave.
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    unsafe { libc::kill(c.child.id() as i32, libc::SIGINT) };
+    c.child.wait().unwrap();
+    let rest = [0, 1, 2, 5];
+    let took = all_agree(
+        &agents,
+        &rest,
+        &["m2", "serf-c"],
+        "left",
+        Duration::from_secs(10),
+    );
+    eprintln!("mixed 3+3: a graceful leave of each kind seen as left by the rest after {took:?}");
+
+    // kill -9, one of each kind: both are failed at the survivors.
+    let Agent::Serf(a) = &mut agents[0].1 else {
+        unreachable!()
+    };
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let Agent::Muster(m3) = &agents[5].1 else {
+        unreachable!()
+    };
+    m3.task.abort();
+    let survivors = [1, 2];
+    let took = all_agree(
+        &agents,
+        &survivors,
+        &["serf-a", "m3"],
+        "failed",
+        Duration::from_secs(30),
+    );
+    eprintln!(
+        "mixed 3+3: kill -9 of one of each kind seen as failed by the survivors after {took:?}"
+    );
+    // ...while the survivors still see each other alive, and the leavers still as left.
+    all_agree(
+        &agents,
+        &survivors,
+        &["m1", "serf-b"],
+        "alive",
+        Duration::from_secs(1),
+    );
+    all_agree(
+        &agents,
+        &survivors,
+        &["m2", "serf-c"],
+        "left",
+        Duration::from_secs(1),
+    );
 }

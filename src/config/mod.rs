@@ -50,6 +50,12 @@ pub struct Gossip {
     pub profile: Profile,
     /// How often the seeds are joined again, so a split or a restarted seed heals.
     pub rejoin_interval: Duration,
+    /// How often a failed member is tried again.
+    pub reconnect_interval: Duration,
+    /// How long a failed member is remembered (and retried) before it is forgotten.
+    pub reap_failed: Duration,
+    /// How long a member that left is remembered.
+    pub reap_left: Duration,
 }
 
 /// Gossip timing profiles.
@@ -275,6 +281,9 @@ const GOSSIP_KEYS: &[&str] = &[
     "tags",
     "profile",
     "rejoin_interval",
+    "reconnect_interval",
+    "reap_failed",
+    "reap_left",
 ];
 
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
@@ -308,6 +317,9 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         tags: BTreeMap::new(),
         profile: Profile::Lan,
         rejoin_interval: Duration::from_secs(30),
+        reconnect_interval: Duration::from_secs(30),
+        reap_failed: Duration::from_secs(600),
+        reap_left: Duration::from_secs(300),
     };
     if g.name.as_deref() == Some("") {
         v.problem("gossip.name", "is empty");
@@ -337,6 +349,15 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
     }
     if let Some(d) = v.duration("gossip.rejoin_interval", t.get("rejoin_interval")) {
         g.rejoin_interval = d;
+    }
+    if let Some(d) = v.duration("gossip.reconnect_interval", t.get("reconnect_interval")) {
+        g.reconnect_interval = d;
+    }
+    if let Some(d) = v.duration("gossip.reap_failed", t.get("reap_failed")) {
+        g.reap_failed = d;
+    }
+    if let Some(d) = v.duration("gossip.reap_left", t.get("reap_left")) {
+        g.reap_left = d;
     }
     Some(g)
 }

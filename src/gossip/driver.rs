@@ -1,8 +1,10 @@
 //! The gossip driver: binds UDP and TCP on one port (7946 by default), feeds the `swim` core
 //! what arrives and when, carries out what it asks (packets, push/pull exchanges), joins the
 //! seeds (by name or address, retried until one answers, and re-joined periodically so a split
-//! or a restarted seed heals), and reports membership changes on a channel at once, without
-//! Serf's coalescing delay.
+//! or a restarted seed heals), runs Serf's layer (`serf`: intents, status, reconnect, reap)
+//! above the failure detector, and publishes membership at once, without Serf's coalescing
+//! delay: every event on a channel, and the whole view on a `watch` (what a consumer such as
+//! the HAProxy sync reconciles against).
 
 // The driver is where gossip reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -14,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::msgpack::{self, Value};
-use super::swim::{self, Event, Input, Msg, Output, RemoteNode, State, Swim};
-use super::wire::{self, NodeState, serf_kind};
+use super::serf::{self, Serf};
+use super::swim::{self, Input, Msg, Output, RemoteNode, State, Swim};
+use super::wire::{self, NodeState};
 
 /// How long a push/pull exchange may take.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +44,17 @@ pub struct Settings {
     pub profile: swim::Config,
     /// How often the seeds are joined again while running.
     pub rejoin_interval: Duration,
+    /// Serf's reconnect and reap timings.
+    pub serf: serf::Config,
+}
+
+/// Where the driver publishes membership.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// Every Serf event, in order.
+    pub events: mpsc::UnboundedSender<serf::Event>,
+    /// The whole view (self included, sorted by name), replaced on every change.
+    pub view: watch::Sender<Vec<serf::Member>>,
 }
 
 /// Requests to a running driver.
@@ -50,12 +63,12 @@ pub enum Command {
     /// Leave gracefully; the reply comes once the news had time to spread.
     Leave(oneshot::Sender<()>),
     /// The current view of every member.
-    Members(oneshot::Sender<Vec<swim::Member>>),
+    Members(oneshot::Sender<Vec<serf::Member>>),
 }
 
 enum Internal {
-    /// A push/pull answer or request arrived with these nodes.
-    Remote(Vec<RemoteNode>),
+    /// A push/pull answer or request arrived with these nodes and this Serf state.
+    Remote(Vec<RemoteNode>, Vec<u8>),
 }
 
 fn to_remote(n: &NodeState) -> Option<RemoteNode> {
@@ -102,7 +115,7 @@ fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
 }
 
 /// Reads one push/pull from a stream, as bytes arrive, bounded in size.
-async fn read_push_pull(stream: &mut TcpStream) -> io::Result<Vec<RemoteNode>> {
+async fn read_push_pull(stream: &mut TcpStream) -> io::Result<(Vec<RemoteNode>, Vec<u8>)> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -121,7 +134,12 @@ async fn read_push_pull(stream: &mut TcpStream) -> io::Result<Vec<RemoteNode>> {
             ));
         }
         match wire::decode_stream(&buf) {
-            Ok(pp) => return Ok(pp.nodes.iter().filter_map(to_remote).collect()),
+            Ok(pp) => {
+                return Ok((
+                    pp.nodes.iter().filter_map(to_remote).collect(),
+                    pp.user_state,
+                ));
+            }
             Err(e) if wire::incomplete(&e) => continue,
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
         }
@@ -148,10 +166,10 @@ async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
     out
 }
 
-/// Runs the node until the command channel closes; membership changes go to `events`.
+/// Runs the node until the command channel closes; membership goes to `publish`.
 pub async fn run(
     settings: Settings,
-    events: mpsc::UnboundedSender<Event>,
+    publish: Publish,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> io::Result<()> {
     let udp = UdpSocket::bind(settings.bind).await?;
@@ -171,16 +189,45 @@ pub async fn run(
         seed,
         started,
     );
+    let mut serf = Serf::new(
+        settings.serf.clone(),
+        &settings.name,
+        settings.advertise,
+        settings.tags.clone(),
+        seed.rotate_left(17),
+        started,
+    );
+    publish.view.send_replace(serf.members().cloned().collect());
     let (internal_tx, mut internal) = mpsc::unbounded_channel::<Internal>();
     let mut next_join = Instant::now();
     let mut joined = false;
     let mut leaving: Option<(Instant, oneshot::Sender<()>)> = None;
     let mut buf = vec![0u8; 65_536];
-    // Serf's Lamport clock for membership intents (the rest of Serf's layer is still to come).
-    let mut ltime: u64 = 0;
     loop {
-        // Carry out what the core asked.
-        while let Some(out) = swim.poll_output() {
+        // Carry out what the cores asked, until neither has more (each feeds the other).
+        loop {
+            let mut changed = false;
+            while let Some(out) = serf.poll_output() {
+                match out {
+                    serf::Output::Event(e) => {
+                        tracing::info!(member = %e.member.name, addr = %e.member.addr, status = e.member.status.as_str(), event = ?e.kind, "membership");
+                        let _ = publish.events.send(e);
+                    }
+                    serf::Output::Broadcast(body) => swim.broadcast_user(body),
+                    serf::Output::Reconnect(to) => {
+                        tracing::debug!(%to, "trying a failed member again");
+                        swim.handle(Instant::now(), Input::Join(vec![to]));
+                    }
+                    serf::Output::Forget(name) => {
+                        swim.forget(&name);
+                    }
+                    serf::Output::Changed => changed = true,
+                }
+            }
+            if changed {
+                publish.view.send_replace(serf.members().cloned().collect());
+            }
+            let Some(out) = swim.poll_output() else { break };
             match out {
                 Output::Send { to, msgs } => {
                     let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
@@ -194,8 +241,11 @@ pub async fn run(
                     }
                 }
                 Output::PushPull { to, join } => {
-                    let local =
-                        wire::encode_push_pull(join, &to_wire_state(&swim.local_state()), &[]);
+                    let local = wire::encode_push_pull(
+                        join,
+                        &to_wire_state(&swim.local_state()),
+                        &serf.local_state(),
+                    );
                     let tx = internal_tx.clone();
                     tokio::spawn(async move {
                         let exchange = async {
@@ -204,8 +254,8 @@ pub async fn run(
                             read_push_pull(&mut s).await
                         };
                         match tokio::time::timeout(STREAM_TIMEOUT, exchange).await {
-                            Ok(Ok(nodes)) => {
-                                let _ = tx.send(Internal::Remote(nodes));
+                            Ok(Ok((nodes, state))) => {
+                                let _ = tx.send(Internal::Remote(nodes, state));
                             }
                             Ok(Err(error)) => tracing::debug!(%to, %error, "push/pull failed"),
                             Err(_) => tracing::debug!(%to, "push/pull timed out"),
@@ -213,8 +263,8 @@ pub async fn run(
                     });
                 }
                 Output::Event(e) => {
-                    tracing::info!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "membership");
-                    let _ = events.send(e);
+                    tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
+                    serf.on_swim(Instant::now(), &e);
                 }
             }
         }
@@ -225,7 +275,7 @@ pub async fn run(
                 }
             }
         }
-        let mut deadline = swim.poll_timeout();
+        let mut deadline = swim.poll_timeout().min(serf.poll_timeout());
         if !settings.seeds.is_empty() && leaving.is_none() {
             deadline = deadline.min(next_join);
         }
@@ -241,19 +291,24 @@ pub async fn run(
                             .iter()
                             .filter_map(|p| Msg::from_part(p).ok().flatten())
                             .collect();
+                        let now = Instant::now();
                         for m in &msgs {
-                            if let Some(t) = intent_ltime(m) {
-                                ltime = ltime.max(t);
+                            if let Msg::User(body) = m {
+                                serf.on_user(now, body);
                             }
                         }
-                        swim.handle(Instant::now(), Input::Packet { from, msgs });
+                        swim.handle(now, Input::Packet { from, msgs });
                     }
                     Err(error) => tracing::debug!(%from, %error, "bad packet ignored"),
                 }
             }
             r = tcp.accept() => {
                 let Ok((mut stream, peer)) = r else { continue };
-                let local = wire::encode_push_pull(false, &to_wire_state(&swim.local_state()), &[]);
+                let local = wire::encode_push_pull(
+                    false,
+                    &to_wire_state(&swim.local_state()),
+                    &serf.local_state(),
+                );
                 let tx = internal_tx.clone();
                 tokio::spawn(async move {
                     let exchange = async {
@@ -262,33 +317,51 @@ pub async fn run(
                         io::Result::Ok(nodes)
                     };
                     match tokio::time::timeout(STREAM_TIMEOUT, exchange).await {
-                        Ok(Ok(nodes)) => {
-                            let _ = tx.send(Internal::Remote(nodes));
+                        Ok(Ok((nodes, state))) => {
+                            let _ = tx.send(Internal::Remote(nodes, state));
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "incoming push/pull failed"),
                         Err(_) => tracing::debug!(%peer, "incoming push/pull timed out"),
                     }
                 });
             }
-            Some(Internal::Remote(nodes)) = internal.recv() => {
-                if !joined {
+            Some(Internal::Remote(nodes, state)) = internal.recv() => {
+                let now = Instant::now();
+                let first = !joined;
+                if first {
                     joined = true;
                     tracing::info!(members = nodes.len(), "joined the cluster");
                 }
-                swim.handle(Instant::now(), Input::Remote { nodes });
+                // As memberlist does: the nodes first, then the layer above's state.
+                swim.handle(now, Input::Remote { nodes });
+                if let Err(error) = serf.merge_remote_state(now, &state) {
+                    tracing::debug!(%error, "serf state in a push/pull ignored");
+                }
+                if first {
+                    serf.announce_join(now);
+                }
             }
             c = commands.recv() => match c {
                 None => return Ok(()),
                 Some(Command::Leave(done)) => {
-                    // Serf counts a member as left (not failed) only when its leave intent
-                    // arrives before memberlist's own dead message.
-                    ltime += 1;
-                    swim.broadcast_user(leave_intent(ltime, &settings.name));
-                    swim.handle(Instant::now(), Input::Leave);
+                    // Serf 0.9.4 counts a member as left (not failed) only when its leave
+                    // intent arrives before memberlist's own dead message: queue it first.
+                    let now = Instant::now();
+                    serf.leave(now);
+                    while let Some(out) = serf.poll_output() {
+                        match out {
+                            serf::Output::Broadcast(body) => swim.broadcast_user(body),
+                            serf::Output::Changed => {
+                                publish.view.send_replace(serf.members().cloned().collect());
+                            }
+                            _ => {}
+                        }
+                    }
+                    swim.handle(now, Input::Leave);
                     leaving = Some((Instant::now() + LEAVE_PROPAGATE, done));
                 }
                 Some(Command::Members(reply)) => {
-                    let _ = reply.send(swim.members().cloned().collect());
+                    let _ = reply.send(serf.members().cloned().collect());
                 }
             },
             _ = tokio::time::sleep_until(deadline.into()) => {
@@ -304,29 +377,8 @@ pub async fn run(
                     }
                 }
                 swim.handle(now, Input::Tick);
+                serf.tick(now);
             }
         }
     }
-}
-
-/// Serf's leave intent, `[serf leave][msgpack {LTime, Node, Prune}]`.
-fn leave_intent(ltime: u64, name: &str) -> Vec<u8> {
-    let mut out = vec![serf_kind::LEAVE];
-    let body = Value::map([
-        ("LTime", Value::Uint(ltime)),
-        ("Node", Value::Raw(name.as_bytes().to_vec())),
-        ("Prune", Value::Bool(false)),
-    ]);
-    msgpack::encode(&body, &mut out);
-    out
-}
-
-/// The Lamport time of a Serf join or leave intent, to keep our clock ahead of it.
-fn intent_ltime(m: &Msg) -> Option<u64> {
-    let Msg::User(body) = m else { return None };
-    let (&kind, rest) = body.split_first()?;
-    if kind != serf_kind::JOIN && kind != serf_kind::LEAVE {
-        return None;
-    }
-    msgpack::decode(rest).ok()?.0.get("LTime")?.as_u64()
 }

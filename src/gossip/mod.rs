@@ -17,5 +17,6 @@
 pub mod driver;
 pub mod lzw;
 pub mod msgpack;
+pub mod serf;
 pub mod swim;
 pub mod wire;

@@ -689,6 +689,25 @@ impl Swim {
         self.members.values()
     }
 
+    /// Forgets a dead or departed member (the layer above reaped it), so push/pulls stop
+    /// carrying it. Members alive or suspect, and this node, are kept; returns whether it went.
+    pub fn forget(&mut self, name: &str) -> bool {
+        if name == self.me
+            || !self
+                .members
+                .get(name)
+                .is_some_and(|m| matches!(m.state, State::Dead | State::Left))
+        {
+            return false;
+        }
+        self.members.remove(name);
+        self.suspicions.remove(name);
+        self.latest.remove(name);
+        let latest = &self.latest;
+        self.broadcasts.retain(|b| Self::current(latest, b));
+        true
+    }
+
     /// A member by name.
     pub fn member(&self, name: &str) -> Option<&Member> {
         self.members.get(name)
