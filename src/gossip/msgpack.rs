@@ -358,10 +358,18 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
             }
         }
         Value::Ext(t, d) => {
-            out.push(0xc7);
-            out.push(d.len().min(255) as u8);
+            // Serf never writes extensions; they are written back whole (ext 8/16/32).
+            if d.len() <= 0xff {
+                out.extend_from_slice(&[0xc7, d.len() as u8]);
+            } else if d.len() <= 0xffff {
+                out.push(0xc8);
+                out.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            } else {
+                out.push(0xc9);
+                out.extend_from_slice(&(d.len() as u32).to_be_bytes());
+            }
             out.push(*t as u8);
-            out.extend_from_slice(&d[..d.len().min(255)]);
+            out.extend_from_slice(d);
         }
     }
 }
@@ -433,6 +441,16 @@ mod tests {
         );
         check(&[0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0], Value::Float(1.0));
         check(&[0xd4, 0x01, 0x02], Value::Ext(1, vec![2]));
+    }
+
+    #[test]
+    fn long_extensions_are_written_back_whole() {
+        // Found by tests/fuzz (target msgpack): ext bodies over 255 bytes were cut.
+        for len in [0, 1, 255, 256, 70_000] {
+            let v = Value::Ext(-3, vec![7; len]);
+            let bytes = to_vec(&v);
+            assert_eq!(decode(&bytes).unwrap(), (v, bytes.len()), "{len}");
+        }
     }
 
     #[test]
