@@ -131,3 +131,158 @@ fn members_without_gossip_or_without_muster_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach a running muster"));
     drop(run);
 }
+
+/// A two-node cluster for the hostile-input test: (config path, control socket).
+fn node(
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+    join: Option<u16>,
+) -> (String, std::path::PathBuf) {
+    let sock = dir.join(format!("{name}.sock"));
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    let join = join.map_or(String::new(), |p| format!("join = [\"127.0.0.1:{p}\"]"));
+    let cfg = config(
+        &sub,
+        &format!(
+            r#"
+[supervisor]
+control_socket = "{sock}"
+[gossip]
+name = "{name}"
+bind = "127.0.0.1:{port}"
+{join}
+profile = "local"
+[services.main]
+main = true
+command = ["sh", "-c", "echo up; exec sleep 1000"]
+"#,
+            sock = sock.display()
+        ),
+    );
+    (cfg.to_str().unwrap().to_owned(), sock)
+}
+
+/// Every datagram and stream of the captured serf session, as bytes.
+fn golden() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let text = include_str!("golden/serf-0.9.4-join-tags-leave.txt");
+    let unhex = |h: &str| {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+    };
+    let (mut udp, mut tcp) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.first() {
+            Some(&"udp") => udp.push(unhex(f[2])),
+            Some(&"tcp") => tcp.push(unhex(f[2])),
+            _ => {}
+        }
+    }
+    (udp, tcp)
+}
+
+#[test]
+fn hostile_packets_and_streams_change_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (a_port, b_port) = (free_port(), free_port());
+    let (a_cfg, a_sock) = node(dir.path(), "a", a_port, None);
+    let (b_cfg, b_sock) = node(dir.path(), "b", b_port, Some(a_port));
+    let a = Run::start(muster(), &["--config", &a_cfg]);
+    let b = Run::start(muster(), &["--config", &b_cfg]);
+    let view = |sock: &std::path::Path| {
+        let mut rows: Vec<String> = members(sock, false)
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                format!("{} {}", f[0], f[2])
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let healthy = ["a alive".to_owned(), "b alive".to_owned()];
+    eventually("a and b see each other", LONG, || {
+        view(&a_sock) == healthy && view(&b_sock) == healthy
+    });
+
+    // Random datagrams, every truncation of every captured serf datagram (with and without
+    // its CRC wrapper), and the same with one byte flipped, all sent to a.
+    let (udp, tcp) = golden();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = format!("127.0.0.1:{a_port}");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut sent = 0;
+    for _ in 0..20_000 {
+        let len = (rand() % 1500) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+        let _ = sock.send_to(&bytes, &target);
+        sent += 1;
+    }
+    for p in &udp {
+        // Golden packets start with the CRC wrapper (type 12, then 4 bytes of CRC).
+        for body in [&p[..], &p[5..]] {
+            for cut in 0..body.len() {
+                let _ = sock.send_to(&body[..cut], &target);
+                let mut flipped = body.to_vec();
+                let i = (rand() as usize) % flipped.len();
+                flipped[i] ^= 1 << (rand() % 8);
+                flipped.truncate(cut.max(1));
+                let _ = sock.send_to(&flipped, &target);
+                sent += 2;
+            }
+        }
+        // Pace the sends a little so the kernel's buffer does not drop most of them.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Push/pull streams: random bytes, truncated captured streams, a length that claims a
+    // huge payload, and a connection that sends nothing at all.
+    let mut streams = 0;
+    let idle = std::net::TcpStream::connect(&target).unwrap();
+    for s in &tcp {
+        for cut in [1, 2, 5, 10, s.len() / 2, s.len() - 1] {
+            if let Ok(mut c) = std::net::TcpStream::connect(&target) {
+                let _ = c.write_all(&s[..cut]);
+                streams += 1;
+            }
+        }
+    }
+    for _ in 0..50 {
+        if let Ok(mut c) = std::net::TcpStream::connect(&target) {
+            let bytes: Vec<u8> = (0..(rand() % 4096)).map(|_| rand() as u8).collect();
+            let _ = c.write_all(&bytes);
+            streams += 1;
+        }
+    }
+    if let Ok(mut c) = std::net::TcpStream::connect(&target) {
+        // A push/pull header (type 6) claiming 4 GiB of user state.
+        let _ = c.write_all(&[
+            6, 0x84, 0xa4, b'J', b'o', b'i', b'n', 0xc2, 0xa5, b'N', b'o', b'd', b'e', b's', 0x90,
+        ]);
+        let _ = c.write_all(&[0xac]);
+        let _ = c.write_all(b"UserStateLen");
+        let _ = c.write_all(&[0xce, 0xff, 0xff, 0xff, 0xff]);
+        streams += 1;
+    }
+    eprintln!("sent {sent} hostile datagrams and {streams} hostile streams");
+
+    // Still running, still answering, the same view on both sides, and b keeps a alive over
+    // several probe rounds (a still answers probes).
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(view(&a_sock), healthy, "a's view\n{}", a.text());
+        assert_eq!(view(&b_sock), healthy, "b's view\n{}", b.text());
+    }
+    drop(idle);
+    drop((a, b));
+}
