@@ -186,6 +186,7 @@ impl Sim {
         self.packets += 1;
         self.bytes += packet.len() as u64;
         let Some(j) = self.index_of(to) else { return };
+
         if !self.reachable(from, j) || (self.rng.next_u64() as f64 / u64::MAX as f64) < self.loss {
             return;
         }

@@ -586,12 +586,15 @@ struct Relay {
 }
 
 struct Broadcast {
-    id: u64,
     msg: Msg,
     /// Encoded size, measured once when queued.
     len: usize,
-    transmits: u32,
 }
+
+/// Order of the broadcast queue: fewest transmits first, then oldest first. (memberlist sends
+/// the newest first; in the simulator that order let a leave miss one node of ten for good
+/// while newer news kept the front of the queue, so muster keeps first-come order.)
+type QueueKey = (u32, std::cmp::Reverse<u64>);
 
 /// One node's view of the cluster and its protocol duties.
 pub struct Swim {
@@ -606,7 +609,7 @@ pub struct Swim {
     relays: HashMap<u32, Relay>,
     next_seq: u32,
     awareness: u32,
-    broadcasts: Vec<Broadcast>,
+    broadcasts: BTreeMap<QueueKey, Broadcast>,
     outputs: VecDeque<Output>,
     next_probe: Instant,
     next_gossip: Instant,
@@ -614,8 +617,8 @@ pub struct Swim {
     leaving: bool,
     /// Members alive or suspect (self included), kept as states change.
     live: usize,
-    /// The newest broadcast about each node; older ones are dropped when met in the queue.
-    latest: HashMap<String, u64>,
+    /// Where the queued broadcast about each node is: a newer one replaces it at once.
+    latest: HashMap<String, QueueKey>,
     /// Id of the next broadcast.
     next_broadcast: u64,
 }
@@ -665,7 +668,7 @@ impl Swim {
             relays: HashMap::new(),
             next_seq: 0,
             awareness: 0,
-            broadcasts: Vec::new(),
+            broadcasts: BTreeMap::new(),
             outputs: VecDeque::new(),
             next_probe,
             next_gossip,
@@ -702,9 +705,9 @@ impl Swim {
         }
         self.members.remove(name);
         self.suspicions.remove(name);
-        self.latest.remove(name);
-        let latest = &self.latest;
-        self.broadcasts.retain(|b| Self::current(latest, b));
+        if let Some(key) = self.latest.remove(name) {
+            self.broadcasts.remove(&key);
+        }
         true
     }
 
@@ -908,21 +911,15 @@ impl Swim {
     fn broadcast(&mut self, msg: Msg) {
         let id = self.next_broadcast;
         self.next_broadcast += 1;
+        let key = (0, std::cmp::Reverse(id));
         if let Some(subject) = msg.subject() {
-            self.latest.insert(subject.to_owned(), id);
+            // Only the newest news about a node is worth passing on.
+            if let Some(old) = self.latest.insert(subject.to_owned(), key) {
+                self.broadcasts.remove(&old);
+            }
         }
         let len = msg.to_wire().len();
-        self.broadcasts.push(Broadcast {
-            id,
-            msg,
-            len,
-            transmits: 0,
-        });
-    }
-
-    /// Whether a queued broadcast is still the newest about its node.
-    fn current(latest: &HashMap<String, u64>, b: &Broadcast) -> bool {
-        b.msg.subject().is_none_or(|s| latest.get(s) == Some(&b.id))
+        self.broadcasts.insert(key, Broadcast { msg, len });
     }
 
     fn retransmit_limit(&self) -> u32 {
@@ -935,30 +932,39 @@ impl Swim {
         let overhead = 2 + 5; // compound header + CRC
         let mut size: usize = overhead + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>();
         let limit = self.retransmit_limit();
-        let latest = &self.latest;
-        self.broadcasts.retain(|b| Self::current(latest, b));
-        self.broadcasts.sort_by_key(|b| b.transmits);
-        for b in &mut self.broadcasts {
+        // Walk the queue from the least sent; stop once the packet is full or a run of
+        // messages did not fit, so a send costs what it carries, not the queue's length.
+        let mut taken = Vec::new();
+        let mut misses = 0;
+        for (key, b) in &self.broadcasts {
+            if msgs.len() >= 255 || self.config.packet_size.saturating_sub(size) < 16 || misses > 32
+            {
+                break;
+            }
             let len = b.len + 2;
-            if size + len > self.config.packet_size || msgs.len() >= 255 {
+            if size + len > self.config.packet_size {
+                misses += 1;
                 continue;
             }
             size += len;
-            b.transmits += 1;
             msgs.push(b.msg.clone());
+            taken.push(*key);
         }
-        let latest = &mut self.latest;
-        self.broadcasts.retain(|b| {
-            let keep = b.transmits < limit;
-            if !keep {
-                if let Some(s) = b.msg.subject() {
-                    if latest.get(s) == Some(&b.id) {
-                        latest.remove(s);
-                    }
+        for key in taken {
+            let Some(b) = self.broadcasts.remove(&key) else {
+                continue;
+            };
+            let next = (key.0 + 1, key.1);
+            let subject = b.msg.subject().map(str::to_owned);
+            if next.0 < limit {
+                self.broadcasts.insert(next, b);
+                if let Some(s) = subject {
+                    self.latest.insert(s, next);
                 }
+            } else if let Some(s) = subject {
+                self.latest.remove(&s);
             }
-            keep
-        });
+        }
         if !msgs.is_empty() {
             self.outputs.push_back(Output::Send { to, msgs });
         }
@@ -1186,12 +1192,21 @@ impl Swim {
             m.since = now;
             self.live -= 1;
         }
-        self.broadcast(Msg::Dead {
+        let dead = Msg::Dead {
             incarnation: me.incarnation,
             node: me.name.clone(),
             from: me.name,
-        });
-        // Push the news out at once rather than waiting for the next gossip round.
+        };
+        self.broadcast(dead.clone());
+        // Tell up to 64 members directly as well: gossip alone reaches everyone only with
+        // high probability (each node passes news on a few times), and a load balancer that
+        // misses a leave keeps sending to a node that is about to stop.
+        for to in self.peers(now, 64, false) {
+            self.outputs.push_back(Output::Send {
+                to,
+                msgs: vec![dead.clone()],
+            });
+        }
         self.gossip(now);
     }
 
@@ -1285,9 +1300,14 @@ impl Swim {
                 }
             }
         }
-        if self.probe.is_none() && now >= self.next_probe && !self.leaving {
+        if self.probe.is_none() && now >= self.next_probe {
             let period = self.config.probe_interval * (self.awareness + 1);
             self.next_probe = now + period;
+            // A leaving node stops probing, but its probe clock still moves on (otherwise
+            // its deadline stays in the past and every tick is due at once).
+            if self.leaving {
+                return;
+            }
             if let Some(target) = self.next_target() {
                 let seq_no = self.seq();
                 let m = &self.members[&target];

@@ -294,3 +294,25 @@ fn a_restarted_member_with_a_higher_incarnation_moves_at_once() {
     assert_eq!(s.member("a").unwrap().addr, addr(3));
     assert_eq!(events(&out), vec![(EventKind::Update, "a".into())]);
 }
+
+#[test]
+fn a_leaving_node_keeps_its_deadlines_in_the_future() {
+    // Found when the broadcast queue changed: a leaving node stopped moving its probe clock,
+    // so poll_timeout stayed in the past and every tick was due at once (a busy loop).
+    let t0 = Instant::now();
+    let mut s = node(t0);
+    packet(&mut s, t0, vec![alive("a", 2, 1)]);
+    s.handle(t0, Input::Leave);
+    let mut now = t0;
+    for _ in 0..100 {
+        now = s.poll_timeout().max(now);
+        s.handle(now, Input::Tick);
+        outputs(&mut s);
+        assert!(s.poll_timeout() > now, "deadline not moved at {now:?}");
+    }
+    assert!(
+        now > t0 + Duration::from_secs(5),
+        "100 ticks covered {:?}",
+        now - t0
+    );
+}
