@@ -35,9 +35,12 @@
 //!   compound, push/pull streams, node states, tags), checked byte for byte against packets
 //!   captured from Debian's serf 0.9.4 (`tests/serf_golden.rs`); and `swim`, the sans-IO
 //!   SWIM + Lifeguard core (`handle(now, input)`, `poll_output()`, `poll_timeout()`, seeded
-//!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`); and `driver`,
-//!   the tokio shell (UDP + TCP push/pull, seeds, re-join, Serf's leave intent), tested
-//!   against Debian's real `serf agent` (`tests/serf_interop.rs`).
+//!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`); `serf`, Serf's
+//!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
+//!   push/pull state, reconnect, reap); and `driver`, the tokio shell (UDP + TCP push/pull,
+//!   seeds, re-join), which publishes every event on a channel and the whole view on a
+//!   `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
+//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz).
 //!
 //! # Architecture invariants
 //!
