@@ -41,6 +41,9 @@
 //!   seeds, re-join), which publishes every event on a channel and the whole view on a
 //!   `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
 //!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz).
+//! - [`logship`]: log shipping, so far its pure cores: RFC 5424 formatting (`syslog`) and RELP
+//!   frames plus the sans-IO client that resends what was not acknowledged (`relp`). Not yet
+//!   wired to the supervisor's output.
 //!
 //! # Architecture invariants
 //!
@@ -62,4 +65,5 @@ pub mod cli;
 pub mod config;
 pub mod gossip;
 pub mod logging;
+pub mod logship;
 pub mod supervisor;

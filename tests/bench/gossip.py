@@ -8,10 +8,12 @@ run, on 127.0.0.1. For each kind, a cluster of N agents (default 5) is started a
   rss     idle resident memory of one agent process (KiB)
   bytes   idle traffic per agent, bytes/s on loopback (tcpdump, the cluster's ports only)
 
-Each scenario is repeated (default 3) and medians are reported. Writes report/gossip-bench.md
-and report/gossip-bench.json. No figure is a pass/fail threshold.
+Each scenario is repeated (default 3) and medians are reported. Then (not with --quick) the
+simulator converges SIM_N nodes (default 1000) that all join one seed at once, through the real
+codec, and its simulated time and CPU time are reported. Writes report/gossip-bench.md and
+report/gossip-bench.json. No figure is a pass/fail threshold.
 
-Usage: tests/bench/gossip.py [--runs N] [--nodes N] [--quick] [--out DIR]
+Usage: tests/bench/gossip.py [--runs N] [--nodes N] [--sim-nodes N] [--quick] [--out DIR]
 """
 
 import json
@@ -37,6 +39,7 @@ def arg(name, default):
 
 RUNS = arg("--runs", 1 if QUICK else 3)
 NODES = arg("--nodes", 3 if QUICK else 5)
+SIM_NODES = arg("--sim-nodes", 0 if QUICK else 1000)
 OUT = Path(arg("--out", str(ROOT / "report")))
 POLL = 0.05
 
@@ -256,11 +259,33 @@ def main():
                 "runs": runs,
                 "median": {k: median([run[k] for run in runs]) for k in runs[0]},
             }
+    if SIM_NODES:
+        results["simulated"] = simulate(SIM_NODES)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "gossip-bench.json").write_text(json.dumps(results, indent=2) + "\n")
     md = render(results)
     (OUT / "gossip-bench.md").write_text(md)
     print(md)
+
+
+def simulate(n):
+    """Runs tests/gossip_sim.rs's mass join with n nodes (release build) and reads its line."""
+    import re
+    say(f"simulator: {n} nodes join one seed at once")
+    out = subprocess.run(
+        ["cargo", "nextest", "run", "--cargo-profile", "release", "--test", "gossip_sim",
+         "--no-capture", "-E", "test(many_nodes_converge_after_joins)"],
+        cwd=ROOT, env={**os.environ, "SIM_N": str(n)}, capture_output=True, text=True,
+        timeout=1800)
+    m = re.search(r"(\d+) nodes converged in ([\d.]+)(ms|s) of simulated time \(([\d.]+)(ms|s) to "
+                  r"simulate\), (\d+) packets, (\d+) bytes/node/s", out.stdout + out.stderr)
+    if not m:
+        say("simulator run gave no figure:\n" + (out.stdout + out.stderr)[-2000:])
+        return None
+    secs = lambda v, u: float(v) / (1000 if u == "ms" else 1)
+    return {"nodes": int(m[1]), "converged_sim_s": secs(m[2], m[3]),
+            "cpu_s": round(secs(m[4], m[5]), 1), "packets": int(m[6]),
+            "bytes_per_node_s": int(m[7])}
 
 
 def render(r):
@@ -280,6 +305,13 @@ def render(r):
         cell = lambda x: "timeout" if x is None else str(x)
         lines.append(f"| {kind} | {cell(m['join_s'])} | {cell(m['kill_to_failed_s'])} | "
                      f"{cell(m['leave_to_left_s'])} | {cell(m['rss_kib'])} | {cell(m['idle_bytes_per_node_s'])} |")
+    sim = r.get("simulated")
+    if sim:
+        lines += ["", f"Simulator (`tests/gossip_sim.rs`, LAN timings, every packet through the real "
+                  f"codec): {sim['nodes']} nodes joining one seed at the same instant converge "
+                  f"(every node lists every other alive) in {sim['converged_sim_s']} s of simulated "
+                  f"time; {sim['packets']} packets, {sim['bytes_per_node_s']} bytes/s per node "
+                  f"during the join; {sim['cpu_s']} s of CPU to simulate."]
     lines += ["", "Goals (issue \"Membership\"): kill -9 → failed p50 1.5 s or less with the `local` "
               "profile (Serf 5.7 s), idle RSS 3 MiB or less per agent (Serf 12–15 MB).", ""]
     return "\n".join(lines)

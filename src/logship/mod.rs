@@ -1,0 +1,20 @@
+//! Log shipping (issue "Log shipping"): every service's lines to a central collector over RELP
+//! (or plain TCP with octet counting), nothing lost across collector restarts.
+//!
+//! So far the pure cores, no I/O and no clock:
+//!
+//! - [`syslog`]: RFC 5424 formatting of one line (PRI from the stream, RFC 3339 UTC time with
+//!   microseconds, sanitized HOSTNAME and APP-NAME, a `muster@32473` structured-data element
+//!   carrying the boot id and a sequence number so duplicates can be removed, a continuation
+//!   mark for pieces of split lines; the message bytes are sent as they are, invalid UTF-8
+//!   included) and RFC 6587 octet counting;
+//! - [`relp`]: RELP frames (encode, and an incremental, bounded, never-panicking reader) and
+//!   the client's state machine: `open` handshake, a sliding window of transactions, every
+//!   unacknowledged message resent in order after a reconnect.
+//!
+//! Still to come: the `[logship]` config, the tokio driver fed by the supervisor's output
+//! sink, the bounded queue with its full-queue policy, the collector image and the tests
+//! against Debian's rsyslog.
+
+pub mod relp;
+pub mod syslog;
