@@ -15,8 +15,12 @@ use crate::config::{self, Config, Profile};
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
+use crate::logship;
 use crate::supervisor::run::{self as supervisor, BeforeStop};
 use crate::supervisor::signals::Inherited;
+
+/// How long muster waits at exit for the collector to acknowledge what is queued.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs muster for this configuration; returns the exit code.
 pub fn run(config: Config) -> anyhow::Result<i32> {
@@ -48,7 +52,29 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
                 })
             })
         });
-        supervisor::supervise(config, inherited, before_stop).await
+        let (tap, shipper) = match &config.logship {
+            Some(l) => {
+                let host = match &l.hostname {
+                    Some(h) => h.clone(),
+                    None => hostname().unwrap_or_else(|_| "-".to_owned()),
+                };
+                let (tap, shipper) = logship::ship::start(l.clone(), host);
+                (Some(tap), Some(shipper))
+            }
+            None => (None, None),
+        };
+        let code = supervisor::supervise(config, inherited, before_stop, tap).await;
+        if let Some(s) = shipper {
+            // Every line is queued by now (the output sink has finished): flush them.
+            let undelivered = s.finish(LOG_FLUSH).await;
+            if undelivered > 0 {
+                tracing::error!(
+                    lines = undelivered,
+                    "log lines not delivered to the collector before exit"
+                );
+            }
+        }
+        code
     })
 }
 

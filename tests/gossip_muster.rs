@@ -210,8 +210,10 @@ fn hostile_packets_and_streams_change_nothing() {
         view(&a_sock) == healthy && view(&b_sock) == healthy
     });
 
-    // Random datagrams, every truncation of every captured serf datagram (with and without
-    // its CRC wrapper), and the same with one byte flipped, all sent to a.
+    // Random datagrams; every truncation of every captured serf datagram, and the same with
+    // one bit flipped (the CRC wrapper must reject both); and every truncation of each
+    // message inside them, sent bare (the decoders must reject a cut message). A whole message
+    // is never sent: it would be real news, not garbage.
     let (udp, tcp) = golden();
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let target = format!("127.0.0.1:{a_port}");
@@ -230,16 +232,21 @@ fn hostile_packets_and_streams_change_nothing() {
         sent += 1;
     }
     for p in &udp {
-        // Golden packets start with the CRC wrapper (type 12, then 4 bytes of CRC).
-        for body in [&p[..], &p[5..]] {
-            for cut in 0..body.len() {
-                let _ = sock.send_to(&body[..cut], &target);
-                let mut flipped = body.to_vec();
-                let i = (rand() as usize) % flipped.len();
-                flipped[i] ^= 1 << (rand() % 8);
-                flipped.truncate(cut.max(1));
-                let _ = sock.send_to(&flipped, &target);
-                sent += 2;
+        for cut in 1..p.len() {
+            let _ = sock.send_to(&p[..cut], &target);
+            let mut flipped = p.to_vec();
+            let i = 5 + (rand() as usize) % (flipped.len() - 5);
+            flipped[i] ^= 1 << (rand() % 8);
+            let _ = sock.send_to(&flipped, &target);
+            sent += 2;
+        }
+        let parts = muster::gossip::wire::decode_packet(p).unwrap();
+        for part in parts {
+            let mut bare = vec![part.kind];
+            bare.extend_from_slice(&part.body);
+            for cut in 1..bare.len() {
+                let _ = sock.send_to(&bare[..cut], &target);
+                sent += 1;
             }
         }
         // Pace the sends a little so the kernel's buffer does not drop most of them.

@@ -28,10 +28,47 @@ pub struct Config {
     pub services: Vec<Service>,
     /// Membership by gossip, when the file has a `[gossip]` table.
     pub gossip: Option<Gossip>,
+    /// Log shipping, when the file has a `[logship]` table.
+    pub logship: Option<Logship>,
 }
 
 /// Where the control socket is when the configuration does not say.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/muster/control.sock";
+
+/// The `[logship]` table, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logship {
+    /// Collector, `host:port` (resolved again at every connection).
+    pub target: String,
+    /// RELP (acknowledged) or plain TCP with octet counting.
+    pub protocol: LogProtocol,
+    /// Lines held in memory while the collector is slow or away.
+    pub queue: usize,
+    /// What happens when the queue is full.
+    pub when_full: WhenFull,
+    /// HOSTNAME of the messages; the host name when unset.
+    pub hostname: Option<String>,
+    /// Syslog facility number (1 = user, 16..=23 = local0..local7).
+    pub facility: u8,
+}
+
+/// Transports to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogProtocol {
+    /// RELP: every message acknowledged, unacknowledged ones resent after a reconnect.
+    Relp,
+    /// TCP with RFC 6587 octet counting: for collectors without RELP; a restart can lose lines.
+    Tcp,
+}
+
+/// Policy when the shipping queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The services' output waits (their writes block): nothing is lost.
+    Block,
+    /// The oldest queued line is dropped and counted.
+    DropOldest,
+}
 
 /// The `[gossip]` table, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,6 +226,7 @@ impl Config {
             stop_timeout: Duration::from_secs(9),
             control_socket: None,
             gossip: None,
+            logship: None,
             services: vec![Service {
                 name: "main".to_owned(),
                 main: true,
@@ -231,7 +269,7 @@ impl Service {
 }
 
 fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -> Config {
-    v.only_keys("", table, &["supervisor", "services", "gossip"]);
+    v.only_keys("", table, &["supervisor", "services", "gossip", "logship"]);
     let mut stop_timeout = Duration::from_secs(9);
     let mut control_socket = Some(PathBuf::from(DEFAULT_CONTROL_SOCKET));
     if let Some(sup) = v.table("supervisor", table.get("supervisor")) {
@@ -250,6 +288,7 @@ fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -
         }
     }
     let gossip = table.get("gossip").and_then(|raw| gossip(raw, v));
+    let logship = table.get("logship").and_then(|raw| logship(raw, v));
     let mut services = Vec::new();
     match v.table("services", table.get("services")) {
         Some(list) if !list.is_empty() => {
@@ -270,7 +309,90 @@ fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -
         control_socket,
         services,
         gossip,
+        logship,
     }
+}
+
+const LOGSHIP_KEYS: &[&str] = &[
+    "target",
+    "protocol",
+    "queue",
+    "when_full",
+    "hostname",
+    "facility",
+];
+
+fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
+    let t = v.table("logship", Some(raw))?;
+    v.only_keys("logship", t, LOGSHIP_KEYS);
+    let target = match v.string("logship.target", t.get("target")) {
+        Some(text)
+            if text
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)) =>
+        {
+            text
+        }
+        Some(text) => {
+            v.problem("logship.target", &format!("{text:?} is not host:port"));
+            String::new()
+        }
+        None => {
+            if !t.contains_key("target") {
+                v.problem(
+                    "logship.target",
+                    "is required (the collector, as host:port)",
+                );
+            }
+            String::new()
+        }
+    };
+    let mut l = Logship {
+        target,
+        protocol: LogProtocol::Relp,
+        queue: 100_000,
+        when_full: WhenFull::Block,
+        hostname: v.string("logship.hostname", t.get("hostname")),
+        facility: 1,
+    };
+    if let Some(p) = v.string("logship.protocol", t.get("protocol")) {
+        match p.as_str() {
+            "relp" => l.protocol = LogProtocol::Relp,
+            "tcp" => l.protocol = LogProtocol::Tcp,
+            other => v.problem(
+                "logship.protocol",
+                &format!("{other:?} is not one of \"relp\", \"tcp\""),
+            ),
+        }
+    }
+    if let Some(n) = v.integer("logship.queue", t.get("queue"), 1, 100_000_000) {
+        l.queue = n as usize;
+    }
+    if let Some(p) = v.string("logship.when_full", t.get("when_full")) {
+        match p.as_str() {
+            "block" => l.when_full = WhenFull::Block,
+            "drop-oldest" => l.when_full = WhenFull::DropOldest,
+            other => v.problem(
+                "logship.when_full",
+                &format!("{other:?} is not one of \"block\", \"drop-oldest\""),
+            ),
+        }
+    }
+    if let Some(f) = v.string("logship.facility", t.get("facility")) {
+        let local = f
+            .strip_prefix("local")
+            .and_then(|n| n.parse::<u8>().ok())
+            .filter(|n| *n <= 7);
+        match (f.as_str(), local) {
+            ("user", _) => l.facility = 1,
+            (_, Some(n)) => l.facility = 16 + n,
+            _ => v.problem(
+                "logship.facility",
+                &format!("{f:?} is not one of \"user\", \"local0\" … \"local7\""),
+            ),
+        }
+    }
+    Some(l)
 }
 
 const GOSSIP_KEYS: &[&str] = &[

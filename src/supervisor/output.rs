@@ -32,8 +32,12 @@ pub enum Stream {
 /// One line of a service's output, without its newline.
 #[derive(Debug, Clone)]
 pub struct LogLine {
+    /// The service that wrote it.
+    pub service: Arc<str>,
     /// Text put before the line when it is written to the container's output.
     pub prefix: Arc<str>,
+    /// Whether this piece continues an over-long line cut at `MAX_LINE`.
+    pub cont: bool,
     /// The stream it came from.
     pub stream: Stream,
     /// The bytes of the line (any bytes: invalid UTF-8 is passed on as it is).
@@ -54,11 +58,14 @@ pub struct ServicePipes {
 #[derive(Default)]
 pub struct LineSplitter {
     pending: Vec<u8>,
+    /// The next piece continues a line that was cut.
+    continuing: bool,
 }
 
 impl LineSplitter {
-    /// Adds bytes; returns the complete lines (and pieces of over-long lines) they finish.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+    /// Adds bytes; returns the complete lines (and pieces of over-long lines) they finish,
+    /// each with whether it continues a cut line.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<(Vec<u8>, bool)> {
         let mut out = Vec::new();
         for chunk in bytes.split_inclusive(|&b| b == b'\n') {
             let (body, complete) = match chunk.last() {
@@ -68,10 +75,12 @@ impl LineSplitter {
             self.pending.extend_from_slice(body);
             while self.pending.len() > MAX_LINE {
                 let rest = self.pending.split_off(MAX_LINE);
-                out.push(std::mem::replace(&mut self.pending, rest));
+                out.push((std::mem::replace(&mut self.pending, rest), self.continuing));
+                self.continuing = true;
             }
             if complete {
-                out.push(std::mem::take(&mut self.pending));
+                out.push((std::mem::take(&mut self.pending), self.continuing));
+                self.continuing = false;
             }
         }
         out
@@ -82,11 +91,17 @@ impl LineSplitter {
         !self.pending.is_empty()
     }
 
-    /// Takes the partial line, if any.
-    pub fn flush(&mut self) -> Option<Vec<u8>> {
-        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
+    /// Takes the partial line, if any (with whether it continues a cut line).
+    pub fn flush(&mut self) -> Option<(Vec<u8>, bool)> {
+        let cont = std::mem::take(&mut self.continuing);
+        (!self.pending.is_empty()).then(|| (std::mem::take(&mut self.pending), cont))
     }
 }
+
+/// A second destination for every line (log shipping), called on the sink's thread after the
+/// line was written to the container's output. It may block: that slows the services' pipes,
+/// never the supervisor.
+pub type Tap = Arc<dyn Fn(LogLine) + Send + Sync>;
 
 /// Where lines go.
 #[derive(Clone)]
@@ -96,7 +111,7 @@ pub struct Sink {
 
 impl Sink {
     /// Starts the writer thread; the returned handle ends when every `Sink` clone is dropped.
-    pub fn start() -> std::io::Result<(Sink, std::thread::JoinHandle<()>)> {
+    pub fn start(tap: Option<Tap>) -> std::io::Result<(Sink, std::thread::JoinHandle<()>)> {
         let (tx, mut rx) = mpsc::channel::<LogLine>(256);
         let handle = std::thread::Builder::new()
             .name("muster-output".into())
@@ -113,6 +128,9 @@ impl Sink {
                         Stream::Stdout => std::io::stdout().lock().write_all(&buf),
                         Stream::Stderr => std::io::stderr().lock().write_all(&buf),
                     };
+                    if let Some(tap) = &tap {
+                        tap(line);
+                    }
                 }
                 let _ = std::io::stdout().flush();
             })?;
@@ -126,6 +144,7 @@ impl Sink {
     pub async fn relay(
         self,
         read_end: OwnedFd,
+        service: Arc<str>,
         prefix: Arc<str>,
         stream: Stream,
         mut run_ended: mpsc::UnboundedReceiver<()>,
@@ -152,18 +171,18 @@ impl Sink {
                         if n == 0 {
                             break;
                         }
-                        for text in splitter.push(&buf[..n]) {
-                            self.send(&prefix, stream, text).await;
+                        for (text, cont) in splitter.push(&buf[..n]) {
+                            self.send(&service, &prefix, stream, text, cont).await;
                         }
                     }
-                    if let Some(text) = splitter.flush() {
-                        self.send(&prefix, stream, text).await;
+                    if let Some((text, cont)) = splitter.flush() {
+                        self.send(&service, &prefix, stream, text, cont).await;
                     }
                     continue;
                 }
                 () = wait_partial => {
-                    if let Some(text) = splitter.flush() {
-                        self.send(&prefix, stream, text).await;
+                    if let Some((text, cont)) = splitter.flush() {
+                        self.send(&service, &prefix, stream, text, cont).await;
                     }
                     continue;
                 }
@@ -171,22 +190,31 @@ impl Sink {
             match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    for text in splitter.push(&buf[..n]) {
-                        self.send(&prefix, stream, text).await;
+                    for (text, cont) in splitter.push(&buf[..n]) {
+                        self.send(&service, &prefix, stream, text, cont).await;
                     }
                 }
             }
         }
-        if let Some(text) = splitter.flush() {
-            self.send(&prefix, stream, text).await;
+        if let Some((text, cont)) = splitter.flush() {
+            self.send(&service, &prefix, stream, text, cont).await;
         }
     }
 
-    async fn send(&self, prefix: &Arc<str>, stream: Stream, text: Vec<u8>) {
+    async fn send(
+        &self,
+        service: &Arc<str>,
+        prefix: &Arc<str>,
+        stream: Stream,
+        text: Vec<u8>,
+        cont: bool,
+    ) {
         let _ = self
             .tx
             .send(LogLine {
+                service: service.clone(),
                 prefix: prefix.clone(),
+                cont,
                 stream,
                 text,
             })
@@ -202,11 +230,14 @@ mod tests {
         let mut s = LineSplitter::default();
         let mut got = Vec::new();
         for c in chunks {
-            got.extend(s.push(c));
+            got.extend(s.push(c).into_iter().map(|(l, cont)| {
+                assert!(!cont);
+                l
+            }));
         }
         let want: Vec<Vec<u8>> = lines.iter().map(|l| l.to_vec()).collect();
         assert_eq!(got, want);
-        assert_eq!(s.flush(), partial.map(<[u8]>::to_vec));
+        assert_eq!(s.flush().map(|(l, _)| l), partial.map(<[u8]>::to_vec));
     }
 
     #[test]
@@ -223,7 +254,14 @@ mod tests {
         let mut got = s.push(&long);
         got.extend(s.push(b"\n"));
         assert_eq!(got.len(), 3);
-        assert_eq!(got[0].len(), MAX_LINE);
-        assert_eq!(got[2].len(), 5);
+        assert_eq!(got[0].0.len(), MAX_LINE);
+        assert_eq!(got[2].0.len(), 5);
+        let conts: Vec<bool> = got.iter().map(|(_, c)| *c).collect();
+        assert_eq!(
+            conts,
+            [false, true, true],
+            "pieces after the first are continuations"
+        );
+        assert_eq!(s.push(b"next\n"), [(b"next".to_vec(), false)]);
     }
 }

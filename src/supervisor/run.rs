@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::core::{Action, Core, Input, Pid, ServiceId};
-use super::output::{ServicePipes, Sink, Stream};
+use super::output::{ServicePipes, Sink, Stream, Tap};
 use super::ready::{Probe, Waiters};
 use super::signals::{Inherited, Streams};
 use super::spawn::{self, Extras, Stdio3};
@@ -39,12 +39,15 @@ const BEFORE_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// Runs the configuration until muster must exit; returns the exit code. `inherited` must have
 /// been captured before the runtime started; this runs inside a current-thread runtime.
+/// `tap`, when given, receives every line of the services' output too (log shipping); every
+/// line has been handed to it when this returns.
 pub async fn supervise(
     config: Config,
     inherited: Inherited,
     before_stop: Option<BeforeStop>,
+    tap: Option<Tap>,
 ) -> anyhow::Result<i32> {
-    let mut driver = Driver::start(config, inherited)?;
+    let mut driver = Driver::start(config, inherited, tap)?;
     driver.before_stop = before_stop;
     driver.run().await
 }
@@ -84,7 +87,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(config: Config, inherited: Inherited) -> anyhow::Result<Driver> {
+    fn start(config: Config, inherited: Inherited, tap: Option<Tap>) -> anyhow::Result<Driver> {
         // Handlers first: a child that exits before SIGCHLD is handled would never be reaped.
         let signals = Streams::register()?;
         let mut pipes = HashMap::new();
@@ -97,24 +100,27 @@ impl Driver {
             let sink = match &sink {
                 Some(sink) => sink,
                 None => {
-                    let (started, thread) = Sink::start()?;
+                    let (started, thread) = Sink::start(tap.clone())?;
                     sink_thread = Some(thread);
                     sink.insert(started)
                 }
             };
             let prefix: Arc<str> = Arc::from(s.log_prefix.as_str());
+            let service: Arc<str> = Arc::from(s.name.as_str());
             let (out_r, out_w) = spawn::pipe()?;
             let (err_r, err_w) = spawn::pipe()?;
             let (out_tx, out_rx) = mpsc::unbounded_channel();
             let (err_tx, err_rx) = mpsc::unbounded_channel();
             relays.push(tokio::spawn(sink.clone().relay(
                 out_r,
+                service.clone(),
                 prefix.clone(),
                 Stream::Stdout,
                 out_rx,
             )));
             relays.push(tokio::spawn(sink.clone().relay(
                 err_r,
+                service,
                 prefix,
                 Stream::Stderr,
                 err_rx,

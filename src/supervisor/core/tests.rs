@@ -20,6 +20,7 @@ impl Sim {
             control_socket: None,
             services,
             gossip: None,
+            logship: None,
         };
         Sim {
             core: Core::new(&config),

@@ -1,0 +1,339 @@
+//! Log shipping against Debian's real rsyslog (imrelp and imtcp) on 127.0.0.1: lines arrive
+//! with their per-boot sequence numbers; collector restarts mid-stream lose nothing; a
+//! collector that is down at start receives everything once it is up; a stalled collector
+//! with `drop-oldest` does not hold the service back and the drops are counted; binary data,
+//! invalid UTF-8 and a 1 MiB line arrive intact or cleanly split.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Run, code, config, eventually, free_port, muster};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// rsyslogd in the foreground, writing every message it receives to `out` as RFC 5424.
+struct Rsyslog {
+    child: Option<Child>,
+    dir: PathBuf,
+    relp: u16,
+    tcp: u16,
+}
+
+impl Rsyslog {
+    fn new(dir: &Path) -> Rsyslog {
+        assert!(
+            Path::new("/usr/sbin/rsyslogd").exists(),
+            "rsyslogd is missing: tests/run installs Debian's rsyslog and rsyslog-relp"
+        );
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        let mut r = Rsyslog {
+            child: None,
+            dir: dir.to_owned(),
+            relp: free_port(),
+            tcp: free_port(),
+        };
+        let conf = format!(
+            r#"
+global(workDirectory="{dir}/work" maxMessageSize="64k")
+module(load="imrelp")
+module(load="imtcp")
+input(type="imrelp" port="{relp}" address="127.0.0.1" ruleset="remote" maxDataSize="64k")
+input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="remote" discardTruncatedMsg="on")
+ruleset(name="remote") {{
+    action(type="omfile" file="{dir}/out.log" template="RSYSLOG_SyslogProtocol23Format")
+}}
+"#,
+            dir = dir.display(),
+            relp = r.relp,
+            tcp = r.tcp,
+        );
+        std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
+        r.start();
+        r
+    }
+
+    fn start(&mut self) {
+        let child = Command::new("/usr/sbin/rsyslogd")
+            .args(["-n", "-f"])
+            .arg(self.dir.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(self.dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.relp;
+        eventually("rsyslog listens", LONG, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// A graceful stop (SIGTERM), as `docker restart` does.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            common::signal(c.id() as i32, libc::SIGTERM);
+            c.wait().unwrap();
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            common::signal(c.id() as i32, sig);
+        }
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("out.log")).unwrap_or_default())
+            .into_owned()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Per boot id, every sequence number received, with how many times.
+fn sequences(text: &str) -> BTreeMap<String, BTreeMap<u64, u32>> {
+    let mut out: BTreeMap<String, BTreeMap<u64, u32>> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(sd) = line.split("[muster@32473 ").nth(1) else {
+            continue;
+        };
+        let field = |name: &str| {
+            sd.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(str::to_owned)
+        };
+        let (Some(boot), Some(seq)) = (field("boot"), field("seq")) else {
+            continue;
+        };
+        *out.entry(boot)
+            .or_default()
+            .entry(seq.parse().unwrap())
+            .or_default() += 1;
+    }
+    out
+}
+
+/// Checks that one boot delivered exactly 1..=n (duplicates allowed); returns the duplicates.
+fn complete(text: &str, n: u64) -> u64 {
+    let seqs = sequences(text);
+    assert_eq!(seqs.len(), 1, "one boot id: {:?}", seqs.keys());
+    let got = seqs.values().next().unwrap();
+    let missing: Vec<u64> = (1..=n).filter(|s| !got.contains_key(s)).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {n} lines arrived; first missing: {missing:?}",
+        got.len()
+    );
+    assert_eq!(got.len() as u64, n, "no line beyond the {n} written");
+    got.values().map(|c| u64::from(c - 1)).sum()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn muster_config(dir: &Path, target: u16, extra: &str, command: &str) -> PathBuf {
+    config(
+        dir,
+        &format!(
+            r#"
+[logship]
+target = "127.0.0.1:{target}"
+hostname = "web-1"
+{extra}
+[services.app]
+main = true
+command = ["python3", "-c", '''{command}''']
+"#
+        ),
+    )
+}
+
+/// Writes `n` lines `line I`, in bursts, over about `secs` seconds, then lingers.
+fn producer(n: u64, secs: f64, linger: f64) -> String {
+    format!(
+        "import sys, time\nn = {n}\nstep = max(1, n // 100)\nfor i in range(1, n + 1):\n    sys.stdout.write('line %d\\n' % i)\n    if i % step == 0:\n        sys.stdout.flush(); time.sleep({secs} / 100)\nsys.stdout.flush()\ntime.sleep({linger})\n"
+    )
+}
+
+#[test]
+fn collector_restarts_mid_stream_lose_nothing() {
+    let n: u64 = std::env::var("LOGSHIP_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let restarts: u32 = std::env::var("LOGSHIP_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    let secs = 1.0 + f64::from(restarts);
+    let cfg = muster_config(dir.path(), rsyslog.relp, "", &producer(n, secs, 1.0));
+    let started = Instant::now();
+    let mut run = Run::start_cmd(
+        Command::new(muster())
+            .args(["--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null()),
+    );
+    for i in 0..restarts {
+        let at = Duration::from_secs_f64((f64::from(i) + 1.0) * secs / (f64::from(restarts) + 1.0));
+        std::thread::sleep(at.saturating_sub(started.elapsed()));
+        rsyslog.stop();
+        std::thread::sleep(Duration::from_millis(300));
+        rsyslog.start();
+    }
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let dups = complete(&rsyslog.output(), n);
+    let stats = run
+        .text()
+        .lines()
+        .find(|l| l.contains("log shipping stopped"))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!(
+        "{n} lines, {restarts} collector restarts: 0 lost, {dups} duplicates ({stats}), {:?}",
+        started.elapsed()
+    );
+    assert!(stats.contains("undelivered=0"), "{stats}");
+    let lost = run.count("collector connection lost");
+    assert!(
+        lost >= restarts as usize,
+        "each restart broke the connection mid-stream ({lost} of {restarts})"
+    );
+}
+
+#[test]
+fn a_collector_down_at_start_receives_everything_once_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let n = 5_000;
+    let cfg = muster_config(dir.path(), rsyslog.relp, "", &producer(n, 0.2, 3.0));
+    let mut run = Run::start_cmd(
+        Command::new(muster())
+            .args(["--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null()),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    rsyslog.start();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    complete(&rsyslog.output(), n);
+}
+
+#[test]
+fn a_stalled_collector_with_drop_oldest_does_not_hold_the_service_and_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.signal(libc::SIGSTOP);
+    let n = 200_000;
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        "queue = 1000\nwhen_full = \"drop-oldest\"",
+        &format!(
+            "import sys, time\nt = time.time()\nfor i in range({n}): sys.stdout.write('line %d\\n' % i)\nsys.stdout.flush()\nprint('wrote in %.2f s' % (time.time() - t), file=sys.stderr)\n"
+        ),
+    );
+    let mut run = Run::start_cmd(
+        Command::new(muster())
+            .args(["--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null()),
+    );
+    let took = run.wait_line("wrote in", LONG) - run.started;
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    let stats = run
+        .text()
+        .lines()
+        .find(|l| l.contains("log shipping stopped"))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("stalled collector: {n} lines written in {took:?}; {stats}");
+    let dropped: u64 = stats
+        .split("dropped=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    assert!(dropped > 0, "drops are counted: {stats}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the service was held back: {took:?}"
+    );
+    rsyslog.signal(libc::SIGCONT);
+}
+
+#[test]
+fn binary_invalid_utf8_and_a_one_mib_line_arrive_intact_or_cleanly_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    let script = "import sys, time\nw = sys.stdout.buffer\nw.write(b'bin \\x00\\x01\\x7f end\\n')\nw.write(b'bad \\xff\\xfe\\xc3\\x28 end\\n')\nw.write(b'utf8 h\\xc3\\xa9llo \\xe2\\x9c\\x93\\n')\nw.write(b'x' * (1 << 20) + b'\\n')\nw.write(b'after\\n')\nw.flush()\ntime.sleep(1)\n";
+    let cfg = muster_config(dir.path(), rsyslog.relp, "", script);
+    let mut run = Run::start_cmd(
+        Command::new(muster())
+            .args(["--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null()),
+    );
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let raw = std::fs::read(rsyslog.dir.join("out.log")).unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    // rsyslog's file writer escapes control characters as #ooo; DEL and the bytes above 0x7f
+    // pass as they are.
+    assert!(contains(&raw, b"bin #000#001\x7f end"), "{text:.1000}");
+    assert!(
+        contains(&raw, b"bad \xff\xfe\xc3\x28 end"),
+        "invalid UTF-8 arrives as sent"
+    );
+    assert!(text.contains("utf8 héllo ✓"));
+    // The 1 MiB line: 64 pieces of 16 KiB, the first without and the rest with cont="1".
+    let pieces: Vec<&str> = text.lines().filter(|l| l.ends_with("xxxxxxxx")).collect();
+    let total: usize = pieces
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap().len())
+        .sum();
+    assert_eq!(total, 1 << 20, "every x arrived");
+    assert_eq!(pieces.len(), 64);
+    assert!(!pieces[0].contains("cont=\"1\""));
+    assert!(pieces[1..].iter().all(|l| l.contains("cont=\"1\"")));
+    assert!(text.contains(" after"), "the next line is whole");
+    complete(&text, 5 + 63);
+}
+
+#[test]
+fn plain_tcp_with_octet_counting_delivers_multiline_safe_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    let n = 2_000;
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.tcp,
+        "protocol = \"tcp\"",
+        &producer(n, 0.2, 1.0),
+    );
+    let mut run = Run::start_cmd(
+        Command::new(muster())
+            .args(["--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null()),
+    );
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    complete(&rsyslog.output(), n);
+}
