@@ -241,7 +241,7 @@ fn a_collector_down_at_start_receives_everything_once_up() {
 #[test]
 fn a_stalled_collector_with_drop_oldest_does_not_hold_the_service_and_drops_are_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    let rsyslog = Rsyslog::new(&dir.path().join("collector"));
     rsyslog.signal(libc::SIGSTOP);
     let n = 200_000;
     let cfg = muster_config(
