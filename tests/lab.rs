@@ -125,6 +125,33 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Dura
     took
 }
 
+/// Lines with muster's sequence numbers in `text`, and how many numbers are missing below the
+/// highest, per boot (all boots summed).
+fn seq_gaps(text: &str) -> (usize, usize) {
+    let mut boots: std::collections::BTreeMap<String, BTreeSet<u64>> = Default::default();
+    for line in text.lines() {
+        let Some(sd) = line.split("boot=\"").nth(1) else {
+            continue;
+        };
+        let boot = sd.split('"').next().unwrap_or_default().to_owned();
+        let Some(seq) = sd
+            .split("seq=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        boots.entry(boot).or_default().insert(seq);
+    }
+    let lines = boots.values().map(BTreeSet::len).sum();
+    let missing = boots
+        .values()
+        .map(|seqs| seqs.last().map_or(0, |max| *max as usize - seqs.len()))
+        .sum();
+    (lines, missing)
+}
+
 /// Hosts that answered `n` GETs through the load balancer; every answer must be 200.
 fn hosts_seen(lab: &Lab, n: usize) -> BTreeSet<String> {
     let mut hosts = BTreeSet::new();
@@ -196,6 +223,49 @@ fn lab_serves_stops_cleanly_and_reports_a_killed_app() {
     for host in &expected {
         assert!(listed.contains(host.as_str()), "{host} in:\n{listed}");
     }
+
+    // Log shipping: each webapp's request log reaches the collector, in a file of its own.
+    let collector = lab.ids("collector").remove(0);
+    let remote = |cmd: &str| docker(&["exec", &collector, "sh", "-c", cmd]);
+    for host in &expected {
+        wait_for(
+            &format!("{host}'s request lines in the collector"),
+            Duration::from_secs(30),
+            || {
+                remote(&format!(
+                    "grep -c 'GET /' /var/log/remote/{host}/webapp.log"
+                )) != "0"
+                    && !remote(&format!("cat /var/log/remote/{host}/webapp.log")).is_empty()
+            },
+        );
+    }
+    // `docker restart` of the collector under load: every line HAProxy logged (one per
+    // request) arrives, none missing from its per-boot sequence.
+    let restart = std::thread::spawn({
+        let collector = collector.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(500));
+            docker(&["restart", "-t", "10", &collector])
+        }
+    });
+    for _ in 0..300 {
+        let (code, _) = lab.get(lab.http, "/").expect("the load balancer answers");
+        assert_eq!(code, 200);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    restart.join().unwrap();
+    let mut report = String::new();
+    wait_for(
+        "every line of ha's boot in the collector after its restart",
+        Duration::from_secs(30),
+        || {
+            let text = remote("cat /var/log/remote/ha/*.log");
+            let (lines, missing) = seq_gaps(&text);
+            report = format!("{lines} lines from ha, {missing} missing");
+            lines > 300 && missing == 0
+        },
+    );
+    eprintln!("collector restarted under load: {report}");
     assert!(
         lab.compose(&["up", "-d", "--scale", "webapp=3"])
             .status
@@ -227,7 +297,7 @@ fn lab_serves_stops_cleanly_and_reports_a_killed_app() {
 
     // `docker-compose stop` ends every container cleanly, well within Docker's 10 s.
     let all: Vec<String> = lab.ids("");
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.len(), 4, "ha, two webapps, collector");
     let asked = Instant::now();
     assert!(lab.compose(&["stop", "-t", "10"]).status.success());
     let took = asked.elapsed();
