@@ -44,6 +44,8 @@ pub struct Logship {
     pub protocol: LogProtocol,
     /// Lines held in memory while the collector is slow or away.
     pub queue: usize,
+    /// Bytes of line text held at most in that queue.
+    pub queue_bytes: usize,
     /// What happens when the queue is full.
     pub when_full: WhenFull,
     /// HOSTNAME of the messages; the host name when unset.
@@ -317,6 +319,7 @@ const LOGSHIP_KEYS: &[&str] = &[
     "target",
     "protocol",
     "queue",
+    "queue_bytes",
     "when_full",
     "hostname",
     "facility",
@@ -351,6 +354,7 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
         target,
         protocol: LogProtocol::Relp,
         queue: 100_000,
+        queue_bytes: 32 << 20,
         when_full: WhenFull::Block,
         hostname: v.string("logship.hostname", t.get("hostname")),
         facility: 1,
@@ -367,6 +371,9 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
     }
     if let Some(n) = v.integer("logship.queue", t.get("queue"), 1, 100_000_000) {
         l.queue = n as usize;
+    }
+    if let Some(n) = v.integer("logship.queue_bytes", t.get("queue_bytes"), 65_536, 1 << 40) {
+        l.queue_bytes = n as usize;
     }
     if let Some(p) = v.string("logship.when_full", t.get("when_full")) {
         match p.as_str() {

@@ -49,7 +49,7 @@ fn sample_config_parses() {
 
 #[test]
 fn image_configs_parse() {
-    for dir in ["webapp", "ha"] {
+    for dir in ["webapp", "ha", "collector"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("images/{dir}/muster.toml"));
         if let Ok(text) = std::fs::read_to_string(&path) {
             let c = Config::parse(&text, &NoUsers)
@@ -195,4 +195,37 @@ command = ["x"]
             "missing {e:?} in {got:#?}"
         );
     }
+}
+
+#[test]
+fn logship_section() {
+    let ok = Config::parse(
+        "[logship]\ntarget = \"collector:2514\"\nprotocol = \"tcp\"\nqueue = 500\nwhen_full = \"drop-oldest\"\nfacility = \"local3\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+        &NoUsers,
+    )
+    .unwrap();
+    let l = ok.logship.unwrap();
+    assert_eq!(l.target, "collector:2514");
+    assert_eq!(l.protocol, LogProtocol::Tcp);
+    assert_eq!(
+        (l.queue, l.when_full, l.facility),
+        (500, WhenFull::DropOldest, 19)
+    );
+    let p = problems(
+        "[logship]\nprotocol = \"udp\"\nqueue = 0\nwhen_full = \"panic\"\nfacility = \"local9\"\nspool = \"/x\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+    );
+    for key in [
+        "logship.target",
+        "logship.protocol",
+        "logship.queue",
+        "logship.when_full",
+        "logship.facility",
+        "logship.spool",
+    ] {
+        assert!(p.iter().any(|x| x.contains(key)), "{key} in {p:?}");
+    }
+    let p = problems(
+        "[logship]\ntarget = \"collector\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+    );
+    assert!(p.iter().any(|x| x.contains("is not host:port")), "{p:?}");
 }

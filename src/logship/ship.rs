@@ -51,7 +51,17 @@ struct Entry {
 
 struct Queue {
     lines: VecDeque<Entry>,
+    /// Bytes of text in `lines`.
+    bytes: usize,
     next_seq: u64,
+}
+
+impl Queue {
+    fn pop(&mut self) -> Option<Entry> {
+        let e = self.lines.pop_front()?;
+        self.bytes -= e.line.text.len();
+        Some(e)
+    }
 }
 
 struct Shared {
@@ -61,6 +71,7 @@ struct Shared {
     /// Wakes the shipping task when lines arrive.
     arrived: Notify,
     capacity: usize,
+    capacity_bytes: usize,
     when_full: WhenFull,
     counters: Counters,
 }
@@ -77,11 +88,13 @@ pub fn start(settings: Logship, hostname: String) -> (Tap, Shipper) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue {
             lines: VecDeque::new(),
+            bytes: 0,
             next_seq: 1,
         }),
         room: Condvar::new(),
         arrived: Notify::new(),
         capacity: settings.queue,
+        capacity_bytes: settings.queue_bytes,
         when_full: settings.when_full,
         counters: Counters::default(),
     });
@@ -120,10 +133,12 @@ fn enqueue(shared: &Shared, line: LogLine) {
     let Ok(mut q) = shared.queue.lock() else {
         return;
     };
-    while q.lines.len() >= shared.capacity {
+    while !q.lines.is_empty()
+        && (q.lines.len() >= shared.capacity || q.bytes + line.text.len() > shared.capacity_bytes)
+    {
         match shared.when_full {
             WhenFull::DropOldest => {
-                q.lines.pop_front();
+                q.pop();
                 shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
             WhenFull::Block => {
@@ -137,6 +152,7 @@ fn enqueue(shared: &Shared, line: LogLine) {
     }
     let seq = q.next_seq;
     q.next_seq += 1;
+    q.bytes += line.text.len();
     q.lines.push_back(Entry {
         seq,
         time: now_stamp(),
@@ -203,7 +219,7 @@ fn take(shared: &Shared, room: usize) -> Vec<Entry> {
         return Vec::new();
     };
     let n = room.min(q.lines.len());
-    let taken: Vec<Entry> = q.lines.drain(..n).collect();
+    let taken: Vec<Entry> = (0..n).filter_map(|_| q.pop()).collect();
     drop(q);
     if !taken.is_empty() {
         shared.room.notify_all();
@@ -294,6 +310,7 @@ async fn run(
                         // arrive twice, and what it read but did not store is lost.
                         if let Ok(mut q) = shared.queue.lock() {
                             for e in batch.into_iter().rev() {
+                                q.bytes += e.line.text.len();
                                 q.lines.push_front(e);
                             }
                         }
