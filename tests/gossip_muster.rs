@@ -232,13 +232,20 @@ fn hostile_packets_and_streams_change_nothing() {
         sent += 1;
     }
     for p in &udp {
+        // 18 of the 43 captured datagrams have no CRC wrapper (type 12): a flipped bit in one
+        // of those can still be a valid message (say, an alive with another port), so only
+        // CRC-protected ones are flipped.
+        let has_crc = p[0] == 12;
         for cut in 1..p.len() {
             let _ = sock.send_to(&p[..cut], &target);
-            let mut flipped = p.to_vec();
-            let i = 5 + (rand() as usize) % (flipped.len() - 5);
-            flipped[i] ^= 1 << (rand() % 8);
-            let _ = sock.send_to(&flipped, &target);
-            sent += 2;
+            sent += 1;
+            if has_crc {
+                let mut flipped = p.to_vec();
+                let i = 5 + (rand() as usize) % (flipped.len() - 5);
+                flipped[i] ^= 1 << (rand() % 8);
+                let _ = sock.send_to(&flipped, &target);
+                sent += 1;
+            }
         }
         let parts = muster::gossip::wire::decode_packet(p).unwrap();
         for part in parts {
@@ -257,7 +264,12 @@ fn hostile_packets_and_streams_change_nothing() {
     let mut streams = 0;
     let idle = std::net::TcpStream::connect(&target).unwrap();
     for s in &tcp {
-        for cut in [1, 2, 5, 10, s.len() / 2, s.len() - 1] {
+        // A captured direction may hold more than one message: cut inside the first, so no
+        // whole (and so legitimate) push/pull is ever sent.
+        let first = (1..=s.len())
+            .find(|&l| muster::gossip::wire::decode_stream(&s[..l]).is_ok())
+            .unwrap_or(s.len());
+        for cut in [1, 2, 5, 10, first / 2, first - 1] {
             if let Ok(mut c) = std::net::TcpStream::connect(&target) {
                 let _ = c.write_all(&s[..cut]);
                 streams += 1;
