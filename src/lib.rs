@@ -1,6 +1,7 @@
 //! muster: one small static binary that is PID 1 of every container of a load-balanced web
-//! cluster. Today it is the supervisor; membership by gossip, HAProxy sync and log shipping
-//! join it in later issues (see `../shared/DESIGN.md`).
+//! cluster: the supervisor, a member of the cluster by gossip (Serf's wire format) and the
+//! shipper of every service's log lines to a central collector. HAProxy sync joins them in a
+//! later issue (see `../shared/DESIGN.md`).
 //!
 //! # Layout
 //!
@@ -41,17 +42,19 @@
 //!   seeds, re-join), which publishes every event on a channel and the whole view on a
 //!   `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
 //!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz).
-//! - [`logship`]: log shipping, so far its pure cores: RFC 5424 formatting (`syslog`) and RELP
-//!   frames plus the sans-IO client that resends what was not acknowledged (`relp`). Not yet
-//!   wired to the supervisor's output.
+//! - [`logship`]: log shipping. Pure cores: RFC 5424 formatting (`syslog`), RELP frames and
+//!   the sans-IO client that resends what was not acknowledged (`relp`); and `ship`, the
+//!   shell: a bounded queue filled through the output sink's `Tap` (block or drop-oldest) and
+//!   a tokio task talking to the collector. `app.rs` starts it with `[logship]` and gives it
+//!   a few seconds at exit to deliver what is queued.
 //!
 //! # Architecture invariants
 //!
 //! - **Only `supervisor/reaper.rs` calls `waitpid`.** No `tokio::process`, no
 //!   `std::process::Child::wait`: a second waiter would steal exit statuses (tested by
 //!   `tests/invariants.rs`).
-//! - **`supervisor/core.rs` and `gossip/` (but its `driver.rs`) do no I/O and read no
-//!   clock**: time (and, for gossip, the random seed) comes in as an argument.
+//! - **`supervisor/core.rs`, `gossip/` (but its `driver.rs`) and `logship/` (but its
+//!   `ship.rs`) do no I/O and read no clock**: time (and, for gossip, the random seed) comes in as an argument.
 //! - **Decoders never panic and never allocate more than their input justifies**: every
 //!   length is checked against the bytes left or an explicit limit.
 //! - **Signal handlers are registered before the first spawn**, so no SIGCHLD is lost.
