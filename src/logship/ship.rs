@@ -74,6 +74,9 @@ struct Shared {
     capacity_bytes: usize,
     when_full: WhenFull,
     counters: Counters,
+    /// Set when muster is exiting: a full queue then drops (and counts) instead of blocking,
+    /// so the last lines cannot hold the exit up.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// The running shipper.
@@ -97,6 +100,7 @@ pub fn start(settings: Logship, hostname: String) -> (Tap, Shipper) {
         capacity_bytes: settings.queue_bytes,
         when_full: settings.when_full,
         counters: Counters::default(),
+        closing: std::sync::atomic::AtomicBool::new(false),
     });
     let tap_shared = shared.clone();
     let tap: Tap = Arc::new(move |line: LogLine| enqueue(&tap_shared, line));
@@ -136,7 +140,12 @@ fn enqueue(shared: &Shared, line: LogLine) {
     while !q.lines.is_empty()
         && (q.lines.len() >= shared.capacity || q.bytes + line.text.len() > shared.capacity_bytes)
     {
-        match shared.when_full {
+        let policy = if shared.closing.load(Ordering::Relaxed) {
+            WhenFull::DropOldest
+        } else {
+            shared.when_full
+        };
+        match policy {
             WhenFull::DropOldest => {
                 q.pop();
                 shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -164,6 +173,13 @@ fn enqueue(shared: &Shared, line: LogLine) {
 }
 
 impl Shipper {
+    /// muster is stopping: from now on a full queue drops its oldest line (counted) rather
+    /// than making the services wait.
+    pub fn closing(&self) {
+        self.shared.closing.store(true, Ordering::Relaxed);
+        self.shared.room.notify_all();
+    }
+
     /// The counters so far.
     pub fn counters(&self) -> &Counters {
         &self.shared.counters
@@ -172,6 +188,7 @@ impl Shipper {
     /// Flushes what is queued for at most `budget`, then stops; logs the counters and returns
     /// the number of lines that could not be delivered.
     pub async fn finish(mut self, budget: Duration) -> u64 {
+        self.closing();
         if let Some(f) = self.finish.take() {
             let _ = f.send(Instant::now() + budget);
         }
