@@ -143,6 +143,24 @@ fn complete(text: &str, n: u64) -> u64 {
     got.values().map(|c| u64::from(c - 1)).sum()
 }
 
+/// muster with this configuration; the service's stdout (also shipped) is not kept.
+fn start(cfg: &Path) -> Run {
+    Run::start_cmd(
+        Command::new(muster())
+            .args(["--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null()),
+    )
+}
+
+/// muster's last words on shipping: queued, delivered, resent, dropped, undelivered.
+fn shipping_stats(run: &Run) -> String {
+    run.text()
+        .lines()
+        .find(|l| l.contains("log shipping stopped"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -186,11 +204,7 @@ fn collector_restarts_mid_stream_lose_nothing() {
     let secs = 1.0 + f64::from(restarts);
     let cfg = muster_config(dir.path(), rsyslog.relp, "", &producer(n, secs, 1.0));
     let started = Instant::now();
-    let mut run = Run::start_cmd(
-        Command::new(muster())
-            .args(["--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null()),
-    );
+    let mut run = start(&cfg);
     for i in 0..restarts {
         let at = Duration::from_secs_f64((f64::from(i) + 1.0) * secs / (f64::from(restarts) + 1.0));
         std::thread::sleep(at.saturating_sub(started.elapsed()));
@@ -201,12 +215,7 @@ fn collector_restarts_mid_stream_lose_nothing() {
     assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
     rsyslog.stop();
     let dups = complete(&rsyslog.output(), n);
-    let stats = run
-        .text()
-        .lines()
-        .find(|l| l.contains("log shipping stopped"))
-        .unwrap_or_default()
-        .to_owned();
+    let stats = shipping_stats(&run);
     eprintln!(
         "{n} lines, {restarts} collector restarts: 0 lost, {dups} duplicates ({stats}), {:?}",
         started.elapsed()
@@ -226,11 +235,7 @@ fn a_collector_down_at_start_receives_everything_once_up() {
     rsyslog.stop();
     let n = 5_000;
     let cfg = muster_config(dir.path(), rsyslog.relp, "", &producer(n, 0.2, 3.0));
-    let mut run = Run::start_cmd(
-        Command::new(muster())
-            .args(["--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null()),
-    );
+    let mut run = start(&cfg);
     std::thread::sleep(Duration::from_millis(1500));
     rsyslog.start();
     assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
@@ -252,19 +257,10 @@ fn a_stalled_collector_with_drop_oldest_does_not_hold_the_service_and_drops_are_
             "import sys, time\nt = time.time()\nfor i in range({n}): sys.stdout.write('line %d\\n' % i)\nsys.stdout.flush()\nprint('wrote in %.2f s' % (time.time() - t), file=sys.stderr)\n"
         ),
     );
-    let mut run = Run::start_cmd(
-        Command::new(muster())
-            .args(["--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null()),
-    );
+    let mut run = start(&cfg);
     let took = run.wait_line("wrote in", LONG) - run.started;
     assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
-    let stats = run
-        .text()
-        .lines()
-        .find(|l| l.contains("log shipping stopped"))
-        .unwrap_or_default()
-        .to_owned();
+    let stats = shipping_stats(&run);
     eprintln!("stalled collector: {n} lines written in {took:?}; {stats}");
     let dropped: u64 = stats
         .split("dropped=")
@@ -286,11 +282,7 @@ fn binary_invalid_utf8_and_a_one_mib_line_arrive_intact_or_cleanly_split() {
     let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
     let script = "import sys, time\nw = sys.stdout.buffer\nw.write(b'bin \\x00\\x01\\x7f end\\n')\nw.write(b'bad \\xff\\xfe\\xc3\\x28 end\\n')\nw.write(b'utf8 h\\xc3\\xa9llo \\xe2\\x9c\\x93\\n')\nw.write(b'x' * (1 << 20) + b'\\n')\nw.write(b'after\\n')\nw.flush()\ntime.sleep(1)\n";
     let cfg = muster_config(dir.path(), rsyslog.relp, "", script);
-    let mut run = Run::start_cmd(
-        Command::new(muster())
-            .args(["--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null()),
-    );
+    let mut run = start(&cfg);
     assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
     rsyslog.stop();
     let raw = std::fs::read(rsyslog.dir.join("out.log")).unwrap();
@@ -328,11 +320,7 @@ fn plain_tcp_with_octet_counting_delivers_multiline_safe_frames() {
         "protocol = \"tcp\"",
         &producer(n, 0.2, 1.0),
     );
-    let mut run = Run::start_cmd(
-        Command::new(muster())
-            .args(["--config", cfg.to_str().unwrap()])
-            .stdout(Stdio::null()),
-    );
+    let mut run = start(&cfg);
     assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
     rsyslog.stop();
     complete(&rsyslog.output(), n);
