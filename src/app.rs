@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
+use anyhow::Context;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -15,7 +16,10 @@ use crate::config::{self, Config, Profile};
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
+use crate::haproxy::{self, model::Selection, sync::Sync};
 use crate::logship;
+use crate::supervisor::helper::Helpers;
+use crate::supervisor::ready::Waiters;
 use crate::supervisor::run::{self as supervisor, BeforeStop};
 use crate::supervisor::signals::Inherited;
 
@@ -32,10 +36,19 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
         .enable_time()
         .build()?;
     runtime.block_on(async move {
-        let gossip = match &config.gossip {
-            Some(g) => Some(start_gossip(g)?),
-            None => None,
+        let (gossip, view) = match &config.gossip {
+            Some(g) => {
+                let (commands, view) = start_gossip(g)?;
+                (Some(commands), Some(view))
+            }
+            None => (None, None),
         };
+        let waiters = Waiters::default();
+        if let Some(h) = &config.haproxy {
+            let helpers = Helpers::new(inherited, waiters.clone());
+            let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
+            start_haproxy_sync(h, helpers, view, seeds).await?;
+        }
         if let Some(path) = &config.control_socket {
             if let Err(error) = serve_control(path, gossip.clone()) {
                 tracing::warn!(socket = %path.display(), %error, "no control socket");
@@ -63,7 +76,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
             }
             None => (None, None),
         };
-        let code = supervisor::supervise(config, inherited, before_stop, tap).await;
+        let code = supervisor::supervise(config, inherited, before_stop, tap, waiters).await;
         if let Some(s) = shipper {
             // Every line is queued by now (the output sink has finished): flush them.
             let undelivered = s.finish(LOG_FLUSH).await;
@@ -78,7 +91,53 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
     })
 }
 
-fn start_gossip(g: &config::Gossip) -> anyhow::Result<mpsc::UnboundedSender<Command>> {
+/// Renders HAProxy's first config from the membership known after a short wait (so an LB
+/// that restarts comes back with every live server), then follows membership in a task.
+async fn start_haproxy_sync(
+    h: &config::Haproxy,
+    helpers: Helpers,
+    view: Option<watch::Receiver<Vec<Member>>>,
+    seeds: bool,
+) -> anyhow::Result<()> {
+    for dir in [h.config.parent(), h.master_socket.parent()].into_iter().flatten() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("haproxy: cannot create {}", dir.display()))?;
+    }
+    let settings = haproxy::sync::Settings {
+        template: h.template.clone(),
+        config: h.config.clone(),
+        selection: Selection {
+            role: h.role.clone(),
+            default_port: h.port,
+        },
+        master_socket: h.master_socket.clone(),
+        haproxy: h.program.clone(),
+        debounce: h.debounce,
+        drain_timeout: h.drain_timeout,
+    };
+    let Some(mut view) = view else {
+        tracing::warn!("[haproxy] without [gossip]: the servers stay as the template renders them with no member");
+        let sync = Sync::prepare(settings, helpers, Vec::new()).context("haproxy")?;
+        drop(sync);
+        return Ok(());
+    };
+    if seeds {
+        // The first join brings the whole membership (push/pull): wait for it, briefly.
+        let wait = view.wait_for(|members| members.len() > 1);
+        let _ = tokio::time::timeout(h.start_wait, wait).await;
+    }
+    let members = view.borrow_and_update().clone();
+    let sync = Sync::prepare(settings, helpers, members).context("haproxy")?;
+    tokio::spawn(sync.run(view));
+    Ok(())
+}
+
+fn start_gossip(
+    g: &config::Gossip,
+) -> anyhow::Result<(
+    mpsc::UnboundedSender<Command>,
+    watch::Receiver<Vec<Member>>,
+)> {
     let name = match &g.name {
         Some(n) => n.clone(),
         None => hostname()?,
@@ -115,7 +174,7 @@ fn start_gossip(g: &config::Gossip) -> anyhow::Result<mpsc::UnboundedSender<Comm
     };
     tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, "gossip starting");
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let (view, _) = watch::channel(Vec::new());
+    let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let publish = Publish {
         events: events_tx,
@@ -126,10 +185,10 @@ fn start_gossip(g: &config::Gossip) -> anyhow::Result<mpsc::UnboundedSender<Comm
             tracing::error!(%error, "gossip stopped");
         }
     });
-    // Membership is published here (events and the whole view); the HAProxy sync will
-    // subscribe to the view. Until then the events are only logged by the driver.
+    // Membership is published as events and as the whole view; the HAProxy sync follows the
+    // view. The events are only logged (by the driver).
     tokio::spawn(async move { while events.recv().await.is_some() {} });
-    Ok(commands)
+    Ok((commands, view_rx))
 }
 
 fn hostname() -> anyhow::Result<String> {

@@ -67,6 +67,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod gossip;
+pub mod haproxy;
 pub mod logging;
 pub mod logship;
 pub mod supervisor;

@@ -30,6 +30,32 @@ pub struct Config {
     pub gossip: Option<Gossip>,
     /// Log shipping, when the file has a `[logship]` table.
     pub logship: Option<Logship>,
+    /// HAProxy sync, when the file has a `[haproxy]` table.
+    pub haproxy: Option<Haproxy>,
+}
+
+/// The `[haproxy]` table, validated: muster renders HAProxy's config from membership and keeps
+/// the running HAProxy in step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Haproxy {
+    /// The handlebars template.
+    pub template: PathBuf,
+    /// The config file muster writes (and HAProxy reads).
+    pub config: PathBuf,
+    /// Members whose `role` tag has this value become servers; `None`: every member.
+    pub role: Option<String>,
+    /// Port of members without a `port` tag.
+    pub port: u16,
+    /// HAProxy's master CLI socket.
+    pub master_socket: PathBuf,
+    /// The haproxy program.
+    pub program: String,
+    /// Quiet time after a membership change before rendering.
+    pub debounce: Duration,
+    /// Longest drain of a leaving member's server.
+    pub drain_timeout: Duration,
+    /// Longest wait at start for the first membership (with gossip seeds) before HAProxy starts.
+    pub start_wait: Duration,
 }
 
 /// Where the control socket is when the configuration does not say.
@@ -229,6 +255,7 @@ impl Config {
             control_socket: None,
             gossip: None,
             logship: None,
+            haproxy: None,
             services: vec![Service {
                 name: "main".to_owned(),
                 main: true,
@@ -271,7 +298,11 @@ impl Service {
 }
 
 fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -> Config {
-    v.only_keys("", table, &["supervisor", "services", "gossip", "logship"]);
+    v.only_keys(
+        "",
+        table,
+        &["supervisor", "services", "gossip", "logship", "haproxy"],
+    );
     let mut stop_timeout = Duration::from_secs(9);
     let mut control_socket = Some(PathBuf::from(DEFAULT_CONTROL_SOCKET));
     if let Some(sup) = v.table("supervisor", table.get("supervisor")) {
@@ -291,19 +322,25 @@ fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -
     }
     let gossip = table.get("gossip").and_then(|raw| gossip(raw, v));
     let logship = table.get("logship").and_then(|raw| logship(raw, v));
+    let haproxy = table.get("haproxy").and_then(|raw| haproxy(raw, v));
     let mut services = Vec::new();
-    match v.table("services", table.get("services")) {
-        Some(list) if !list.is_empty() => {
-            for (name, raw) in list {
-                if let Some(s) = service(name, raw, v, users) {
-                    services.push(s);
-                }
-            }
+    let listed = v.table("services", table.get("services"));
+    for (name, raw) in listed.into_iter().flatten() {
+        if let Some(s) = service(name, raw, v, users) {
+            services.push(s);
         }
-        _ => v.problem(
+    }
+    if let Some(h) = &haproxy {
+        if !services.iter().any(|s| s.name == "haproxy") {
+            let main = !services.iter().any(|s| s.main);
+            services.push(haproxy_service(h, main));
+        }
+    }
+    if services.is_empty() && listed.is_none_or(|l| l.is_empty()) {
+        v.problem(
             "services",
-            "no service is declared (add a [services.NAME] table)",
-        ),
+            "no service is declared (add a [services.NAME] table, or [haproxy])",
+        );
     }
     check_relations(&services, v);
     Config {
@@ -312,6 +349,93 @@ fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -
         services,
         gossip,
         logship,
+        haproxy,
+    }
+}
+
+const HAPROXY_KEYS: &[&str] = &[
+    "template",
+    "config",
+    "role",
+    "port",
+    "master_socket",
+    "program",
+    "debounce",
+    "drain_timeout",
+    "start_wait",
+];
+
+fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
+    let t = v.table("haproxy", Some(raw))?;
+    v.only_keys("haproxy", t, HAPROXY_KEYS);
+    let path = |v: &mut value::Validator, key: &str, default: &str| -> PathBuf {
+        match v.string(&format!("haproxy.{key}"), t.get(key)) {
+            Some(p) if p.starts_with('/') => PathBuf::from(p),
+            Some(p) => {
+                v.problem(&format!("haproxy.{key}"), &format!("{p:?} is not an absolute path"));
+                PathBuf::from(default)
+            }
+            None => PathBuf::from(default),
+        }
+    };
+    let mut h = Haproxy {
+        template: path(v, "template", "/etc/haproxy/haproxy.cfg.hbs"),
+        config: path(v, "config", "/etc/haproxy/haproxy.cfg"),
+        role: Some("backend".to_owned()),
+        port: 80,
+        master_socket: path(v, "master_socket", "/run/haproxy/master.sock"),
+        program: v
+            .string("haproxy.program", t.get("program"))
+            .unwrap_or_else(|| "haproxy".to_owned()),
+        debounce: Duration::from_millis(10),
+        drain_timeout: Duration::from_secs(10),
+        start_wait: Duration::from_secs(2),
+    };
+    if let Some(r) = v.string("haproxy.role", t.get("role")) {
+        h.role = if r.is_empty() { None } else { Some(r) };
+    }
+    if let Some(p) = v.integer("haproxy.port", t.get("port"), 1, 65535) {
+        h.port = p as u16;
+    }
+    if let Some(d) = v.duration("haproxy.debounce", t.get("debounce")) {
+        if d > Duration::from_secs(1) {
+            v.problem("haproxy.debounce", "is more than 1s: changes would wait too long");
+        }
+        h.debounce = d;
+    }
+    if let Some(d) = v.duration("haproxy.drain_timeout", t.get("drain_timeout")) {
+        h.drain_timeout = d;
+    }
+    if let Some(d) = v.duration("haproxy.start_wait", t.get("start_wait")) {
+        h.start_wait = d;
+    }
+    if h.template == h.config {
+        v.problem("haproxy.config", "is the template itself");
+    }
+    Some(h)
+}
+
+/// The HAProxy service a `[haproxy]` table brings when no `[services.haproxy]` is declared:
+/// master-worker in the foreground with the master CLI muster reloads through; SIGUSR1 (soft
+/// stop) to the master only, which forwards it to its workers.
+fn haproxy_service(h: &Haproxy, main: bool) -> Service {
+    Service {
+        main,
+        restart: if main { Restart::Never } else { Restart::Always },
+        stop_signal: Some(libc::SIGUSR1),
+        signal_group: false,
+        ..Service::defaults(
+            "haproxy",
+            vec![
+                h.program.clone(),
+                "-W".to_owned(),
+                "-db".to_owned(),
+                "-S".to_owned(),
+                format!("{},mode,600", h.master_socket.display()),
+                "-f".to_owned(),
+                h.config.display().to_string(),
+            ],
+        )
     }
 }
 

@@ -137,7 +137,7 @@ fn cycles_are_named() {
 fn empty_and_broken_files() {
     assert_eq!(
         problems(""),
-        vec!["services: no service is declared (add a [services.NAME] table)"]
+        vec!["services: no service is declared (add a [services.NAME] table, or [haproxy])"]
     );
     let got = problems("[services.a\ncommand=");
     assert!(got[0].starts_with("not valid TOML:"), "{got:?}");
@@ -228,4 +228,53 @@ fn logship_section() {
         "[logship]\ntarget = \"collector\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
     );
     assert!(p.iter().any(|x| x.contains("is not host:port")), "{p:?}");
+}
+
+#[test]
+fn haproxy_table_brings_its_service() {
+    let c = Config::parse("[haproxy]\nrole = \"web\"\nport = 3000\n", &NoUsers).expect("valid");
+    let h = c.haproxy.as_ref().expect("haproxy");
+    assert_eq!(h.role.as_deref(), Some("web"));
+    assert_eq!(h.port, 3000);
+    assert_eq!(h.debounce, std::time::Duration::from_millis(10));
+    let s = &c.services[0];
+    assert_eq!(s.name, "haproxy");
+    assert!(s.main);
+    assert!(!s.signal_group);
+    assert_eq!(
+        s.command,
+        [
+            "haproxy",
+            "-W",
+            "-db",
+            "-S",
+            "/run/haproxy/master.sock,mode,600",
+            "-f",
+            "/etc/haproxy/haproxy.cfg"
+        ]
+    );
+    let own = Config::parse(
+        "[haproxy]\nrole = \"\"\n[services.haproxy]\ncommand = [\"haproxy\", \"-W\"]\n",
+        &NoUsers,
+    )
+    .expect("valid");
+    assert_eq!(own.services.len(), 1);
+    assert_eq!(own.services[0].command, ["haproxy", "-W"]);
+    assert_eq!(own.haproxy.as_ref().and_then(|h| h.role.clone()), None);
+}
+
+#[test]
+fn haproxy_table_problems() {
+    let got = problems(
+        "[haproxy]\nport = 0\ntemplate = \"rel.hbs\"\ndebounce = \"5s\"\ncolor = 1\n",
+    );
+    assert_eq!(
+        got,
+        vec![
+            "haproxy.color: unknown key (known keys: template, config, role, port, master_socket, program, debounce, drain_timeout, start_wait)",
+            "haproxy.template: \"rel.hbs\" is not an absolute path",
+            "haproxy.port: 0 is outside 1..=65535",
+            "haproxy.debounce: is more than 1s: changes would wait too long",
+        ]
+    );
 }

@@ -2,6 +2,7 @@
 //! is the driver loop that ties them together.
 
 pub mod core;
+pub mod helper;
 pub mod output;
 pub mod ready;
 pub mod reaper;

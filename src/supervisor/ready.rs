@@ -129,7 +129,8 @@ impl Probe {
     }
 }
 
-struct KillOnDrop(Pid);
+/// Kills a child that is still running when dropped; forget it once the child is reaped.
+pub(crate) struct KillOnDrop(pub(crate) Pid);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

@@ -26,6 +26,23 @@ pub fn reap_all(mut ended: impl FnMut(Pid, ExitStatus)) -> bool {
     }
 }
 
+/// Waits for one child. Only for use before the supervisor's loop runs (then nothing else
+/// reaps); afterwards every status goes through [`reap_all`].
+pub fn wait_for(pid: Pid) -> std::io::Result<ExitStatus> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with a valid pointer to a local int.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return Ok(decode(status));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
 /// Turns a raw wait status into an exit code or a signal.
 pub fn decode(status: i32) -> ExitStatus {
     if libc::WIFSIGNALED(status) {

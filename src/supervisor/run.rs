@@ -40,14 +40,16 @@ const BEFORE_STOP_LIMIT: Duration = Duration::from_secs(2);
 /// Runs the configuration until muster must exit; returns the exit code. `inherited` must have
 /// been captured before the runtime started; this runs inside a current-thread runtime.
 /// `tap`, when given, receives every line of the services' output too (log shipping); every
-/// line has been handed to it when this returns.
+/// line has been handed to it when this returns. `waiters` are exit statuses other tasks wait
+/// for (helper commands); the reaper fills them.
 pub async fn supervise(
     config: Config,
     inherited: Inherited,
     before_stop: Option<BeforeStop>,
     tap: Option<Tap>,
+    waiters: Waiters,
 ) -> anyhow::Result<i32> {
-    let mut driver = Driver::start(config, inherited, tap)?;
+    let mut driver = Driver::start(config, inherited, tap, waiters)?;
     driver.before_stop = before_stop;
     driver.run().await
 }
@@ -87,7 +89,12 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(config: Config, inherited: Inherited, tap: Option<Tap>) -> anyhow::Result<Driver> {
+    fn start(
+        config: Config,
+        inherited: Inherited,
+        tap: Option<Tap>,
+        waiters: Waiters,
+    ) -> anyhow::Result<Driver> {
         // Handlers first: a child that exits before SIGCHLD is handled would never be reaped.
         let signals = Streams::register()?;
         let mut pipes = HashMap::new();
@@ -147,7 +154,7 @@ impl Driver {
             sink_thread,
             probes: HashMap::new(),
             notify: HashMap::new(),
-            waiters: Waiters::default(),
+            waiters,
             runs: HashMap::new(),
             inputs_tx,
             inputs,

@@ -21,6 +21,7 @@ impl Sim {
             services,
             gossip: None,
             logship: None,
+            haproxy: None,
         };
         Sim {
             core: Core::new(&config),

@@ -1,0 +1,150 @@
+//! The model a template is rendered over: the live members of one role, in a stable order, so
+//! the same membership always gives the same bytes.
+//!
+//! ```text
+//! {
+//!   "role": "backend",
+//!   "members":   [ { "name", "address", "port", "status", "tags": { … } }, … ],
+//!   "addresses": [ { "host", "ip" }, … ]        // the HEIG-VD lab's own template reads these
+//! }
+//! ```
+//!
+//! Only members whose status is `alive` are listed: a member that is leaving is drained by the
+//! sync, not rendered. Members are sorted by name; tags are a sorted map.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::gossip::serf::{Member, Status};
+
+/// Which members become servers, and on which port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Members whose `role` tag equals this; `None` takes every member.
+    pub role: Option<String>,
+    /// Port of a member without a valid `port` tag.
+    pub default_port: u16,
+}
+
+/// One member as templates see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelMember {
+    /// The member's name (unique in the cluster): the server's name and cookie.
+    pub name: String,
+    /// The IP address it gossips from.
+    pub address: IpAddr,
+    /// Its application port: the `port` tag, or the default.
+    pub port: u16,
+    /// Serf's status word (`alive`).
+    pub status: &'static str,
+    /// All its tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One entry of the lab's `addresses` list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Address {
+    /// The member's name.
+    pub host: String,
+    /// Its IP address.
+    pub ip: IpAddr,
+}
+
+/// What a template is rendered over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Model {
+    /// The role selected, or `null`.
+    pub role: Option<String>,
+    /// The selected live members, sorted by name.
+    pub members: Vec<ModelMember>,
+    /// The same members as the lab's `{host, ip}` pairs.
+    pub addresses: Vec<Address>,
+}
+
+impl Model {
+    /// The model for this view of the cluster.
+    pub fn new(view: &[Member], selection: &Selection) -> Model {
+        let mut members: Vec<ModelMember> = view
+            .iter()
+            .filter(|m| m.status == Status::Alive)
+            .filter(|m| selection.role.as_ref().is_none_or(|r| m.tags.get("role") == Some(r)))
+            .map(|m| ModelMember {
+                name: m.name.clone(),
+                address: m.addr.ip(),
+                port: m
+                    .tags
+                    .get("port")
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .filter(|&p| p != 0)
+                    .unwrap_or(selection.default_port),
+                status: m.status.as_str(),
+                tags: m.tags.clone(),
+            })
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members.dedup_by(|a, b| a.name == b.name);
+        let addresses = members
+            .iter()
+            .map(|m| Address {
+                host: m.name.clone(),
+                ip: m.address,
+            })
+            .collect();
+        Model {
+            role: selection.role.clone(),
+            members,
+            addresses,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)]
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn member(name: &str, ip: &str, status: Status, tags: &[(&str, &str)]) -> Member {
+        Member {
+            name: name.to_owned(),
+            addr: SocketAddr::new(ip.parse().expect("ip"), 7946),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            status,
+            suspect: false,
+            status_ltime: 0,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn selects_alive_members_of_the_role_sorted_by_name() {
+        let view = vec![
+            member("web-b", "10.0.0.3", Status::Alive, &[("role", "backend"), ("port", "8080")]),
+            member("ha", "10.0.0.1", Status::Alive, &[("role", "balancer")]),
+            member("web-a", "10.0.0.2", Status::Alive, &[("role", "backend")]),
+            member("web-c", "10.0.0.4", Status::Leaving, &[("role", "backend")]),
+            member("web-d", "10.0.0.5", Status::Failed, &[("role", "backend")]),
+            member("web-e", "10.0.0.6", Status::Alive, &[("role", "backend"), ("port", "x")]),
+        ];
+        let selection = Selection {
+            role: Some("backend".to_owned()),
+            default_port: 3000,
+        };
+        let model = Model::new(&view, &selection);
+        let names: Vec<(&str, u16)> = model
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.port))
+            .collect();
+        assert_eq!(names, [("web-a", 3000), ("web-b", 8080), ("web-e", 3000)]);
+        assert_eq!(model.addresses[1].host, "web-b");
+        assert_eq!(model.addresses[1].ip.to_string(), "10.0.0.3");
+        let all = Model::new(&view, &Selection { role: None, default_port: 1 });
+        assert_eq!(all.members.len(), 4);
+    }
+}

@@ -1,0 +1,246 @@
+//! HAProxy's two sockets: the admin stats socket (runtime API, kept open in prompt mode) and
+//! the master CLI (one command per connection; `reload` closes it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// Longest wait for one answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection to the admin socket, opened on first use and again after an error.
+pub struct Admin {
+    path: PathBuf,
+    conn: Option<UnixStream>,
+}
+
+impl Admin {
+    /// A client of the admin socket at `path` (not connected yet).
+    pub fn new(path: &Path) -> Admin {
+        Admin {
+            path: path.to_owned(),
+            conn: None,
+        }
+    }
+
+    /// Sends one command and returns HAProxy's answer (trimmed).
+    pub async fn command(&mut self, command: &str) -> std::io::Result<String> {
+        let result = tokio::time::timeout(ANSWER_TIMEOUT, self.exchange(command)).await;
+        match result {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer to {command:?} within 5 s"),
+                ))
+            }
+        }
+    }
+
+    async fn exchange(&mut self, command: &str) -> std::io::Result<String> {
+        if self.conn.is_none() {
+            let mut s = UnixStream::connect(&self.path).await?;
+            s.write_all(b"prompt\n").await?;
+            read_prompt(&mut s).await?;
+            self.conn = Some(s);
+        }
+        let Some(s) = self.conn.as_mut() else {
+            return Err(std::io::Error::other("not connected"));
+        };
+        s.write_all(command.as_bytes()).await?;
+        s.write_all(b"\n").await?;
+        read_prompt(s).await
+    }
+}
+
+/// Reads up to the next prompt (`"\n> "`); returns what came before it.
+async fn read_prompt(s: &mut UnixStream) -> std::io::Result<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "haproxy closed the admin socket",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.ends_with(b"\n> ") {
+            buf.truncate(buf.len() - 3);
+            return Ok(String::from_utf8_lossy(&buf).trim().to_owned());
+        }
+    }
+}
+
+/// Sends one command to the master CLI and reads the answer until HAProxy closes.
+pub async fn master(path: &Path, command: &str) -> std::io::Result<String> {
+    let exchange = async {
+        let mut s = UnixStream::connect(path).await?;
+        s.write_all(command.as_bytes()).await?;
+        s.write_all(b"\n").await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok(out)
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("the master CLI did not answer in 5 s")))
+}
+
+/// The master's `show proc`: its reload count, failed reloads, and the current workers' pids.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Procs {
+    /// Reloads the master has done (failed ones included).
+    pub reloads: u64,
+    /// Failed reloads since the last good one.
+    pub failed: u64,
+    /// Pids of the workers of the current generation (reload count 0).
+    pub current_workers: Vec<u32>,
+}
+
+/// Reads `show proc`.
+pub fn parse_procs(text: &str) -> Procs {
+    let mut p = Procs::default();
+    let mut section = "";
+    for line in text.lines() {
+        if let Some(title) = line.strip_prefix("# ") {
+            section = title.trim();
+            continue;
+        }
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() < 3 || w[0].starts_with('#') {
+            continue;
+        }
+        match (section, w[1]) {
+            (_, "master") => {
+                p.reloads = w[2].parse().unwrap_or(0);
+                if let Some(i) = w.iter().position(|x| *x == "[failed:") {
+                    p.failed = w
+                        .get(i + 1)
+                        .and_then(|f| f.trim_end_matches(']').parse().ok())
+                        .unwrap_or(0);
+                }
+            }
+            ("workers", "worker") if w[2] == "0" => {
+                if let Ok(pid) = w[0].parse() {
+                    p.current_workers.push(pid);
+                }
+            }
+            _ => {}
+        }
+    }
+    p
+}
+
+/// One server in `show servers state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerState {
+    /// Operational state: 0 stopped, 1 starting, 2 running, 3 stopping.
+    pub op: u8,
+    /// Administrative flags: bit 0 forced maintenance, bit 3 forced drain.
+    pub admin: u8,
+    /// Last check result: 3 passed, 4 passed with conditions.
+    pub check_result: u8,
+}
+
+impl ServerState {
+    /// Whether the last health check passed.
+    pub fn check_passed(&self) -> bool {
+        matches!(self.check_result, 3 | 4)
+    }
+
+    /// Whether it is in maintenance.
+    pub fn maint(&self) -> bool {
+        self.admin & 0x01 != 0
+    }
+}
+
+/// Reads `show servers state` into (backend, server) → state.
+pub fn parse_servers_state(text: &str) -> BTreeMap<(String, String), ServerState> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() < 12 || w[0].starts_with('#') {
+            continue;
+        }
+        let num = |i: usize| w[i].parse::<u8>().ok();
+        if let (Some(op), Some(admin), Some(check_result)) = (num(5), num(6), num(11)) {
+            out.insert(
+                (w[1].to_owned(), w[3].to_owned()),
+                ServerState {
+                    op,
+                    admin,
+                    check_result,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Reads the current sessions (`scur`) of servers from `show stat`.
+pub fn parse_sessions(text: &str) -> BTreeMap<(String, String), u64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() > 5 && f[1] != "FRONTEND" && f[1] != "BACKEND" {
+            if let Ok(n) = f[4].parse() {
+                out.insert((f[0].to_owned(), f[1].to_owned()), n);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_show_proc() {
+        let text = "#<PID>          <type>          <reloads>       <uptime>        <version>\n\
+            2719            master          3 [failed: 1]   0d00h02m48s     2.6.12-1+deb12u4\n\
+            # workers\n\
+            2801            worker          0               0d00h00m01s     2.6.12-1+deb12u4\n\
+            2723            worker          1               0d00h02m48s     2.6.12-1+deb12u4\n\
+            # programs\n\n";
+        assert_eq!(
+            parse_procs(text),
+            Procs {
+                reloads: 3,
+                failed: 1,
+                current_workers: vec![2801]
+            }
+        );
+    }
+
+    #[test]
+    fn reads_servers_state_and_sessions() {
+        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state \
+            srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result\n\
+            3 be 1 a 127.0.0.1 2 0 1 1 166 15 3 2 6 0 0 0 - 9101 - 0 0 - - 0\n\
+            3 be 6 f 127.0.0.1 0 1 1 1 154 8 0 0 7 0 0 0 - 9107 - 0 0 - - 0\n";
+        let s = parse_servers_state(text);
+        let a = s[&("be".to_owned(), "a".to_owned())];
+        assert!(a.check_passed() && !a.maint() && a.op == 2);
+        let f = s[&("be".to_owned(), "f".to_owned())];
+        assert!(!f.check_passed() && f.maint());
+        let stat = "# pxname,svname,qcur,qmax,scur,smax\nbe,a,0,0,7,9,\nbe,BACKEND,0,0,7,9,\n";
+        assert_eq!(
+            parse_sessions(stat).into_iter().collect::<Vec<_>>(),
+            [(("be".to_owned(), "a".to_owned()), 7)]
+        );
+    }
+}
