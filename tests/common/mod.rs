@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::disallowed_methods, clippy::unwrap_used)]
 
+pub mod http;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -1,0 +1,398 @@
+//! HAProxy sync against Debian's real haproxy on 127.0.0.1: a load-balancer muster (gossip +
+//! `[haproxy]`, rendering the shipped template) and backend musters (gossip + an HTTP app,
+//! itself a small haproxy answering its member's name). Membership churn, `kill -9` and a
+//! broken template under a bounded load, counting every failed request; the shipped template
+//! rendered for 0, 1, 100 and 1,000 members, compared with snapshots and checked with
+//! `haproxy -c`.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::http::{Client, Load};
+use common::{Run, config, eventually, first_child, free_port, muster, signal};
+use muster::gossip::serf::{Member, Status};
+use muster::haproxy::model::{Model, Selection};
+use muster::haproxy::template::Template;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn shipped_template() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/haproxy/haproxy.cfg.hbs"))
+        .unwrap()
+}
+
+/// The shipped template, moved to loopback ports and a private directory, request logs off.
+fn loopback_template(dir: &Path, http: u16, stats: u16) -> String {
+    shipped_template()
+        .replace("bind *:80", &format!("bind 127.0.0.1:{http}"))
+        .replace("bind *:1936", &format!("bind 127.0.0.1:{stats}"))
+        .replace("/run/haproxy/", &format!("{}/", dir.display()))
+        .replace("    log global\n", "")
+}
+
+struct Lb {
+    run: Run,
+    http: SocketAddr,
+    gossip: u16,
+    template: PathBuf,
+    config: PathBuf,
+    dir: PathBuf,
+}
+
+fn start_lb(dir: &Path) -> Lb {
+    let dir = dir.join("lb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (http, stats, gossip) = (free_port(), free_port(), free_port());
+    let template = dir.join("haproxy.cfg.hbs");
+    std::fs::write(&template, loopback_template(&dir, http, stats)).unwrap();
+    let cfg = config(
+        &dir,
+        &format!(
+            r#"
+[supervisor]
+control_socket = false
+stop_timeout = "5s"
+[gossip]
+name = "lb"
+bind = "127.0.0.1:{gossip}"
+tags = {{ role = "balancer" }}
+profile = "local"
+[haproxy]
+template = "{template}"
+config = "{d}/haproxy.cfg"
+master_socket = "{d}/master.sock"
+drain_timeout = "3s"
+"#,
+            template = template.display(),
+            d = dir.display()
+        ),
+    );
+    let run = Run::start(muster(), &["--config", cfg.to_str().unwrap()]);
+    run.wait_line("haproxy config ready", LONG);
+    let http = SocketAddr::from(([127, 0, 0, 1], http));
+    eventually("haproxy listening", LONG, || {
+        std::net::TcpStream::connect(http).is_ok()
+    });
+    Lb {
+        run,
+        http,
+        gossip,
+        template,
+        config: dir.join("haproxy.cfg"),
+        dir,
+    }
+}
+
+struct Backend {
+    run: Run,
+    name: String,
+}
+
+impl Backend {
+    /// `kill -9` of the member: its muster and its app at once, as `docker kill` does.
+    fn kill9(&self) {
+        let app = first_child(self.run.child.id());
+        signal(self.run.child.id() as i32, libc::SIGKILL);
+        if let Some(app) = app {
+            signal(app, libc::SIGKILL);
+        }
+    }
+}
+
+/// A backend member: muster with gossip, supervising a tiny haproxy answering its name on `port`.
+fn start_backend(dir: &Path, name: &str, port: u16, lb_gossip: u16) -> Backend {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = dir.join("app.cfg");
+    std::fs::write(
+        &app,
+        format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    \
+             timeout server 30s\nfrontend app\n    bind 127.0.0.1:{port}\n    \
+             http-request return status 200 content-type text/plain string \"{name}\"\n"
+        ),
+    )
+    .unwrap();
+    let gossip = free_port();
+    let cfg = config(
+        &dir,
+        &format!(
+            r#"
+[supervisor]
+control_socket = false
+stop_timeout = "5s"
+[gossip]
+name = "{name}"
+bind = "127.0.0.1:{gossip}"
+join = ["127.0.0.1:{lb_gossip}"]
+tags = {{ role = "backend", port = "{port}" }}
+profile = "local"
+[services.app]
+main = true
+command = ["haproxy", "-db", "-f", "{app}"]
+stop_signal = "SIGUSR1"
+"#,
+            app = app.display()
+        ),
+    );
+    Backend {
+        run: Run::start(muster(), &["--config", cfg.to_str().unwrap()]),
+        name: name.to_owned(),
+    }
+}
+
+fn wait_in_service(lb: &Lb, name: &str) {
+    lb.run.wait_line(&format!("server=nodes/{name} "), LONG);
+    eventually(&format!("{name} in service"), LONG, || {
+        lb.run
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, l)| l.contains("in service") && l.contains(&format!("nodes/{name} ")))
+    });
+}
+
+fn served_by(lb: &Lb, name: &str) -> bool {
+    let mut c = Client::new(lb.http);
+    (0..20).any(|_| c.get("/").is_ok_and(|r| r.body.trim() == name))
+}
+
+#[test]
+fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb(dir.path());
+    // An empty backend answers 503, not a connection error.
+    let r = Client::new(lb.http).get("/").unwrap();
+    assert_eq!(r.status, 503);
+    let a = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
+    let b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
+    wait_in_service(&lb, "web-a");
+    wait_in_service(&lb, "web-b");
+    assert!(served_by(&lb, "web-a") && served_by(&lb, "web-b"));
+    // No reload for membership: only the first start.
+    assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
+
+    let load = Load::start(lb.http, 4, Duration::from_millis(2), LONG, 1_000_000);
+    let c = start_backend(dir.path(), "web-c", free_port(), lb.gossip);
+    wait_in_service(&lb, "web-c");
+    // Graceful leave: drained, then deleted.
+    a.run.signal(libc::SIGTERM);
+    lb.run.wait_line("server=nodes/web-a", LONG);
+    eventually("web-a drained", LONG, || {
+        lb.run.lines.lock().unwrap().iter().any(|(_, l)| l.contains("draining") && l.contains("web-a"))
+    });
+    // Crash: out of rotation at once.
+    b.kill9();
+    eventually("web-b out of rotation", LONG, || {
+        lb.run.lines.lock().unwrap().iter().any(|(_, l)| l.contains("out of rotation") && l.contains("web-b"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = load.finish();
+    eprintln!("load: {stats:?}");
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
+    assert!(stats.by_body.get("web-c").copied().unwrap_or(0) > 0, "{stats:?}");
+    assert!(served_by(&lb, "web-c"));
+    assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
+    drop(c);
+}
+
+#[test]
+fn a_hundred_membership_changes_under_load_fail_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb(dir.path());
+    let mut live: Vec<Backend> = Vec::new();
+    for i in 0..3 {
+        let b = start_backend(dir.path(), &format!("web-{i}"), free_port(), lb.gossip);
+        wait_in_service(&lb, &b.name);
+        live.push(b);
+    }
+    let load = Load::start(lb.http, 4, Duration::from_millis(2), Duration::from_secs(240), 10_000_000);
+    let started = Instant::now();
+    let mut changes = 0;
+    let mut next = 3;
+    let mut gone = Vec::new();
+    while changes < 100 {
+        // Joins while few are live; otherwise alternately a graceful leave and a kill -9.
+        if live.len() < 3 || (changes % 3 == 0 && live.len() < 6) {
+            let b = start_backend(dir.path(), &format!("web-{next}"), free_port(), lb.gossip);
+            next += 1;
+            live.push(b);
+        } else {
+            let b = live.remove(0);
+            if changes % 2 == 0 {
+                b.run.signal(libc::SIGTERM);
+            } else {
+                b.kill9();
+            }
+            gone.push(b);
+        }
+        changes += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let stats = load.finish();
+    eprintln!(
+        "{changes} changes in {:.1}s; load: ok {} failed {}; backends seen {}",
+        started.elapsed().as_secs_f64(),
+        stats.ok,
+        stats.failed,
+        stats.by_body.len()
+    );
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
+    assert!(stats.by_body.len() >= 20, "too few members served: {stats:?}");
+    assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
+}
+
+#[test]
+fn a_broken_template_or_config_keeps_the_old_config_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb(dir.path());
+    let _a = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
+    wait_in_service(&lb, "web-a");
+    let good = std::fs::read_to_string(&lb.template).unwrap();
+    let served = std::fs::read_to_string(&lb.config).unwrap();
+
+    // A handlebars syntax error.
+    std::fs::write(&lb.template, good.replace("{{/each}}", "")).unwrap();
+    lb.run.wait_line("keeping the last good haproxy config", LONG);
+    assert!(lb.run.text().contains("template:"), "{}", lb.run.text());
+    // A config HAProxy refuses: its own message is logged.
+    std::fs::write(&lb.template, good.replace("balance roundrobin", "balance roundrobin\n    frobnicate")).unwrap();
+    lb.run.wait_line("haproxy -c refused", LONG);
+    assert!(lb.run.text().contains("frobnicate"), "{}", lb.run.text());
+    // Members still follow... nothing: the old file stays and serves.
+    let _b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(std::fs::read_to_string(&lb.config).unwrap(), served);
+    assert!(served_by(&lb, "web-a"));
+    // Fixed: the new member arrives.
+    std::fs::write(&lb.template, &good).unwrap();
+    lb.run.wait_line("the haproxy config is good again", LONG);
+    wait_in_service(&lb, "web-b");
+    assert!(served_by(&lb, "web-b"));
+}
+
+#[test]
+fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb(dir.path());
+    let port_a = free_port();
+    let a = start_backend(dir.path(), "web-a", port_a, lb.gossip);
+    let _b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
+    wait_in_service(&lb, "web-a");
+    wait_in_service(&lb, "web-b");
+    // A client that landed on web-a.
+    let mut sticky = loop {
+        let mut c = Client::new(lb.http);
+        if c.get("/").unwrap().body.trim() == "web-a" {
+            break c;
+        }
+    };
+    assert!(sticky.cookies.contains_key("SERVERID"), "{:?}", sticky.cookies);
+    let mut others = Vec::new();
+    for i in 0..3 {
+        let o = start_backend(dir.path(), &format!("web-x{i}"), free_port(), lb.gossip);
+        wait_in_service(&lb, &o.name);
+        others.push(o);
+        for _ in 0..10 {
+            assert_eq!(sticky.get("/").unwrap().body.trim(), "web-a");
+        }
+    }
+    others.remove(0).run.signal(libc::SIGTERM);
+    others.remove(0).kill9();
+    for _ in 0..50 {
+        assert_eq!(sticky.get("/").unwrap().body.trim(), "web-a");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // web-a dies; the client is redispatched, then web-a comes back under its name and port.
+    let cookie = sticky.cookies.get("SERVERID").cloned();
+    a.kill9();
+    eventually("web-a out of rotation", LONG, || {
+        lb.run.lines.lock().unwrap().iter().any(|(_, l)| l.contains("out of rotation") && l.contains("web-a"))
+    });
+    let mut away = sticky.cookies.clone();
+    away.insert("SERVERID".into(), cookie.clone().unwrap());
+    let a2 = start_backend(dir.path(), "web-a", port_a, lb.gossip);
+    eventually("web-a back in service", LONG, || {
+        lb.run.count("in service") >= 6 && lb.run.lines.lock().unwrap().iter().filter(|(_, l)| l.contains("in service") && l.contains("nodes/web-a ")).count() >= 2
+    });
+    let mut back = Client::new(lb.http);
+    back.cookies = away;
+    for _ in 0..10 {
+        assert_eq!(back.get("/").unwrap().body.trim(), "web-a");
+    }
+    drop(a2);
+    let _ = lb.dir;
+}
+
+fn member(name: &str, ip: [u8; 4], port: u16) -> Member {
+    Member {
+        name: name.to_owned(),
+        addr: SocketAddr::from((ip, 7946)),
+        tags: [
+            ("role".to_owned(), "backend".to_owned()),
+            ("port".to_owned(), port.to_string()),
+        ]
+        .into(),
+        status: Status::Alive,
+        suspect: false,
+        status_ltime: 1,
+        since: Instant::now(),
+    }
+}
+
+/// Renders the shipped template for `n` members (given in a scrambled order).
+fn render(n: usize) -> String {
+    let mut view: Vec<Member> = (0..n)
+        .map(|i| member(&format!("web-{i:04}"), [10, 1, (i / 250) as u8, (i % 250) as u8 + 2], 3000))
+        .collect();
+    view.push(member("ha", [10, 1, 255, 1], 80));
+    view.last_mut().unwrap().tags.insert("role".into(), "balancer".into());
+    view.reverse();
+    view.rotate_left(n / 3);
+    let model = Model::new(
+        &view,
+        &Selection {
+            role: Some("backend".into()),
+            default_port: 80,
+        },
+    );
+    Template::compile(&shipped_template(), "haproxy.cfg.hbs")
+        .unwrap()
+        .render(&model)
+        .unwrap()
+}
+
+#[test]
+fn the_shipped_template_renders_byte_stable_configs_that_haproxy_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in [0, 1, 100, 1000] {
+        let text = render(n);
+        assert_eq!(text, render(n), "not byte-stable for {n}");
+        let snapshot = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/snapshots/haproxy-{n}.cfg"));
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(&snapshot, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&snapshot)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_SNAPSHOTS=1 writes it)", snapshot.display()));
+        assert!(expected == text, "{} differs from the rendered text", snapshot.display());
+        assert_eq!(text.matches("\n    server web-").count(), n);
+        // haproxy -c on the config, with its paths moved to a private directory.
+        let path = dir.path().join(format!("haproxy-{n}.cfg"));
+        std::fs::write(&path, text.replace("/run/haproxy/", &format!("{}/", dir.path().display()))).unwrap();
+        let out = Command::new("haproxy").args(["-c", "-f"]).arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "haproxy -c refused {n} members:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
