@@ -99,7 +99,10 @@ async fn start_haproxy_sync(
     view: Option<watch::Receiver<Vec<Member>>>,
     seeds: bool,
 ) -> anyhow::Result<()> {
-    for dir in [h.config.parent(), h.master_socket.parent()].into_iter().flatten() {
+    for dir in [h.config.parent(), h.master_socket.parent()]
+        .into_iter()
+        .flatten()
+    {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("haproxy: cannot create {}", dir.display()))?;
     }
@@ -116,7 +119,9 @@ async fn start_haproxy_sync(
         drain_timeout: h.drain_timeout,
     };
     let Some(mut view) = view else {
-        tracing::warn!("[haproxy] without [gossip]: the servers stay as the template renders them with no member");
+        tracing::warn!(
+            "[haproxy] without [gossip]: the servers stay as the template renders them with no member"
+        );
         let sync = Sync::prepare(settings, helpers, Vec::new()).context("haproxy")?;
         drop(sync);
         return Ok(());
@@ -134,10 +139,7 @@ async fn start_haproxy_sync(
 
 fn start_gossip(
     g: &config::Gossip,
-) -> anyhow::Result<(
-    mpsc::UnboundedSender<Command>,
-    watch::Receiver<Vec<Member>>,
-)> {
+) -> anyhow::Result<(mpsc::UnboundedSender<Command>, watch::Receiver<Vec<Member>>)> {
     let name = match &g.name {
         Some(n) => n.clone(),
         None => hostname()?,

@@ -23,8 +23,11 @@ use muster::haproxy::template::Template;
 const LONG: Duration = Duration::from_secs(30);
 
 fn shipped_template() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/haproxy/haproxy.cfg.hbs"))
-        .unwrap()
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/haproxy/haproxy.cfg.hbs"
+    ))
+    .unwrap()
 }
 
 /// The shipped template, moved to loopback ports and a private directory, request logs off.
@@ -159,9 +162,13 @@ fn wait_in_service(lb: &Lb, name: &str) {
     });
 }
 
+/// Whether `name` answers one of 20 cookie-less requests (round robin reaches every server).
 fn served_by(lb: &Lb, name: &str) -> bool {
-    let mut c = Client::new(lb.http);
-    (0..20).any(|_| c.get("/").is_ok_and(|r| r.body.trim() == name))
+    (0..20).any(|_| {
+        Client::new(lb.http)
+            .get("/")
+            .is_ok_and(|r| r.body.trim() == name)
+    })
 }
 
 #[test]
@@ -186,18 +193,31 @@ fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
     a.run.signal(libc::SIGTERM);
     lb.run.wait_line("server=nodes/web-a", LONG);
     eventually("web-a drained", LONG, || {
-        lb.run.lines.lock().unwrap().iter().any(|(_, l)| l.contains("draining") && l.contains("web-a"))
+        lb.run
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, l)| l.contains("draining") && l.contains("web-a"))
     });
     // Crash: out of rotation at once.
     b.kill9();
     eventually("web-b out of rotation", LONG, || {
-        lb.run.lines.lock().unwrap().iter().any(|(_, l)| l.contains("out of rotation") && l.contains("web-b"))
+        lb.run
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, l)| l.contains("out of rotation") && l.contains("web-b"))
     });
     std::thread::sleep(Duration::from_secs(2));
     let stats = load.finish();
     eprintln!("load: {stats:?}");
     assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
-    assert!(stats.by_body.get("web-c").copied().unwrap_or(0) > 0, "{stats:?}");
+    assert!(
+        stats.by_body.get("web-c").copied().unwrap_or(0) > 0,
+        "{stats:?}"
+    );
     assert!(served_by(&lb, "web-c"));
     assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
     drop(c);
@@ -213,7 +233,13 @@ fn a_hundred_membership_changes_under_load_fail_no_request() {
         wait_in_service(&lb, &b.name);
         live.push(b);
     }
-    let load = Load::start(lb.http, 4, Duration::from_millis(2), Duration::from_secs(240), 10_000_000);
+    let load = Load::start(
+        lb.http,
+        4,
+        Duration::from_millis(2),
+        Duration::from_secs(240),
+        10_000_000,
+    );
     let started = Instant::now();
     let mut changes = 0;
     let mut next = 3;
@@ -246,7 +272,10 @@ fn a_hundred_membership_changes_under_load_fail_no_request() {
         stats.by_body.len()
     );
     assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
-    assert!(stats.by_body.len() >= 20, "too few members served: {stats:?}");
+    assert!(
+        stats.by_body.len() >= 20,
+        "too few members served: {stats:?}"
+    );
     assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
 }
 
@@ -261,10 +290,15 @@ fn a_broken_template_or_config_keeps_the_old_config_serving() {
 
     // A handlebars syntax error.
     std::fs::write(&lb.template, good.replace("{{/each}}", "")).unwrap();
-    lb.run.wait_line("keeping the last good haproxy config", LONG);
+    lb.run
+        .wait_line("keeping the last good haproxy config", LONG);
     assert!(lb.run.text().contains("template:"), "{}", lb.run.text());
     // A config HAProxy refuses: its own message is logged.
-    std::fs::write(&lb.template, good.replace("balance roundrobin", "balance roundrobin\n    frobnicate")).unwrap();
+    std::fs::write(
+        &lb.template,
+        good.replace("balance roundrobin", "balance roundrobin\n    frobnicate"),
+    )
+    .unwrap();
     lb.run.wait_line("haproxy -c refused", LONG);
     assert!(lb.run.text().contains("frobnicate"), "{}", lb.run.text());
     // Members still follow... nothing: the old file stays and serves.
@@ -295,7 +329,11 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
             break c;
         }
     };
-    assert!(sticky.cookies.contains_key("SERVERID"), "{:?}", sticky.cookies);
+    assert!(
+        sticky.cookies.contains_key("SERVERID"),
+        "{:?}",
+        sticky.cookies
+    );
     let mut others = Vec::new();
     for i in 0..3 {
         let o = start_backend(dir.path(), &format!("web-x{i}"), free_port(), lb.gossip);
@@ -315,13 +353,27 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
     let cookie = sticky.cookies.get("SERVERID").cloned();
     a.kill9();
     eventually("web-a out of rotation", LONG, || {
-        lb.run.lines.lock().unwrap().iter().any(|(_, l)| l.contains("out of rotation") && l.contains("web-a"))
+        lb.run
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, l)| l.contains("out of rotation") && l.contains("web-a"))
     });
     let mut away = sticky.cookies.clone();
     away.insert("SERVERID".into(), cookie.clone().unwrap());
     let a2 = start_backend(dir.path(), "web-a", port_a, lb.gossip);
     eventually("web-a back in service", LONG, || {
-        lb.run.count("in service") >= 6 && lb.run.lines.lock().unwrap().iter().filter(|(_, l)| l.contains("in service") && l.contains("nodes/web-a ")).count() >= 2
+        lb.run.count("in service") >= 6
+            && lb
+                .run
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, l)| l.contains("in service") && l.contains("nodes/web-a "))
+                .count()
+                >= 2
     });
     let mut back = Client::new(lb.http);
     back.cookies = away;
@@ -351,10 +403,19 @@ fn member(name: &str, ip: [u8; 4], port: u16) -> Member {
 /// Renders the shipped template for `n` members (given in a scrambled order).
 fn render(n: usize) -> String {
     let mut view: Vec<Member> = (0..n)
-        .map(|i| member(&format!("web-{i:04}"), [10, 1, (i / 250) as u8, (i % 250) as u8 + 2], 3000))
+        .map(|i| {
+            member(
+                &format!("web-{i:04}"),
+                [10, 1, (i / 250) as u8, (i % 250) as u8 + 2],
+                3000,
+            )
+        })
         .collect();
     view.push(member("ha", [10, 1, 255, 1], 80));
-    view.last_mut().unwrap().tags.insert("role".into(), "balancer".into());
+    view.last_mut()
+        .unwrap()
+        .tags
+        .insert("role".into(), "balancer".into());
     view.reverse();
     view.rotate_left(n / 3);
     let model = Model::new(
@@ -381,14 +442,27 @@ fn the_shipped_template_renders_byte_stable_configs_that_haproxy_accepts() {
         if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(&snapshot, &text).unwrap();
         }
-        let expected = std::fs::read_to_string(&snapshot)
-            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_SNAPSHOTS=1 writes it)", snapshot.display()));
-        assert!(expected == text, "{} differs from the rendered text", snapshot.display());
+        let expected = std::fs::read_to_string(&snapshot).unwrap_or_else(|e| {
+            panic!("{}: {e} (UPDATE_SNAPSHOTS=1 writes it)", snapshot.display())
+        });
+        assert!(
+            expected == text,
+            "{} differs from the rendered text",
+            snapshot.display()
+        );
         assert_eq!(text.matches("\n    server web-").count(), n);
         // haproxy -c on the config, with its paths moved to a private directory.
         let path = dir.path().join(format!("haproxy-{n}.cfg"));
-        std::fs::write(&path, text.replace("/run/haproxy/", &format!("{}/", dir.path().display()))).unwrap();
-        let out = Command::new("haproxy").args(["-c", "-f"]).arg(&path).output().unwrap();
+        std::fs::write(
+            &path,
+            text.replace("/run/haproxy/", &format!("{}/", dir.path().display())),
+        )
+        .unwrap();
+        let out = Command::new("haproxy")
+            .args(["-c", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "haproxy -c refused {n} members:\n{}",

@@ -372,7 +372,10 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
         match v.string(&format!("haproxy.{key}"), t.get(key)) {
             Some(p) if p.starts_with('/') => PathBuf::from(p),
             Some(p) => {
-                v.problem(&format!("haproxy.{key}"), &format!("{p:?} is not an absolute path"));
+                v.problem(
+                    &format!("haproxy.{key}"),
+                    &format!("{p:?} is not an absolute path"),
+                );
                 PathBuf::from(default)
             }
             None => PathBuf::from(default),
@@ -399,7 +402,10 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
     }
     if let Some(d) = v.duration("haproxy.debounce", t.get("debounce")) {
         if d > Duration::from_secs(1) {
-            v.problem("haproxy.debounce", "is more than 1s: changes would wait too long");
+            v.problem(
+                "haproxy.debounce",
+                "is more than 1s: changes would wait too long",
+            );
         }
         h.debounce = d;
     }
@@ -421,7 +427,11 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
 fn haproxy_service(h: &Haproxy, main: bool) -> Service {
     Service {
         main,
-        restart: if main { Restart::Never } else { Restart::Always },
+        restart: if main {
+            Restart::Never
+        } else {
+            Restart::Always
+        },
         stop_signal: Some(libc::SIGUSR1),
         signal_group: false,
         ..Service::defaults(

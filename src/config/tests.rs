@@ -265,9 +265,8 @@ fn haproxy_table_brings_its_service() {
 
 #[test]
 fn haproxy_table_problems() {
-    let got = problems(
-        "[haproxy]\nport = 0\ntemplate = \"rel.hbs\"\ndebounce = \"5s\"\ncolor = 1\n",
-    );
+    let got =
+        problems("[haproxy]\nport = 0\ntemplate = \"rel.hbs\"\ndebounce = \"5s\"\ncolor = 1\n");
     assert_eq!(
         got,
         vec![

@@ -342,7 +342,10 @@ backend nodes
                         backend,
                         name,
                         gently,
-                    } => format!("remove {backend}/{name}{}", if *gently { " gently" } else { "" }),
+                    } => format!(
+                        "remove {backend}/{name}{}",
+                        if *gently { " gently" } else { "" }
+                    ),
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
@@ -353,10 +356,18 @@ backend nodes
     #[test]
     fn membership_changes_are_runtime_operations() {
         check(&[], &[], "nothing");
-        check(&[("a", "10.0.0.1:3000")], &[("a", "10.0.0.1:3000")], "nothing");
+        check(
+            &[("a", "10.0.0.1:3000")],
+            &[("a", "10.0.0.1:3000")],
+            "nothing",
+        );
         check(&[], &[("a", "10.0.0.1:3000")], "add nodes/a 10.0.0.1:3000");
         check(
-            &[("a", "10.0.0.1:3000"), ("leaving-b", "10.0.0.2:3000"), ("c", "10.0.0.3:3000")],
+            &[
+                ("a", "10.0.0.1:3000"),
+                ("leaving-b", "10.0.0.2:3000"),
+                ("c", "10.0.0.3:3000"),
+            ],
             &[("a", "10.0.0.9:3000")],
             "move nodes/a 10.0.0.9:3000; remove nodes/c; remove nodes/leaving-b gently",
         );
@@ -385,14 +396,18 @@ backend nodes
     #[test]
     fn comments_and_spacing_are_not_structure() {
         let a = parse("global\n  maxconn 10 # ten\n\nbackend b\n  server s 1.2.3.4:5\n");
-        let b = parse("global\n\tmaxconn   10\nbackend b # the backend\n  server s 1.2.3.4:5 # x\n");
+        let b =
+            parse("global\n\tmaxconn   10\nbackend b # the backend\n  server s 1.2.3.4:5 # x\n");
         assert_eq!(a, b);
     }
 
     #[test]
     fn reads_sockets_state_file_and_defaults() {
         let p = config(&[("a", "10.0.0.1:3000")]);
-        assert_eq!(p.admin_socket, Some(PathBuf::from("/run/haproxy/admin.sock")));
+        assert_eq!(
+            p.admin_socket,
+            Some(PathBuf::from("/run/haproxy/admin.sock"))
+        );
         assert_eq!(p.state_file, Some(PathBuf::from("/var/lib/haproxy/state")));
         let s = &p.servers[&("nodes".to_owned(), "a".to_owned())];
         assert_eq!(s.endpoint, Some("10.0.0.1:3000".parse().expect("addr")));

@@ -69,7 +69,12 @@ impl Model {
         let mut members: Vec<ModelMember> = view
             .iter()
             .filter(|m| m.status == Status::Alive)
-            .filter(|m| selection.role.as_ref().is_none_or(|r| m.tags.get("role") == Some(r)))
+            .filter(|m| {
+                selection
+                    .role
+                    .as_ref()
+                    .is_none_or(|r| m.tags.get("role") == Some(r))
+            })
             .map(|m| ModelMember {
                 name: m.name.clone(),
                 address: m.addr.ip(),
@@ -124,12 +129,22 @@ mod tests {
     #[test]
     fn selects_alive_members_of_the_role_sorted_by_name() {
         let view = vec![
-            member("web-b", "10.0.0.3", Status::Alive, &[("role", "backend"), ("port", "8080")]),
+            member(
+                "web-b",
+                "10.0.0.3",
+                Status::Alive,
+                &[("role", "backend"), ("port", "8080")],
+            ),
             member("ha", "10.0.0.1", Status::Alive, &[("role", "balancer")]),
             member("web-a", "10.0.0.2", Status::Alive, &[("role", "backend")]),
             member("web-c", "10.0.0.4", Status::Leaving, &[("role", "backend")]),
             member("web-d", "10.0.0.5", Status::Failed, &[("role", "backend")]),
-            member("web-e", "10.0.0.6", Status::Alive, &[("role", "backend"), ("port", "x")]),
+            member(
+                "web-e",
+                "10.0.0.6",
+                Status::Alive,
+                &[("role", "backend"), ("port", "x")],
+            ),
         ];
         let selection = Selection {
             role: Some("backend".to_owned()),
@@ -144,7 +159,13 @@ mod tests {
         assert_eq!(names, [("web-a", 3000), ("web-b", 8080), ("web-e", 3000)]);
         assert_eq!(model.addresses[1].host, "web-b");
         assert_eq!(model.addresses[1].ip.to_string(), "10.0.0.3");
-        let all = Model::new(&view, &Selection { role: None, default_port: 1 });
+        let all = Model::new(
+            &view,
+            &Selection {
+                role: None,
+                default_port: 1,
+            },
+        );
         assert_eq!(all.members.len(), 4);
     }
 }

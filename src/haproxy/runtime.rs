@@ -30,7 +30,12 @@ impl Admin {
     pub async fn command(&mut self, command: &str) -> std::io::Result<String> {
         let result = tokio::time::timeout(ANSWER_TIMEOUT, self.exchange(command)).await;
         match result {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok(answer)) => {
+                if !command.starts_with("show ") {
+                    tracing::debug!(command, answer, "haproxy runtime api");
+                }
+                Ok(answer)
+            }
             Ok(Err(e)) => {
                 self.conn = None;
                 Err(e)
@@ -93,7 +98,11 @@ pub async fn master(path: &Path, command: &str) -> std::io::Result<String> {
     };
     tokio::time::timeout(ANSWER_TIMEOUT, exchange)
         .await
-        .unwrap_or_else(|_| Err(std::io::Error::other("the master CLI did not answer in 5 s")))
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the master CLI did not answer in 5 s",
+            ))
+        })
 }
 
 /// The master's `show proc`: its reload count, failed reloads, and the current workers' pids.

@@ -96,8 +96,8 @@ pub enum RenderError {
     /// The template is invalid or refers to a missing field.
     #[error("template: {0}")]
     Template(String),
-    /// `haproxy -c` refused the rendered config.
-    #[error("haproxy -c refused the rendered config:\n{0}")]
+    /// `haproxy -c` refused the rendered config (kept beside the config as `.new`).
+    #[error("haproxy -c refused the rendered config: {0}")]
     Invalid(String),
     /// The file could not be written.
     #[error("cannot write {path}: {source}")]
@@ -151,6 +151,10 @@ impl Sync {
     pub async fn run(mut self, mut views: watch::Receiver<Vec<Member>>) {
         let mut recheck = tokio::time::interval(TEMPLATE_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // An interval, not a sleep per turn: views change often (suspicions, retries) and must
+        // not keep pushing the poll back.
+        let mut poll_tick = tokio::time::interval(POLL);
+        poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut admin = self.admin();
         loop {
             let poll = !self.pending.is_empty();
@@ -165,7 +169,7 @@ impl Sync {
                     self.update(&mut admin).await;
                 }
                 _ = recheck.tick() => self.update(&mut admin).await,
-                _ = tokio::time::sleep(POLL), if poll => self.advance(&mut admin).await,
+                _ = poll_tick.tick(), if poll => self.advance(&mut admin).await,
             }
             if admin.is_none() {
                 admin = self.admin();
@@ -211,7 +215,6 @@ impl Sync {
         vec![
             self.settings.haproxy.clone(),
             "-c".to_owned(),
-            "-q".to_owned(),
             "-f".to_owned(),
             path.display().to_string(),
         ]
@@ -226,7 +229,7 @@ impl Sync {
         if outcome.status.success() {
             Ok(())
         } else {
-            Err(RenderError::Invalid(outcome.output.trim().to_owned()))
+            Err(RenderError::Invalid(alerts(&outcome.output)))
         }
     }
 
@@ -240,7 +243,7 @@ impl Sync {
         if outcome.status.success() {
             Ok(())
         } else {
-            Err(RenderError::Invalid(outcome.output.trim().to_owned()))
+            Err(RenderError::Invalid(alerts(&outcome.output)))
         }
     }
 
@@ -345,8 +348,11 @@ impl Sync {
                 Op::Move(s) => {
                     if let Some(e) = s.endpoint {
                         let id = format!("{}/{}", s.backend, s.name);
-                        send(a, &format!("set server {id} addr {} port {}", e.ip(), e.port()))
-                            .await?;
+                        send(
+                            a,
+                            &format!("set server {id} addr {} port {}", e.ip(), e.port()),
+                        )
+                        .await?;
                     }
                 }
             }
@@ -366,7 +372,11 @@ impl Sync {
         if answer.contains("Already exists") {
             // Still there from a drain or removal under way: bring it back.
             if let Some(e) = s.endpoint {
-                send(a, &format!("set server {id} addr {} port {}", e.ip(), e.port())).await?;
+                send(
+                    a,
+                    &format!("set server {id} addr {} port {}", e.ip(), e.port()),
+                )
+                .await?;
             }
         } else if !answer.contains("New server registered") {
             return Err(format!("{command}: {answer}"));
@@ -375,7 +385,11 @@ impl Sync {
             // server away and back so it gets the same cookie as it would from the config.
             let other = if e.port() == 65535 { 1 } else { e.port() + 1 };
             send(a, &format!("set server {id} addr {} port {other}", e.ip())).await?;
-            send(a, &format!("set server {id} addr {} port {}", e.ip(), e.port())).await?;
+            send(
+                a,
+                &format!("set server {id} addr {} port {}", e.ip(), e.port()),
+            )
+            .await?;
         }
         if s.checked() {
             send(a, &format!("enable health {id}")).await?;
@@ -432,7 +446,10 @@ impl Sync {
                         self.pending.remove(&key);
                     }
                     Some(st) if st.check_passed() => {
-                        if send(a, &format!("set server {id} state ready")).await.is_ok() {
+                        if send(a, &format!("set server {id} state ready"))
+                            .await
+                            .is_ok()
+                        {
                             tracing::info!(server = %id, after_ms = ms(now - since), "in service (first check passed)");
                             self.pending.remove(&key);
                         }
@@ -445,7 +462,10 @@ impl Sync {
                         if !idle {
                             tracing::warn!(server = %id, "drain deadline passed; sessions remain");
                         }
-                        if send(a, &format!("set server {id} state maint")).await.is_ok() {
+                        if send(a, &format!("set server {id} state maint"))
+                            .await
+                            .is_ok()
+                        {
                             self.pending.insert(key, Pending::Removing { since: now });
                         }
                     }
@@ -556,6 +576,23 @@ async fn send(a: &mut Admin, command: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{command}: {answer}"))
+    }
+}
+
+/// HAProxy's alerts from `haproxy -c` output, on one line (all of it when there is none).
+fn alerts(output: &str) -> String {
+    let lines: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("[ALERT]"))
+        .map(|l| match l.find(" : ") {
+            Some(i) => l[i + 3..].trim(),
+            None => l.trim(),
+        })
+        .collect();
+    if lines.is_empty() {
+        output.trim().replace('\n', " | ")
+    } else {
+        lines.join(" | ")
     }
 }
 

@@ -62,7 +62,11 @@ impl Client {
             self.conn = Some(BufReader::new(s));
         }
         let conn = self.conn.as_mut().unwrap();
-        let cookie: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let mut req = format!("GET {path} HTTP/1.1\r\nHost: lb\r\nUser-Agent: muster-test\r\n");
         if !cookie.is_empty() {
             req.push_str(&format!("Cookie: {}\r\n", cookie.join("; ")));
@@ -72,7 +76,9 @@ impl Client {
             .write_all(req.as_bytes())
             .map_err(|e| format!("write: {e}"))?;
         let mut line = String::new();
-        let n = conn.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+        let n = conn
+            .read_line(&mut line)
+            .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("connection closed before an answer".into());
         }
@@ -106,7 +112,8 @@ impl Client {
             return Err("chunked answers are not supported by this client".into());
         }
         let mut body = vec![0u8; len];
-        conn.read_exact(&mut body).map_err(|e| format!("read body: {e}"))?;
+        conn.read_exact(&mut body)
+            .map_err(|e| format!("read body: {e}"))?;
         resp.body = String::from_utf8_lossy(&body).into_owned();
         for (k, v) in &resp.headers {
             if k.eq_ignore_ascii_case("set-cookie") {
