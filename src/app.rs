@@ -44,27 +44,38 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
             None => (None, None),
         };
         let waiters = Waiters::default();
-        if let Some(h) = &config.haproxy {
-            let helpers = Helpers::new(inherited, waiters.clone());
-            let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
-            start_haproxy_sync(h, helpers, view, seeds).await?;
-        }
+        let sync_stop = match &config.haproxy {
+            Some(h) => {
+                let helpers = Helpers::new(inherited, waiters.clone());
+                let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
+                start_haproxy_sync(h, helpers, view, seeds).await?
+            }
+            None => None,
+        };
         if let Some(path) = &config.control_socket {
             if let Err(error) = serve_control(path, gossip.clone()) {
                 tracing::warn!(socket = %path.display(), %error, "no control socket");
             }
         }
-        let before_stop: Option<BeforeStop> = gossip.map(|commands| -> BeforeStop {
-            Box::new(move || {
+        let before_stop: Option<BeforeStop> = if gossip.is_some() || sync_stop.is_some() {
+            Some(Box::new(move || {
                 Box::pin(async move {
-                    let (done, wait) = oneshot::channel();
-                    if commands.send(Command::Leave(done)).is_ok() {
-                        tracing::info!("leaving the cluster before stopping services");
-                        let _ = wait.await;
+                    // The HAProxy sync stops first: HAProxy is about to soft-stop.
+                    if let Some(stop) = sync_stop {
+                        let _ = stop.send(());
+                    }
+                    if let Some(commands) = gossip {
+                        let (done, wait) = oneshot::channel();
+                        if commands.send(Command::Leave(done)).is_ok() {
+                            tracing::info!("leaving the cluster before stopping services");
+                            let _ = wait.await;
+                        }
                     }
                 })
-            })
-        });
+            }))
+        } else {
+            None
+        };
         let (tap, shipper) = match &config.logship {
             Some(l) => {
                 let host = match &l.hostname {
@@ -92,13 +103,14 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
 }
 
 /// Renders HAProxy's first config from the membership known after a short wait (so an LB
-/// that restarts comes back with every live server), then follows membership in a task.
+/// that restarts comes back with every live server), then follows membership in a task;
+/// returns what stops that task.
 async fn start_haproxy_sync(
     h: &config::Haproxy,
     helpers: Helpers,
     view: Option<watch::Receiver<Vec<Member>>>,
     seeds: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<oneshot::Sender<()>>> {
     for dir in [h.config.parent(), h.master_socket.parent()]
         .into_iter()
         .flatten()
@@ -124,7 +136,7 @@ async fn start_haproxy_sync(
         );
         let sync = Sync::prepare(settings, helpers, Vec::new()).context("haproxy")?;
         drop(sync);
-        return Ok(());
+        return Ok(None);
     };
     if seeds {
         // The first join brings the whole membership (push/pull): wait for it, briefly.
@@ -133,8 +145,9 @@ async fn start_haproxy_sync(
     }
     let members = view.borrow_and_update().clone();
     let sync = Sync::prepare(settings, helpers, members).context("haproxy")?;
-    tokio::spawn(sync.run(view));
-    Ok(())
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(sync.run(view, stopped));
+    Ok(Some(stop))
 }
 
 fn start_gossip(

@@ -9,41 +9,64 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const PROJECT: &str = "muster-e2e";
+mod common;
+
+use common::http::{Client, Load};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::free_port()
+}
+
+fn build_images() {
+    let build = Command::new(root().join("images/build.sh"))
+        .status()
+        .expect("run images/build.sh");
+    assert!(build.success(), "images/build.sh failed");
 }
 
 struct Lab {
+    /// Compose project name; the network is named after it.
+    project: &'static str,
+    /// Third byte of the lab's private subnet 192.168.X.0/24.
+    subnet: u8,
     http: u16,
     stats: u16,
+}
+
+impl Lab {
+    /// A lab under its own project, network and free ports, taken down first if left over.
+    fn new(project: &'static str, subnet: u8) -> Lab {
+        let lab = Lab {
+            project,
+            subnet,
+            http: free_port(),
+            stats: free_port(),
+        };
+        lab.compose(&["down", "-v", "-t", "5"]);
+        lab
+    }
 }
 
 impl Lab {
     fn compose(&self, args: &[&str]) -> std::process::Output {
         let out = Command::new("docker-compose")
             .current_dir(root())
-            .args(["-p", PROJECT, "-f", "compose/docker-compose.yml"])
+            .args(["-p", self.project, "-f", "compose/docker-compose.yml"])
             .args(args)
             .env("MUSTER_HTTP_PORT", self.http.to_string())
             .env("MUSTER_STATS_PORT", self.stats.to_string())
-            .env("MUSTER_NETWORK", "muster-e2e-heig")
-            .env("MUSTER_SUBNET", "192.168.242.0/24")
-            .env("MUSTER_HA_IP", "192.168.242.42")
+            .env("MUSTER_NETWORK", format!("{}-heig", self.project))
+            .env("MUSTER_SUBNET", format!("192.168.{}.0/24", self.subnet))
+            .env("MUSTER_HA_IP", format!("192.168.{}.42", self.subnet))
             .output()
             .expect("run docker-compose");
         eprintln!(
@@ -76,6 +99,10 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let out = self.compose(&["logs", "--no-color", "--tail", "150", "ha"]);
+            eprintln!("ha's last lines:\n{}", String::from_utf8_lossy(&out.stdout));
+        }
         self.compose(&["down", "-v", "-t", "10"]);
     }
 }
@@ -165,16 +192,9 @@ fn hosts_seen(lab: &Lab, n: usize) -> BTreeSet<String> {
 
 #[test]
 fn lab_serves_stops_cleanly_and_reports_a_killed_app() {
-    let build = Command::new(root().join("images/build.sh"))
-        .status()
-        .expect("run images/build.sh");
-    assert!(build.success(), "images/build.sh failed");
+    build_images();
 
-    let lab = Lab {
-        http: free_port(),
-        stats: free_port(),
-    };
-    lab.compose(&["down", "-v", "-t", "5"]);
+    let lab = Lab::new("muster-e2e", 242);
     assert!(
         lab.compose(&["up", "-d"]).status.success(),
         "docker-compose up"
@@ -343,4 +363,148 @@ fn lab_serves_stops_cleanly_and_reports_a_killed_app() {
     );
     let survivors = hosts_seen(&lab, 10);
     assert_eq!(survivors.len(), 1, "the other webapp serves: {survivors:?}");
+}
+
+fn json_number(body: &str, key: &str) -> Option<u64> {
+    let start = body.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = body[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Hosts answering `n` cookie-less GETs through the load balancer (any status counts as none).
+fn hosts_now(lab: &Lab, n: usize) -> BTreeSet<String> {
+    (0..n)
+        .filter_map(|_| lab.get(lab.http, "/"))
+        .filter(|(c, _)| *c == 200)
+        .filter_map(|(_, b)| json_field(&b, "host"))
+        .collect()
+}
+
+/// A client with cookies that must stay on one webapp, its session's view count going up by
+/// one at every request.
+struct Sticky {
+    client: Client,
+    host: String,
+    views: u64,
+    requests: u64,
+}
+
+impl Sticky {
+    fn new(http: u16) -> Sticky {
+        let mut client = Client::new(SocketAddr::from(([127, 0, 0, 1], http)));
+        let r = client.get("/").expect("first sticky request");
+        assert_eq!(r.status, 200, "{}", r.body);
+        Sticky {
+            host: json_field(&r.body, "host").expect("host"),
+            views: json_number(&r.body, "sessionViews").expect("sessionViews"),
+            client,
+            requests: 1,
+        }
+    }
+
+    fn check(&mut self) {
+        let r = self.client.get("/").expect("sticky request");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let host = json_field(&r.body, "host").expect("host");
+        let views = json_number(&r.body, "sessionViews").expect("sessionViews");
+        assert_eq!(
+            (host.as_str(), views),
+            (self.host.as_str(), self.views + 1),
+            "the sticky client changed backend or lost its session after {} requests",
+            self.requests
+        );
+        self.views = views;
+        self.requests += 1;
+    }
+}
+
+#[test]
+fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
+    build_images();
+    let lab = Lab::new("muster-e2e-sync", 243);
+    assert!(
+        lab.compose(&["up", "-d", "--scale", "webapp=1"])
+            .status
+            .success()
+    );
+    wait_for(
+        "the webapp served through ha",
+        Duration::from_secs(60),
+        || hosts_now(&lab, 1).len() == 1,
+    );
+    let mut sticky = Sticky::new(lab.http);
+    let load = Load::start(
+        SocketAddr::from(([127, 0, 0, 1], lab.http)),
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(600),
+        2_000_000,
+    );
+
+    // 1 → 10: every new webapp takes traffic; the sticky client stays where it is.
+    assert!(
+        lab.compose(&["up", "-d", "--scale", "webapp=10"])
+            .status
+            .success()
+    );
+    wait_for("ten webapps served", Duration::from_secs(120), || {
+        sticky.check();
+        hosts_now(&lab, 40).len() == 10
+    });
+    // 10 → 1: the nine removed ones are drained and removed, the sticky one stays.
+    assert!(
+        lab.compose(&["up", "-d", "--scale", "webapp=1"])
+            .status
+            .success()
+    );
+    wait_for("one webapp left", Duration::from_secs(60), || {
+        sticky.check();
+        hosts_now(&lab, 10) == BTreeSet::from([sticky.host.clone()])
+    });
+    // 1 → 4, then `docker kill` of the three new ones under load.
+    assert!(
+        lab.compose(&["up", "-d", "--scale", "webapp=4"])
+            .status
+            .success()
+    );
+    wait_for("four webapps served", Duration::from_secs(60), || {
+        sticky.check();
+        hosts_now(&lab, 20).len() == 4
+    });
+    for id in lab.ids("webapp") {
+        let host = docker(&["inspect", "-f", "{{.Config.Hostname}}", &id]);
+        if host != sticky.host {
+            docker(&["kill", &id]);
+        }
+    }
+    wait_for(
+        "the killed webapps out of rotation",
+        Duration::from_secs(30),
+        || {
+            sticky.check();
+            hosts_now(&lab, 10) == BTreeSet::from([sticky.host.clone()])
+        },
+    );
+    for _ in 0..20 {
+        sticky.check();
+    }
+    let stats = load.finish();
+    eprintln!(
+        "load through the churn: {} ok, {} failed; sticky client: {} requests, {} views",
+        stats.ok, stats.failed, sticky.requests, sticky.views
+    );
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
+    assert!(stats.ok > 1000, "the load ran: {stats:?}");
+
+    // The stats page lists the live member by name.
+    let (code, page) = lab.get(lab.stats, "/").expect("stats page");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(&sticky.host),
+        "stats page names {}",
+        sticky.host
+    );
 }

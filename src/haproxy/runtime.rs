@@ -26,6 +26,12 @@ impl Admin {
         }
     }
 
+    /// Closes the connection (an open CLI session would keep a soft-stopping HAProxy alive
+    /// until `stats timeout`); the next command opens a new one.
+    pub fn close(&mut self) {
+        self.conn = None;
+    }
+
     /// Sends one command and returns HAProxy's answer (trimmed).
     pub async fn command(&mut self, command: &str) -> std::io::Result<String> {
         let result = tokio::time::timeout(ANSWER_TIMEOUT, self.exchange(command)).await;

@@ -147,8 +147,13 @@ impl Sync {
         Ok(sync)
     }
 
-    /// Follows the view until the view's sender is gone.
-    pub async fn run(mut self, mut views: watch::Receiver<Vec<Member>>) {
+    /// Follows the view until the view's sender is gone or `stop` fires (muster is stopping:
+    /// no change is applied any more, and no CLI session holds HAProxy's soft stop back).
+    pub async fn run(
+        mut self,
+        mut views: watch::Receiver<Vec<Member>>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
         let mut recheck = tokio::time::interval(TEMPLATE_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // An interval, not a sleep per turn: views change often (suspicions, retries) and must
@@ -170,9 +175,13 @@ impl Sync {
                 }
                 _ = recheck.tick() => self.update(&mut admin).await,
                 _ = poll_tick.tick(), if poll => self.advance(&mut admin).await,
+                _ = &mut stop => return,
             }
-            if admin.is_none() {
-                admin = self.admin();
+            match admin.as_mut() {
+                None => admin = self.admin(),
+                // Nothing under way: let go of the CLI session until the next change.
+                Some(a) if self.pending.is_empty() => a.close(),
+                Some(_) => {}
             }
         }
     }
