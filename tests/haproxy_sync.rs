@@ -470,3 +470,43 @@ fn the_shipped_template_renders_byte_stable_configs_that_haproxy_accepts() {
         );
     }
 }
+
+#[test]
+fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb(dir.path());
+    let _a = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
+    let b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
+    wait_in_service(&lb, "web-a");
+    wait_in_service(&lb, "web-b");
+    // web-b drains; during its drain a structural change comes.
+    let load = Load::start(lb.http, 4, Duration::from_millis(2), LONG, 1_000_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let good = std::fs::read_to_string(&lb.template).unwrap();
+    std::fs::write(
+        &lb.template,
+        good.replace(
+            "    option forwardfor\n",
+            "    option forwardfor\n    http-response set-header X-Generation two\n",
+        ),
+    )
+    .unwrap();
+    lb.run.wait_line("haproxy reloaded", LONG);
+    let c = start_backend(dir.path(), "web-c", free_port(), lb.gossip);
+    wait_in_service(&lb, "web-c");
+    b.run.signal(libc::SIGTERM);
+    eventually("web-b drained", LONG, || {
+        lb.run.text().contains("draining (member leaving) server=nodes/web-b")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = load.finish();
+    eprintln!("load: {stats:?}");
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
+    assert_eq!(lb.run.count("reloading haproxy"), 1, "{}", lb.run.text());
+    // The new worker serves the new config, with every live server up (state file).
+    let r = Client::new(lb.http).get("/").unwrap();
+    assert_eq!(r.header("x-generation"), Some("two"));
+    assert!(served_by(&lb, "web-a") && served_by(&lb, "web-c"));
+    assert!(!served_by(&lb, "web-b"));
+    drop(c);
+}

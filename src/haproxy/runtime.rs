@@ -98,6 +98,8 @@ pub async fn master(path: &Path, command: &str) -> std::io::Result<String> {
         let mut s = UnixStream::connect(path).await?;
         s.write_all(command.as_bytes()).await?;
         s.write_all(b"\n").await?;
+        // The master answers and closes only once our side is shut for writing.
+        s.shutdown().await?;
         let mut out = String::new();
         s.read_to_string(&mut out).await?;
         Ok(out)

@@ -33,6 +33,8 @@ pub struct Client {
     addr: SocketAddr,
     conn: Option<BufReader<TcpStream>>,
     pub cookies: BTreeMap<String, String>,
+    /// Whether answers' cookies are kept and sent back (a browser); off for the load.
+    pub keep_cookies: bool,
 }
 
 impl Client {
@@ -41,6 +43,7 @@ impl Client {
             addr,
             conn: None,
             cookies: BTreeMap::new(),
+            keep_cookies: true,
         }
     }
 
@@ -116,7 +119,7 @@ impl Client {
             .map_err(|e| format!("read body: {e}"))?;
         resp.body = String::from_utf8_lossy(&body).into_owned();
         for (k, v) in &resp.headers {
-            if k.eq_ignore_ascii_case("set-cookie") {
+            if self.keep_cookies && k.eq_ignore_ascii_case("set-cookie") {
                 if let Some((name, rest)) = v.split_once('=') {
                     let value = rest.split(';').next().unwrap_or("").to_owned();
                     if value.is_empty() {
@@ -148,7 +151,7 @@ pub struct Stats {
     pub by_body: BTreeMap<String, u64>,
 }
 
-/// A bounded load: `conns` keep-alive clients, each pausing `pause` between requests, until
+/// A bounded load: `conns` keep-alive clients without cookies, each pausing `pause` between requests, until
 /// stopped, `max_time` has passed or `max_requests` were sent in all.
 pub struct Load {
     stop: Arc<AtomicBool>,
@@ -172,7 +175,9 @@ impl Load {
                 let stop = stop.clone();
                 let stats = stats.clone();
                 std::thread::spawn(move || {
+                    // No cookies: round robin spreads the load over every server.
                     let mut c = Client::new(addr);
+                    c.keep_cookies = false;
                     let per = max_requests / conns as u64;
                     for _ in 0..per {
                         if stop.load(Ordering::Relaxed) || started.elapsed() > max_time {
