@@ -496,7 +496,9 @@ fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
     wait_in_service(&lb, "web-c");
     b.run.signal(libc::SIGTERM);
     eventually("web-b drained", LONG, || {
-        lb.run.text().contains("draining (member leaving) server=nodes/web-b")
+        lb.run
+            .text()
+            .contains("draining (member leaving) server=nodes/web-b")
     });
     std::thread::sleep(Duration::from_millis(500));
     let stats = load.finish();
@@ -509,4 +511,179 @@ fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
     assert!(served_by(&lb, "web-a") && served_by(&lb, "web-c"));
     assert!(!served_by(&lb, "web-b"));
     drop(c);
+}
+
+/// The sync itself (the library's `Sync`, a real haproxy) following a view that jumps from 0 to
+/// N members, then gains one more: how long render, check and apply take at that size. The
+/// members' apps are N tiny HTTP listeners in this process; gossip is left out (its own
+/// benchmark covers it). N is `MUSTER_BENCH_MEMBERS` (default 200); tests/bench/haproxy.py
+/// runs it with 1,000 and reads the `BENCH` line.
+#[test]
+fn scale_render_and_apply_at_many_members() {
+    use muster::haproxy::runtime::{Admin, parse_servers_state};
+    use muster::haproxy::sync::{Settings, Sync};
+    use muster::supervisor::helper::Helpers;
+    use muster::supervisor::ready::Waiters;
+    use muster::supervisor::signals::Inherited;
+
+    let n: usize = std::env::var("MUSTER_BENCH_MEMBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let dir = tempfile::tempdir().unwrap();
+    let (http, stats) = (free_port(), free_port());
+    let template = dir.path().join("haproxy.cfg.hbs");
+    std::fs::write(&template, loopback_template(dir.path(), http, stats)).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The members' apps: every GET or HEAD answers 200 with the member's name.
+    let mut ports = Vec::new();
+    for i in 0..=n {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        ports.push(listener.local_addr().unwrap().port());
+        let name = format!("m-{i:04}");
+        runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 2048];
+                    let Ok(k) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    let head = buf[..k].starts_with(b"HEAD");
+                    let body = if head { "" } else { name.as_str() };
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        name.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+    }
+    // A reaper for the helpers' `haproxy -c` (this process plays muster's supervisor).
+    let waiters = Waiters::default();
+    let helpers = Helpers::new(Inherited::capture_and_unblock(), waiters.clone());
+    std::thread::spawn({
+        let waiters = waiters.clone();
+        move || loop {
+            muster::supervisor::reaper::reap_all(|pid, status| {
+                if let Some(tx) = waiters.lock().unwrap().remove(&pid) {
+                    let _ = tx.send(status);
+                }
+            });
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let settings = Settings {
+        template,
+        config: dir.path().join("haproxy.cfg"),
+        selection: Selection {
+            role: Some("backend".into()),
+            default_port: 80,
+        },
+        master_socket: dir.path().join("master.sock"),
+        haproxy: "haproxy".into(),
+        debounce: Duration::from_millis(10),
+        drain_timeout: Duration::from_secs(3),
+    };
+    let sync = Sync::prepare(settings.clone(), helpers, Vec::new()).unwrap();
+    let haproxy = Command::new("haproxy")
+        .args(["-W", "-db", "-S"])
+        .arg(&settings.master_socket)
+        .arg("-f")
+        .arg(&settings.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let admin_path = dir.path().join("admin.sock");
+    eventually("haproxy's admin socket", LONG, || admin_path.exists());
+    let view_of = |k: usize| -> Vec<Member> {
+        (0..k)
+            .map(|i| member(&format!("m-{i:04}"), [127, 0, 0, 1], ports[i]))
+            .collect()
+    };
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let (_stop, stopped) = tokio::sync::oneshot::channel();
+    runtime.spawn(sync.run(rx, stopped));
+    let mut admin = Admin::new(&admin_path);
+    let mut in_service = |admin: &mut Admin| -> (usize, usize) {
+        let text = runtime
+            .block_on(admin.command("show servers state"))
+            .unwrap_or_default();
+        let states = parse_servers_state(&text);
+        let ready = states.values().filter(|s| s.op == 2 && !s.maint()).count();
+        (states.len(), ready)
+    };
+    // Render and check alone, at this size.
+    let model = Model::new(&view_of(n), &settings.selection);
+    let compiled =
+        Template::compile(&std::fs::read_to_string(&settings.template).unwrap(), "t").unwrap();
+    let t = Instant::now();
+    let text = compiled.render(&model).unwrap();
+    let render_ms = t.elapsed().as_secs_f64() * 1e3;
+    let probe = dir.path().join("probe.cfg");
+    std::fs::write(&probe, &text).unwrap();
+    let t = Instant::now();
+    assert!(
+        Command::new("haproxy")
+            .args(["-c", "-q", "-f"])
+            .arg(&probe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let check_ms = t.elapsed().as_secs_f64() * 1e3;
+
+    // 0 → n members at once.
+    let t = Instant::now();
+    tx.send(view_of(n)).unwrap();
+    let mut added = None;
+    eventually("every server in service", Duration::from_secs(120), || {
+        let (present, ready) = in_service(&mut admin);
+        if present >= n && added.is_none() {
+            added = Some(t.elapsed());
+        }
+        ready == n
+    });
+    let all_ready = t.elapsed();
+    let added = added.unwrap_or(all_ready);
+    // One more join at that size.
+    let t = Instant::now();
+    tx.send(view_of(n + 1)).unwrap();
+    eventually("the extra server in service", LONG, || {
+        in_service(&mut admin).1 == n + 1
+    });
+    let one_more = t.elapsed();
+    let rendered = std::fs::read_to_string(&settings.config).unwrap();
+    assert_eq!(rendered.matches("\n    server m-").count(), n + 1);
+    assert!(served_by_port(http, "m-0000") || served_by_port(http, &format!("m-{n:04}")));
+    let bench = format!(
+        "{{\"members\": {n}, \"render_ms\": {render_ms:.2}, \"check_ms\": {check_ms:.1}, \
+         \"all_added_ms\": {:.1}, \"all_in_service_ms\": {:.1}, \"one_more_in_service_ms\": {:.1}}}",
+        added.as_secs_f64() * 1e3,
+        all_ready.as_secs_f64() * 1e3,
+        one_more.as_secs_f64() * 1e3
+    );
+    println!("BENCH {bench}");
+    signal(haproxy.id() as i32, libc::SIGTERM);
+}
+
+fn served_by_port(http: u16, name: &str) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], http));
+    (0..50).any(|_| {
+        Client::new(addr)
+            .get("/")
+            .is_ok_and(|r| r.body.trim() == name)
+    })
 }
