@@ -597,6 +597,8 @@ fn scale_render_and_apply_at_many_members() {
         drain_timeout: Duration::from_secs(3),
     };
     let sync = Sync::prepare(settings.clone(), helpers, Vec::new()).unwrap();
+    // Not waited for with `wait()`: the reaper thread above collects it.
+    #[allow(clippy::zombie_processes)]
     let haproxy = Command::new("haproxy")
         .args(["-W", "-db", "-S"])
         .arg(&settings.master_socket)
@@ -617,7 +619,7 @@ fn scale_render_and_apply_at_many_members() {
     let (_stop, stopped) = tokio::sync::oneshot::channel();
     runtime.spawn(sync.run(rx, stopped));
     let mut admin = Admin::new(&admin_path);
-    let mut in_service = |admin: &mut Admin| -> (usize, usize) {
+    let in_service = |admin: &mut Admin| -> (usize, usize) {
         let text = runtime
             .block_on(admin.command("show servers state"))
             .unwrap_or_default();
