@@ -1,15 +1,16 @@
 //! muster: one small static binary that is PID 1 of every container of a load-balanced web
-//! cluster: the supervisor, a member of the cluster by gossip (Serf's wire format) and the
-//! shipper of every service's log lines to a central collector. HAProxy sync joins them in a
-//! later issue (see `../shared/DESIGN.md`).
+//! cluster: the supervisor, a member of the cluster by gossip (Serf's wire format), the shipper
+//! of every service's log lines to a central collector, and on the load balancer the keeper of
+//! HAProxy's servers (see `../shared/DESIGN.md`).
 //!
 //! # Layout
 //!
 //! Entry point: `main.rs` calls [`cli::main`], which parses the command line and either
 //! validates a configuration ([`config`]), asks a running muster for its members, or runs
-//! muster through [`app::run`]: the one module that knows every subsystem. It starts gossip and
-//! the control socket when configured and runs the supervisor with a before-stop step that
-//! leaves the cluster.
+//! muster through [`app::run`]: the one module that knows every subsystem. It starts gossip, the
+//! control socket, log shipping and the HAProxy sync when configured (the sync renders HAProxy's
+//! first config before the supervisor starts HAProxy), and runs the supervisor with a
+//! before-stop step that stops the sync and leaves the cluster.
 //!
 //! - [`config`]: the TOML file, read into a table and validated key by key into typed values,
 //!   so `check-config` reports every problem at once; `users` resolves `user` from
@@ -23,6 +24,8 @@
 //! - [`supervisor::spawn`]: fork/exec of a service: own process group, inherited signal state
 //!   restored, user switch, notification fd, terminal foreground.
 //! - [`supervisor::reaper`]: `waitpid(-1)` until nothing is left.
+//! - [`supervisor::helper`]: short commands muster runs for itself (`haproxy -c`), their exit
+//!   status collected by the reaper like any child's.
 //! - [`supervisor::ready`]: readiness probes (tcp, http, exec, notify fd).
 //! - [`supervisor::output`]: the pipes muster holds for each service, the line splitter, and
 //!   the sink thread that writes lines to the container's stdout/stderr (the seam for log
@@ -47,14 +50,22 @@
 //!   shell: a bounded queue filled through the output sink's `Tap` (block or drop-oldest) and
 //!   a tokio task talking to the collector. `app.rs` starts it with `[logship]` and gives it
 //!   a few seconds at exit to deliver what is queued.
+//! - [`haproxy`]: the HAProxy sync on the load balancer. Pure cores: `model` (the live members
+//!   of one role, sorted, plus the lab's `addresses`), `template` (handlebars, strict, no
+//!   escaping) and `cfg` (a rendered config read back into servers and skeleton; `plan(old,
+//!   new)` gives runtime operations, or a reload for a structural change, and `plan(None, new)`
+//!   is the first start). The shell: `runtime` (admin socket in prompt mode, master CLI) and
+//!   `sync`, the task following the gossip view: render, `haproxy -c`, atomic write, then
+//!   add / drain / remove servers through the runtime API, or save server state and reload
+//!   through the master CLI.
 //!
 //! # Architecture invariants
 //!
 //! - **Only `supervisor/reaper.rs` calls `waitpid`.** No `tokio::process`, no
 //!   `std::process::Child::wait`: a second waiter would steal exit statuses (tested by
 //!   `tests/invariants.rs`).
-//! - **`supervisor/core.rs`, `gossip/` (but its `driver.rs`) and `logship/` (but its
-//!   `ship.rs`) do no I/O and read no clock**: time (and, for gossip, the random seed) comes in as an argument.
+//! - **`supervisor/core.rs`, `gossip/` (but its `driver.rs`), `logship/` (but its `ship.rs`)
+//!   and `haproxy/` (but its `runtime.rs` and `sync.rs`) do no I/O and read no clock**: time (and, for gossip, the random seed) comes in as an argument.
 //! - **Decoders never panic and never allocate more than their input justifies**: every
 //!   length is checked against the bytes left or an explicit limit.
 //! - **Signal handlers are registered before the first spawn**, so no SIGCHLD is lost.
@@ -62,6 +73,8 @@
 //!   recycled pid is never hit.
 //! - **muster never exits before its descendants are gone or the stop deadline has passed**;
 //!   every wait has a deadline.
+//! - **HAProxy's config file only ever holds a render that `haproxy -c` accepted**, written by
+//!   rename; a membership change never reloads HAProxy (tests/haproxy_sync.rs counts reloads).
 
 pub mod app;
 pub mod cli;

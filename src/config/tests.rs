@@ -28,7 +28,13 @@ fn sample_config_parses() {
     let text = include_str!("../../images/muster.sample.toml");
     let c = Config::parse(text, &NoUsers).expect("sample config is valid");
     assert_eq!(c.stop_timeout, Duration::from_secs(9));
-    assert_eq!(c.services.len(), 2);
+    // logger, app, and the haproxy service [haproxy] brings (not main: app is).
+    assert_eq!(c.services.len(), 3);
+    assert_eq!(c.services[2].name, "haproxy");
+    assert!(!c.services[2].main);
+    let h = c.haproxy.as_ref().expect("[haproxy]");
+    assert_eq!(h.drain_timeout, Duration::from_secs(10));
+    assert_eq!(h.role.as_deref(), Some("backend"));
     let app = &c.services[1];
     assert!(app.main);
     assert_eq!(app.depends_on, vec!["logger".to_owned()]);

@@ -17,3 +17,6 @@ pub mod model;
 pub mod runtime;
 pub mod sync;
 pub mod template;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+//! Tests of the pure cores that need a real instant (a member's `since`).
+
+#![allow(clippy::disallowed_methods)]
+
+mod model {
+    use super::super::model::*;
+    use crate::gossip::serf::{Member, Status};
+    use std::net::SocketAddr;
+
+    fn member(name: &str, ip: &str, status: Status, tags: &[(&str, &str)]) -> Member {
+        Member {
+            name: name.to_owned(),
+            addr: SocketAddr::new(ip.parse().expect("ip"), 7946),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            status,
+            suspect: false,
+            status_ltime: 0,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn selects_alive_members_of_the_role_sorted_by_name() {
+        let view = vec![
+            member(
+                "web-b",
+                "10.0.0.3",
+                Status::Alive,
+                &[("role", "backend"), ("port", "8080")],
+            ),
+            member("ha", "10.0.0.1", Status::Alive, &[("role", "balancer")]),
+            member("web-a", "10.0.0.2", Status::Alive, &[("role", "backend")]),
+            member("web-c", "10.0.0.4", Status::Leaving, &[("role", "backend")]),
+            member("web-d", "10.0.0.5", Status::Failed, &[("role", "backend")]),
+            member(
+                "web-e",
+                "10.0.0.6",
+                Status::Alive,
+                &[("role", "backend"), ("port", "x")],
+            ),
+        ];
+        let selection = Selection {
+            role: Some("backend".to_owned()),
+            default_port: 3000,
+        };
+        let model = Model::new(&view, &selection);
+        let names: Vec<(&str, u16)> = model
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.port))
+            .collect();
+        assert_eq!(names, [("web-a", 3000), ("web-b", 8080), ("web-e", 3000)]);
+        assert_eq!(model.addresses[1].host, "web-b");
+        assert_eq!(model.addresses[1].ip.to_string(), "10.0.0.3");
+        let all = Model::new(
+            &view,
+            &Selection {
+                role: None,
+                default_port: 1,
+            },
+        );
+        assert_eq!(all.members.len(), 4);
+    }
+}
