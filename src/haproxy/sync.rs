@@ -53,7 +53,7 @@ pub struct Settings {
 /// How often the template file is read again when nothing else happens.
 const TEMPLATE_RECHECK: Duration = Duration::from_secs(2);
 /// Poll interval while servers wait for their first good check or drain.
-const POLL: Duration = Duration::from_millis(20);
+const POLL: Duration = Duration::from_millis(10);
 /// Longest wait for a new worker after a reload.
 const RELOAD_LIMIT: Duration = Duration::from_secs(15);
 

@@ -138,7 +138,8 @@ class Poller(threading.Thread):
 class Load:
     """Keep-alive clients (no cookies, no retries) counting every failed request."""
 
-    def __init__(self, conns=4, pause=0.005):
+    def __init__(self, conns=4, pause=0.005, port=None):
+        self.port = port or HTTP
         self.ok = 0
         self.failed = 0
         self.errors = []
@@ -154,7 +155,7 @@ class Load:
         while not self.stop:
             try:
                 if c is None:
-                    c = http.client.HTTPConnection("127.0.0.1", HTTP, timeout=10)
+                    c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                 c.request("GET", "/")
                 r = c.getresponse()
                 r.read()
@@ -298,6 +299,85 @@ def bench_thousand():
     raise SystemExit("the thousand-member test printed no BENCH line")
 
 
+def bench_reload_anchor():
+    """The lab's way of applying a membership change, on loopback: rewrite haproxy.cfg and
+    start `haproxy -f cfg -sf OLDPID` (what the lab's s6 `ha/run` does after each handler),
+    100 times under the same load as muster's loopback churn test; Debian's haproxy 2.6
+    without `idle-close-on-response` (the lab's config has none)."""
+    import tempfile
+    changes = 20 if QUICK else 100
+    tmp = Path(tempfile.mkdtemp(prefix="muster-bench-"))
+    ports = [free_port() for _ in range(6)]
+    be = tmp / "backends.cfg"
+    be.write_text("defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n"
+                  "  timeout server 30s\n" + "".join(
+                      f"frontend f{i}\n  bind 127.0.0.1:{p}\n  http-request return status 200 "
+                      f"content-type text/plain string b{i}\n" for i, p in enumerate(ports)))
+    backends = subprocess.Popen(["haproxy", "-db", "-f", str(be)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    port = free_port()
+    cfg = tmp / "haproxy.cfg"
+
+    def write(live):
+        servers = "".join(f"    server s{i} 127.0.0.1:{ports[i]} check\n" for i in sorted(live))
+        cfg.write_text(f"""global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 50s
+    timeout server 50s
+    retries 3
+    option redispatch
+frontend localnodes
+    bind 127.0.0.1:{port}
+    default_backend nodes
+backend nodes
+    balance roundrobin
+    option httpchk HEAD /
+{servers}""")
+
+    live = {0, 1, 2}
+    write(live)
+    procs = [subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    wait("the anchor haproxy listening", lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10)
+    load = Load(port=port, pause=0.002)
+    started = time.time()
+    for i in range(changes):
+        if len(live) <= 2 or (len(live) < 6 and i % 2 == 0):
+            live.add(min(set(range(6)) - live))
+        else:
+            live.remove(max(live))
+        write(live)
+        procs.append(subprocess.Popen(["haproxy", "-f", str(cfg), "-sf", str(procs[-1].pid)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(0.3)
+    time.sleep(1)
+    result = load.finish()
+    result["changes"] = changes
+    result["seconds"] = time.time() - started
+    for p in procs + [backends]:
+        p.kill()
+        p.wait()
+    say(f"lab's reload anchor: {changes} changes, {result['failed']} failed of "
+        f"{result['ok'] + result['failed']}")
+    return result
+
+
+def bench_muster_loopback_churn():
+    """tests/haproxy_sync.rs's churn test (100 changes under load), run for its figures."""
+    out = subprocess.run(["cargo", "test", "--release", "--locked", "--quiet", "--test",
+                          "haproxy_sync", "a_hundred_membership_changes", "--", "--nocapture"],
+                         cwd=ROOT, capture_output=True, text=True)
+    m = re.search(r"(\d+) changes in ([\d.]+)s; load: ok (\d+) failed (\d+)", out.stdout + out.stderr)
+    if not m:
+        print(out.stdout[-3000:], out.stderr[-3000:], file=sys.stderr)
+        raise SystemExit("the churn test printed no figures")
+    return {"changes": int(m.group(1)), "seconds": float(m.group(2)), "ok": int(m.group(3)),
+            "failed": int(m.group(4))}
+
+
 def svg(join, kill):
     """A strip chart of the samples, in milliseconds."""
     series = [("app ready → served", [r["ready_to_served"] * 1000 for r in join]),
@@ -342,6 +422,9 @@ def main():
     finally:
         compose("down", "-v", "-t", "5")
     thousand = bench_thousand()
+    say("side by side on loopback: muster's churn test, then the lab's reload-per-change way")
+    muster_loop = bench_muster_loopback_churn()
+    anchor = bench_reload_anchor()
     result = {
         "runs": RUNS,
         "join": {"samples": join,
@@ -351,6 +434,7 @@ def main():
                  "requests": sum(r["requests"] for r in kill)},
         "churn": churn,
         "thousand": thousand,
+        "loopback_churn": {"muster": muster_loop, "lab_reload_per_change": anchor},
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "haproxy-bench.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -379,10 +463,18 @@ Medians (p50) with p90 and range. Plot: `haproxy-bench.svg`.
   check passed) after {thousand['all_in_service_ms']:.0f} ms; one more member at that size in
   service after {thousand['one_more_in_service_ms']:.0f} ms (no reload at any point).
 
-The lab's own stack (serf handler + handlebars + `haproxy -sf`) was not run beside it in this
-run; `../shared/research/baseline.md` measured it on this machine earlier: about 1 s from app
-ready to served, 7.1 s from `kill -9` to out of rotation with 236 failed requests at 100 req/s,
-and 82 failed requests during a 1 → 5 → 1 scale with 8 reloads.
+Side by side on loopback, same run, same load generator (4 keep-alive clients, no retries):
+
+| 100 membership changes under load | requests | failed |
+|---|---|---|
+| muster (runtime API; tests/haproxy_sync.rs, gossip members joining, leaving, killed) | {muster_loop['ok'] + muster_loop['failed']} | **{muster_loop['failed']}** |
+| the lab's way: rewrite the config, `haproxy -f cfg -sf OLD` per change | {anchor['ok'] + anchor['failed']} | **{anchor['failed']}** |
+
+The lab's full stack (s6 + serf handlers + handlebars) was not rebuilt for this run, so its
+join and kill latencies are not measured beside muster's; `../shared/research/baseline.md`
+measured them on this machine earlier: about 1 s from app ready to served (serf's 1 s
+coalescing, the handler, the reload), 7.1 s from `kill -9` to out of rotation with 236 failed
+requests at 100 req/s, and 82 failed requests during a 1 → 5 → 1 scale with 8 reloads.
 """
     (OUT / "haproxy-bench.md").write_text(md)
     print(md)
