@@ -317,8 +317,7 @@ fn a_broken_template_or_config_keeps_the_old_config_serving() {
 fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_back() {
     let dir = tempfile::tempdir().unwrap();
     let lb = start_lb(dir.path());
-    let port_a = free_port();
-    let a = start_backend(dir.path(), "web-a", port_a, lb.gossip);
+    let a = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
     let _b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
     wait_in_service(&lb, "web-a");
     wait_in_service(&lb, "web-b");
@@ -329,10 +328,9 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
             break c;
         }
     };
-    assert!(
-        sticky.cookies.contains_key("SERVERID"),
-        "{:?}",
-        sticky.cookies
+    assert_eq!(
+        sticky.cookies.get("MUSTERSRV").map(String::as_str),
+        Some("web-a")
     );
     let mut others = Vec::new();
     for i in 0..3 {
@@ -349,8 +347,9 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
         assert_eq!(sticky.get("/").unwrap().body.trim(), "web-a");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // web-a dies; the client is redispatched, then web-a comes back under its name and port.
-    let cookie = sticky.cookies.get("SERVERID").cloned();
+    // web-a dies; then it comes back under its name at another address (port): a client that
+    // did not come meanwhile is sent to it again.
+    let away = sticky.cookies.clone();
     a.kill9();
     eventually("web-a out of rotation", LONG, || {
         lb.run
@@ -360,9 +359,11 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
             .iter()
             .any(|(_, l)| l.contains("out of rotation") && l.contains("web-a"))
     });
-    let mut away = sticky.cookies.clone();
-    away.insert("SERVERID".into(), cookie.clone().unwrap());
-    let a2 = start_backend(dir.path(), "web-a", port_a, lb.gossip);
+    // Meanwhile the sticky client is balanced to another server, and follows it.
+    let moved = sticky.get("/").unwrap().body.trim().to_owned();
+    assert_ne!(moved, "web-a");
+    assert_eq!(sticky.cookies.get("MUSTERSRV"), Some(&moved));
+    let a2 = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
     eventually("web-a back in service", LONG, || {
         lb.run.count("in service") >= 6
             && lb
@@ -379,6 +380,9 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
     back.cookies = away;
     for _ in 0..10 {
         assert_eq!(back.get("/").unwrap().body.trim(), "web-a");
+    }
+    for _ in 0..10 {
+        assert_eq!(sticky.get("/").unwrap().body.trim(), moved);
     }
     drop(a2);
     let _ = lb.dir;
@@ -479,7 +483,14 @@ fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
     let b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
     wait_in_service(&lb, "web-a");
     wait_in_service(&lb, "web-b");
-    // web-b drains; during its drain a structural change comes.
+    // A client stuck to web-a keeps it across the reload (the sync fills the new worker's
+    // stick table).
+    let mut sticky = loop {
+        let mut c = Client::new(lb.http);
+        if c.get("/").unwrap().body.trim() == "web-a" {
+            break c;
+        }
+    };
     let load = Load::start(lb.http, 4, Duration::from_millis(2), LONG, 1_000_000);
     std::thread::sleep(Duration::from_millis(300));
     let good = std::fs::read_to_string(&lb.template).unwrap();
@@ -492,6 +503,9 @@ fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
     )
     .unwrap();
     lb.run.wait_line("haproxy reloaded", LONG);
+    for _ in 0..20 {
+        assert_eq!(sticky.get("/").unwrap().body.trim(), "web-a");
+    }
     let c = start_backend(dir.path(), "web-c", free_port(), lb.gossip);
     wait_in_service(&lb, "web-c");
     b.run.signal(libc::SIGTERM);
@@ -526,14 +540,15 @@ fn scale_render_and_apply_at_many_members() {
     use muster::supervisor::ready::Waiters;
     use muster::supervisor::signals::Inherited;
 
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_test_writer()
+        .try_init();
     let n: usize = std::env::var("MUSTER_BENCH_MEMBERS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
-    let (http, stats) = (free_port(), free_port());
-    let template = dir.path().join("haproxy.cfg.hbs");
-    std::fs::write(&template, loopback_template(dir.path(), http, stats)).unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -570,6 +585,10 @@ fn scale_render_and_apply_at_many_members() {
             }
         });
     }
+    // HAProxy's ports are chosen once the apps hold theirs, so they cannot meet.
+    let (http, stats) = (free_port(), free_port());
+    let template = dir.path().join("haproxy.cfg.hbs");
+    std::fs::write(&template, loopback_template(dir.path(), http, stats)).unwrap();
     // A reaper for the helpers' `haproxy -c` (this process plays muster's supervisor).
     let waiters = Waiters::default();
     let helpers = Helpers::new(Inherited::capture_and_unblock(), waiters.clone());

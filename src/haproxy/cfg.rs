@@ -69,6 +69,12 @@ impl Server {
         self.last_of("check", "no-check")
     }
 
+    /// Its `id` option.
+    pub fn id(&self) -> Option<u32> {
+        let at = self.args.iter().rposition(|w| w == "id")?;
+        self.args.get(at + 1)?.parse().ok()
+    }
+
     /// Whether the config starts it disabled.
     pub fn disabled(&self) -> bool {
         self.last_of("disabled", "enabled")
@@ -98,6 +104,9 @@ pub struct Parsed {
     pub admin_socket: Option<PathBuf>,
     /// The `server-state-file` (joined to `server-state-base` when relative).
     pub state_file: Option<PathBuf>,
+    /// Backends whose stick table stores server ids: sessions stick by server name, through
+    /// one entry per server (name → id) that the sync keeps.
+    pub name_tables: std::collections::BTreeSet<String>,
 }
 
 const SECTIONS: &[&str] = &[
@@ -189,6 +198,9 @@ pub fn parse(text: &str) -> Parsed {
                 };
                 p.servers.insert((s.backend.clone(), s.name.clone()), s);
                 continue;
+            }
+            "stick-table" if proxy && w.iter().any(|x| x == "server_id") => {
+                p.name_tables.insert(section_name.clone());
             }
             "default-server" if section == "defaults" => defaults_ds.extend(w[1..].iter().cloned()),
             "default-server" if proxy => backend_ds.extend(w[1..].iter().cloned()),
@@ -414,6 +426,12 @@ backend nodes
         assert_eq!(s.runtime_args(), ["inter", "1s", "check", "rise", "1"]);
         assert!(s.checked());
         assert!(!s.disabled());
+        assert_eq!(s.id(), None);
+        let t = parse(
+            "backend b\n  stick-table type string len 64 size 1k store server_id\n  server s 1.2.3.4:5 id 42\n",
+        );
+        assert_eq!(t.name_tables.iter().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(t.servers[&("b".to_owned(), "s".to_owned())].id(), Some(42));
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! ```text
 //! {
 //!   "role": "backend",
-//!   "members":   [ { "name", "address", "port", "status", "tags": { … } }, … ],
+//!   "members":   [ { "name", "id", "address", "port", "status", "tags": { … } }, … ],
 //!   "addresses": [ { "host", "ip" }, … ]        // the HEIG-VD lab's own template reads these
 //! }
 //! ```
 //!
 //! Only members whose status is `alive` are listed: a member that is leaving is drained by the
-//! sync, not rendered. Members are sorted by name; tags are a sorted map.
+//! sync, not rendered. Members are sorted by name; tags are a sorted map. `id` is a number
+//! derived from the name alone (unless two names collide, then the later one by name takes the
+//! next free number): the server id HAProxy's sticky sessions follow, so a member that comes
+//! back under its name, at any address, gets the same id.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -33,6 +36,8 @@ pub struct Selection {
 pub struct ModelMember {
     /// The member's name (unique in the cluster): the server's name and cookie.
     pub name: String,
+    /// A server id stable for this name (1..=2^30).
+    pub id: u32,
     /// The IP address it gossips from.
     pub address: IpAddr,
     /// Its application port: the `port` tag, or the default.
@@ -63,6 +68,19 @@ pub struct Model {
     pub addresses: Vec<Address>,
 }
 
+/// Server ids are drawn from 1..=ID_SPACE.
+const ID_SPACE: u32 = 1 << 30;
+
+/// The id a name asks for: FNV-1a of its bytes, folded into 1..=2^30.
+pub fn server_id(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % ID_SPACE + 1
+}
+
 impl Model {
     /// The model for this view of the cluster.
     pub fn new(view: &[Member], selection: &Selection) -> Model {
@@ -77,6 +95,7 @@ impl Model {
             })
             .map(|m| ModelMember {
                 name: m.name.clone(),
+                id: 0,
                 address: m.addr.ip(),
                 port: m
                     .tags
@@ -90,6 +109,14 @@ impl Model {
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         members.dedup_by(|a, b| a.name == b.name);
+        let mut taken = std::collections::BTreeSet::new();
+        for m in &mut members {
+            let mut id = server_id(&m.name);
+            while !taken.insert(id) {
+                id = id % ID_SPACE + 1;
+            }
+            m.id = id;
+        }
         let addresses = members
             .iter()
             .map(|m| Address {

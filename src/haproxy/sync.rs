@@ -54,6 +54,8 @@ pub struct Settings {
 const TEMPLATE_RECHECK: Duration = Duration::from_secs(2);
 /// Poll interval while servers wait for their first good check or drain.
 const POLL: Duration = Duration::from_millis(10);
+/// How often the name-keyed stick tables are filled again (their entries expire).
+const TABLE_REFRESH: Duration = Duration::from_secs(3600);
 /// Longest wait for a new worker after a reload.
 const RELOAD_LIMIT: Duration = Duration::from_secs(15);
 
@@ -80,6 +82,8 @@ pub struct Sync {
     last_error: Option<String>,
     pending: BTreeMap<(String, String), Pending>,
     view: Vec<Member>,
+    /// When the stick tables were last filled.
+    last_fill: Instant,
 }
 
 /// Why a render could not be used.
@@ -125,6 +129,7 @@ impl Sync {
             last_error: None,
             pending: BTreeMap::new(),
             view,
+            last_fill: Instant::now(),
         };
         let text = sync.render()?;
         let result = match sync.check_direct(&text) {
@@ -161,6 +166,8 @@ impl Sync {
         let mut poll_tick = tokio::time::interval(POLL);
         poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut admin = self.admin();
+        self.wait_for_haproxy(&mut admin).await;
+        self.fill_tables(&mut admin).await;
         loop {
             let poll = !self.pending.is_empty();
             tokio::select! {
@@ -173,7 +180,12 @@ impl Sync {
                     self.view = views.borrow_and_update().clone();
                     self.update(&mut admin).await;
                 }
-                _ = recheck.tick() => self.update(&mut admin).await,
+                _ = recheck.tick() => {
+                    self.update(&mut admin).await;
+                    if self.last_fill.elapsed() > TABLE_REFRESH {
+                        self.fill_tables(&mut admin).await;
+                    }
+                }
                 _ = poll_tick.tick(), if poll => self.advance(&mut admin).await,
                 _ = &mut stop => return,
             }
@@ -183,6 +195,15 @@ impl Sync {
                 Some(a) if self.pending.is_empty() => a.close(),
                 Some(_) => {}
             }
+        }
+    }
+
+    /// Waits (at most `RELOAD_LIMIT`) until HAProxy's admin socket answers.
+    async fn wait_for_haproxy(&self, admin: &mut Option<Admin>) {
+        let Some(a) = admin.as_mut() else { return };
+        let started = Instant::now();
+        while a.command("show info").await.is_err() && started.elapsed() < RELOAD_LIMIT {
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -400,6 +421,7 @@ impl Sync {
             )
             .await?;
         }
+        self.stick(a, s).await;
         if s.checked() {
             send(a, &format!("enable health {id}")).await?;
             self.pending.insert(key, Pending::Joining { since: now });
@@ -410,6 +432,38 @@ impl Sync {
             }
         }
         Ok(())
+    }
+
+    /// Points the backend's name-keyed stick table at this server (sessions stick by name).
+    async fn stick(&self, a: &mut Admin, s: &Server) {
+        let in_table = self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.name_tables.contains(&s.backend));
+        if let (true, Some(sid)) = (in_table, s.id()) {
+            let command = format!(
+                "set table {} key {} data.server_id {sid}",
+                s.backend, s.name
+            );
+            if let Err(e) = send(a, &command).await {
+                tracing::warn!(error = %e, "sticky sessions not set up for this server");
+            }
+        }
+    }
+
+    /// Fills the name-keyed stick tables for every server (at start, after a reload, and now
+    /// and then so no entry expires).
+    async fn fill_tables(&mut self, admin: &mut Option<Admin>) {
+        self.last_fill = Instant::now();
+        let (Some(a), Some(running)) = (admin.as_mut(), self.running.clone()) else {
+            return;
+        };
+        if running.name_tables.is_empty() {
+            return;
+        }
+        for s in running.servers.values() {
+            self.stick(a, s).await;
+        }
     }
 
     /// Moves pending servers along: in service after a good check, out after a drain.
@@ -493,6 +547,14 @@ impl Sync {
                                 tracing::debug!(server = %id, %answer, "del server");
                             }
                             self.pending.remove(&key);
+                            let table = self
+                                .running
+                                .as_ref()
+                                .is_some_and(|r| r.name_tables.contains(&key.0));
+                            if table {
+                                let command = format!("clear table {} key {}", key.0, key.1);
+                                let _ = a.command(&command).await;
+                            }
                         }
                         Err(_) => {}
                     }
@@ -571,6 +633,7 @@ impl Sync {
             }
         }
         self.running = Some(new);
+        self.fill_tables(admin).await;
     }
 }
 

@@ -49,6 +49,7 @@ mod tests {
     fn model() -> Model {
         let m = ModelMember {
             name: "web<1>&".to_owned(),
+            id: 7,
             address: "10.0.0.2".parse().expect("ip"),
             port: 3000,
             status: "alive",

@@ -55,6 +55,12 @@ mod model {
         assert_eq!(names, [("web-a", 3000), ("web-b", 8080), ("web-e", 3000)]);
         assert_eq!(model.addresses[1].host, "web-b");
         assert_eq!(model.addresses[1].ip.to_string(), "10.0.0.3");
+        assert_eq!(model.members[0].id, server_id("web-a"));
+        let alone = Model::new(&view[2..3], &selection);
+        assert_eq!(
+            alone.members[0].id, model.members[0].id,
+            "the id depends on the name only"
+        );
         let all = Model::new(
             &view,
             &Selection {
@@ -64,4 +70,39 @@ mod model {
         );
         assert_eq!(all.members.len(), 4);
     }
+}
+
+#[test]
+fn colliding_ids_take_the_next_free_number() {
+    // Find two names with the same id by brute force (ids are 30 bits: a few tens of
+    // thousands of names are enough).
+    let mut seen = std::collections::HashMap::new();
+    let (a, b) = (0..200_000)
+        .map(|i| format!("n{i}"))
+        .find_map(|n| {
+            seen.insert(super::model::server_id(&n), n.clone())
+                .map(|o| (o, n))
+        })
+        .expect("a collision");
+    let view: Vec<_> = [&a, &b]
+        .iter()
+        .map(|n| crate::gossip::serf::Member {
+            name: (*n).clone(),
+            addr: "10.0.0.1:7946".parse().expect("addr"),
+            tags: Default::default(),
+            status: crate::gossip::serf::Status::Alive,
+            suspect: false,
+            status_ltime: 0,
+            since: std::time::Instant::now(),
+        })
+        .collect();
+    let m = super::model::Model::new(
+        &view,
+        &super::model::Selection {
+            role: None,
+            default_port: 80,
+        },
+    );
+    let ids: Vec<u32> = m.members.iter().map(|m| m.id).collect();
+    assert_eq!(ids[1], ids[0] % (1 << 30) + 1, "{a} {b} {ids:?}");
 }
