@@ -507,4 +507,77 @@ fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
         "stats page names {}",
         sticky.host
     );
+
+    // A restart of the load balancer rebuilds its servers from gossip; the sticky client
+    // keeps its webapp and its session.
+    let ha = lab.ids("ha").remove(0);
+    docker(&["restart", "-t", "10", &ha]);
+    wait_for(
+        "ha serving again after its restart",
+        Duration::from_secs(60),
+        || hosts_now(&lab, 1).len() == 1,
+    );
+    // Its keep-alive connection died with the old HAProxy: a browser opens a new one.
+    sticky.client.reconnect();
+    for _ in 0..10 {
+        sticky.check();
+    }
+
+    // A webapp killed and started again (same name, maybe another address) gets back the
+    // clients that did not come meanwhile.
+    assert!(
+        lab.compose(&["up", "-d", "--scale", "webapp=3"])
+            .status
+            .success()
+    );
+    wait_for("three webapps served", Duration::from_secs(60), || {
+        hosts_now(&lab, 20).len() == 3
+    });
+    let (new, host) = lab
+        .ids("webapp")
+        .into_iter()
+        .map(|id| {
+            let host = docker(&["inspect", "-f", "{{.Config.Hostname}}", &id]);
+            (id, host)
+        })
+        .find(|(id, host)| {
+            *host != sticky.host && docker(&["inspect", "-f", "{{.State.Running}}", id]) == "true"
+        })
+        .expect("a running webapp besides the sticky one");
+    let mut client = loop {
+        let mut c = Client::new(SocketAddr::from(([127, 0, 0, 1], lab.http)));
+        let r = c.get("/").unwrap();
+        if json_field(&r.body, "host").as_deref() == Some(host.as_str()) {
+            break c;
+        }
+    };
+    let address = |id: &str| {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            id,
+        ])
+    };
+    let old_ip = address(&new);
+    docker(&["kill", &new]);
+    wait_for(
+        "the killed webapp out of rotation",
+        Duration::from_secs(30),
+        || !hosts_now(&lab, 10).contains(&host),
+    );
+    docker(&["start", &new]);
+    wait_for(
+        "the webapp back in rotation",
+        Duration::from_secs(60),
+        || hosts_now(&lab, 10).contains(&host),
+    );
+    eprintln!(
+        "the restarted webapp was at {old_ip}, is at {}",
+        address(&new)
+    );
+    for _ in 0..10 {
+        let r = client.get("/").unwrap();
+        assert_eq!(json_field(&r.body, "host").as_deref(), Some(host.as_str()));
+    }
 }

@@ -47,6 +47,11 @@ impl Client {
         }
     }
 
+    /// Forgets the open connection (its server went away); cookies are kept.
+    pub fn reconnect(&mut self) {
+        self.conn = None;
+    }
+
     /// GET `path`; an error is a failed request (no retry, not even on a reused connection).
     pub fn get(&mut self, path: &str) -> Result<Response, String> {
         let result = self.exchange(path);
