@@ -6,7 +6,7 @@
 //! - [`model`]: the documented model a template sees (members sorted by name, the lab's
 //!   `addresses`), built from the gossip view;
 //! - [`template`]: handlebars, strict, no HTML escaping;
-//! - [`cfg`]: a rendered config read back into its servers and its skeleton, and
+//! - [`mod@cfg`]: a rendered config read back into its servers and its skeleton, and
 //!   [`cfg::plan`], which turns two configs into runtime operations or a reload.
 //!
 //! The shell: [`runtime`] talks to HAProxy's admin and master sockets; [`sync`] is the task
