@@ -15,6 +15,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Admin {
     path: PathBuf,
     conn: Option<UnixStream>,
+    /// The worker connections must reach: right after a reload the old worker may still
+    /// accept on the shared socket.
+    worker: Option<u32>,
 }
 
 impl Admin {
@@ -23,7 +26,14 @@ impl Admin {
         Admin {
             path: path.to_owned(),
             conn: None,
+            worker: None,
         }
+    }
+
+    /// From now on, only talk to the worker with this pid (the one a reload just started).
+    pub fn expect_worker(&mut self, pid: Option<u32>) {
+        self.worker = pid;
+        self.conn = None;
     }
 
     /// Closes the connection (an open CLI session would keep a soft-stopping HAProxy alive
@@ -57,10 +67,30 @@ impl Admin {
     }
 
     async fn exchange(&mut self, command: &str) -> std::io::Result<String> {
-        if self.conn.is_none() {
+        let mut attempts = 0;
+        while self.conn.is_none() {
             let mut s = UnixStream::connect(&self.path).await?;
             s.write_all(b"prompt\n").await?;
             read_prompt(&mut s).await?;
+            if let Some(want) = self.worker {
+                s.write_all(b"show info\n").await?;
+                let info = read_prompt(&mut s).await?;
+                let pid = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pid: "))
+                    .and_then(|p| p.trim().parse::<u32>().ok());
+                if pid != Some(want) {
+                    attempts += 1;
+                    if attempts > 200 {
+                        return Err(std::io::Error::other(format!(
+                            "the admin socket keeps reaching worker {pid:?}, not {want}"
+                        )));
+                    }
+                    // The old worker is still accepting: it stops within milliseconds.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            }
             self.conn = Some(s);
         }
         let Some(s) = self.conn.as_mut() else {

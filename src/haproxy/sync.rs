@@ -466,6 +466,35 @@ impl Sync {
         }
     }
 
+    /// Fills the stick tables of stopping workers through the master CLI (`@!PID`).
+    async fn refill_old_workers(&self, pids: &[u32]) {
+        let Some(running) = self.running.as_ref() else {
+            return;
+        };
+        let entries: Vec<String> = running
+            .servers
+            .values()
+            .filter(|s| running.name_tables.contains(&s.backend))
+            .filter_map(|s| {
+                let sid = s.id()?;
+                Some(format!(
+                    "set table {} key {} data.server_id {sid}",
+                    s.backend, s.name
+                ))
+            })
+            .collect();
+        for pid in pids {
+            for chunk in entries.chunks(50) {
+                let line: Vec<String> = chunk.iter().map(|c| format!("@!{pid} {c}")).collect();
+                if let Err(e) =
+                    runtime::master(&self.settings.master_socket, &line.join("; ")).await
+                {
+                    tracing::debug!(error = %e, pid, "stopping worker's stick table not refilled");
+                }
+            }
+        }
+    }
+
     /// Moves pending servers along: in service after a good check, out after a drain.
     async fn advance(&mut self, admin: &mut Option<Admin>) {
         let Some(a) = admin.as_mut() else {
@@ -609,6 +638,14 @@ impl Sync {
             }
         }
         *admin = new.admin_socket.as_deref().map(Admin::new);
+        let worker = after
+            .current_workers
+            .iter()
+            .find(|p| !before.current_workers.contains(p))
+            .copied();
+        if let Some(a) = admin.as_mut() {
+            a.expect_worker(worker);
+        }
         self.pending.clear();
         if after.failed > 0 || after.reloads == before.reloads {
             tracing::error!(
@@ -617,23 +654,28 @@ impl Sync {
             );
             return;
         }
+        // The old worker empties its stick tables when it starts to stop, yet answers once more
+        // on each kept-alive connection; the new worker starts with empty ones. Fill both at
+        // once, so only requests of the first milliseconds can miss their sticky server.
+        self.refill_old_workers(&before.current_workers).await;
+        self.running = Some(new);
+        self.fill_tables(admin).await;
         tracing::info!(ms = ms(started.elapsed()), "haproxy reloaded");
         // Servers restored in maintenance that the config does not disable were waiting for
         // their first check: they go on waiting.
-        if let Some(a) = admin.as_mut() {
-            if let Ok(text) = a.command("show servers state").await {
-                let now = Instant::now();
-                for (key, st) in runtime::parse_servers_state(&text) {
-                    if let Some(s) = new.servers.get(&key) {
-                        if st.maint() && !s.disabled() && s.checked() {
-                            self.pending.insert(key, Pending::Joining { since: now });
-                        }
+        let (Some(a), Some(running)) = (admin.as_mut(), self.running.as_ref()) else {
+            return;
+        };
+        if let Ok(text) = a.command("show servers state").await {
+            let now = Instant::now();
+            for (key, st) in runtime::parse_servers_state(&text) {
+                if let Some(s) = running.servers.get(&key) {
+                    if st.maint() && !s.disabled() && s.checked() {
+                        self.pending.insert(key, Pending::Joining { since: now });
                     }
                 }
             }
         }
-        self.running = Some(new);
-        self.fill_tables(admin).await;
     }
 }
 
