@@ -8,6 +8,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
+/// How long after a reload connections must reach the new worker.
+const PIN: Duration = Duration::from_secs(5);
+
 /// Longest wait for one answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -15,9 +18,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Admin {
     path: PathBuf,
     conn: Option<UnixStream>,
-    /// The worker connections must reach: right after a reload the old worker may still
-    /// accept on the shared socket.
-    worker: Option<u32>,
+    /// The worker connections must reach, until when: right after a reload the old worker may
+    /// still accept on the shared socket for a few milliseconds.
+    worker: Option<(u32, tokio::time::Instant)>,
 }
 
 impl Admin {
@@ -30,9 +33,11 @@ impl Admin {
         }
     }
 
-    /// From now on, only talk to the worker with this pid (the one a reload just started).
+    /// For the next few seconds, only talk to the worker with this pid (the one a reload just
+    /// started). Later connections take whichever worker answers (HAProxy may have been
+    /// restarted since).
     pub fn expect_worker(&mut self, pid: Option<u32>) {
-        self.worker = pid;
+        self.worker = pid.map(|p| (p, tokio::time::Instant::now() + PIN));
         self.conn = None;
     }
 
@@ -72,7 +77,13 @@ impl Admin {
             let mut s = UnixStream::connect(&self.path).await?;
             s.write_all(b"prompt\n").await?;
             read_prompt(&mut s).await?;
-            if let Some(want) = self.worker {
+            if self
+                .worker
+                .is_some_and(|(_, until)| tokio::time::Instant::now() > until)
+            {
+                self.worker = None;
+            }
+            if let Some((want, _)) = self.worker {
                 s.write_all(b"show info\n").await?;
                 let info = read_prompt(&mut s).await?;
                 let pid = info
