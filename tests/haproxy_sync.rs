@@ -163,6 +163,16 @@ fn wait_in_service(lb: &Lb, name: &str) {
 }
 
 /// Whether `name` answers one of 20 cookie-less requests (round robin reaches every server).
+fn has_been_in_service(lb: &Lb, name: &str) -> bool {
+    let needle = format!("nodes/{name} ");
+    lb.run
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, l)| l.contains("in service") && l.contains(&needle))
+}
+
 fn served_by(lb: &Lb, name: &str) -> bool {
     (0..20).any(|_| {
         Client::new(lb.http)
@@ -251,6 +261,15 @@ fn a_hundred_membership_changes_under_load_fail_no_request() {
             next += 1;
             live.push(b);
         } else {
+            // Never leave the backend without a server in service: the others must be in
+            // service (a started member needs its app up and a first check) before one goes.
+            eventually("two other members in service", LONG, || {
+                live[1..]
+                    .iter()
+                    .filter(|b| has_been_in_service(&lb, &b.name))
+                    .count()
+                    >= 2
+            });
             let b = live.remove(0);
             if changes % 2 == 0 {
                 b.run.signal(libc::SIGTERM);
@@ -589,17 +608,23 @@ fn scale_render_and_apply_at_many_members() {
     let (http, stats) = (free_port(), free_port());
     let template = dir.path().join("haproxy.cfg.hbs");
     std::fs::write(&template, loopback_template(dir.path(), http, stats)).unwrap();
-    // A reaper for the helpers' `haproxy -c` (this process plays muster's supervisor).
+    // A reaper for the helpers' `haproxy -c` (this process plays muster's supervisor). It
+    // waits only for the helpers' pids: this test's own children are its own business.
     let waiters = Waiters::default();
     let helpers = Helpers::new(Inherited::capture_and_unblock(), waiters.clone());
     std::thread::spawn({
         let waiters = waiters.clone();
         move || loop {
-            muster::supervisor::reaper::reap_all(|pid, status| {
-                if let Some(tx) = waiters.lock().unwrap().remove(&pid) {
-                    let _ = tx.send(status);
+            let pids: Vec<i32> = waiters.lock().unwrap().keys().copied().collect();
+            for pid in pids {
+                let mut status = 0;
+                // SAFETY: waitpid with a valid pointer to a local int.
+                if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                    if let Some(tx) = waiters.lock().unwrap().remove(&pid) {
+                        let _ = tx.send(muster::supervisor::reaper::decode(status));
+                    }
                 }
-            });
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
     });
