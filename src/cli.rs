@@ -11,7 +11,7 @@ use crate::config::{self, Config};
 pub const EXIT_USAGE: i32 = 64;
 
 const HELP: &str = "\
-muster: PID 1 for web containers (supervisor, and more to come)
+muster: PID 1 for load-balanced web containers
 
 Usage:
   muster [--config PATH]        run the services declared in a TOML file
@@ -29,6 +29,11 @@ muster reaps every zombie, forwards SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH and SIGQU
 main service, and on SIGTERM or SIGINT stops services in reverse dependency order within
 the stop timeout (default 9 s). It exits with the main service's code, 128+N when a signal
 N killed it, 126/127 when it could not be executed, 64 for a bad configuration.
+
+The configuration can also make muster a member of the cluster by gossip, in HashiCorp
+Serf's wire format ([gossip]), ship every service's log lines to a collector over RELP
+([logship]), and, on the load balancer, run HAProxy and keep its servers equal to the live
+members through its runtime API ([haproxy]). See images/muster.sample.toml.
 
 Environment:
   MUSTER_CONFIG   configuration file when --config is not given
