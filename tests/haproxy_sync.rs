@@ -153,26 +153,36 @@ stop_signal = "SIGUSR1"
 fn wait_in_service(lb: &Lb, name: &str) {
     lb.run.wait_line(&format!("server=nodes/{name} "), LONG);
     eventually(&format!("{name} in service"), LONG, || {
-        lb.run
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, l)| l.contains("in service") && l.contains(&format!("nodes/{name} ")))
+        has_been_in_service(lb, name)
     });
 }
 
-/// Whether `name` answers one of 20 cookie-less requests (round robin reaches every server).
-fn has_been_in_service(lb: &Lb, name: &str) -> bool {
-    let needle = format!("nodes/{name} ");
+/// A client (with cookies) whose first request landed on `name`.
+fn client_on(lb: &Lb, name: &str) -> Client {
+    loop {
+        let mut c = Client::new(lb.http);
+        if c.get("/").unwrap().body.trim() == name {
+            return c;
+        }
+    }
+}
+
+/// Whether a line of the load balancer's log holds both `a` and `b`.
+fn logged(lb: &Lb, a: &str, b: &str) -> bool {
     lb.run
         .lines
         .lock()
         .unwrap()
         .iter()
-        .any(|(_, l)| l.contains("in service") && l.contains(&needle))
+        .any(|(_, l)| l.contains(a) && l.contains(b))
 }
 
+/// Whether `name`'s server has been put in service (its first check passed).
+fn has_been_in_service(lb: &Lb, name: &str) -> bool {
+    logged(lb, "in service", &format!("nodes/{name} "))
+}
+
+/// Whether `name` answers one of 20 cookie-less requests (round robin reaches every server).
 fn served_by(lb: &Lb, name: &str) -> bool {
     (0..20).any(|_| {
         Client::new(lb.http)
@@ -202,23 +212,11 @@ fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
     // Graceful leave: drained, then deleted.
     a.run.signal(libc::SIGTERM);
     lb.run.wait_line("server=nodes/web-a", LONG);
-    eventually("web-a drained", LONG, || {
-        lb.run
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, l)| l.contains("draining") && l.contains("web-a"))
-    });
+    eventually("web-a drained", LONG, || logged(&lb, "draining", "web-a"));
     // Crash: out of rotation at once.
     b.kill9();
     eventually("web-b out of rotation", LONG, || {
-        lb.run
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, l)| l.contains("out of rotation") && l.contains("web-b"))
+        logged(&lb, "out of rotation", "web-b")
     });
     std::thread::sleep(Duration::from_secs(2));
     let stats = load.finish();
@@ -341,12 +339,7 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
     wait_in_service(&lb, "web-a");
     wait_in_service(&lb, "web-b");
     // A client that landed on web-a.
-    let mut sticky = loop {
-        let mut c = Client::new(lb.http);
-        if c.get("/").unwrap().body.trim() == "web-a" {
-            break c;
-        }
-    };
+    let mut sticky = client_on(&lb, "web-a");
     assert_eq!(
         sticky.cookies.get("MUSTERSRV").map(String::as_str),
         Some("web-a")
@@ -371,12 +364,7 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
     let away = sticky.cookies.clone();
     a.kill9();
     eventually("web-a out of rotation", LONG, || {
-        lb.run
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(_, l)| l.contains("out of rotation") && l.contains("web-a"))
+        logged(&lb, "out of rotation", "web-a")
     });
     // Meanwhile the sticky client is balanced to another server, and follows it.
     let moved = sticky.get("/").unwrap().body.trim().to_owned();
@@ -504,12 +492,7 @@ fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
     wait_in_service(&lb, "web-b");
     // A client stuck to web-a keeps it across the reload (the sync fills the new worker's
     // stick table).
-    let mut sticky = loop {
-        let mut c = Client::new(lb.http);
-        if c.get("/").unwrap().body.trim() == "web-a" {
-            break c;
-        }
-    };
+    let mut sticky = client_on(&lb, "web-a");
     let load = Load::start(lb.http, 4, Duration::from_millis(2), LONG, 1_000_000);
     std::thread::sleep(Duration::from_millis(300));
     let good = std::fs::read_to_string(&lb.template).unwrap();

@@ -29,7 +29,7 @@ use super::model::{Model, Selection};
 use super::runtime::{self, Admin};
 use super::template::Template;
 use crate::gossip::serf::{Member, Status};
-use crate::supervisor::helper::Helpers;
+use crate::supervisor::helper::{Helpers, Outcome};
 
 /// How the sync runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,31 +250,19 @@ impl Sync {
         ]
     }
 
+    /// `haproxy -c` on the staged text, waited for directly (before the supervisor runs).
     fn check_direct(&self, text: &str) -> Result<(), RenderError> {
         let staging = self.stage(text)?;
-        let outcome = self
-            .helpers
-            .run_before_supervising(&self.check_command(&staging))
-            .map_err(|e| RenderError::Invalid(format!("cannot run haproxy -c: {e}")))?;
-        if outcome.status.success() {
-            Ok(())
-        } else {
-            Err(RenderError::Invalid(alerts(&outcome.output)))
-        }
+        verdict(
+            self.helpers
+                .run_before_supervising(&self.check_command(&staging)),
+        )
     }
 
+    /// `haproxy -c` on the staged text, collected by the supervisor's reaper.
     async fn check(&self, text: &str) -> Result<(), RenderError> {
         let staging = self.stage(text)?;
-        let outcome = self
-            .helpers
-            .run(&self.check_command(&staging))
-            .await
-            .map_err(|e| RenderError::Invalid(format!("cannot run haproxy -c: {e}")))?;
-        if outcome.status.success() {
-            Ok(())
-        } else {
-            Err(RenderError::Invalid(alerts(&outcome.output)))
-        }
+        verdict(self.helpers.run(&self.check_command(&staging)).await)
     }
 
     /// Moves the checked staging file over the config (atomic rename in one directory).
@@ -690,6 +678,17 @@ async fn send(a: &mut Admin, command: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{command}: {answer}"))
+    }
+}
+
+/// What `haproxy -c` said: accepted, or refused with its alerts.
+fn verdict(outcome: std::io::Result<Outcome>) -> Result<(), RenderError> {
+    let outcome =
+        outcome.map_err(|e| RenderError::Invalid(format!("cannot run haproxy -c: {e}")))?;
+    if outcome.status.success() {
+        Ok(())
+    } else {
+        Err(RenderError::Invalid(alerts(&outcome.output)))
     }
 }
 
