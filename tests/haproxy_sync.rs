@@ -150,6 +150,15 @@ stop_signal = "SIGUSR1"
     }
 }
 
+/// Backends `names` (each on a free port), all awaited in service.
+fn start_backends<const N: usize>(dir: &Path, lb: &Lb, names: [&str; N]) -> [Backend; N] {
+    let started = names.map(|n| start_backend(dir, n, free_port(), lb.gossip));
+    for n in names {
+        wait_in_service(lb, n);
+    }
+    started
+}
+
 fn wait_in_service(lb: &Lb, name: &str) {
     lb.run.wait_line(&format!("server=nodes/{name} "), LONG);
     eventually(&format!("{name} in service"), LONG, || {
@@ -177,9 +186,20 @@ fn logged(lb: &Lb, a: &str, b: &str) -> bool {
         .any(|(_, l)| l.contains(a) && l.contains(b))
 }
 
-/// Whether `name`'s server has been put in service (its first check passed).
+/// How many times `name`'s server has been put in service (its first check passed).
+fn times_in_service(lb: &Lb, name: &str) -> usize {
+    let needle = format!("nodes/{name} ");
+    lb.run
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, l)| l.contains("in service") && l.contains(&needle))
+        .count()
+}
+
 fn has_been_in_service(lb: &Lb, name: &str) -> bool {
-    logged(lb, "in service", &format!("nodes/{name} "))
+    times_in_service(lb, name) > 0
 }
 
 /// Whether `name` answers one of 20 cookie-less requests (round robin reaches every server).
@@ -198,10 +218,7 @@ fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
     // An empty backend answers 503, not a connection error.
     let r = Client::new(lb.http).get("/").unwrap();
     assert_eq!(r.status, 503);
-    let a = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
-    let b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
-    wait_in_service(&lb, "web-a");
-    wait_in_service(&lb, "web-b");
+    let [a, b] = start_backends(dir.path(), &lb, ["web-a", "web-b"]);
     assert!(served_by(&lb, "web-a") && served_by(&lb, "web-b"));
     // No reload for membership: only the first start.
     assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
@@ -300,8 +317,7 @@ fn a_hundred_membership_changes_under_load_fail_no_request() {
 fn a_broken_template_or_config_keeps_the_old_config_serving() {
     let dir = tempfile::tempdir().unwrap();
     let lb = start_lb(dir.path());
-    let _a = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
-    wait_in_service(&lb, "web-a");
+    let _a = start_backends(dir.path(), &lb, ["web-a"]);
     let good = std::fs::read_to_string(&lb.template).unwrap();
     let served = std::fs::read_to_string(&lb.config).unwrap();
 
@@ -334,10 +350,7 @@ fn a_broken_template_or_config_keeps_the_old_config_serving() {
 fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_back() {
     let dir = tempfile::tempdir().unwrap();
     let lb = start_lb(dir.path());
-    let a = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
-    let _b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
-    wait_in_service(&lb, "web-a");
-    wait_in_service(&lb, "web-b");
+    let [a, _b] = start_backends(dir.path(), &lb, ["web-a", "web-b"]);
     // A client that landed on web-a.
     let mut sticky = client_on(&lb, "web-a");
     assert_eq!(
@@ -372,16 +385,7 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
     assert_eq!(sticky.cookies.get("MUSTERSRV"), Some(&moved));
     let a2 = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
     eventually("web-a back in service", LONG, || {
-        lb.run.count("in service") >= 6
-            && lb
-                .run
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(_, l)| l.contains("in service") && l.contains("nodes/web-a "))
-                .count()
-                >= 2
+        times_in_service(&lb, "web-a") >= 2
     });
     let mut back = Client::new(lb.http);
     back.cookies = away;
@@ -486,10 +490,7 @@ fn the_shipped_template_renders_byte_stable_configs_that_haproxy_accepts() {
 fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
     let dir = tempfile::tempdir().unwrap();
     let lb = start_lb(dir.path());
-    let _a = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
-    let b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
-    wait_in_service(&lb, "web-a");
-    wait_in_service(&lb, "web-b");
+    let [_a, b] = start_backends(dir.path(), &lb, ["web-a", "web-b"]);
     // A client stuck to web-a keeps it across the reload (the sync fills the new worker's
     // stick table).
     let mut sticky = client_on(&lb, "web-a");

@@ -78,6 +78,17 @@ impl Lab {
         out
     }
 
+    /// `docker-compose up -d --scale webapp=N`, which must succeed.
+    fn scale(&self, n: usize) {
+        let scale = format!("webapp={n}");
+        assert!(
+            self.compose(&["up", "-d", "--scale", &scale])
+                .status
+                .success(),
+            "docker-compose up --scale {scale}"
+        );
+    }
+
     /// Container ids of a service, or of the whole lab for `""`.
     fn ids(&self, service: &str) -> Vec<String> {
         let mut args = vec!["ps", "-q"];
@@ -286,21 +297,13 @@ fn lab_serves_stops_cleanly_and_reports_a_killed_app() {
         },
     );
     eprintln!("collector restarted under load: {report}");
-    assert!(
-        lab.compose(&["up", "-d", "--scale", "webapp=3"])
-            .status
-            .success()
-    );
+    lab.scale(3);
     wait_for(
         "a third webapp joins by gossip",
         Duration::from_secs(60),
         || backends_alive(3),
     );
-    assert!(
-        lab.compose(&["up", "-d", "--scale", "webapp=2"])
-            .status
-            .success()
-    );
+    lab.scale(2);
     wait_for(
         "the removed webapp leaves by gossip",
         Duration::from_secs(30),
@@ -425,11 +428,7 @@ impl Sticky {
 fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
     build_images();
     let lab = Lab::new("muster-e2e-sync", 243);
-    assert!(
-        lab.compose(&["up", "-d", "--scale", "webapp=1"])
-            .status
-            .success()
-    );
+    lab.scale(1);
     wait_for(
         "the webapp served through ha",
         Duration::from_secs(60),
@@ -445,31 +444,19 @@ fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
     );
 
     // 1 → 10: every new webapp takes traffic; the sticky client stays where it is.
-    assert!(
-        lab.compose(&["up", "-d", "--scale", "webapp=10"])
-            .status
-            .success()
-    );
+    lab.scale(10);
     wait_for("ten webapps served", Duration::from_secs(120), || {
         sticky.check();
         hosts_now(&lab, 40).len() == 10
     });
     // 10 → 1: the nine removed ones are drained and removed, the sticky one stays.
-    assert!(
-        lab.compose(&["up", "-d", "--scale", "webapp=1"])
-            .status
-            .success()
-    );
+    lab.scale(1);
     wait_for("one webapp left", Duration::from_secs(60), || {
         sticky.check();
         hosts_now(&lab, 10) == BTreeSet::from([sticky.host.clone()])
     });
     // 1 → 4, then `docker kill` of the three new ones under load.
-    assert!(
-        lab.compose(&["up", "-d", "--scale", "webapp=4"])
-            .status
-            .success()
-    );
+    lab.scale(4);
     wait_for("four webapps served", Duration::from_secs(60), || {
         sticky.check();
         hosts_now(&lab, 20).len() == 4
@@ -525,11 +512,7 @@ fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
 
     // A webapp killed and started again (same name, maybe another address) gets back the
     // clients that did not come meanwhile.
-    assert!(
-        lab.compose(&["up", "-d", "--scale", "webapp=3"])
-            .status
-            .success()
-    );
+    lab.scale(3);
     wait_for("three webapps served", Duration::from_secs(60), || {
         hosts_now(&lab, 20).len() == 3
     });

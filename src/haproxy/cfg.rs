@@ -109,6 +109,29 @@ pub struct Parsed {
     pub name_tables: std::collections::BTreeSet<String>,
 }
 
+impl Parsed {
+    /// The runtime command that points `s`'s backend's name-keyed stick table at it, when
+    /// that backend has one and the server has an `id`.
+    pub fn stick_entry(&self, s: &Server) -> Option<String> {
+        if !self.name_tables.contains(&s.backend) {
+            return None;
+        }
+        let sid = s.id()?;
+        Some(format!(
+            "set table {} key {} data.server_id {sid}",
+            s.backend, s.name
+        ))
+    }
+
+    /// [`Parsed::stick_entry`] for every server.
+    pub fn stick_entries(&self) -> Vec<String> {
+        self.servers
+            .values()
+            .filter_map(|s| self.stick_entry(s))
+            .collect()
+    }
+}
+
 const SECTIONS: &[&str] = &[
     "global",
     "defaults",
@@ -432,6 +455,11 @@ backend nodes
         );
         assert_eq!(t.name_tables.iter().collect::<Vec<_>>(), ["b"]);
         assert_eq!(t.servers[&("b".to_owned(), "s".to_owned())].id(), Some(42));
+        assert_eq!(t.stick_entries(), ["set table b key s data.server_id 42"]);
+        assert!(
+            p.stick_entries().is_empty(),
+            "no name-keyed table, no entry"
+        );
     }
 
     #[test]

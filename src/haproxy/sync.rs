@@ -84,6 +84,8 @@ pub struct Sync {
     view: Vec<Member>,
     /// When the stick tables were last filled.
     last_fill: Instant,
+    /// The template's text and its compiled form, compiled again only when the text changes.
+    template: Option<(String, Template)>,
 }
 
 /// Why a render could not be used.
@@ -130,6 +132,7 @@ impl Sync {
             pending: BTreeMap::new(),
             view,
             last_fill: Instant::now(),
+            template: None,
         };
         let text = sync.render()?;
         let result = match sync.check_direct(&text) {
@@ -212,14 +215,20 @@ impl Sync {
         Some(Admin::new(path))
     }
 
-    fn render(&self) -> Result<String, RenderError> {
+    fn render(&mut self) -> Result<String, RenderError> {
         let path = &self.settings.template;
         let text = std::fs::read_to_string(path).map_err(|source| RenderError::Read {
             path: path.clone(),
             source,
         })?;
-        let template = Template::compile(&text, &path.display().to_string())
-            .map_err(|e| RenderError::Template(e.to_string()))?;
+        if self.template.as_ref().is_none_or(|(old, _)| *old != text) {
+            let compiled = Template::compile(&text, &path.display().to_string())
+                .map_err(|e| RenderError::Template(e.to_string()))?;
+            self.template = Some((text, compiled));
+        }
+        let Some((_, template)) = self.template.as_ref() else {
+            return Err(RenderError::Template("no template".to_owned()));
+        };
         let model = Model::new(&self.view, &self.settings.selection);
         template
             .render(&model)
@@ -424,18 +433,11 @@ impl Sync {
 
     /// Points the backend's name-keyed stick table at this server (sessions stick by name).
     async fn stick(&self, a: &mut Admin, s: &Server) {
-        let in_table = self
-            .running
-            .as_ref()
-            .is_some_and(|r| r.name_tables.contains(&s.backend));
-        if let (true, Some(sid)) = (in_table, s.id()) {
-            let command = format!(
-                "set table {} key {} data.server_id {sid}",
-                s.backend, s.name
-            );
-            if let Err(e) = send(a, &command).await {
-                tracing::warn!(error = %e, "sticky sessions not set up for this server");
-            }
+        let Some(command) = self.running.as_ref().and_then(|r| r.stick_entry(s)) else {
+            return;
+        };
+        if let Err(e) = send(a, &command).await {
+            tracing::warn!(error = %e, "sticky sessions not set up for this server");
         }
     }
 
@@ -443,14 +445,13 @@ impl Sync {
     /// and then so no entry expires).
     async fn fill_tables(&mut self, admin: &mut Option<Admin>) {
         self.last_fill = Instant::now();
-        let (Some(a), Some(running)) = (admin.as_mut(), self.running.clone()) else {
+        let (Some(a), Some(running)) = (admin.as_mut(), self.running.as_ref()) else {
             return;
         };
-        if running.name_tables.is_empty() {
-            return;
-        }
-        for s in running.servers.values() {
-            self.stick(a, s).await;
+        for command in running.stick_entries() {
+            if let Err(e) = send(a, &command).await {
+                tracing::warn!(error = %e, "sticky sessions not set up for this server");
+            }
         }
     }
 
@@ -459,18 +460,7 @@ impl Sync {
         let Some(running) = self.running.as_ref() else {
             return;
         };
-        let entries: Vec<String> = running
-            .servers
-            .values()
-            .filter(|s| running.name_tables.contains(&s.backend))
-            .filter_map(|s| {
-                let sid = s.id()?;
-                Some(format!(
-                    "set table {} key {} data.server_id {sid}",
-                    s.backend, s.name
-                ))
-            })
-            .collect();
+        let entries = running.stick_entries();
         for pid in pids {
             for chunk in entries.chunks(50) {
                 let line: Vec<String> = chunk.iter().map(|c| format!("@!{pid} {c}")).collect();
@@ -498,21 +488,18 @@ impl Sync {
             .pending
             .values()
             .any(|p| matches!(p, Pending::Draining { .. } | Pending::Removing { .. }));
-        let states = if joining {
-            match a.command("show servers state").await {
-                Ok(text) => runtime::parse_servers_state(&text),
-                Err(_) => return,
-            }
-        } else {
-            BTreeMap::new()
+        let Some(states) = query(
+            a,
+            joining,
+            "show servers state",
+            runtime::parse_servers_state,
+        )
+        .await
+        else {
+            return;
         };
-        let sessions = if draining {
-            match a.command("show stat").await {
-                Ok(text) => runtime::parse_sessions(&text),
-                Err(_) => return,
-            }
-        } else {
-            BTreeMap::new()
+        let Some(sessions) = query(a, draining, "show stat", runtime::parse_sessions).await else {
+            return;
         };
         let keys: Vec<_> = self.pending.keys().cloned().collect();
         for key in keys {
@@ -665,6 +652,20 @@ impl Sync {
             }
         }
     }
+}
+
+/// Reads `command`'s answer through `parse` when `wanted` (an empty value otherwise); `None`
+/// when HAProxy did not answer.
+async fn query<T: Default>(
+    a: &mut Admin,
+    wanted: bool,
+    command: &str,
+    parse: fn(&str) -> T,
+) -> Option<T> {
+    if !wanted {
+        return Some(T::default());
+    }
+    a.command(command).await.ok().map(|text| parse(&text))
 }
 
 /// Sends a command whose answer must be empty (or a known success).

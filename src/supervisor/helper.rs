@@ -40,11 +40,6 @@ impl Helpers {
         Helpers { inherited, waiters }
     }
 
-    /// The waiters the supervisor must fill.
-    pub fn waiters(&self) -> Waiters {
-        self.waiters.clone()
-    }
-
     /// Runs `command` while the supervisor is reaping; kills it after 30 s.
     pub async fn run(&self, command: &[String]) -> std::io::Result<Outcome> {
         let (pid, reader) = self.spawn(command)?;
