@@ -20,4 +20,5 @@ pub mod lzw;
 pub mod msgpack;
 pub mod serf;
 pub mod swim;
+pub mod validate;
 pub mod wire;
