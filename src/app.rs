@@ -26,6 +26,12 @@ use crate::supervisor::signals::Inherited;
 /// How long muster waits at exit for the collector to acknowledge what is queued.
 const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// A problem of the configuration found only at start (the host name as node name): muster
+/// exits 64, as for any bad configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadConfig(pub String);
+
 /// Runs muster for this configuration; returns the exit code.
 pub fn run(config: Config) -> anyhow::Result<i32> {
     // Before any thread exists: record the inherited signal state, then become a subreaper.
@@ -155,7 +161,17 @@ fn start_gossip(
 ) -> anyhow::Result<(mpsc::UnboundedSender<Command>, watch::Receiver<Vec<Member>>)> {
     let name = match &g.name {
         Some(n) => n.clone(),
-        None => hostname()?,
+        None => {
+            let host = hostname()?;
+            if let Err(e) = crate::gossip::validate::name(&host) {
+                return Err(BadConfig(format!(
+                    "gossip.name: unset, and the host name {:?} {e}; set gossip.name",
+                    crate::gossip::validate::printable(&host, 64)
+                ))
+                .into());
+            }
+            host
+        }
     };
     let advertise = match g.advertise {
         Some(a) => a,
@@ -175,9 +191,13 @@ fn start_gossip(
         advertise,
         seeds: g.join.clone(),
         tags: g.tags.clone(),
-        profile: match g.profile {
-            Profile::Lan => swim::Config::lan(),
-            Profile::Local => swim::Config::local(),
+        profile: swim::Config {
+            max_members: g.max_members,
+            new_members_per_second: g.new_members_per_second,
+            ..match g.profile {
+                Profile::Lan => swim::Config::lan(),
+                Profile::Local => swim::Config::local(),
+            }
         },
         rejoin_interval: g.rejoin_interval,
         serf: serf::Config {

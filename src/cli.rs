@@ -280,7 +280,11 @@ fn supervise(config: Config) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("muster: {e:#}");
-            1
+            if e.downcast_ref::<crate::app::BadConfig>().is_some() {
+                EXIT_USAGE
+            } else {
+                1
+            }
         }
     }
 }

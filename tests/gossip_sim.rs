@@ -165,6 +165,9 @@ impl Sim {
                     self.events
                         .push((self.now, i, e.kind, e.member.name.clone()));
                 }
+                Output::Refused { name, why, .. } => {
+                    panic!("seed {}: node {i} refused {name:?}: {why}", self.seed)
+                }
             }
         }
         self.reschedule(i);
@@ -215,8 +218,8 @@ impl Sim {
                         .iter()
                         .filter_map(|p| Msg::from_part(p).unwrap())
                         .collect();
-
-                    self.handle(j, Input::Packet { from, msgs });
+                    let size = packet.len();
+                    self.handle(j, Input::Packet { from, msgs, size });
                 }
                 Ev::Remote(i, j, _join) => {
                     if self.nodes[j].is_none() || !self.reachable(i, j) {
@@ -227,8 +230,21 @@ impl Sim {
                         continue;
                     };
                     let ours = node.local_state();
-                    self.handle(j, Input::Remote { nodes: ours });
-                    self.handle(i, Input::Remote { nodes: theirs });
+                    let (from_i, from_j) = (self.addrs[i], self.addrs[j]);
+                    self.handle(
+                        j,
+                        Input::Remote {
+                            from: Some(from_i),
+                            nodes: ours,
+                        },
+                    );
+                    self.handle(
+                        i,
+                        Input::Remote {
+                            from: Some(from_j),
+                            nodes: theirs,
+                        },
+                    );
                 }
             }
         }
@@ -548,6 +564,7 @@ fn ping_names_must_match() {
                 node: "someone-else".into(),
                 source: None,
             }],
+            size: 64,
         },
     );
     while let Some(o) = node.poll_output() {

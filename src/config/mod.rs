@@ -121,6 +121,10 @@ pub struct Gossip {
     pub reap_failed: Duration,
     /// How long a member that left is remembered.
     pub reap_left: Duration,
+    /// Most members kept (self and names still to answer their first probe included).
+    pub max_members: usize,
+    /// New names admitted per second.
+    pub new_members_per_second: u32,
 }
 
 /// Gossip timing profiles.
@@ -547,6 +551,8 @@ const GOSSIP_KEYS: &[&str] = &[
     "reconnect_interval",
     "reap_failed",
     "reap_left",
+    "max_members",
+    "new_members_per_second",
 ];
 
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
@@ -583,17 +589,33 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         reconnect_interval: Duration::from_secs(30),
         reap_failed: Duration::from_secs(600),
         reap_left: Duration::from_secs(300),
+        max_members: 5000,
+        new_members_per_second: 1000,
     };
-    if g.name.as_deref() == Some("") {
-        v.problem("gossip.name", "is empty");
+    if let Some(name) = &g.name {
+        if let Err(e) = crate::gossip::validate::name(name) {
+            v.problem("gossip.name", &format!("{name:?} {e}"));
+        }
     }
     if let Some(tags) = v.table("gossip.tags", t.get("tags")) {
+        let mut each_ok = true;
         for (k, val) in tags {
-            if let Some(text) = v.string(&format!("gossip.tags.{k}"), Some(val)) {
+            let key = format!("gossip.tags.{k}");
+            if let Some(text) = v.string(&key, Some(val)) {
+                let bad = crate::gossip::validate::tag_key(k)
+                    .map_err(|e| format!("the key {k:?} {e}"))
+                    .and_then(|()| {
+                        crate::gossip::validate::tag_value(&text)
+                            .map_err(|e| format!("{text:?} {e}"))
+                    });
+                if let Err(why) = bad {
+                    v.problem(&key, &why);
+                    each_ok = false;
+                }
                 g.tags.insert(k.clone(), text);
             }
         }
-        if wire_tags_len(&g.tags) > 512 {
+        if each_ok && wire_tags_len(&g.tags) > crate::gossip::validate::MAX_META {
             v.problem(
                 "gossip.tags",
                 "take more than the 512 bytes of node meta Serf allows",
@@ -621,6 +643,17 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
     }
     if let Some(d) = v.duration("gossip.reap_left", t.get("reap_left")) {
         g.reap_left = d;
+    }
+    if let Some(n) = v.integer("gossip.max_members", t.get("max_members"), 2, 1_000_000) {
+        g.max_members = n as usize;
+    }
+    if let Some(n) = v.integer(
+        "gossip.new_members_per_second",
+        t.get("new_members_per_second"),
+        1,
+        1_000_000,
+    ) {
+        g.new_members_per_second = n as u32;
     }
     Some(g)
 }

@@ -67,8 +67,55 @@ pub enum Command {
 }
 
 enum Internal {
-    /// A push/pull answer or request arrived with these nodes and this Serf state.
-    Remote(Vec<RemoteNode>, Vec<u8>),
+    /// A push/pull answer or request arrived from this peer with these nodes and this Serf
+    /// state.
+    Remote(SocketAddr, Vec<RemoteNode>, Vec<u8>),
+}
+
+/// Most senders remembered for "logged once per sender".
+const MAX_LOGGED_SENDERS: usize = 4096;
+/// How often a summary of what was refused is logged, when something was.
+const REFUSED_SUMMARY: Duration = Duration::from_secs(60);
+
+/// Peers that announced names or tags muster refuses: each sender is logged once, and a
+/// summary of the counts now and then.
+struct Refusals {
+    logged: std::collections::HashSet<std::net::IpAddr>,
+    last: swim::Stats,
+    next_summary: Instant,
+}
+
+impl Refusals {
+    fn note(&mut self, from: Option<SocketAddr>, name: &str, why: &str) {
+        let ip = from.map(|a| a.ip());
+        let first = match ip {
+            Some(ip) if self.logged.len() < MAX_LOGGED_SENDERS => self.logged.insert(ip),
+            _ => false,
+        };
+        if first {
+            tracing::warn!(from = ?from, name, why, "peer refused: its name or tags are not allowed (logged once per sender)");
+        }
+    }
+
+    fn summary(&mut self, now: Instant, stats: swim::Stats) {
+        if now < self.next_summary || stats == self.last {
+            return;
+        }
+        self.next_summary = now + REFUSED_SUMMARY;
+        let was = std::mem::replace(&mut self.last, stats);
+        tracing::warn!(
+            invalid = stats.invalid - was.invalid,
+            full = stats.full - was.full,
+            rate_limited = stats.rate_limited - was.rate_limited,
+            unconfirmed = stats.unconfirmed - was.unconfirmed,
+            held = stats.held - was.held,
+            refuted = stats.refuted - was.refuted,
+            absurd = stats.absurd - was.absurd,
+            budget = stats.budget - was.budget,
+            stranger_relays = stats.stranger_relays - was.stranger_relays,
+            "gossip refused or held back since the last summary"
+        );
+    }
 }
 
 fn to_remote(n: &NodeState) -> Option<RemoteNode> {
@@ -203,6 +250,11 @@ pub async fn run(
     let mut joined = false;
     let mut leaving: Option<(Instant, oneshot::Sender<()>)> = None;
     let mut buf = vec![0u8; 65_536];
+    let mut refusals = Refusals {
+        logged: std::collections::HashSet::new(),
+        last: swim::Stats::default(),
+        next_summary: Instant::now() + REFUSED_SUMMARY,
+    };
     loop {
         // Carry out what the cores asked, until neither has more (each feeds the other).
         loop {
@@ -255,7 +307,7 @@ pub async fn run(
                         };
                         match tokio::time::timeout(STREAM_TIMEOUT, exchange).await {
                             Ok(Ok((nodes, state))) => {
-                                let _ = tx.send(Internal::Remote(nodes, state));
+                                let _ = tx.send(Internal::Remote(to, nodes, state));
                             }
                             Ok(Err(error)) => tracing::debug!(%to, %error, "push/pull failed"),
                             Err(_) => tracing::debug!(%to, "push/pull timed out"),
@@ -266,6 +318,7 @@ pub async fn run(
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
                     serf.on_swim(Instant::now(), &e);
                 }
+                Output::Refused { from, name, why } => refusals.note(from, &name, &why),
             }
         }
         if let Some((until, _)) = &leaving {
@@ -297,7 +350,7 @@ pub async fn run(
                                 serf.on_user(now, body);
                             }
                         }
-                        swim.handle(now, Input::Packet { from, msgs });
+                        swim.handle(now, Input::Packet { from, msgs, size: n });
                     }
                     Err(error) => tracing::debug!(%from, %error, "bad packet ignored"),
                 }
@@ -318,14 +371,14 @@ pub async fn run(
                     };
                     match tokio::time::timeout(STREAM_TIMEOUT, exchange).await {
                         Ok(Ok((nodes, state))) => {
-                            let _ = tx.send(Internal::Remote(nodes, state));
+                            let _ = tx.send(Internal::Remote(peer, nodes, state));
                         }
                         Ok(Err(error)) => tracing::debug!(%peer, %error, "incoming push/pull failed"),
                         Err(_) => tracing::debug!(%peer, "incoming push/pull timed out"),
                     }
                 });
             }
-            Some(Internal::Remote(nodes, state)) = internal.recv() => {
+            Some(Internal::Remote(peer, nodes, state)) = internal.recv() => {
                 let now = Instant::now();
                 let first = !joined;
                 if first {
@@ -333,7 +386,7 @@ pub async fn run(
                     tracing::info!(members = nodes.len(), "joined the cluster");
                 }
                 // As memberlist does: the nodes first, then the layer above's state.
-                swim.handle(now, Input::Remote { nodes });
+                swim.handle(now, Input::Remote { from: Some(peer), nodes });
                 if let Err(error) = serf.merge_remote_state(now, &state) {
                     tracing::debug!(%error, "serf state in a push/pull ignored");
                 }
@@ -378,6 +431,7 @@ pub async fn run(
                 }
                 swim.handle(now, Input::Tick);
                 serf.tick(now);
+                refusals.summary(now, swim.stats());
             }
         }
     }

@@ -271,6 +271,20 @@ pub fn intent(kind: u8, ltime: u64, node: &str) -> Vec<u8> {
     out
 }
 
+/// The furthest ahead of our clock a Lamport time from the network may be. Real clocks move
+/// by one per intent or event; a forged time far ahead would otherwise pin a member's status
+/// for good (a leave at 2^64−1 could never be refuted). Within it, the member's refutation
+/// (one more) is always newer, compared serially as the clock may wrap.
+pub const MAX_LTIME_JUMP: u64 = 1 << 40;
+
+/// Most intents kept about members not known yet (a flood of forged names stops here).
+const MAX_INTENTS: usize = 1024;
+
+/// Whether Lamport time `a` is later than `b`, serially (RFC 1982 over 64 bits).
+pub fn later(a: u64, b: u64) -> bool {
+    (a.wrapping_sub(b) as i64) > 0
+}
+
 /// One node's Serf view.
 pub struct Serf {
     config: Config,
@@ -349,10 +363,16 @@ impl Serf {
     }
 
     fn witness(&mut self, t: u64) {
-        // Go's LamportClock.Witness: move past what we saw.
-        if t >= self.clock {
-            self.clock = t + 1;
+        // Go's LamportClock.Witness: move past what we saw (serially: the clock may wrap).
+        if !later(self.clock, t) {
+            self.clock = t.wrapping_add(1);
         }
+    }
+
+    /// Whether a Lamport time from the network is plausible: not further ahead of our clock
+    /// than [`MAX_LTIME_JUMP`]. An absurd one is ignored, never witnessed.
+    fn plausible(&self, t: u64) -> bool {
+        (t.wrapping_sub(self.clock) as i64) <= MAX_LTIME_JUMP as i64
     }
 
     fn emit(&mut self, kind: EventKind, name: &str) {
@@ -382,7 +402,7 @@ impl Serf {
             return;
         }
         self.leaving = true;
-        self.clock += 1;
+        self.clock = self.clock.wrapping_add(1);
         let t = self.clock;
         let me = self.me.clone();
         self.leave_intent(now, t, &me);
@@ -493,7 +513,13 @@ impl Serf {
         ) else {
             return false;
         };
-        let node = String::from_utf8_lossy(node).into_owned();
+        let Ok(node) = std::str::from_utf8(node) else {
+            return false;
+        };
+        if super::validate::name(node).is_err() || !self.plausible(t) {
+            return false;
+        }
+        let node = node.to_owned();
         let fresh = if kind == serf_kind::JOIN {
             self.join_intent(now, t, &node)
         } else {
@@ -507,7 +533,8 @@ impl Serf {
 
     fn remember_intent(&mut self, now: Instant, name: &str, t: u64, kind: Intent) -> bool {
         match self.intents.get(name) {
-            Some((old, _, _)) if *old >= t => false,
+            Some((old, _, _)) if !later(t, *old) => false,
+            None if self.intents.len() >= MAX_INTENTS => false,
             _ => {
                 self.intents.insert(name.to_owned(), (t, kind, now));
                 true
@@ -520,7 +547,7 @@ impl Serf {
         let Some(m) = self.members.get_mut(node) else {
             return self.remember_intent(now, node, t, Intent::Join);
         };
-        if t <= m.status_ltime {
+        if !later(t, m.status_ltime) {
             return false;
         }
         m.status_ltime = t;
@@ -536,7 +563,7 @@ impl Serf {
         let Some(m) = self.members.get_mut(node) else {
             return self.remember_intent(now, node, t, Intent::Leave);
         };
-        if t <= m.status_ltime {
+        if !later(t, m.status_ltime) {
             return false;
         }
         if node == self.me && !self.leaving {
@@ -596,12 +623,24 @@ impl Serf {
             return Ok(());
         }
         let pp = PushPullState::decode(bytes)?;
-        if pp.ltime > 0 {
-            self.witness(pp.ltime - 1);
+        if pp.ltime != 0 && self.plausible(pp.ltime) {
+            self.witness(pp.ltime.wrapping_sub(1));
         }
+        let left: std::collections::BTreeSet<&String> = pp.left_members.iter().collect();
         for (name, t) in &pp.status_ltimes {
-            if pp.left_members.contains(name) {
-                self.leave_intent(now, *t, name);
+            if super::validate::name(name).is_err() || !self.plausible(*t) {
+                continue;
+            }
+            if left.contains(name) {
+                let was_alive = self
+                    .members
+                    .get(name)
+                    .is_some_and(|m| m.status == Status::Alive);
+                if self.leave_intent(now, *t, name) && was_alive {
+                    // Pass it on, so that the member hears it and refutes it if it is false.
+                    self.outputs
+                        .push_back(Output::Broadcast(intent(serf_kind::LEAVE, *t, name)));
+                }
             } else {
                 self.join_intent(now, *t, name);
             }

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::msgpack::Value;
+use super::validate;
 use super::wire::{self, NodeState, Part, WireError, kind};
 
 /// Timings and limits; `lan()` is memberlist's (and Serf's) default, `local()` is tuned for one
@@ -43,6 +44,12 @@ pub struct Config {
     pub awareness_max: u32,
     /// Largest UDP payload sent.
     pub packet_size: usize,
+    /// Most members (self and candidates included) a node keeps: a new name beyond it is
+    /// refused, so a flood of forged names cannot exhaust memory.
+    pub max_members: usize,
+    /// New names admitted as candidates per second (a burst of as many is allowed). Each
+    /// candidate must answer one probe before it is a member.
+    pub new_members_per_second: u32,
 }
 
 impl Config {
@@ -61,6 +68,8 @@ impl Config {
             push_pull_interval: Duration::from_secs(30),
             awareness_max: 8,
             packet_size: 1400,
+            max_members: 5000,
+            new_members_per_second: 1000,
         }
     }
 
@@ -440,9 +449,14 @@ pub enum Input {
         from: SocketAddr,
         /// Its messages, decoded.
         msgs: Vec<Msg>,
+        /// Its size on the wire: the most bytes its answers may send toward an address that
+        /// is not a member (so a forged source cannot turn muster into an amplifier).
+        size: usize,
     },
     /// The remote side of a push/pull: its view of every member.
     Remote {
+        /// Who sent it (the TCP peer), for messages about what it sent.
+        from: Option<SocketAddr>,
         /// Its node states.
         nodes: Vec<RemoteNode>,
     },
@@ -488,6 +502,73 @@ pub enum Output {
     },
     /// A member changed.
     Event(Event),
+    /// A peer announced a name or tags that are not allowed: it is not a member.
+    Refused {
+        /// The packet's sender or the push/pull's peer.
+        from: Option<SocketAddr>,
+        /// The name, cut and escaped (safe to log).
+        name: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// What a node refused or held back since it started (for logs and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Announcements with a name or tags that are not allowed.
+    pub invalid: u64,
+    /// New names refused because `max_members` was reached.
+    pub full: u64,
+    /// New names refused because more than `new_members_per_second` came.
+    pub rate_limited: u64,
+    /// Candidates that never answered their probe.
+    pub unconfirmed: u64,
+    /// Claims of a third party about a live member held while the member could refute.
+    pub held: u64,
+    /// Held claims that the member refuted (they were never applied).
+    pub refuted: u64,
+    /// Claims whose incarnation jumped implausibly far ahead (ignored).
+    pub absurd: u64,
+    /// Answers not sent because they would have sent more bytes toward a non-member than
+    /// the packet carried.
+    pub budget: u64,
+    /// Indirect probes refused because the requester is not a member.
+    pub stranger_relays: u64,
+}
+
+/// The largest step ahead an incarnation may take in one claim. A member's own steps are
+/// +1 (a refutation, new tags) or its boot time in seconds (a restart): 2^30 s is 34 years.
+/// With it, a refutation of any accepted claim stays within half the number space of what
+/// every peer holds, so serial comparison (RFC 1982) always counts it as newer.
+pub const MAX_JUMP: u32 = 1 << 30;
+
+/// How an incarnation in a claim compares with the one known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Older: stale news.
+    Older,
+    /// The same.
+    Same,
+    /// Newer, by at most [`MAX_JUMP`].
+    Newer,
+    /// Newer by more than [`MAX_JUMP`]: forged, ignored.
+    Absurd,
+}
+
+/// Compares incarnation `claim` with `known` as serial numbers (RFC 1982): they may wrap, so
+/// a member at 2^32−1 refutes with 0.
+pub fn order(claim: u32, known: u32) -> Order {
+    let d = claim.wrapping_sub(known);
+    if d == 0 {
+        Order::Same
+    } else if d <= MAX_JUMP {
+        Order::Newer
+    } else if (d as i32) > 0 {
+        Order::Absurd
+    } else {
+        Order::Older
+    }
 }
 
 /// A change of membership, as the layer above sees it.
@@ -585,11 +666,72 @@ struct Relay {
     deadline: Instant,
 }
 
+/// A name announced to us that has not answered our probe yet: not a member, not gossiped.
+struct Candidate {
+    addr: SocketAddr,
+    meta: Vec<u8>,
+    incarnation: u32,
+    /// The probe's sequence number (random, so an ack cannot be guessed).
+    seq_no: u32,
+    /// Forgotten at this time unless it answered.
+    deadline: Instant,
+}
+
+/// What a third party claims about a live member, held while the member can refute it.
+#[derive(Debug, Clone)]
+enum Claim {
+    /// It is dead (or left, when `from` is the member).
+    Dead { incarnation: u32, from: String },
+    /// It moved, or its tags changed.
+    Alive {
+        incarnation: u32,
+        addr: SocketAddr,
+        meta: Vec<u8>,
+    },
+}
+
+impl Claim {
+    fn incarnation(&self) -> u32 {
+        match self {
+            Claim::Dead { incarnation, .. } | Claim::Alive { incarnation, .. } => *incarnation,
+        }
+    }
+
+    fn to_msg(&self, node: &str) -> Msg {
+        match self {
+            Claim::Dead { incarnation, from } => Msg::Dead {
+                incarnation: *incarnation,
+                node: node.to_owned(),
+                from: from.clone(),
+            },
+            Claim::Alive {
+                incarnation,
+                addr,
+                meta,
+            } => Msg::Alive {
+                incarnation: *incarnation,
+                node: node.to_owned(),
+                addr: *addr,
+                meta: meta.clone(),
+                vsn: VSN.to_vec(),
+            },
+        }
+    }
+}
+
+struct Held {
+    claim: Claim,
+    until: Instant,
+}
+
 struct Broadcast {
     msg: Msg,
     /// Encoded size, measured once when queued.
     len: usize,
 }
+
+/// Most indirect probes relayed for others at once.
+const MAX_RELAYS: usize = 256;
 
 /// Order of the broadcast queue: fewest transmits first, then oldest first. (memberlist sends
 /// the newest first; in the simulator that order let a leave miss one node of ten for good
@@ -621,6 +763,22 @@ pub struct Swim {
     latest: HashMap<String, QueueKey>,
     /// Id of the next broadcast.
     next_broadcast: u64,
+    /// Names announced to us that must answer a probe before they are members.
+    candidates: HashMap<String, Candidate>,
+    /// Candidates by the sequence number of their probe.
+    candidate_seqs: HashMap<u32, String>,
+    /// Claims about live members held while the member can refute them.
+    held: HashMap<String, Held>,
+    /// Admission tokens left (refilled at `new_members_per_second`), and when last refilled.
+    tokens: (f64, Instant),
+    /// While a packet is handled: the bytes its answers may still send toward non-members.
+    budget: Option<usize>,
+    /// Members (alive, suspect or dead, not forgotten) by address, with their count there.
+    addrs: HashMap<SocketAddr, usize>,
+    /// When a refutation last raised the awareness score (at most once per probe interval,
+    /// so forged claims about us cannot slow our own failure detection).
+    last_refute_penalty: Option<Instant>,
+    stats: Stats,
 }
 
 impl Swim {
@@ -677,7 +835,17 @@ impl Swim {
             live: 1,
             latest: HashMap::new(),
             next_broadcast: 0,
+            candidates: HashMap::new(),
+            candidate_seqs: HashMap::new(),
+            held: HashMap::new(),
+            tokens: (0.0, now),
+            budget: None,
+            addrs: HashMap::new(),
+            last_refute_penalty: None,
+            stats: Stats::default(),
         };
+        swim.tokens.0 = f64::from(swim.config.new_members_per_second);
+        swim.index(addr);
         swim.announce();
         swim
     }
@@ -703,12 +871,58 @@ impl Swim {
         {
             return false;
         }
-        self.members.remove(name);
+        if let Some(m) = self.members.remove(name) {
+            self.unindex(m.addr);
+        }
         self.suspicions.remove(name);
+        self.held.remove(name);
         if let Some(key) = self.latest.remove(name) {
             self.broadcasts.remove(&key);
         }
         true
+    }
+
+    /// What this node refused or held back so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// How many names wait to answer their first probe.
+    pub fn candidates(&self) -> usize {
+        self.candidates.len()
+    }
+
+    fn index(&mut self, addr: SocketAddr) {
+        *self.addrs.entry(addr).or_insert(0) += 1;
+    }
+
+    fn unindex(&mut self, addr: SocketAddr) {
+        if let Some(n) = self.addrs.get_mut(&addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.addrs.remove(&addr);
+            }
+        }
+    }
+
+    /// Whether a member (not a mere candidate) is known at this address.
+    fn is_member_addr(&self, addr: SocketAddr) -> bool {
+        self.addrs.contains_key(&addr)
+    }
+
+    /// Takes one admission token, if the rate allows.
+    fn take_token(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.config.new_members_per_second);
+        let (tokens, at) = self.tokens;
+        let refill = now.saturating_duration_since(at).as_secs_f64() * rate;
+        let tokens = (tokens + refill).min(rate);
+        if tokens >= 1.0 {
+            self.tokens = (tokens - 1.0, now);
+            true
+        } else {
+            self.tokens = (tokens, now);
+            false
+        }
     }
 
     /// A member by name.
@@ -765,20 +979,28 @@ impl Swim {
         for r in self.relays.values() {
             t = t.min(r.deadline);
         }
+        for c in self.candidates.values() {
+            t = t.min(c.deadline);
+        }
+        for h in self.held.values() {
+            t = t.min(h.until);
+        }
         t
     }
 
     /// Feeds what happened at `now`.
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
-            Input::Packet { from, msgs } => {
+            Input::Packet { from, msgs, size } => {
+                self.budget = Some(size);
                 for m in msgs {
                     self.message(now, from, m);
                 }
+                self.budget = None;
             }
-            Input::Remote { nodes } => {
+            Input::Remote { from, nodes } => {
                 for n in nodes {
-                    self.merge(now, n);
+                    self.merge(now, from, n);
                 }
             }
             Input::Join(seeds) => {
@@ -837,6 +1059,15 @@ impl Swim {
                 source,
             } => {
                 let requester = source.map_or(from, |(a, _)| a);
+                // Only on behalf of a member: a stranger could otherwise aim our pings (and
+                // their nacks) at any address.
+                if !self.is_member_addr(requester) || requester == self.self_member().addr {
+                    self.stats.stranger_relays += 1;
+                    return;
+                }
+                if self.relays.len() >= MAX_RELAYS {
+                    return;
+                }
                 let ours = self.seq();
                 self.relays.insert(
                     ours,
@@ -868,6 +1099,8 @@ impl Swim {
                             payload: Vec::new(),
                         }],
                     );
+                } else if let Some(name) = self.candidate_seqs.remove(&seq_no) {
+                    self.confirm(now, &name);
                 } else if let Some(p) = &mut self.probe {
                     if p.seq_no == seq_no {
                         p.acked = true;
@@ -885,25 +1118,48 @@ impl Swim {
                 incarnation,
                 node,
                 from: by,
-            } => self.suspect(now, &node, incarnation, &by),
+            } => self.suspect(now, &node, incarnation, &by, true),
             Msg::Dead {
                 incarnation,
                 node,
                 from: by,
-            } => self.dead(now, &node, incarnation, &by),
+            } => self.dead(now, &node, incarnation, &by, Some(from)),
             Msg::Alive {
                 incarnation,
                 node,
                 addr,
                 meta,
                 ..
-            } => self.alive(now, &node, addr, meta, incarnation),
+            } => {
+                if self.valid(Some(from), &node, &meta) {
+                    self.alive(now, &node, addr, meta, incarnation, Some(from));
+                }
+            }
             Msg::User(_) => {}
         }
     }
 
+    /// Whether an announced name and meta are allowed; a refusal is counted and reported.
+    fn valid(&mut self, from: Option<SocketAddr>, name: &str, meta: &[u8]) -> bool {
+        let why = match validate::name(name) {
+            Err(e) => e,
+            Ok(()) => match validate::meta(meta) {
+                Err(e) => e,
+                Ok(_) => return true,
+            },
+        };
+        self.stats.invalid += 1;
+        self.outputs.push_back(Output::Refused {
+            from,
+            name: validate::printable(name, 64),
+            why: why.to_string(),
+        });
+        false
+    }
+
+    /// A sequence number: random, so an answer cannot be forged by counting.
     fn seq(&mut self) -> u32 {
-        self.next_seq = self.next_seq.wrapping_add(1);
+        self.next_seq = self.rng.next_u64() as u32;
         self.next_seq
     }
 
@@ -927,8 +1183,30 @@ impl Swim {
         self.config.retransmit_mult * ((n + 1.0).log10().ceil().max(1.0) as u32)
     }
 
-    /// Sends `msgs` to `to`, topped up with pending broadcasts up to the packet size.
+    /// Sends `msgs` alone, no broadcast added. Toward an address that is not a member, only
+    /// while the packet being handled has budget left (and never more than it carried).
+    fn send_bare(&mut self, to: SocketAddr, msgs: Vec<Msg>) {
+        if !self.is_member_addr(to) {
+            if let Some(budget) = self.budget.as_mut() {
+                let size = 7 + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>();
+                if size > *budget {
+                    self.stats.budget += 1;
+                    return;
+                }
+                *budget -= size;
+            }
+        }
+        if !msgs.is_empty() {
+            self.outputs.push_back(Output::Send { to, msgs });
+        }
+    }
+
+    /// Sends `msgs` to `to`, topped up with pending broadcasts up to the packet size when `to`
+    /// is a member (a stranger gets only the answer, within the packet's budget).
     fn send(&mut self, _now: Instant, to: SocketAddr, mut msgs: Vec<Msg>) {
+        if !self.is_member_addr(to) {
+            return self.send_bare(to, msgs);
+        }
         let overhead = 2 + 5; // compound header + CRC
         let mut size: usize = overhead + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>();
         let limit = self.retransmit_limit();
@@ -980,17 +1258,33 @@ impl Swim {
     }
 
     /// Raises our incarnation above `seen` and tells everyone we are alive.
-    fn refute(&mut self, seen: u32) {
+    fn refute(&mut self, now: Instant, seen: u32) {
         let me = self.me.clone();
         let Some(m) = self.members.get_mut(&me) else {
             return;
         };
-        m.incarnation = m.incarnation.max(seen).wrapping_add(1);
+        let base = if order(seen, m.incarnation) == Order::Newer {
+            seen
+        } else {
+            m.incarnation
+        };
+        m.incarnation = base.wrapping_add(1);
         let msg = self.alive_msg(&self.members[&me]);
         self.broadcast(msg);
-        self.awareness = (self.awareness + 1).min(self.config.awareness_max - 1);
+        // Lifeguard: being suspected hints that we are slow. Once per probe interval at most,
+        // so a stream of forged claims cannot stretch our own probing.
+        let due = self
+            .last_refute_penalty
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.config.probe_interval);
+        if due {
+            self.last_refute_penalty = Some(now);
+            self.awareness = (self.awareness + 1).min(self.config.awareness_max - 1);
+        }
     }
 
+    /// An `alive` claim. `from` is the packet's sender (`None` for a push/pull): a claim that
+    /// moves a live member or changes its tags is applied at once only when the member says
+    /// so itself, from its known address.
     fn alive(
         &mut self,
         now: Instant,
@@ -998,22 +1292,117 @@ impl Swim {
         addr: SocketAddr,
         meta: Vec<u8>,
         incarnation: u32,
+        from: Option<SocketAddr>,
     ) {
         if name == self.me {
             let m = self.self_member();
-            if !self.leaving
-                && (incarnation > m.incarnation
-                    || (incarnation == m.incarnation && (addr != m.addr || meta != m.meta)))
-            {
-                self.refute(incarnation);
+            let refute = match order(incarnation, m.incarnation) {
+                Order::Newer => true,
+                Order::Same => addr != m.addr || meta != m.meta,
+                Order::Older => false,
+                Order::Absurd => {
+                    self.stats.absurd += 1;
+                    false
+                }
+            };
+            if refute && !self.leaving {
+                self.refute(now, incarnation);
             }
             return;
         }
-        let msg = Msg::Alive {
-            incarnation,
-            node: name.to_owned(),
+        let Some(m) = self.members.get(name) else {
+            return self.admit(now, name, addr, meta, incarnation);
+        };
+        let ord = order(incarnation, m.incarnation);
+        if ord == Order::Absurd {
+            self.stats.absurd += 1;
+            return;
+        }
+        if matches!(m.state, State::Dead | State::Left) {
+            // A comeback, possibly at another address: it must answer a probe there first.
+            if ord == Order::Newer || (ord == Order::Same && addr != m.addr) {
+                self.admit(now, name, addr, meta, incarnation);
+            }
+            return;
+        }
+        if ord != Order::Newer {
+            return;
+        }
+        let changed = m.addr != addr || m.meta != meta;
+        if changed && from != Some(m.addr) {
+            return self.hold(
+                now,
+                name,
+                Claim::Alive {
+                    incarnation,
+                    addr,
+                    meta,
+                },
+                now,
+            );
+        }
+        self.apply_alive(now, name, addr, meta, incarnation);
+    }
+
+    /// A new name (or a departed member coming back): probed before it counts.
+    fn admit(
+        &mut self,
+        now: Instant,
+        name: &str,
+        addr: SocketAddr,
+        meta: Vec<u8>,
+        incarnation: u32,
+    ) {
+        if let Some(c) = self.candidates.get_mut(name) {
+            // Already probed: keep the newest claim; the probe already sent decides.
+            if order(incarnation, c.incarnation) == Order::Newer && c.addr == addr {
+                c.incarnation = incarnation;
+                c.meta = meta;
+            }
+            return;
+        }
+        let comeback = self.members.contains_key(name);
+        if !comeback && self.members.len() + self.candidates.len() >= self.config.max_members {
+            self.stats.full += 1;
+            return;
+        }
+        if !self.take_token(now) {
+            self.stats.rate_limited += 1;
+            return;
+        }
+        let seq_no = self.seq();
+        let me = (self.self_member().addr, self.me.clone());
+        self.candidates.insert(
+            name.to_owned(),
+            Candidate {
+                addr,
+                meta,
+                incarnation,
+                seq_no,
+                deadline: now + self.config.probe_interval.max(self.config.probe_timeout),
+            },
+        );
+        self.candidate_seqs.insert(seq_no, name.to_owned());
+        self.send_bare(
             addr,
-            meta: meta.clone(),
+            vec![Msg::Ping {
+                seq_no,
+                node: name.to_owned(),
+                source: Some(me),
+            }],
+        );
+    }
+
+    /// A candidate answered its probe: it is a member now (or again).
+    fn confirm(&mut self, now: Instant, name: &str) {
+        let Some(c) = self.candidates.remove(name) else {
+            return;
+        };
+        let msg = Msg::Alive {
+            incarnation: c.incarnation,
+            node: name.to_owned(),
+            addr: c.addr,
+            meta: c.meta.clone(),
             vsn: VSN.to_vec(),
         };
         match self.members.get_mut(name) {
@@ -1022,62 +1411,175 @@ impl Swim {
                     name.to_owned(),
                     Member {
                         name: name.to_owned(),
-                        addr,
-                        meta,
-                        incarnation,
+                        addr: c.addr,
+                        meta: c.meta,
+                        incarnation: c.incarnation,
                         state: State::Alive,
                         since: now,
                     },
                 );
+                self.index(c.addr);
                 self.live += 1;
                 self.insert_probe_target(name);
                 self.broadcast(msg);
                 self.event(EventKind::Join, name);
             }
             Some(m) => {
-                let gone = matches!(m.state, State::Dead | State::Left);
-                // A live member keeps its address unless the claim is newer (a restarted node
-                // with a higher incarnation); a dead or departed one may come back anywhere.
-                let newer = incarnation > m.incarnation;
-                let moved_back = gone && incarnation == m.incarnation && addr != m.addr;
-                if !(newer || moved_back) {
-                    return;
-                }
+                let old = m.addr;
                 let was = m.state;
-                let changed = m.addr != addr || m.meta != meta;
-                m.addr = addr;
-                m.meta = meta;
-                m.incarnation = incarnation;
-                if was != State::Alive {
-                    m.state = State::Alive;
-                    m.since = now;
+                if matches!(was, State::Alive | State::Suspect)
+                    && order(c.incarnation, m.incarnation) != Order::Newer
+                {
+                    return; // it came back by other news meanwhile
                 }
+                m.addr = c.addr;
+                m.meta = c.meta;
+                m.incarnation = c.incarnation;
+                m.state = State::Alive;
+                m.since = now;
+                self.unindex(old);
+                self.index(c.addr);
                 if matches!(was, State::Dead | State::Left) {
                     self.live += 1;
+                    if !self.probe_order.iter().any(|n| n == name) {
+                        self.insert_probe_target(name);
+                    }
                 }
                 self.suspicions.remove(name);
+                self.held.remove(name);
                 self.broadcast(msg);
-                match was {
-                    State::Dead | State::Left => self.event(EventKind::Join, name),
-                    State::Suspect => self.event(EventKind::Refuted, name),
-                    State::Alive if changed => self.event(EventKind::Update, name),
-                    State::Alive => {}
+                self.event(EventKind::Join, name);
+            }
+        }
+    }
+
+    /// Applies a newer `alive` about a live member.
+    fn apply_alive(
+        &mut self,
+        now: Instant,
+        name: &str,
+        addr: SocketAddr,
+        meta: Vec<u8>,
+        incarnation: u32,
+    ) {
+        let Some(m) = self.members.get_mut(name) else {
+            return;
+        };
+        let was = m.state;
+        let old = m.addr;
+        let changed = m.addr != addr || m.meta != meta;
+        m.addr = addr;
+        m.meta = meta.clone();
+        m.incarnation = incarnation;
+        if was != State::Alive {
+            m.state = State::Alive;
+            m.since = now;
+        }
+        if old != addr {
+            self.unindex(old);
+            self.index(addr);
+        }
+        self.suspicions.remove(name);
+        // A held claim no newer than this news is refuted by it.
+        if self
+            .held
+            .get(name)
+            .is_some_and(|h| order(h.claim.incarnation(), incarnation) != Order::Newer)
+        {
+            self.held.remove(name);
+            self.stats.refuted += 1;
+        }
+        self.broadcast(Msg::Alive {
+            incarnation,
+            node: name.to_owned(),
+            addr,
+            meta,
+            vsn: VSN.to_vec(),
+        });
+        match was {
+            State::Suspect => self.event(EventKind::Refuted, name),
+            State::Alive if changed => self.event(EventKind::Update, name),
+            _ => {}
+        }
+    }
+
+    /// Holds a third party's claim about a live member until `since` + one probe timeout,
+    /// and tells the member, so that it can refute a false one first.
+    fn hold(&mut self, now: Instant, name: &str, claim: Claim, since: Instant) {
+        let Some(m) = self.members.get(name) else {
+            return;
+        };
+        let to = m.addr;
+        if let Some(h) = self.held.get(name) {
+            if order(claim.incarnation(), h.claim.incarnation()) != Order::Newer {
+                return;
+            }
+        }
+        let msg = claim.to_msg(name);
+        self.held.insert(
+            name.to_owned(),
+            Held {
+                claim,
+                until: since.max(now) + self.config.probe_timeout,
+            },
+        );
+        self.stats.held += 1;
+        self.send_bare(to, vec![msg]);
+    }
+
+    /// A held claim's time is up and nothing refuted it: apply it.
+    fn release(&mut self, now: Instant, name: &str) {
+        let Some(h) = self.held.remove(name) else {
+            return;
+        };
+        let Some(m) = self.members.get(name) else {
+            return;
+        };
+        if !matches!(m.state, State::Alive | State::Suspect)
+            || matches!(
+                order(h.claim.incarnation(), m.incarnation),
+                Order::Older | Order::Absurd
+            )
+        {
+            return;
+        }
+        match h.claim {
+            Claim::Dead { incarnation, from } => self.apply_dead(now, name, incarnation, &from),
+            Claim::Alive {
+                incarnation,
+                addr,
+                meta,
+            } => {
+                if order(incarnation, m.incarnation) == Order::Newer {
+                    self.apply_alive(now, name, addr, meta, incarnation);
                 }
             }
         }
     }
 
-    fn suspect(&mut self, now: Instant, name: &str, incarnation: u32, by: &str) {
+    /// A `suspect` claim; `told`: it came from the network (the member is told directly, so
+    /// it can refute within a round trip).
+    fn suspect(&mut self, now: Instant, name: &str, incarnation: u32, by: &str, told: bool) {
         if name == self.me {
-            if !self.leaving && incarnation >= self.self_member().incarnation {
-                self.refute(incarnation);
+            match order(incarnation, self.self_member().incarnation) {
+                Order::Same | Order::Newer if !self.leaving => self.refute(now, incarnation),
+                Order::Absurd => self.stats.absurd += 1,
+                _ => {}
             }
             return;
         }
         let Some(m) = self.members.get_mut(name) else {
             return;
         };
-        if incarnation < m.incarnation || matches!(m.state, State::Dead | State::Left) {
+        match order(incarnation, m.incarnation) {
+            Order::Older => return,
+            Order::Absurd => {
+                self.stats.absurd += 1;
+                return;
+            }
+            Order::Same | Order::Newer => {}
+        }
+        if matches!(m.state, State::Dead | State::Left) {
             return;
         }
         match m.state {
@@ -1097,6 +1599,7 @@ impl Swim {
                 m.state = State::Suspect;
                 m.incarnation = incarnation;
                 m.since = now;
+                let to = m.addr;
                 let n = self.live_count();
                 let interval = self.config.probe_interval.as_secs_f64();
                 let scale = (n.max(1) as f64).log10().max(1.0);
@@ -1120,28 +1623,77 @@ impl Swim {
                         from: vec![by.to_owned()],
                     },
                 );
-                self.broadcast(Msg::Suspect {
+                let msg = Msg::Suspect {
                     incarnation,
                     node: name.to_owned(),
                     from: by.to_owned(),
-                });
+                };
+                if told {
+                    self.send_bare(to, vec![msg.clone()]);
+                }
+                self.broadcast(msg);
                 self.event(EventKind::Suspect, name);
             }
             State::Dead | State::Left => {}
         }
     }
 
-    fn dead(&mut self, now: Instant, name: &str, incarnation: u32, by: &str) {
+    /// A `dead` claim from the network (`from`: the packet's sender, `None` for a push/pull).
+    /// It is applied at once when the member says so itself from its known address (a
+    /// leave), or when we have suspected it for a probe timeout already (it was told and did
+    /// not refute); otherwise it is held while the member is told.
+    fn dead(
+        &mut self,
+        now: Instant,
+        name: &str,
+        incarnation: u32,
+        by: &str,
+        from: Option<SocketAddr>,
+    ) {
         if name == self.me {
-            if !self.leaving && incarnation >= self.self_member().incarnation {
-                self.refute(incarnation);
+            match order(incarnation, self.self_member().incarnation) {
+                Order::Same | Order::Newer if !self.leaving => self.refute(now, incarnation),
+                Order::Absurd => self.stats.absurd += 1,
+                _ => {}
             }
             return;
         }
+        let Some(m) = self.members.get(name) else {
+            return;
+        };
+        if matches!(m.state, State::Dead | State::Left) {
+            return;
+        }
+        match order(incarnation, m.incarnation) {
+            Order::Older => return,
+            Order::Absurd => {
+                self.stats.absurd += 1;
+                return;
+            }
+            Order::Same | Order::Newer => {}
+        }
+        let itself = by == name && from == Some(m.addr);
+        let suspected_since = match m.state {
+            State::Suspect => self.suspicions.get(name).map(|s| s.started),
+            _ => None,
+        };
+        let told_long_ago = suspected_since.is_some_and(|t| t + self.config.probe_timeout <= now);
+        if itself || told_long_ago {
+            return self.apply_dead(now, name, incarnation, by);
+        }
+        let claim = Claim::Dead {
+            incarnation,
+            from: by.to_owned(),
+        };
+        self.hold(now, name, claim, suspected_since.unwrap_or(now));
+    }
+
+    /// Marks a live member dead (or left, when `by` is the member itself).
+    fn apply_dead(&mut self, now: Instant, name: &str, incarnation: u32, by: &str) {
         let Some(m) = self.members.get_mut(name) else {
             return;
         };
-        if incarnation < m.incarnation || matches!(m.state, State::Dead | State::Left) {
+        if matches!(m.state, State::Dead | State::Left) {
             return;
         }
         let left = by == name;
@@ -1150,6 +1702,7 @@ impl Swim {
         m.incarnation = incarnation;
         m.since = now;
         self.suspicions.remove(name);
+        self.held.remove(name);
         self.broadcast(Msg::Dead {
             incarnation,
             node: name.to_owned(),
@@ -1167,16 +1720,19 @@ impl Swim {
 
     /// Applies one node state from a push/pull, as memberlist's mergeState does: a remote
     /// "dead" only makes us suspect, so the node can still refute.
-    fn merge(&mut self, now: Instant, n: RemoteNode) {
+    fn merge(&mut self, now: Instant, from: Option<SocketAddr>, n: RemoteNode) {
+        if !self.valid(from, &n.name, &n.meta) {
+            return;
+        }
         match n.state {
-            State::Alive => self.alive(now, &n.name, n.addr, n.meta, n.incarnation),
-            State::Left => self.dead(now, &n.name, n.incarnation, &n.name),
+            State::Alive => self.alive(now, &n.name, n.addr, n.meta, n.incarnation, None),
+            State::Left => self.dead(now, &n.name, n.incarnation, &n.name, None),
             State::Dead | State::Suspect => {
                 if !self.members.contains_key(&n.name) {
                     return;
                 }
                 let me = self.me.clone();
-                self.suspect(now, &n.name, n.incarnation, &me);
+                self.suspect(now, &n.name, n.incarnation, &me, true);
             }
         }
     }
@@ -1246,7 +1802,31 @@ impl Swim {
             self.suspicions.remove(&name);
             let inc = self.members.get(&name).map_or(0, |m| m.incarnation);
             let me = self.me.clone();
-            self.dead(now, &name, inc, &me);
+            // Our own verdict: the member was told (buddy system) and did not refute.
+            self.apply_dead(now, &name, inc, &me);
+        }
+        // Candidates that never answered: forgotten.
+        let silent: Vec<String> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in silent {
+            if let Some(c) = self.candidates.remove(&name) {
+                self.candidate_seqs.remove(&c.seq_no);
+                self.stats.unconfirmed += 1;
+            }
+        }
+        // Held claims that nothing refuted.
+        let released: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.until <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in released {
+            self.release(now, &name);
         }
         self.probe_tick(now);
         if now >= self.next_gossip {
@@ -1296,7 +1876,7 @@ impl Swim {
                     // independent confirmations are what shorten Lifeguard's timeout.
                     let inc = self.members.get(&p.target).map_or(0, |m| m.incarnation);
                     let me = self.me.clone();
-                    self.suspect(now, &p.target, inc, &me);
+                    self.suspect(now, &p.target, inc, &me, false);
                 }
             }
         }

@@ -18,14 +18,55 @@ fn outputs(s: &mut Swim) -> Vec<Output> {
 }
 
 fn packet(s: &mut Swim, now: Instant, msgs: Vec<Msg>) -> Vec<Output> {
+    packet_from(s, now, addr(9), msgs)
+}
+
+fn packet_from(s: &mut Swim, now: Instant, from: SocketAddr, msgs: Vec<Msg>) -> Vec<Output> {
     s.handle(
         now,
         Input::Packet {
-            from: addr(9),
+            from,
             msgs,
+            size: 1400,
         },
     );
-    outputs(s)
+    let mut out = outputs(s);
+    // A probe of a candidate is answered at once, as a live node would.
+    let acks: Vec<(SocketAddr, Msg)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msgs } => msgs.iter().find_map(|m| match m {
+                Msg::Ping { seq_no, node, .. }
+                    if node != "me"
+                        && s.member(node).is_none_or(|m| {
+                            m.addr != *to || matches!(m.state, State::Dead | State::Left)
+                        }) =>
+                {
+                    Some((
+                        *to,
+                        Msg::Ack {
+                            seq_no: *seq_no,
+                            payload: Vec::new(),
+                        },
+                    ))
+                }
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect();
+    for (to, ack) in acks {
+        s.handle(
+            now,
+            Input::Packet {
+                from: to,
+                msgs: vec![ack],
+                size: 64,
+            },
+        );
+        out.extend(outputs(s));
+    }
+    out
 }
 
 fn alive(name: &str, n: u8, incarnation: u32) -> Msg {
@@ -175,32 +216,43 @@ fn a_node_refutes_rumours_about_itself() {
 }
 
 #[test]
-fn dead_about_itself_means_left() {
+fn dead_about_itself_means_left_and_a_third_partys_dead_is_held() {
     let now = Instant::now();
     let mut s = node(now);
     packet(&mut s, now, vec![alive("a", 2, 1), alive("b", 3, 1)]);
+    // "a" says so itself, from its own address: applied at once.
+    let out = packet_from(
+        &mut s,
+        now,
+        addr(2),
+        vec![Msg::Dead {
+            incarnation: 1,
+            node: "a".into(),
+            from: "a".into(),
+        }],
+    );
+    assert_eq!(events(&out), vec![(EventKind::Leave, "a".into())]);
+    // A third party's verdict (even one that claims to be ours) is held for a probe timeout
+    // while "b" is told, then applied since "b" did not refute.
     let out = packet(
         &mut s,
         now,
-        vec![
-            Msg::Dead {
-                incarnation: 1,
-                node: "a".into(),
-                from: "a".into(),
-            },
-            Msg::Dead {
-                incarnation: 1,
-                node: "b".into(),
-                from: "me".into(),
-            },
-        ],
+        vec![Msg::Dead {
+            incarnation: 1,
+            node: "b".into(),
+            from: "me".into(),
+        }],
     );
+    assert!(events(&out).is_empty(), "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Send { to, msgs } if *to == addr(3) && matches!(msgs[0], Msg::Dead { .. }))),
+        "b is told: {out:?}"
+    );
+    let later = now + Config::lan().probe_timeout;
+    s.handle(later, Input::Tick);
     assert_eq!(
-        events(&out),
-        vec![
-            (EventKind::Leave, "a".into()),
-            (EventKind::Fail, "b".into())
-        ]
+        events(&outputs(&mut s)),
+        vec![(EventKind::Fail, "b".into())]
     );
 }
 
@@ -282,17 +334,229 @@ fn pings_are_answered_to_their_source() {
 }
 
 #[test]
-fn a_restarted_member_with_a_higher_incarnation_moves_at_once() {
+fn a_restarted_member_moves_once_its_old_address_stays_silent() {
     let now = Instant::now();
     let mut s = node(now);
     packet(&mut s, now, vec![alive("a", 2, 100)]);
     // Same incarnation, other address, while alive: refused (two claimants).
     packet(&mut s, now, vec![alive("a", 3, 100)]);
     assert_eq!(s.member("a").unwrap().addr, addr(2));
-    // Restarted: muster's incarnation is its boot time, so it is higher.
-    let out = packet(&mut s, now, vec![alive("a", 3, 200)]);
+    // Restarted: muster's incarnation is its boot time, so it is higher. The claim is held
+    // while the old address is told; nothing refutes it there, so it moves.
+    let out = packet_from(&mut s, now, addr(3), vec![alive("a", 3, 200)]);
+    assert!(events(&out).is_empty());
+    assert_eq!(s.member("a").unwrap().addr, addr(2));
+    s.handle(now + Config::lan().probe_timeout, Input::Tick);
     assert_eq!(s.member("a").unwrap().addr, addr(3));
-    assert_eq!(events(&out), vec![(EventKind::Update, "a".into())]);
+    assert_eq!(
+        events(&outputs(&mut s)),
+        vec![(EventKind::Update, "a".into())]
+    );
+}
+
+#[test]
+fn a_live_member_refutes_a_forged_move_or_removal_before_it_applies() {
+    let now = Instant::now();
+    let mut s = node(now);
+    packet(&mut s, now, vec![alive("a", 2, u32::MAX - 10)]);
+    // At 2^32-1 while "a" is at 100, a claim is simply older (serial order).
+    packet(&mut s, now, vec![alive("b", 3, 100)]);
+    packet(&mut s, now, vec![alive("b", 66, u32::MAX)]);
+    s.handle(now + Config::lan().probe_timeout, Input::Tick);
+    assert_eq!(s.member("b").unwrap().addr, addr(3));
+    // "a" is near the top of the number space: a hijack, then a forged death.
+    packet(&mut s, now, vec![alive("a", 66, u32::MAX)]);
+    packet(
+        &mut s,
+        now,
+        vec![Msg::Dead {
+            incarnation: u32::MAX,
+            node: "a".into(),
+            from: "x".into(),
+        }],
+    );
+    // The real member hears it and refutes across the wrap: u32::MAX + 1 = 0 is newer.
+    let out = packet_from(&mut s, now, addr(2), vec![alive("a", 2, 0)]);
+    assert!(events(&out).is_empty(), "{out:?}");
+    s.handle(now + Config::lan().probe_timeout * 2, Input::Tick);
+    let m = s.member("a").unwrap();
+    assert_eq!((m.addr, m.state, m.incarnation), (addr(2), State::Alive, 0));
+    assert!(events(&outputs(&mut s)).is_empty());
+    assert!(s.stats().refuted >= 1);
+}
+
+#[test]
+fn serial_order_and_absurd_jumps() {
+    assert_eq!(order(5, 5), Order::Same);
+    assert_eq!(order(6, 5), Order::Newer);
+    assert_eq!(order(4, 5), Order::Older);
+    assert_eq!(order(0, u32::MAX), Order::Newer);
+    assert_eq!(order(u32::MAX, 0), Order::Older);
+    assert_eq!(order(5 + MAX_JUMP, 5), Order::Newer);
+    assert_eq!(order(6 + MAX_JUMP, 5), Order::Absurd);
+    // A forged claim far ahead is ignored by everyone, the member itself included.
+    let now = Instant::now();
+    let mut s = node(now);
+    packet(&mut s, now, vec![alive("a", 2, 100)]);
+    packet(
+        &mut s,
+        now,
+        vec![Msg::Dead {
+            incarnation: 100 + MAX_JUMP + 1,
+            node: "a".into(),
+            from: "x".into(),
+        }],
+    );
+    packet(
+        &mut s,
+        now,
+        vec![Msg::Suspect {
+            incarnation: 5 + MAX_JUMP + 1,
+            node: "me".into(),
+            from: "x".into(),
+        }],
+    );
+    assert_eq!(s.member("me").unwrap().incarnation, 5);
+    s.handle(now + Duration::from_secs(5), Input::Tick);
+    assert_ne!(s.member("a").unwrap().state, State::Dead);
+    assert_eq!(s.stats().absurd, 2);
+    // At the top of the space, we refute with 0.
+    let mut t = Swim::new(Config::lan(), "me", addr(1), vec![], u32::MAX - 1, 1, now);
+    packet(
+        &mut t,
+        now,
+        vec![Msg::Suspect {
+            incarnation: u32::MAX,
+            node: "me".into(),
+            from: "x".into(),
+        }],
+    );
+    assert_eq!(t.member("me").unwrap().incarnation, 0);
+}
+
+#[test]
+fn a_name_that_never_answers_is_never_a_member() {
+    let now = Instant::now();
+    let mut s = node(now);
+    outputs(&mut s);
+    s.handle(
+        now,
+        Input::Packet {
+            from: addr(9),
+            msgs: vec![alive("ghost", 50, 1)],
+            size: 200,
+        },
+    );
+    let out = outputs(&mut s);
+    assert!(events(&out).is_empty());
+    let probed: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msgs } => Some((*to, msgs.len())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(probed, vec![(addr(50), 1)], "one bare ping, no gossip");
+    assert!(s.member("ghost").is_none());
+    assert_eq!(s.candidates(), 1);
+    s.handle(now + Config::lan().probe_interval, Input::Tick);
+    assert_eq!(s.candidates(), 0);
+    assert!(s.member("ghost").is_none());
+    assert_eq!(s.stats().unconfirmed, 1);
+}
+
+#[test]
+fn invalid_names_and_tags_are_refused() {
+    let now = Instant::now();
+    let mut s = node(now);
+    outputs(&mut s);
+    let mut bad_meta = alive("x", 4, 1);
+    if let Msg::Alive { meta, .. } = &mut bad_meta {
+        *meta = wire::encode_tags(&[("role".to_owned(), "a b".to_owned())].into());
+    }
+    let out = packet(
+        &mut s,
+        now,
+        vec![
+            alive("evil\nprogram", 2, 1),
+            alive(&"n".repeat(200), 3, 1),
+            bad_meta,
+        ],
+    );
+    let refused = out
+        .iter()
+        .filter(|o| matches!(o, Output::Refused { .. }))
+        .count();
+    assert_eq!(refused, 3, "{out:?}");
+    assert_eq!(s.members().count(), 1);
+    assert_eq!(s.candidates(), 0);
+    assert_eq!(s.stats().invalid, 3);
+}
+
+#[test]
+fn floods_are_capped_and_strangers_get_no_more_bytes_than_they_sent() {
+    let now = Instant::now();
+    let config = Config {
+        max_members: 50,
+        new_members_per_second: 20,
+        ..Config::lan()
+    };
+    let mut s = Swim::new(config, "me", addr(1), vec![], 5, 1, now);
+    outputs(&mut s);
+    let flood: Vec<Msg> = (0..100).map(|i| alive(&format!("f{i}"), 100, 1)).collect();
+    s.handle(
+        now,
+        Input::Packet {
+            from: addr(9),
+            msgs: flood,
+            size: 100_000,
+        },
+    );
+    outputs(&mut s);
+    assert_eq!(s.candidates(), 20, "the rate allows 20 at once");
+    assert_eq!(s.stats().rate_limited, 80);
+    // Pings reflected toward a victim: at most the packet's size in answers, no gossip.
+    let victim = SocketAddr::from(([10, 9, 9, 9], 4000));
+    let pings: Vec<Msg> = (0..100)
+        .map(|i| Msg::Ping {
+            seq_no: i,
+            node: "me".into(),
+            source: Some((victim, "v".into())),
+        })
+        .collect();
+    let size = 300;
+    s.handle(
+        now,
+        Input::Packet {
+            from: addr(9),
+            msgs: pings,
+            size,
+        },
+    );
+    let sent: usize = outputs(&mut s)
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msgs } if *to == victim => {
+                Some(7 + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>())
+            }
+            _ => None,
+        })
+        .sum();
+    assert!(sent > 0 && sent <= size, "{sent} bytes toward the victim");
+    // An indirect probe asked by a stranger is not carried out.
+    let out = packet(
+        &mut s,
+        now,
+        vec![Msg::IndirectPing {
+            seq_no: 1,
+            target: victim,
+            node: "v".into(),
+            nack: true,
+            source: Some((addr(77), "stranger".into())),
+        }],
+    );
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(s.stats().stranger_relays, 1);
 }
 
 #[test]
