@@ -3,7 +3,9 @@
 
 #![allow(dead_code, clippy::disallowed_methods, clippy::unwrap_used)]
 
+pub mod forge;
 pub mod http;
+pub mod lb;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
