@@ -305,3 +305,24 @@ fn hostile_packets_and_streams_change_nothing() {
     drop(idle);
     drop((a, b));
 }
+
+#[test]
+fn an_invalid_name_or_tag_of_our_own_stops_muster_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "[gossip]\nname = \"web\\nprogram\"\nbind = \"127.0.0.1:0\"\ntags = { role = \"a b\" }\n[services.main]\nmain = true\ncommand = [\"sh\", \"-c\", \"echo started\"]\n",
+    );
+    let out = Command::new(muster())
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("gossip.name: \"web\\nprogram\" holds \"\\n\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("gossip.tags.role: \"a b\""), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("started"));
+}

@@ -201,6 +201,22 @@ command = ["x"]
             "missing {e:?} in {got:#?}"
         );
     }
+
+    // A name or tag of our own that peers would refuse is refused here first, key named.
+    let got = problems(
+        "[gossip]\nname = \"web 1\"\ntags = { role = \"back end\", \"a#b\" = \"x\" }\nmax_members = 1\n[services.a]\ncommand = [\"x\"]\n",
+    );
+    for e in [
+        "gossip.name: \"web 1\" holds \" \" at byte 3",
+        "gossip.tags.role: \"back end\" holds \" \" at byte 4",
+        "gossip.tags.a#b: the key \"a#b\" holds \"#\" at byte 1",
+        "gossip.max_members: 1 is outside 2..=1000000",
+    ] {
+        assert!(
+            got.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {got:#?}"
+        );
+    }
 }
 
 #[test]

@@ -290,3 +290,62 @@ fn suspicion_is_published_without_an_event() {
     assert_eq!(drain(&mut s), [Output::Changed]);
     assert!(!s.member("a").unwrap().suspect);
 }
+
+#[test]
+fn lamport_extremes_cannot_pin_a_status() {
+    let t0 = Instant::now();
+    let mut s = serf(t0);
+    s.on_swim(t0, &swim_event(SwimKind::Join, "a", 2, t0));
+    drain(&mut s);
+    // A forged leave at 2^64-1 (far ahead of our clock) is ignored, never witnessed.
+    assert!(!s.on_user(t0, &intent(serf_kind::LEAVE, u64::MAX, "a")));
+    assert_eq!(status(&s, "a"), Some(Status::Alive));
+    assert!(s.clock() < 10);
+    // One within the jump is applied, and the member's refutation (one later) wins.
+    let t = MAX_LTIME_JUMP;
+    assert!(s.on_user(t0, &intent(serf_kind::LEAVE, t, "a")));
+    assert_eq!(status(&s, "a"), Some(Status::Leaving));
+    assert!(s.on_user(t0, &intent(serf_kind::JOIN, t + 1, "a")));
+    assert_eq!(status(&s, "a"), Some(Status::Alive));
+    // Across the wrap of the clock too.
+    let top = u64::MAX - 1;
+    let mut x = serf(t0);
+    x.on_swim(t0, &swim_event(SwimKind::Join, "a", 2, t0));
+    x.clock = top - 5;
+    x.members.get_mut("a").unwrap().status_ltime = top - 5;
+    assert!(x.on_user(t0, &intent(serf_kind::JOIN, top - 4, "a")));
+    assert!(x.on_user(t0, &intent(serf_kind::LEAVE, top, "a")));
+    assert_eq!(status(&x, "a"), Some(Status::Leaving));
+    assert!(x.on_user(t0, &intent(serf_kind::JOIN, top.wrapping_add(3), "a")));
+    assert_eq!(status(&x, "a"), Some(Status::Alive));
+    // We refute a leave about ourselves with a later join, even at the top.
+    let mut me = serf(t0);
+    me.clock = u64::MAX - 2;
+    me.members.get_mut("me").unwrap().status_ltime = u64::MAX - 3;
+    me.on_user(t0, &intent(serf_kind::LEAVE, u64::MAX, "me"));
+    let refute = drain(&mut me)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Broadcast(b) if b[0] == serf_kind::JOIN => Some(b),
+            _ => None,
+        })
+        .expect("a join intent");
+    let (v, _) = crate::gossip::msgpack::decode(&refute[1..]).unwrap();
+    assert_eq!(
+        v.get("LTime")
+            .and_then(crate::gossip::msgpack::Value::as_u64),
+        Some(0)
+    );
+}
+
+#[test]
+fn intents_with_invalid_names_or_beyond_the_cap_are_dropped() {
+    let t0 = Instant::now();
+    let mut s = serf(t0);
+    assert!(!s.on_user(t0, &intent(serf_kind::JOIN, 1, "a b")));
+    assert!(!s.on_user(t0, &intent(serf_kind::JOIN, 1, &"x".repeat(300))));
+    for i in 0..2000 {
+        s.on_user(t0, &intent(serf_kind::JOIN, 1, &format!("n{i}")));
+    }
+    assert_eq!(s.intents.len(), MAX_INTENTS);
+}
