@@ -44,7 +44,11 @@
 //!   push/pull state, reconnect, reap); and `driver`, the tokio shell (UDP + TCP push/pull,
 //!   seeds, re-join), which publishes every event on a channel and the whole view on a
 //!   `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
-//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz).
+//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` holds the character sets
+//!   and limits of names and tags; `swim` applies them to everything announced, admits a new
+//!   name only once it answers a probe, holds a third party's harmful claims about a live
+//!   member while the member can refute them, and never sends a stranger more bytes than
+//!   its packet carried (`tests/hostile_gossip.rs` attacks a load balancer this way).
 //! - [`logship`]: log shipping. Pure cores: RFC 5424 formatting (`syslog`), RELP frames and
 //!   the sans-IO client that resends what was not acknowledged (`relp`); and `ship`, the
 //!   shell: a bounded queue filled through the output sink's `Tap` (block or drop-oldest) and
@@ -68,6 +72,9 @@
 //!   and `haproxy/` (but its `runtime.rs` and `sync.rs`) do no I/O and read no clock**: time (and, for gossip, the random seed) comes in as an argument.
 //! - **Decoders never panic and never allocate more than their input justifies**: every
 //!   length is checked against the bytes left or an explicit limit.
+//! - **A name or tag from the network is stored only after `gossip::validate` accepted it**
+//!   (`swim` for memberlist messages and push/pulls, `serf` for intents), and the HAProxy
+//!   model checks again before rendering: what a peer says reaches `haproxy.cfg` as data.
 //! - **Signal handlers are registered before the first spawn**, so no SIGCHLD is lost.
 //! - **A pid is signalled only while the core holds it unreaped** (Running or Stopping), so a
 //!   recycled pid is never hit.

@@ -11,6 +11,10 @@
 //!   periodic re-join; it publishes every event on a channel and the whole view on a `watch`
 //!   at once (no coalescing delay). `tests/serf_interop.rs` runs Debian's serf against it.
 //!
+//! - `validate`, what a name and tags may hold, checked where they enter.
+//!
+//! What a peer may do without a key is in the README's Security section.
+//!
 //! Not done: encrypted clusters (refused with a clear error), Serf's user events and queries,
 //! and Serf's RPC protocol (so `serf members -rpc-addr` cannot query muster; `muster members`
 //! does that job).

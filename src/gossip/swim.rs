@@ -1366,12 +1366,23 @@ impl Swim {
             self.stats.full += 1;
             return;
         }
+        let seq_no = self.seq();
+        let me = (self.self_member().addr, self.me.clone());
+        let ping = Msg::Ping {
+            seq_no,
+            node: name.to_owned(),
+            source: Some(me),
+        };
+        // The probe must fit the packet's budget (it goes to an address named in the packet).
+        let cost = 7 + ping.to_wire().len() + 2;
+        if self.budget.is_some_and(|b| b < cost) {
+            self.stats.budget += 1;
+            return;
+        }
         if !self.take_token(now) {
             self.stats.rate_limited += 1;
             return;
         }
-        let seq_no = self.seq();
-        let me = (self.self_member().addr, self.me.clone());
         self.candidates.insert(
             name.to_owned(),
             Candidate {
@@ -1383,14 +1394,7 @@ impl Swim {
             },
         );
         self.candidate_seqs.insert(seq_no, name.to_owned());
-        self.send_bare(
-            addr,
-            vec![Msg::Ping {
-                seq_no,
-                node: name.to_owned(),
-                source: Some(me),
-            }],
-        );
+        self.send_bare(addr, vec![ping]);
     }
 
     /// A candidate answered its probe: it is a member now (or again).
