@@ -9,8 +9,12 @@
 //! }
 //! ```
 //!
-//! Only members whose status is `alive` are listed: a member that is leaving is drained by the
-//! sync, not rendered. Members are sorted by name; tags are a sorted map. `id` is a number
+//! Members whose status is `alive` or `leaving` are listed (`status` says which): a Serf leave
+//! intent alone takes no server out, since any peer can forge one and the member refutes it;
+//! a member's server is drained once the member has `left`, and taken out at once when it has
+//! `failed`. Members whose name or tags fail [`crate::gossip::validate`] are left out (the
+//! gossip layer refuses them already; this is the second wall), and returned beside the model
+//! so the sync can log each once. Members are sorted by name; tags are a sorted map. `id` is a number
 //! derived from the name alone (unless two names collide, then the later one by name takes the
 //! next free number): the server id HAProxy's sticky sessions follow, so a member that comes
 //! back under its name, at any address, gets the same id.
@@ -21,6 +25,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::gossip::serf::{Member, Status};
+use crate::gossip::validate;
 
 /// Which members become servers, and on which port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +47,7 @@ pub struct ModelMember {
     pub address: IpAddr,
     /// Its application port: the `port` tag, or the default.
     pub port: u16,
-    /// Serf's status word (`alive`).
+    /// Serf's status word: `alive`, or `leaving` (announced a leave, still answering).
     pub status: &'static str,
     /// All its tags.
     pub tags: BTreeMap<String, String>,
@@ -81,17 +86,51 @@ pub fn server_id(name: &str) -> u32 {
     h % ID_SPACE + 1
 }
 
+/// A selected member left out of the model because its name or tags are invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its name, cut and escaped ([`validate::printable`]): safe in a log line.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Longest name shown in a [`Refused`].
+const SHOWN: usize = 64;
+
 impl Model {
-    /// The model for this view of the cluster.
+    /// The model for this view of the cluster (members with invalid names or tags left out).
     pub fn new(view: &[Member], selection: &Selection) -> Model {
+        Model::checked(view, selection).0
+    }
+
+    /// The model for this view, and the selected members left out for an invalid name or tag.
+    pub fn checked(view: &[Member], selection: &Selection) -> (Model, Vec<Refused>) {
+        let mut refused = Vec::new();
         let mut members: Vec<ModelMember> = view
             .iter()
-            .filter(|m| m.status == Status::Alive)
+            .filter(|m| matches!(m.status, Status::Alive | Status::Leaving))
             .filter(|m| {
                 selection
                     .role
                     .as_ref()
                     .is_none_or(|r| m.tags.get("role") == Some(r))
+            })
+            .filter(|m| {
+                let why = match validate::name(&m.name) {
+                    Err(e) => Some(format!("name {e}")),
+                    Ok(()) => validate::tags(&m.tags).err().map(|e| e.to_string()),
+                };
+                match why {
+                    None => true,
+                    Some(reason) => {
+                        refused.push(Refused {
+                            name: validate::printable(&m.name, SHOWN),
+                            reason,
+                        });
+                        false
+                    }
+                }
             })
             .map(|m| ModelMember {
                 name: m.name.clone(),
@@ -124,8 +163,26 @@ impl Model {
                 ip: m.address,
             })
             .collect();
-        Model {
+        let model = Model {
             role: selection.role.clone(),
+            members,
+            addresses,
+        };
+        (model, refused)
+    }
+
+    /// The same model with only the members `keep` accepts (their ids unchanged).
+    pub fn only(&self, keep: impl Fn(&ModelMember) -> bool) -> Model {
+        let members: Vec<ModelMember> = self.members.iter().filter(|m| keep(m)).cloned().collect();
+        let addresses = members
+            .iter()
+            .map(|m| Address {
+                host: m.name.clone(),
+                ip: m.address,
+            })
+            .collect();
+        Model {
+            role: self.role.clone(),
             members,
             addresses,
         }

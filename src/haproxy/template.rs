@@ -97,6 +97,16 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_tag_can_have_a_default() {
+        let t = Template::compile(
+            "{{#each members}}weight {{#if tags.weight}}{{tags.weight}}{{else}}1{{/if}}{{/each}}",
+            "t",
+        )
+        .expect("compiles");
+        assert_eq!(t.render(&model()).expect("renders"), "weight 1");
+    }
+
+    #[test]
     fn syntax_errors_name_the_source() {
         let e = Template::compile("{{#each members}}", "bad.hbs")
             .err()

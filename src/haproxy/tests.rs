@@ -23,7 +23,7 @@ mod model {
     }
 
     #[test]
-    fn selects_alive_members_of_the_role_sorted_by_name() {
+    fn selects_alive_and_leaving_members_of_the_role_sorted_by_name() {
         let view = vec![
             member(
                 "web-b",
@@ -52,7 +52,17 @@ mod model {
             .iter()
             .map(|m| (m.name.as_str(), m.port))
             .collect();
-        assert_eq!(names, [("web-a", 3000), ("web-b", 8080), ("web-e", 3000)]);
+        assert_eq!(
+            names,
+            [
+                ("web-a", 3000),
+                ("web-b", 8080),
+                ("web-c", 3000),
+                ("web-e", 3000)
+            ]
+        );
+        let status: Vec<&str> = model.members.iter().map(|m| m.status).collect();
+        assert_eq!(status, ["alive", "alive", "leaving", "alive"]);
         assert_eq!(model.addresses[1].host, "web-b");
         assert_eq!(model.addresses[1].ip.to_string(), "10.0.0.3");
         assert_eq!(model.members[0].id, server_id("web-a"));
@@ -68,7 +78,75 @@ mod model {
                 default_port: 1,
             },
         );
-        assert_eq!(all.members.len(), 4);
+        assert_eq!(all.members.len(), 5);
+    }
+
+    #[test]
+    fn members_with_invalid_names_or_tags_are_left_out_and_named_escaped() {
+        let view = vec![
+            member("web-a", "10.0.0.2", Status::Alive, &[("role", "backend")]),
+            member(
+                "web\nprogram x",
+                "10.0.0.3",
+                Status::Alive,
+                &[("role", "backend")],
+            ),
+            member(
+                "web-c",
+                "10.0.0.4",
+                Status::Leaving,
+                &[("role", "backend"), ("port", "80 check addr 1.2.3.4")],
+            ),
+            member(
+                "web-d",
+                "10.0.0.5",
+                Status::Alive,
+                &[("role", "backend"), ("x", "%[env(HOME)]")],
+            ),
+            // Another role: never rendered, so not judged either.
+            member("bad name", "10.0.0.6", Status::Alive, &[("role", "db")]),
+            member("web-e", "10.0.0.7", Status::Alive, &[("role", "backend")]),
+        ];
+        let selection = Selection {
+            role: Some("backend".to_owned()),
+            default_port: 3000,
+        };
+        let (model, refused) = Model::checked(&view, &selection);
+        let names: Vec<&str> = model.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["web-a", "web-e"]);
+        assert_eq!(model.addresses.len(), 2);
+        let refused: Vec<(&str, &str)> = refused
+            .iter()
+            .map(|r| (r.name.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert_eq!(refused[0].0, "web\\nprogram x", "escaped, on one line");
+        assert!(refused[0].1.starts_with("name holds"), "{refused:?}");
+        assert_eq!(refused[1].0, "web-c");
+        assert!(refused[1].1.starts_with("tag port:"), "{refused:?}");
+        assert_eq!(refused[2].0, "web-d");
+        assert!(refused[2].1.starts_with("tag x:"), "{refused:?}");
+        assert_eq!(Model::new(&view, &selection), model);
+    }
+
+    #[test]
+    fn a_subset_keeps_its_ids() {
+        let view: Vec<Member> = ["a", "b", "c"]
+            .iter()
+            .map(|n| member(n, "10.0.0.2", Status::Alive, &[]))
+            .collect();
+        let all = Model::new(
+            &view,
+            &Selection {
+                role: None,
+                default_port: 80,
+            },
+        );
+        let some = all.only(|m| m.name != "b");
+        assert_eq!(some.members.len(), 2);
+        assert_eq!(some.addresses.len(), 2);
+        assert_eq!(some.members[1].id, all.members[2].id);
+        assert_eq!(some.addresses[1].host, "c");
     }
 }
 
