@@ -154,6 +154,93 @@ pub async fn master(path: &Path, command: &str) -> std::io::Result<String> {
         })
 }
 
+/// What HAProxy answered to a runtime command that changes a server, read in one place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Done: an empty answer, `New server registered.`, `Server deleted.`, a changed address
+    /// (`IP changed from …`) or one that needed no change (`no need to change …`).
+    Done,
+    /// `add server` on a name the backend still holds (`Already exists a server with the same
+    /// name in backend.`).
+    Exists,
+    /// `add server` with an `id` another server holds (`'id' : custom id N already used at …
+    /// ('server NAME').`): the server named. HAProxy checks the id before the name, so a
+    /// server that is still there under its own id answers this, naming itself.
+    IdTaken {
+        /// The server holding the id.
+        by: String,
+    },
+    /// `No such server.` (or backend): it is gone already.
+    NoSuchServer,
+    /// `del server` on a server still in use: `Server still has connections attached to it,
+    /// cannot remove it.`
+    InUse,
+    /// `del server` on a server not in maintenance: `Only servers in maintenance mode can be
+    /// deleted.`
+    NotInMaint,
+    /// `enable health` on a server without a check: `Health check was not configured on this
+    /// server, cannot enable.`
+    NoCheck,
+    /// Anything else: HAProxy refused, for this reason (its answer).
+    Refused(String),
+}
+
+impl Reply {
+    /// Reads an answer (as [`Admin::command`] returns it, trimmed).
+    pub fn read(answer: &str) -> Reply {
+        let a = answer.trim();
+        if a.is_empty()
+            || a.starts_with("New server registered")
+            || a.starts_with("Server deleted")
+            || a.starts_with("no need to change")
+            || a.starts_with("IP changed from")
+            || a.starts_with("port changed from")
+            || a.starts_with("Health check enabled")
+        {
+            return Reply::Done;
+        }
+        if a.starts_with("Already exists a server") {
+            return Reply::Exists;
+        }
+        if a.starts_with("'id' : custom id") && a.contains(" already used ") {
+            if let Some(by) = a
+                .rsplit_once("('server ")
+                .and_then(|(_, rest)| rest.strip_suffix("').").or(rest.strip_suffix("')")))
+            {
+                return Reply::IdTaken { by: by.to_owned() };
+            }
+        }
+        if a.starts_with("No such server") || a.starts_with("No such backend") {
+            return Reply::NoSuchServer;
+        }
+        if a.starts_with("Server still has connections attached") {
+            return Reply::InUse;
+        }
+        if a.starts_with("Only servers in maintenance mode can be deleted") {
+            return Reply::NotInMaint;
+        }
+        if a.starts_with("Health check was not configured") {
+            return Reply::NoCheck;
+        }
+        Reply::Refused(a.to_owned())
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Done => f.write_str("done"),
+            Reply::Exists => f.write_str("the server exists already"),
+            Reply::IdTaken { by } => write!(f, "its id is taken by server {by}"),
+            Reply::NoSuchServer => f.write_str("no such server"),
+            Reply::InUse => f.write_str("the server still has connections"),
+            Reply::NotInMaint => f.write_str("the server is not in maintenance"),
+            Reply::NoCheck => f.write_str("the server has no health check"),
+            Reply::Refused(answer) => f.write_str(answer),
+        }
+    }
+}
+
 /// The master's `show proc`: its reload count, failed reloads, and the current workers' pids.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Procs {
@@ -208,6 +295,9 @@ pub struct ServerState {
     pub admin: u8,
     /// Last check result: 3 passed, 4 passed with conditions.
     pub check_result: u8,
+    /// Check state flags: 2 configured, 4 enabled, 8 paused (HAProxy pauses the checks of a
+    /// server put in maintenance).
+    pub check_state: u8,
 }
 
 impl ServerState {
@@ -220,6 +310,21 @@ impl ServerState {
     pub fn maint(&self) -> bool {
         self.admin & 0x01 != 0
     }
+
+    /// Whether it is draining (forced drain).
+    pub fn draining(&self) -> bool {
+        self.admin & 0x08 != 0
+    }
+
+    /// Whether its health checks are paused.
+    pub fn checks_paused(&self) -> bool {
+        self.check_state & 0x08 != 0
+    }
+
+    /// Whether it takes new requests: running, neither in maintenance nor draining.
+    pub fn in_service(&self) -> bool {
+        self.op == 2 && self.admin & 0x1f == 0
+    }
 }
 
 /// Reads `show servers state` into (backend, server) → state.
@@ -227,17 +332,20 @@ pub fn parse_servers_state(text: &str) -> BTreeMap<(String, String), ServerState
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
-        if w.len() < 12 || w[0].starts_with('#') {
+        if w.len() < 14 || w[0].starts_with('#') {
             continue;
         }
         let num = |i: usize| w[i].parse::<u8>().ok();
-        if let (Some(op), Some(admin), Some(check_result)) = (num(5), num(6), num(11)) {
+        if let (Some(op), Some(admin), Some(check_result), Some(check_state)) =
+            (num(5), num(6), num(11), num(13))
+        {
             out.insert(
                 (w[1].to_owned(), w[3].to_owned()),
                 ServerState {
                     op,
                     admin,
                     check_result,
+                    check_state,
                 },
             );
         }
@@ -285,6 +393,61 @@ mod tests {
     }
 
     #[test]
+    fn reads_replies() {
+        // Answers of Debian's haproxy 2.6.12, captured from its admin socket.
+        for (answer, expect) in [
+            ("", Reply::Done),
+            ("New server registered.", Reply::Done),
+            ("Server deleted.", Reply::Done),
+            (
+                "no need to change the addr, no need to change the port by 'stats socket command'",
+                Reply::Done,
+            ),
+            (
+                "IP changed from '127.0.0.1' to '127.0.0.2', port changed from '18202' to \
+                 '18203' by 'stats socket command'",
+                Reply::Done,
+            ),
+            (
+                "no need to change the addr, port changed from '18202' to '18209' by 'stats \
+                 socket command'",
+                Reply::Done,
+            ),
+            (
+                "Already exists a server with the same name in backend.",
+                Reply::Exists,
+            ),
+            (
+                "'id' : custom id 2 already used at (null):0 ('server b').",
+                Reply::IdTaken { by: "b".into() },
+            ),
+            ("No such server.", Reply::NoSuchServer),
+            (
+                "Server still has connections attached to it, cannot remove it.",
+                Reply::InUse,
+            ),
+            (
+                "Only servers in maintenance mode can be deleted.",
+                Reply::NotInMaint,
+            ),
+            (
+                "Health check was not configured on this server, cannot enable.",
+                Reply::NoCheck,
+            ),
+            (
+                "weight of server c is not within 0 and 256 (999)..",
+                Reply::Refused("weight of server c is not within 0 and 256 (999)..".into()),
+            ),
+            (
+                "unknown keyword 'bogus'.",
+                Reply::Refused("unknown keyword 'bogus'.".into()),
+            ),
+        ] {
+            assert_eq!(Reply::read(answer), expect, "{answer:?}");
+        }
+    }
+
+    #[test]
     fn reads_servers_state_and_sessions() {
         let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state \
             srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result\n\
@@ -293,8 +456,17 @@ mod tests {
         let s = parse_servers_state(text);
         let a = s[&("be".to_owned(), "a".to_owned())];
         assert!(a.check_passed() && !a.maint() && a.op == 2);
+        assert!(a.in_service() && !a.draining() && !a.checks_paused());
         let f = s[&("be".to_owned(), "f".to_owned())];
-        assert!(!f.check_passed() && f.maint());
+        assert!(!f.check_passed() && f.maint() && !f.in_service());
+        let drained = parse_servers_state(
+            "3 nodes 2 b 127.0.0.1 2 8 1 1 0 15 3 2 6 0 0 1 - 18202 - 0 0 - - 0\n\
+             3 nodes 3 c 127.0.0.1 0 1 1 1 0 15 3 0 14 0 0 1 - 18202 - 0 0 - - 0\n",
+        );
+        let b = drained[&("nodes".to_owned(), "b".to_owned())];
+        assert!(b.draining() && !b.in_service() && !b.maint());
+        let c = drained[&("nodes".to_owned(), "c".to_owned())];
+        assert!(c.maint() && c.checks_paused());
         let stat = "# pxname,svname,qcur,qmax,scur,smax\nbe,a,0,0,7,9,\nbe,BACKEND,0,0,7,9,\n";
         assert_eq!(
             parse_sessions(stat).into_iter().collect::<Vec<_>>(),
