@@ -54,7 +54,8 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
             Some(h) => {
                 let helpers = Helpers::new(inherited, waiters.clone());
                 let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
-                start_haproxy_sync(h, helpers, view, seeds).await?
+                let service = config.services.iter().find(|s| s.name == "haproxy");
+                start_haproxy_sync(h, service, helpers, view, seeds).await?
             }
             None => None,
         };
@@ -113,6 +114,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
 /// returns what stops that task.
 async fn start_haproxy_sync(
     h: &config::Haproxy,
+    service: Option<&config::Service>,
     helpers: Helpers,
     view: Option<watch::Receiver<Vec<Member>>>,
     seeds: bool,
@@ -133,6 +135,7 @@ async fn start_haproxy_sync(
         },
         master_socket: h.master_socket.clone(),
         haproxy: h.program.clone(),
+        service: service.cloned(),
         debounce: h.debounce,
         drain_timeout: h.drain_timeout,
     };
@@ -140,7 +143,9 @@ async fn start_haproxy_sync(
         tracing::warn!(
             "[haproxy] without [gossip]: the servers stay as the template renders them with no member"
         );
-        let sync = Sync::prepare(settings, helpers, Vec::new()).context("haproxy")?;
+        let sync = Sync::prepare(settings, helpers, Vec::new())
+            .await
+            .context("haproxy")?;
         drop(sync);
         return Ok(None);
     };
@@ -150,7 +155,9 @@ async fn start_haproxy_sync(
         let _ = tokio::time::timeout(h.start_wait, wait).await;
     }
     let members = view.borrow_and_update().clone();
-    let sync = Sync::prepare(settings, helpers, members).context("haproxy")?;
+    let sync = Sync::prepare(settings, helpers, members)
+        .await
+        .context("haproxy")?;
     let (stop, stopped) = oneshot::channel();
     tokio::spawn(sync.run(view, stopped));
     Ok(Some(stop))

@@ -324,9 +324,9 @@ fn a_broken_template_or_config_keeps_the_old_config_serving() {
     // A handlebars syntax error.
     std::fs::write(&lb.template, good.replace("{{/each}}", "")).unwrap();
     lb.run
-        .wait_line("keeping the last good haproxy config", LONG);
+        .wait_line("keeping the last good haproxy template", LONG);
     assert!(lb.run.text().contains("template:"), "{}", lb.run.text());
-    // A config HAProxy refuses: its own message is logged.
+    // A config HAProxy refuses (even without members): its own message is logged.
     std::fs::write(
         &lb.template,
         good.replace("balance roundrobin", "balance roundrobin\n    frobnicate"),
@@ -334,15 +334,20 @@ fn a_broken_template_or_config_keeps_the_old_config_serving() {
     .unwrap();
     lb.run.wait_line("haproxy -c refused", LONG);
     assert!(lb.run.text().contains("frobnicate"), "{}", lb.run.text());
-    // Members still follow... nothing: the old file stays and serves.
-    let _b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
-    std::thread::sleep(Duration::from_secs(1));
     assert_eq!(std::fs::read_to_string(&lb.config).unwrap(), served);
-    assert!(served_by(&lb, "web-a"));
-    // Fixed: the new member arrives.
-    std::fs::write(&lb.template, &good).unwrap();
-    lb.run.wait_line("the haproxy config is good again", LONG);
+    // Members still follow, rendered with the last good template: no reload.
+    let _b = start_backend(dir.path(), "web-b", free_port(), lb.gossip);
     wait_in_service(&lb, "web-b");
+    let now = std::fs::read_to_string(&lb.config).unwrap();
+    assert!(now.contains("server web-b "), "{now}");
+    assert!(!now.contains("frobnicate"), "{now}");
+    assert!(served_by(&lb, "web-a") && served_by(&lb, "web-b"));
+    assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
+    // Each refusal was logged once, not at every recheck.
+    assert_eq!(lb.run.count("frobnicate"), 1, "{}", lb.run.text());
+    // Fixed: the template is used again.
+    std::fs::write(&lb.template, &good).unwrap();
+    lb.run.wait_line("the haproxy template is good again", LONG);
     assert!(served_by(&lb, "web-b"));
 }
 
@@ -621,10 +626,13 @@ fn scale_render_and_apply_at_many_members() {
         },
         master_socket: dir.path().join("master.sock"),
         haproxy: "haproxy".into(),
+        service: None,
         debounce: Duration::from_millis(10),
         drain_timeout: Duration::from_secs(3),
     };
-    let sync = Sync::prepare(settings.clone(), helpers, Vec::new()).unwrap();
+    let sync = runtime
+        .block_on(Sync::prepare(settings.clone(), helpers, Vec::new()))
+        .unwrap();
     // Not waited for with `wait()`: the reaper thread above collects it.
     #[allow(clippy::zombie_processes)]
     let haproxy = Command::new("haproxy")

@@ -427,10 +427,15 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
 
 /// The HAProxy service a `[haproxy]` table brings when no `[services.haproxy]` is declared:
 /// master-worker in the foreground with the master CLI muster reloads through; SIGUSR1 (soft
-/// stop) to the master only, which forwards it to its workers.
+/// stop) to the master only, which forwards it to its workers. Its environment holds what
+/// HAProxy's master sets before it parses the config again at a reload
+/// ([`haproxy_master_environment`]), so the first start parses the config as every reload
+/// does, and as muster's `haproxy -c` checks it.
 fn haproxy_service(h: &Haproxy, main: bool) -> Service {
+    let config = h.config.display().to_string();
     Service {
         main,
+        environment: haproxy_master_environment(&h.master_socket, &[config]),
         restart: if main {
             Restart::Never
         } else {
@@ -451,6 +456,26 @@ fn haproxy_service(h: &Haproxy, main: bool) -> Service {
             ],
         )
     }
+}
+
+/// The variables HAProxy's master sets before it parses the config again at a reload (seen
+/// with `.diag` on Debian's 2.6, whose first start in master-worker mode sets none of them):
+/// `HAPROXY_MWORKER=1`, `HAPROXY_MASTER_CLI=unix@SOCKET` and `HAPROXY_CFGFILES=FILE;…`.
+pub fn haproxy_master_environment(
+    master_socket: &std::path::Path,
+    files: &[String],
+) -> BTreeMap<String, String> {
+    [
+        ("HAPROXY_MWORKER", "1".to_owned()),
+        (
+            "HAPROXY_MASTER_CLI",
+            format!("unix@{}", master_socket.display()),
+        ),
+        ("HAPROXY_CFGFILES", files.join(";")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 const LOGSHIP_KEYS: &[&str] = &[

@@ -42,7 +42,15 @@ impl Helpers {
 
     /// Runs `command` while the supervisor is reaping; kills it after 30 s.
     pub async fn run(&self, command: &[String]) -> std::io::Result<Outcome> {
-        let (pid, reader) = self.spawn(command)?;
+        self.run_like(&Service::defaults("helper", command.to_vec()))
+            .await
+    }
+
+    /// Runs `helper.command` as a service would run with these settings (its environment,
+    /// working directory and user) while the supervisor is reaping; kills it after 30 s.
+    pub async fn run_like(&self, helper: &Service) -> std::io::Result<Outcome> {
+        let command = &helper.command;
+        let (pid, reader) = self.spawn(helper)?;
         let (tx, rx) = oneshot::channel();
         if let Ok(mut w) = self.waiters.lock() {
             w.insert(pid, tx);
@@ -61,15 +69,19 @@ impl Helpers {
 
     /// Runs `command` and waits for it directly: only before the supervisor starts reaping.
     pub fn run_before_supervising(&self, command: &[String]) -> std::io::Result<Outcome> {
-        let (pid, reader) = self.spawn(command)?;
+        self.run_like_before_supervising(&Service::defaults("helper", command.to_vec()))
+    }
+
+    /// [`Helpers::run_like`], waited for directly: only before the supervisor starts reaping.
+    pub fn run_like_before_supervising(&self, helper: &Service) -> std::io::Result<Outcome> {
+        let (pid, reader) = self.spawn(helper)?;
         let output = read_all(reader);
         let status = reaper::wait_for(pid)?;
         Ok(Outcome { status, output })
     }
 
-    fn spawn(&self, command: &[String]) -> std::io::Result<(i32, std::io::PipeReader)> {
+    fn spawn(&self, service: &Service) -> std::io::Result<(i32, std::io::PipeReader)> {
         let (reader, writer) = std::io::pipe()?;
-        let service = Service::defaults("helper", command.to_vec());
         let stdio = Stdio3 {
             stdin: Stdio::null(),
             stdout: Stdio::from(writer.try_clone()?),
@@ -80,7 +92,7 @@ impl Helpers {
             notify: None,
             foreground_tty: false,
         };
-        let pid = spawn::spawn(&service, stdio, extras).map_err(std::io::Error::other)?;
+        let pid = spawn::spawn(service, stdio, extras).map_err(std::io::Error::other)?;
         Ok((pid, reader))
     }
 }
