@@ -725,3 +725,488 @@ fn served_by_port(http: u16, name: &str) -> bool {
             .is_ok_and(|r| r.body.trim() == name)
     })
 }
+
+/// A backend member like [`start_backend`]'s, with `extra` tags (TOML, e.g. `weight = "999"`).
+fn start_tagged_backend(dir: &Path, name: &str, lb_gossip: u16, extra: &str) -> Backend {
+    let port = free_port();
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let app = dir.join("app.cfg");
+    std::fs::write(
+        &app,
+        format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    \
+             timeout server 30s\nfrontend app\n    bind 127.0.0.1:{port}\n    \
+             http-request return status 200 content-type text/plain string \"{name}\"\n"
+        ),
+    )
+    .unwrap();
+    let gossip = free_port();
+    let cfg = config(
+        &dir,
+        &format!(
+            r#"
+[supervisor]
+control_socket = false
+stop_timeout = "5s"
+[gossip]
+name = "{name}"
+bind = "127.0.0.1:{gossip}"
+join = ["127.0.0.1:{lb_gossip}"]
+tags = {{ role = "backend", port = "{port}", {extra} }}
+profile = "local"
+[services.app]
+main = true
+command = ["haproxy", "-db", "-f", "{app}"]
+stop_signal = "SIGUSR1"
+"#,
+            app = app.display()
+        ),
+    );
+    Backend {
+        run: Run::start(muster(), &["--config", cfg.to_str().unwrap()]),
+        name: name.to_owned(),
+    }
+}
+
+/// The shipped template with a block only HAProxy's master-worker mode parses: a keyword
+/// HAProxy refuses, inside `.if defined(HAPROXY_MWORKER)`.
+fn with_mworker_block(text: &str) -> String {
+    text.replacen(
+        "\nglobal\n",
+        "\nglobal\n.if defined(HAPROXY_MWORKER)\n    frobnicate-in-master-worker\n.endif\n",
+        1,
+    )
+}
+
+#[test]
+fn haproxy_c_checks_what_master_worker_mode_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb(dir.path());
+    let _a = start_backends(dir.path(), &lb, ["web-a"]);
+    let good = std::fs::read_to_string(&lb.template).unwrap();
+    let served = std::fs::read_to_string(&lb.config).unwrap();
+    // What HAProxy does: a plain `haproxy -W -c` skips the block (Debian's 2.6 defines
+    // HAPROXY_MWORKER only from the first reload on), the master's environment does not.
+    let probe = lb.dir.join("probe.cfg");
+    std::fs::write(&probe, with_mworker_block(&served)).unwrap();
+    let plain = Command::new("haproxy")
+        .args(["-W", "-c", "-f"])
+        .arg(&probe)
+        .output()
+        .unwrap();
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let as_reload = Command::new("haproxy")
+        .args(["-W", "-c", "-f"])
+        .arg(&probe)
+        .env("HAPROXY_MWORKER", "1")
+        .output()
+        .unwrap();
+    assert!(!as_reload.status.success());
+    // muster's check refuses it; the old config keeps serving, and no reload happens.
+    std::fs::write(&lb.template, with_mworker_block(&good)).unwrap();
+    lb.run.wait_line("haproxy -c refused", LONG);
+    assert!(
+        logged(&lb, "haproxy -c refused", "frobnicate-in-master-worker"),
+        "{}",
+        lb.run.text()
+    );
+    assert_eq!(std::fs::read_to_string(&lb.config).unwrap(), served);
+    assert!(served_by(&lb, "web-a"));
+    assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
+}
+
+#[test]
+fn a_member_haproxy_refuses_is_left_out_and_the_others_still_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb(dir.path());
+    // Servers get their member's `weight` tag (1 without one); HAProxy refuses more than 256.
+    let weighted = std::fs::read_to_string(&lb.template).unwrap().replace(
+        "    server {{name}} {{address}}:{{port}} id {{id}}\n",
+        "    server {{name}} {{address}}:{{port}} id {{id}} weight \
+         {{#if tags.weight}}{{tags.weight}}{{else}}1{{/if}}\n",
+    );
+    assert!(weighted.contains("weight {{#if"));
+    std::fs::write(&lb.template, weighted).unwrap();
+    let [a] = start_backends(dir.path(), &lb, ["web-a"]);
+    let heavy = start_tagged_backend(dir.path(), "web-heavy", lb.gossip, r#"weight = "999""#);
+    let load = Load::start(lb.http, 4, Duration::from_millis(2), LONG, 1_000_000);
+    eventually("web-heavy left out", LONG, || {
+        logged(&lb, "member left out of haproxy's config", "web-heavy")
+    });
+    assert!(
+        logged(
+            &lb,
+            "web-heavy",
+            "weight of server web-heavy is not within 0 and 256"
+        ),
+        "{}",
+        lb.run.text()
+    );
+    // Another member still joins, and one still leaves.
+    let b = start_tagged_backend(dir.path(), "web-b", lb.gossip, r#"weight = "20""#);
+    wait_in_service(&lb, "web-b");
+    a.run.signal(libc::SIGTERM);
+    eventually("web-a drained", LONG, || logged(&lb, "draining", "web-a"));
+    eventually("web-a gone from the config", LONG, || {
+        !std::fs::read_to_string(&lb.config)
+            .unwrap()
+            .contains("server web-a ")
+    });
+    let stats = load.finish();
+    eprintln!("load: {stats:?}");
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
+    let text = std::fs::read_to_string(&lb.config).unwrap();
+    assert!(
+        text.contains("server web-b ") && text.contains(" weight 20"),
+        "{text}"
+    );
+    assert!(!text.contains("web-heavy"), "{text}");
+    assert!(served_by(&lb, "web-b") && !served_by(&lb, "web-heavy"));
+    // Logged once, though the view changed since and the template is read every 2 s.
+    assert_eq!(
+        lb.run.count("member left out of haproxy's config"),
+        1,
+        "{}",
+        lb.run.text()
+    );
+    assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
+    drop((b, heavy));
+}
+
+/// The library's `Sync` driving a real haproxy, fed views by hand: the members' apps are
+/// HTTP listeners in this process (`GET /slow` answers after 2 s, to hold a session open).
+struct Seam {
+    runtime: tokio::runtime::Runtime,
+    views: tokio::sync::watch::Sender<Vec<Member>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    http: SocketAddr,
+    admin: PathBuf,
+    master: PathBuf,
+    haproxy: u32,
+    _dir: tempfile::TempDir,
+}
+
+impl Seam {
+    fn start(drain_timeout: Duration) -> Seam {
+        use muster::haproxy::sync::{Settings, Sync};
+        use muster::supervisor::helper::Helpers;
+        use muster::supervisor::ready::Waiters;
+        use muster::supervisor::signals::Inherited;
+
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_test_writer()
+            .try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (http, stats) = (free_port(), free_port());
+        let template = dir.path().join("haproxy.cfg.hbs");
+        std::fs::write(&template, loopback_template(dir.path(), http, stats)).unwrap();
+        // A reaper for the helpers' `haproxy -c` only (this process plays the supervisor).
+        let waiters = Waiters::default();
+        let helpers = Helpers::new(Inherited::capture_and_unblock(), waiters.clone());
+        std::thread::spawn(move || {
+            loop {
+                let pids: Vec<i32> = waiters.lock().unwrap().keys().copied().collect();
+                for pid in pids {
+                    let mut status = 0;
+                    // SAFETY: waitpid with a valid pointer to a local int.
+                    if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+                        if let Some(tx) = waiters.lock().unwrap().remove(&pid) {
+                            let _ = tx.send(muster::supervisor::reaper::decode(status));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        });
+        let settings = Settings {
+            template,
+            config: dir.path().join("haproxy.cfg"),
+            selection: Selection {
+                role: Some("backend".into()),
+                default_port: 80,
+            },
+            master_socket: dir.path().join("master.sock"),
+            haproxy: "haproxy".into(),
+            service: None,
+            debounce: Duration::from_millis(10),
+            drain_timeout,
+        };
+        let sync = runtime
+            .block_on(Sync::prepare(settings.clone(), helpers, Vec::new()))
+            .unwrap();
+        let config = settings.config.display().to_string();
+        // Started as muster starts it: master-worker, with the master's reload variables.
+        #[allow(clippy::zombie_processes)]
+        let haproxy = Command::new("haproxy")
+            .args(["-W", "-db", "-S"])
+            .arg(&settings.master_socket)
+            .arg("-f")
+            .arg(&config)
+            .envs(muster::config::haproxy_master_environment(
+                &settings.master_socket,
+                std::slice::from_ref(&config),
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let admin = dir.path().join("admin.sock");
+        eventually("haproxy's admin socket", LONG, || admin.exists());
+        let (views, rx) = tokio::sync::watch::channel(Vec::new());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        runtime.spawn(sync.run(rx, stopped));
+        Seam {
+            runtime,
+            views,
+            _stop: stop,
+            http: SocketAddr::from(([127, 0, 0, 1], http)),
+            admin,
+            master: settings.master_socket,
+            haproxy: haproxy.id(),
+            _dir: dir,
+        }
+    }
+
+    /// An app answering `name` on a fresh port; returns the port.
+    fn app(&self, name: &str) -> u16 {
+        let listener = self
+            .runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let name = name.to_owned();
+        self.runtime.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(k) = s.read(&mut buf).await else {
+                            return;
+                        };
+                        if k == 0 {
+                            return;
+                        }
+                        let head = buf[..k].starts_with(b"HEAD");
+                        if buf[..k].starts_with(b"GET /slow") {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                        let body = if head { "" } else { name.as_str() };
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                            name.len()
+                        );
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn view(&self, members: Vec<Member>) {
+        self.views.send(members).unwrap();
+    }
+
+    fn servers(&self) -> std::collections::BTreeMap<String, muster::haproxy::runtime::ServerState> {
+        let mut admin = muster::haproxy::runtime::Admin::new(&self.admin);
+        let text = self
+            .runtime
+            .block_on(admin.command("show servers state"))
+            .unwrap_or_default();
+        muster::haproxy::runtime::parse_servers_state(&text)
+            .into_iter()
+            .map(|((_, name), st)| (name, st))
+            .collect()
+    }
+
+    fn wait_until(
+        &self,
+        what: &str,
+        cond: impl Fn(Option<muster::haproxy::runtime::ServerState>) -> bool,
+        name: &str,
+    ) {
+        eventually(what, LONG, || cond(self.servers().get(name).copied()));
+    }
+
+    fn reloads(&self) -> u64 {
+        let text = self
+            .runtime
+            .block_on(muster::haproxy::runtime::master(&self.master, "show proc"))
+            .unwrap();
+        muster::haproxy::runtime::parse_procs(&text).reloads
+    }
+
+    /// A request to `name`'s server (by its sticky cookie) that holds a session for 2 s, on a
+    /// thread: its answer's body.
+    fn slow_request(&self, name: &str) -> std::thread::JoinHandle<Result<String, String>> {
+        let mut c = Client::new(self.http);
+        c.cookies.insert("MUSTERSRV".into(), name.into());
+        std::thread::spawn(move || {
+            c.get("/slow")
+                .map(|r| format!("{} {}", r.status, r.body.trim()))
+        })
+    }
+}
+
+impl Drop for Seam {
+    fn drop(&mut self) {
+        signal(self.haproxy as i32, libc::SIGTERM);
+    }
+}
+
+fn with_status(mut m: Member, status: Status) -> Member {
+    m.status = status;
+    m
+}
+
+#[test]
+fn servers_flapping_out_and_back_end_in_service_without_a_reload_or_a_failed_request() {
+    let seam = Seam::start(Duration::from_secs(10));
+    let local = [127, 0, 0, 1];
+    let (pa, pb, pc) = (seam.app("web-a"), seam.app("web-b"), seam.app("web-c"));
+    let (a, b, c) = (
+        member("web-a", local, pa),
+        member("web-b", local, pb),
+        member("web-c", local, pc),
+    );
+    seam.view(vec![a.clone(), b.clone(), c.clone()]);
+    for n in ["web-a", "web-b", "web-c"] {
+        seam.wait_until(
+            &format!("{n} in service"),
+            |s| s.is_some_and(|s| s.in_service()),
+            n,
+        );
+    }
+    let load = Load::start(seam.http, 4, Duration::from_millis(2), LONG, 1_000_000);
+
+    // web-b fails while a session holds it (so it stays in maintenance, not deleted), then
+    // comes back alive: brought back, not stuck in maintenance.
+    let held = seam.slow_request("web-b");
+    eventually("web-b's slow session", LONG, || {
+        let stat = seam.runtime.block_on(async {
+            let mut admin = muster::haproxy::runtime::Admin::new(&seam.admin);
+            admin.command("show stat").await.unwrap_or_default()
+        });
+        muster::haproxy::runtime::parse_sessions(&stat)
+            .get(&("nodes".to_owned(), "web-b".to_owned()))
+            .is_some_and(|&n| n > 0)
+    });
+    seam.view(vec![
+        a.clone(),
+        with_status(b.clone(), Status::Failed),
+        c.clone(),
+    ]);
+    seam.wait_until(
+        "web-b in maintenance",
+        |s| s.is_some_and(|s| s.maint()),
+        "web-b",
+    );
+    seam.view(vec![a.clone(), b.clone(), c.clone()]);
+    seam.wait_until(
+        "web-b back in service",
+        |s| s.is_some_and(|s| s.in_service()),
+        "web-b",
+    );
+    assert_eq!(held.join().unwrap(), Ok("200 web-b".to_owned()));
+
+    // web-a leaves while a session holds it (so it stays draining), then a fresh web-a joins
+    // at another port: back in service there, not stuck in DRAIN.
+    let held = seam.slow_request("web-a");
+    std::thread::sleep(Duration::from_millis(200));
+    seam.view(vec![
+        with_status(a.clone(), Status::Left),
+        b.clone(),
+        c.clone(),
+    ]);
+    seam.wait_until(
+        "web-a draining",
+        |s| s.is_some_and(|s| s.draining()),
+        "web-a",
+    );
+    let pa2 = seam.app("web-a");
+    let a2 = member("web-a", local, pa2);
+    seam.view(vec![a2.clone(), b.clone(), c.clone()]);
+    seam.wait_until(
+        "web-a back in service",
+        |s| s.is_some_and(|s| s.in_service()),
+        "web-a",
+    );
+    assert_eq!(held.join().unwrap(), Ok("200 web-a".to_owned()));
+    assert!(served_by_port(seam.http.port(), "web-a"));
+
+    // web-c fails and is back at once, many times: it ends in service.
+    for _ in 0..10 {
+        seam.view(vec![
+            a2.clone(),
+            b.clone(),
+            with_status(c.clone(), Status::Failed),
+        ]);
+        std::thread::sleep(Duration::from_millis(30));
+        seam.view(vec![a2.clone(), b.clone(), c.clone()]);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    seam.wait_until(
+        "web-c in service",
+        |s| s.is_some_and(|s| s.in_service()),
+        "web-c",
+    );
+
+    let stats = load.finish();
+    eprintln!("load: {stats:?}");
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
+    assert_eq!(seam.reloads(), 0, "a membership change reloaded haproxy");
+    let servers = seam.servers();
+    assert!(servers.values().all(|s| s.in_service()), "{servers:?}");
+}
+
+#[test]
+fn a_leave_intent_alone_keeps_the_server_in_service() {
+    let seam = Seam::start(Duration::from_secs(3));
+    let local = [127, 0, 0, 1];
+    let (pa, pb) = (seam.app("web-a"), seam.app("web-b"));
+    let (a, b) = (member("web-a", local, pa), member("web-b", local, pb));
+    seam.view(vec![a.clone(), b.clone()]);
+    for n in ["web-a", "web-b"] {
+        seam.wait_until(
+            &format!("{n} in service"),
+            |s| s.is_some_and(|s| s.in_service()),
+            n,
+        );
+    }
+    // Leaving (a Serf leave intent, which any peer can forge): still in service.
+    seam.view(vec![with_status(a.clone(), Status::Leaving), b.clone()]);
+    observe_for(Duration::from_millis(500), || {
+        assert!(seam.servers().get("web-a").is_some_and(|s| s.in_service()));
+    });
+    // Left (memberlist): drained, then gone.
+    seam.view(vec![with_status(a, Status::Left), b]);
+    seam.wait_until("web-a gone", |s| s.is_none(), "web-a");
+    assert!(served_by_port(seam.http.port(), "web-b"));
+}
+
+/// Runs `check` every 20 ms for `window`.
+fn observe_for(window: Duration, mut check: impl FnMut()) {
+    let end = Instant::now() + window;
+    while Instant::now() < end {
+        check();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
