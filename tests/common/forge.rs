@@ -136,6 +136,15 @@ pub fn node_state(name: &str, addr: SocketAddr, meta: Vec<u8>, incarnation: u32)
 /// A push/pull over TCP to `to` carrying `nodes` (and an empty Serf state); returns the
 /// receiver's answer: its view of every member, with their incarnations.
 pub fn push_pull(to: SocketAddr, nodes: &[NodeState]) -> std::io::Result<PushPull> {
+    push_pull_within(to, nodes, Duration::from_secs(5))
+}
+
+/// [`push_pull`], waiting up to `limit` between reads of the answer.
+pub fn push_pull_within(
+    to: SocketAddr,
+    nodes: &[NodeState],
+    limit: Duration,
+) -> std::io::Result<PushPull> {
     let state = PushPullState {
         ltime: 1,
         status_ltimes: Vec::new(),
@@ -146,7 +155,8 @@ pub fn push_pull(to: SocketAddr, nodes: &[NodeState]) -> std::io::Result<PushPul
     };
     let user = state.encode();
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(limit))?;
+    s.set_write_timeout(Some(limit))?;
     s.write_all(&encode_push_pull(false, nodes, &user))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -377,5 +387,78 @@ fn serve(mut s: TcpStream, requests: &AtomicU64) {
                 return;
             }
         }
+    }
+}
+
+/// Pings a node every `every` from a socket of its own and records how long the node went
+/// without acking: whether it stays responsive (its peers would mark it failed otherwise).
+pub struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64, Duration)>>,
+}
+
+impl Heartbeat {
+    pub fn start(to: SocketAddr, node: &str, every: Duration) -> Heartbeat {
+        let stop = Arc::new(AtomicBool::new(false));
+        let node = node.to_owned();
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(10)))
+                    .unwrap();
+                let (mut sent, mut acked) = (0u64, 0u64);
+                let mut last_ack = Instant::now();
+                let mut longest = Duration::ZERO;
+                let mut next = Instant::now();
+                let mut buf = vec![0u8; 65_536];
+                while !stop.load(Ordering::Relaxed) {
+                    if Instant::now() >= next {
+                        sent += 1;
+                        // With its source, as memberlist's pings are: a bare ping is
+                        // smaller than its ack, which a node need not send to a stranger.
+                        let me = sock.local_addr().ok();
+                        let p = with_crc(&ping(sent as u32, &node, me));
+                        let _ = sock.send_to(&p, to);
+                        next += every;
+                    }
+                    if let Ok((n, _)) = sock.recv_from(&mut buf) {
+                        let acks = wire::decode_packet(&buf[..n])
+                            .map(|parts| {
+                                parts
+                                    .iter()
+                                    .filter(|p| {
+                                        matches!(Msg::from_part(p), Ok(Some(Msg::Ack { .. })))
+                                    })
+                                    .count()
+                            })
+                            .unwrap_or(0);
+                        if acks > 0 {
+                            acked += acks as u64;
+                            longest = longest.max(last_ack.elapsed());
+                            last_ack = Instant::now();
+                        }
+                    }
+                }
+                longest = longest.max(last_ack.elapsed());
+                (sent, acked, longest)
+            }
+        });
+        Heartbeat {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops; returns pings sent, acks received and the longest time without an ack.
+    pub fn finish(mut self) -> (u64, u64, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
