@@ -54,14 +54,16 @@
 //!   shell: a bounded queue filled through the output sink's `Tap` (block or drop-oldest) and
 //!   a tokio task talking to the collector. `app.rs` starts it with `[logship]` and gives it
 //!   a few seconds at exit to deliver what is queued.
-//! - [`haproxy`]: the HAProxy sync on the load balancer. Pure cores: `model` (the live members
-//!   of one role, sorted, plus the lab's `addresses`), `template` (handlebars, strict, no
-//!   escaping) and `cfg` (a rendered config read back into servers and skeleton; `plan(old,
-//!   new)` gives runtime operations, or a reload for a structural change, and `plan(None, new)`
-//!   is the first start). The shell: `runtime` (admin socket in prompt mode, master CLI) and
-//!   `sync`, the task following the gossip view: render, `haproxy -c`, atomic write, then
-//!   add / drain / remove servers through the runtime API, or save server state and reload
-//!   through the master CLI.
+//! - [`haproxy`]: the HAProxy sync on the load balancer. Pure cores: `model` (the alive and
+//!   leaving members of one role with valid names and tags, sorted, plus the lab's
+//!   `addresses`), `template` (handlebars, strict, no escaping), `bisect` (the search by halves
+//!   for the members a config cannot hold) and `cfg` (a rendered config read back into servers
+//!   and skeleton; `plan(old, new)` gives runtime operations, or a reload for a structural
+//!   change, and `plan(None, new)` is the first start). The shell: `runtime` (admin socket in
+//!   prompt mode, master CLI, HAProxy's replies read in one place) and `sync`, the task
+//!   following the gossip view: render, `haproxy -W -c` run like the HAProxy service in its
+//!   master's environment, members at fault left out, atomic write, then add / drain / remove
+//!   servers through the runtime API, or save server state and reload through the master CLI.
 //!
 //! # Architecture invariants
 //!

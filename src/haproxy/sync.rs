@@ -533,77 +533,11 @@ impl Sync {
         Ok(staging)
     }
 
-    /// The `haproxy -c` runs that check `staged`: the HAProxy service's command with `-c`
-    /// (and `-W`), the staged file in place of the config, its environment, working directory
-    /// and user, plus what HAProxy's master sets before it parses the config at a reload.
-    /// When the service does not set `HAPROXY_MWORKER` itself (muster's own HAProxy service
-    /// does, so its first start parses the config as a reload does), its first start is
-    /// checked too, in its own environment.
-    fn check_runs(&self, staged: &Path) -> Vec<Service> {
-        let config = self.settings.config.display().to_string();
-        let mut base = match &self.settings.service {
-            Some(s) => s.clone(),
-            None => Service::defaults(
-                "haproxy -c",
-                vec![
-                    self.settings.haproxy.clone(),
-                    "-W".to_owned(),
-                    "-f".to_owned(),
-                    config.clone(),
-                ],
-            ),
-        };
-        let staged = staged.display().to_string();
-        let mut command = Vec::with_capacity(base.command.len() + 3);
-        let mut files = Vec::new();
-        let mut replaced = false;
-        let mut words = base.command.iter();
-        if let Some(program) = words.next() {
-            command.push(program.clone());
-        }
-        command.push("-c".to_owned());
-        while let Some(w) = words.next() {
-            command.push(w.clone());
-            if w == "-f" {
-                if let Some(file) = words.next() {
-                    files.push(file.clone());
-                    if *file == config && !replaced {
-                        command.push(staged.clone());
-                        replaced = true;
-                    } else {
-                        command.push(file.clone());
-                    }
-                }
-            }
-        }
-        if !replaced {
-            // The service does not name the config: check the staged file alone.
-            command.truncate(2);
-            command.extend(["-f".to_owned(), staged]);
-            files = vec![config];
-        }
-        if !command.iter().any(|w| w == "-W" || w == "-Ws") {
-            command.push("-W".to_owned());
-        }
-        base.name = "haproxy -c".to_owned();
-        base.command = command;
-        let mut runs = Vec::new();
-        if !base.environment.contains_key("HAPROXY_MWORKER") {
-            runs.push(base.clone());
-        }
-        base.environment.extend(config::haproxy_master_environment(
-            &self.settings.master_socket,
-            &files,
-        ));
-        runs.push(base);
-        runs
-    }
-
     /// `haproxy -c` on the text, staged beside the config; directly before the supervisor
     /// runs, through its reaper afterwards.
     async fn check(&self, text: &str) -> Result<(), RenderError> {
         let staging = self.stage(text)?;
-        for run in self.check_runs(&staging) {
+        for run in check_runs(&self.settings, &staging) {
             let outcome = if self.direct {
                 self.helpers.run_like_before_supervising(&run)
             } else {
@@ -1110,6 +1044,72 @@ impl Sync {
     }
 }
 
+/// The `haproxy -c` runs that check `staged`: the HAProxy service's command with `-c`
+/// (and `-W`), the staged file in place of the config, its environment, working directory
+/// and user, plus what HAProxy's master sets before it parses the config at a reload.
+/// When the service does not set `HAPROXY_MWORKER` itself (muster's own HAProxy service
+/// does, so its first start parses the config as a reload does), its first start is
+/// checked too, in its own environment.
+fn check_runs(settings: &Settings, staged: &Path) -> Vec<Service> {
+    let config = settings.config.display().to_string();
+    let mut base = match &settings.service {
+        Some(s) => s.clone(),
+        None => Service::defaults(
+            "haproxy -c",
+            vec![
+                settings.haproxy.clone(),
+                "-W".to_owned(),
+                "-f".to_owned(),
+                config.clone(),
+            ],
+        ),
+    };
+    let staged = staged.display().to_string();
+    let mut command = Vec::with_capacity(base.command.len() + 3);
+    let mut files = Vec::new();
+    let mut replaced = false;
+    let mut words = base.command.iter();
+    if let Some(program) = words.next() {
+        command.push(program.clone());
+    }
+    command.push("-c".to_owned());
+    while let Some(w) = words.next() {
+        command.push(w.clone());
+        if w == "-f" {
+            if let Some(file) = words.next() {
+                files.push(file.clone());
+                if *file == config && !replaced {
+                    command.push(staged.clone());
+                    replaced = true;
+                } else {
+                    command.push(file.clone());
+                }
+            }
+        }
+    }
+    if !replaced {
+        // The service does not name the config: check the staged file alone.
+        command.truncate(2);
+        command.extend(["-f".to_owned(), staged]);
+        files = vec![config];
+    }
+    if !command.iter().any(|w| w == "-W" || w == "-Ws") {
+        command.push("-W".to_owned());
+    }
+    base.name = "haproxy -c".to_owned();
+    base.command = command;
+    let mut runs = Vec::new();
+    if !base.environment.contains_key("HAPROXY_MWORKER") {
+        runs.push(base.clone());
+    }
+    base.environment.extend(config::haproxy_master_environment(
+        &settings.master_socket,
+        &files,
+    ));
+    runs.push(base);
+    runs
+}
+
 /// Reads `command`'s answer through `parse` when `wanted` (an empty value otherwise); `None`
 /// when HAProxy did not answer.
 async fn query<T: Default>(
@@ -1170,4 +1170,96 @@ fn alerts(output: &str) -> String {
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(service: Option<Service>) -> Settings {
+        Settings {
+            template: "/etc/haproxy/haproxy.cfg.hbs".into(),
+            config: "/etc/haproxy/haproxy.cfg".into(),
+            selection: Selection {
+                role: None,
+                default_port: 80,
+            },
+            master_socket: "/run/haproxy/master.sock".into(),
+            haproxy: "haproxy".into(),
+            service,
+            debounce: Duration::from_millis(10),
+            drain_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn words(s: &[&str]) -> Vec<String> {
+        s.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn haproxy_c_runs_like_the_service_with_the_masters_variables() {
+        let staged = Path::new("/etc/haproxy/haproxy.cfg.new");
+        let mut service = Service::defaults(
+            "haproxy",
+            words(&[
+                "/usr/sbin/haproxy",
+                "-W",
+                "-db",
+                "-S",
+                "/run/haproxy/master.sock,mode,600",
+                "-f",
+                "/etc/haproxy/haproxy.cfg",
+                "-f",
+                "/etc/haproxy/extra.cfg",
+            ]),
+        );
+        service.environment = [("TZ".to_owned(), "UTC".to_owned())].into();
+        service.working_dir = Some("/etc/haproxy".into());
+        // The service does not set HAPROXY_MWORKER: its first start is checked too.
+        let runs = check_runs(&settings(Some(service.clone())), staged);
+        assert_eq!(runs.len(), 2);
+        let expected = words(&[
+            "/usr/sbin/haproxy",
+            "-c",
+            "-W",
+            "-db",
+            "-S",
+            "/run/haproxy/master.sock,mode,600",
+            "-f",
+            "/etc/haproxy/haproxy.cfg.new",
+            "-f",
+            "/etc/haproxy/extra.cfg",
+        ]);
+        assert_eq!(runs[0].command, expected);
+        assert_eq!(runs[0].environment, service.environment);
+        assert_eq!(runs[1].command, expected);
+        assert_eq!(runs[1].working_dir, service.working_dir);
+        let env = &runs[1].environment;
+        assert_eq!(env["TZ"], "UTC");
+        assert_eq!(env["HAPROXY_MWORKER"], "1");
+        assert_eq!(env["HAPROXY_MASTER_CLI"], "unix@/run/haproxy/master.sock");
+        assert_eq!(
+            env["HAPROXY_CFGFILES"],
+            "/etc/haproxy/haproxy.cfg;/etc/haproxy/extra.cfg"
+        );
+        // Muster's own service sets them at its first start: one check.
+        service
+            .environment
+            .extend(config::haproxy_master_environment(
+                Path::new("/run/haproxy/master.sock"),
+                &words(&["/etc/haproxy/haproxy.cfg"]),
+            ));
+        assert_eq!(check_runs(&settings(Some(service)), staged).len(), 1);
+        // No service known: haproxy -W -c on the staged file, in the master's environment.
+        let runs = check_runs(&settings(None), staged);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(
+            runs[1].command,
+            words(&["haproxy", "-c", "-W", "-f", "/etc/haproxy/haproxy.cfg.new"])
+        );
+        assert_eq!(
+            runs[1].environment["HAPROXY_CFGFILES"],
+            "/etc/haproxy/haproxy.cfg"
+        );
+    }
 }
