@@ -661,6 +661,23 @@ fn one_datagram_never_makes_the_lb_send_more_toward_a_stranger_than_it_carried()
     atk.send(lb.gossip_addr(), &datagram2);
     observe(window, EVERY, || {});
     let (probes, probes_in) = (victim2.bytes(), victim2.datagrams());
+
+    // Alives of 253 new names, all at the victim's address: a node that probes every new
+    // name before it is a member must not probe them all there.
+    let victim3 = Udp::victim();
+    let alives: Vec<Vec<u8>> = (0..253)
+        .map(|i| alive(&format!("new-{i:03}"), victim3.addr, backend_tags(3000), 1))
+        .collect();
+    let datagram3 = compressed_packet(&alives);
+    atk.send(lb.gossip_addr(), &datagram3);
+    observe(window, EVERY, || {});
+    let (candidates, candidates_in) = (victim3.bytes(), victim3.datagrams());
+    eprintln!(
+        "reflection: 253 alives at the victim's address in one {}-byte datagram -> {candidates} \
+         bytes in {candidates_in} datagrams ({:.2}x)",
+        datagram3.len(),
+        candidates as f64 / datagram3.len() as f64
+    );
     eprintln!(
         "reflection: 255 pings in one {}-byte datagram -> {acks} bytes in {acks_in} datagrams at \
          the victim ({:.2}x); 255 indirect pings in one {}-byte datagram -> {probes} bytes in \
@@ -674,6 +691,11 @@ fn one_datagram_never_makes_the_lb_send_more_toward_a_stranger_than_it_carried()
         acks <= datagram.len() as u64,
         "{acks} bytes of acks for a {}-byte datagram",
         datagram.len()
+    );
+    assert!(
+        candidates <= datagram3.len() as u64,
+        "{candidates} bytes of probes for a {}-byte datagram of alives",
+        datagram3.len()
     );
     assert!(
         probes <= datagram2.len() as u64,
