@@ -580,7 +580,10 @@ fn ping_names_must_match() {
 /// runs the 1,000-node case (35 s of simulated time, about 2 min to simulate here).
 #[test]
 fn many_nodes_converge_after_joins() {
-    let seed = 81;
+    let seed = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(81);
     let started = Instant::now();
     let n: usize = std::env::var("SIM_N")
         .ok()

@@ -18,14 +18,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::serf::{self, Serf};
-use super::swim::{self, Input, Msg, Output, RemoteNode, State, Swim};
-use super::wire::{self, NodeState};
+use super::node::{self, Input, Node, Output};
+use super::serf;
+use super::swim;
+use super::wire;
 
 /// How long a push/pull exchange may take.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a graceful leave keeps gossiping before it reports done.
-const LEAVE_PROPAGATE: Duration = Duration::from_millis(1000);
 
 /// What the driver needs to know.
 #[derive(Debug, Clone)]
@@ -64,12 +63,6 @@ pub enum Command {
     Leave(oneshot::Sender<()>),
     /// The current view of every member.
     Members(oneshot::Sender<Vec<serf::Member>>),
-}
-
-enum Internal {
-    /// A push/pull answer or request arrived from this peer with these nodes and this Serf
-    /// state.
-    Remote(SocketAddr, Vec<RemoteNode>, Vec<u8>),
 }
 
 /// Most senders remembered for "logged once per sender".
@@ -118,51 +111,8 @@ impl Refusals {
     }
 }
 
-fn to_remote(n: &NodeState) -> Option<RemoteNode> {
-    let addr = match n.addr.len() {
-        4 => SocketAddr::from(([n.addr[0], n.addr[1], n.addr[2], n.addr[3]], n.port)),
-        16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&n.addr);
-            SocketAddr::from((a, n.port))
-        }
-        _ => return None,
-    };
-    let state = match n.state.unwrap_or(0) {
-        0 => State::Alive,
-        1 => State::Suspect,
-        2 => State::Dead,
-        _ => State::Left,
-    };
-    Some(RemoteNode {
-        name: n.name.clone(),
-        addr,
-        meta: n.meta.clone(),
-        incarnation: n.incarnation,
-        state,
-    })
-}
-
-fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
-    nodes
-        .iter()
-        .map(|n| NodeState {
-            name: n.name.clone(),
-            addr: match n.addr {
-                SocketAddr::V4(a) => a.ip().octets().to_vec(),
-                SocketAddr::V6(a) => a.ip().octets().to_vec(),
-            },
-            port: n.addr.port(),
-            meta: n.meta.clone(),
-            incarnation: n.incarnation,
-            state: Some(n.state.wire()),
-            vsn: swim::VSN.to_vec(),
-        })
-        .collect()
-}
-
 /// Reads one push/pull from a stream, as bytes arrive, bounded in size.
-async fn read_push_pull(stream: &mut TcpStream) -> io::Result<(Vec<RemoteNode>, Vec<u8>)> {
+async fn read_push_pull(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -180,14 +130,9 @@ async fn read_push_pull(stream: &mut TcpStream) -> io::Result<(Vec<RemoteNode>, 
                 "push/pull too large",
             ));
         }
-        match wire::decode_stream(&buf) {
-            Ok(pp) => {
-                return Ok((
-                    pp.nodes.iter().filter_map(to_remote).collect(),
-                    pp.user_state,
-                ));
-            }
-            Err(e) if wire::incomplete(&e) => continue,
+        match node::stream_complete(&buf) {
+            Ok(true) => return Ok(buf),
+            Ok(false) => continue,
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
         }
     }
@@ -213,6 +158,37 @@ async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
     out
 }
 
+/// One push/pull on a stream, bounded in time: `first` is written before reading when we
+/// opened it; `answer` after reading when the peer did. The peer's side goes to `done`.
+fn exchange(
+    stream: impl std::future::Future<Output = io::Result<TcpStream>> + Send + 'static,
+    peer: SocketAddr,
+    first: Option<Vec<u8>>,
+    answer: Option<Vec<u8>>,
+    done: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+) {
+    tokio::spawn(async move {
+        let work = async {
+            let mut s = stream.await?;
+            if let Some(bytes) = &first {
+                s.write_all(bytes).await?;
+            }
+            let theirs = read_push_pull(&mut s).await?;
+            if let Some(bytes) = &answer {
+                s.write_all(bytes).await?;
+            }
+            io::Result::Ok(theirs)
+        };
+        match tokio::time::timeout(STREAM_TIMEOUT, work).await {
+            Ok(Ok(theirs)) => {
+                let _ = done.send((peer, theirs));
+            }
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "push/pull failed"),
+            Err(_) => tracing::debug!(%peer, "push/pull timed out"),
+        }
+    });
+}
+
 /// Runs the node until the command channel closes; membership goes to `publish`.
 pub async fn run(
     settings: Settings,
@@ -221,217 +197,102 @@ pub async fn run(
 ) -> io::Result<()> {
     let udp = UdpSocket::bind(settings.bind).await?;
     let tcp = TcpListener::bind(settings.bind).await?;
-    let started = Instant::now();
     // The boot time as incarnation: a restarted node supersedes its predecessor at once.
     let incarnation = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_secs() as u32);
     let seed = u64::from(incarnation) ^ u64::from(std::process::id()) << 32;
-    let mut swim = Swim::new(
-        settings.profile.clone(),
-        &settings.name,
-        settings.advertise,
-        wire::encode_tags(&settings.tags),
+    let node_settings = node::Settings {
+        name: settings.name.clone(),
+        advertise: settings.advertise,
+        tags: settings.tags.clone(),
+        profile: settings.profile.clone(),
+        serf: settings.serf.clone(),
+        rejoin_interval: settings.rejoin_interval,
         incarnation,
         seed,
-        started,
-    );
-    let mut serf = Serf::new(
-        settings.serf.clone(),
-        &settings.name,
-        settings.advertise,
-        settings.tags.clone(),
-        seed.rotate_left(17),
-        started,
-    );
-    publish.view.send_replace(serf.members().cloned().collect());
-    let (internal_tx, mut internal) = mpsc::unbounded_channel::<Internal>();
-    let mut next_join = Instant::now();
-    let mut joined = false;
-    let mut leaving: Option<(Instant, oneshot::Sender<()>)> = None;
-    let mut buf = vec![0u8; 65_536];
+    };
+    let mut node = Node::new(node_settings, !settings.seeds.is_empty(), Instant::now());
+    let (streams_tx, mut streams) = mpsc::unbounded_channel();
+    let mut leave_done: Option<oneshot::Sender<()>> = None;
     let mut refusals = Refusals {
         logged: std::collections::HashSet::new(),
         last: swim::Stats::default(),
         next_summary: Instant::now() + REFUSED_SUMMARY,
     };
+    let mut buf = vec![0u8; 65_536];
     loop {
-        // Carry out what the cores asked, until neither has more (each feeds the other).
-        loop {
-            let mut changed = false;
-            while let Some(out) = serf.poll_output() {
-                match out {
-                    serf::Output::Event(e) => {
-                        tracing::info!(member = %e.member.name, addr = %e.member.addr, status = e.member.status.as_str(), event = ?e.kind, "membership");
-                        let _ = publish.events.send(e);
-                    }
-                    serf::Output::Broadcast(body) => swim.broadcast_user(body),
-                    serf::Output::Reconnect(to) => {
-                        tracing::debug!(%to, "trying a failed member again");
-                        swim.handle(Instant::now(), Input::Join(vec![to]));
-                    }
-                    serf::Output::Forget(name) => {
-                        swim.forget(&name);
-                    }
-                    serf::Output::Changed => changed = true,
-                }
-            }
-            if changed {
-                publish.view.send_replace(serf.members().cloned().collect());
-            }
-            let Some(out) = swim.poll_output() else { break };
+        while let Some(out) = node.poll_output() {
             match out {
-                Output::Send { to, msgs } => {
-                    let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
-                    let packet = if parts.len() == 1 {
-                        wire::with_crc(&parts[0])
-                    } else {
-                        wire::with_crc(&wire::compound(&parts))
-                    };
-                    if let Err(error) = udp.send_to(&packet, to).await {
+                Output::Transmit { to, bytes } => {
+                    if let Err(error) = udp.send_to(&bytes, to).await {
                         tracing::debug!(%to, %error, "cannot send");
                     }
                 }
-                Output::PushPull { to, join } => {
-                    let local = wire::encode_push_pull(
-                        join,
-                        &to_wire_state(&swim.local_state()),
-                        &serf.local_state(),
+                Output::PushPull { to, bytes } => {
+                    exchange(
+                        TcpStream::connect(to),
+                        to,
+                        Some(bytes),
+                        None,
+                        streams_tx.clone(),
                     );
-                    let tx = internal_tx.clone();
-                    tokio::spawn(async move {
-                        let exchange = async {
-                            let mut s = TcpStream::connect(to).await?;
-                            s.write_all(&local).await?;
-                            read_push_pull(&mut s).await
-                        };
-                        match tokio::time::timeout(STREAM_TIMEOUT, exchange).await {
-                            Ok(Ok((nodes, state))) => {
-                                let _ = tx.send(Internal::Remote(to, nodes, state));
-                            }
-                            Ok(Err(error)) => tracing::debug!(%to, %error, "push/pull failed"),
-                            Err(_) => tracing::debug!(%to, "push/pull timed out"),
-                        }
-                    });
                 }
                 Output::Event(e) => {
+                    tracing::info!(member = %e.member.name, addr = %e.member.addr, status = e.member.status.as_str(), event = ?e.kind, "membership");
+                    let _ = publish.events.send(e);
+                }
+                Output::Detector(e) => {
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
-                    serf.on_swim(Instant::now(), &e);
+                }
+                Output::ViewChanged => {
+                    publish.view.send_replace(node.members().cloned().collect());
                 }
                 Output::Refused { from, name, why } => refusals.note(from, &name, &why),
-            }
-        }
-        if let Some((until, _)) = &leaving {
-            if Instant::now() >= *until {
-                if let Some((_, done)) = leaving.take() {
-                    let _ = done.send(());
+                Output::JoinDue => {
+                    let seeds = resolve(&settings.seeds).await;
+                    node.handle(Instant::now(), Input::Join(seeds));
+                }
+                Output::Left => {
+                    if let Some(done) = leave_done.take() {
+                        let _ = done.send(());
+                    }
+                }
+                Output::BadStream { from, why } => {
+                    tracing::debug!(%from, %why, "push/pull ignored");
                 }
             }
-        }
-        let mut deadline = swim.poll_timeout().min(serf.poll_timeout());
-        if !settings.seeds.is_empty() && leaving.is_none() {
-            deadline = deadline.min(next_join);
-        }
-        if let Some((until, _)) = &leaving {
-            deadline = deadline.min(*until);
         }
         tokio::select! {
             r = udp.recv_from(&mut buf) => {
                 let Ok((n, from)) = r else { continue };
-                match wire::decode_packet(&buf[..n]) {
-                    Ok(parts) => {
-                        let msgs: Vec<Msg> = parts
-                            .iter()
-                            .filter_map(|p| Msg::from_part(p).ok().flatten())
-                            .collect();
-                        let now = Instant::now();
-                        for m in &msgs {
-                            if let Msg::User(body) = m {
-                                serf.on_user(now, body);
-                            }
-                        }
-                        swim.handle(now, Input::Packet { from, msgs, size: n });
-                    }
-                    Err(error) => tracing::debug!(%from, %error, "bad packet ignored"),
-                }
+                node.handle(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
             }
             r = tcp.accept() => {
-                let Ok((mut stream, peer)) = r else { continue };
-                let local = wire::encode_push_pull(
-                    false,
-                    &to_wire_state(&swim.local_state()),
-                    &serf.local_state(),
-                );
-                let tx = internal_tx.clone();
-                tokio::spawn(async move {
-                    let exchange = async {
-                        let nodes = read_push_pull(&mut stream).await?;
-                        stream.write_all(&local).await?;
-                        io::Result::Ok(nodes)
-                    };
-                    match tokio::time::timeout(STREAM_TIMEOUT, exchange).await {
-                        Ok(Ok((nodes, state))) => {
-                            let _ = tx.send(Internal::Remote(peer, nodes, state));
-                        }
-                        Ok(Err(error)) => tracing::debug!(%peer, %error, "incoming push/pull failed"),
-                        Err(_) => tracing::debug!(%peer, "incoming push/pull timed out"),
-                    }
-                });
+                let Ok((stream, peer)) = r else { continue };
+                let answer = node.push_pull_answer();
+                exchange(std::future::ready(Ok(stream)), peer, None, Some(answer), streams_tx.clone());
             }
-            Some(Internal::Remote(peer, nodes, state)) = internal.recv() => {
-                let now = Instant::now();
-                let first = !joined;
-                if first {
-                    joined = true;
-                    tracing::info!(members = nodes.len(), "joined the cluster");
+            Some((peer, bytes)) = streams.recv() => {
+                if !node.joined() {
+                    tracing::info!(members = node.swim().members().count(), "joined the cluster");
                 }
-                // As memberlist does: the nodes first, then the layer above's state.
-                swim.handle(now, Input::Remote { from: Some(peer), nodes });
-                if let Err(error) = serf.merge_remote_state(now, &state) {
-                    tracing::debug!(%error, "serf state in a push/pull ignored");
-                }
-                if first {
-                    serf.announce_join(now);
-                }
+                node.handle(Instant::now(), Input::Stream { from: peer, bytes: &bytes });
             }
             c = commands.recv() => match c {
                 None => return Ok(()),
                 Some(Command::Leave(done)) => {
-                    // Serf 0.9.4 counts a member as left (not failed) only when its leave
-                    // intent arrives before memberlist's own dead message: queue it first.
-                    let now = Instant::now();
-                    serf.leave(now);
-                    while let Some(out) = serf.poll_output() {
-                        match out {
-                            serf::Output::Broadcast(body) => swim.broadcast_user(body),
-                            serf::Output::Changed => {
-                                publish.view.send_replace(serf.members().cloned().collect());
-                            }
-                            _ => {}
-                        }
-                    }
-                    swim.handle(now, Input::Leave);
-                    leaving = Some((Instant::now() + LEAVE_PROPAGATE, done));
+                    leave_done = Some(done);
+                    node.handle(Instant::now(), Input::Leave);
                 }
                 Some(Command::Members(reply)) => {
-                    let _ = reply.send(serf.members().cloned().collect());
+                    let _ = reply.send(node.members().cloned().collect());
                 }
             },
-            _ = tokio::time::sleep_until(deadline.into()) => {
+            _ = tokio::time::sleep_until(node.poll_timeout().into()) => {
                 let now = Instant::now();
-                if !settings.seeds.is_empty() && now >= next_join && leaving.is_none() {
-                    // Until the first join succeeds, retry fast; then re-join now and then.
-                    next_join = now + if joined { settings.rejoin_interval } else { Duration::from_secs(1) };
-                    let seeds = resolve(&settings.seeds).await;
-                    let me = settings.advertise;
-                    let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me).collect();
-                    if !seeds.is_empty() {
-                        swim.handle(now, Input::Join(seeds));
-                    }
-                }
-                swim.handle(now, Input::Tick);
-                serf.tick(now);
-                refusals.summary(now, swim.stats());
+                node.handle(now, Input::Tick);
+                refusals.summary(now, node.swim().stats());
             }
         }
     }

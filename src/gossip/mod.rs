@@ -22,6 +22,7 @@
 pub mod driver;
 pub mod lzw;
 pub mod msgpack;
+pub mod node;
 pub mod serf;
 pub mod swim;
 pub mod validate;

@@ -730,6 +730,9 @@ struct Broadcast {
     len: usize,
 }
 
+/// Most strangers remembered to exchange state with.
+const MAX_STRANGERS: usize = 64;
+
 /// Most indirect probes relayed for others at once.
 const MAX_RELAYS: usize = 256;
 
@@ -764,20 +767,28 @@ pub struct Swim {
     /// Id of the next broadcast.
     next_broadcast: u64,
     /// Names announced to us that must answer a probe before they are members.
-    candidates: HashMap<String, Candidate>,
+    candidates: BTreeMap<String, Candidate>,
     /// Candidates by the sequence number of their probe.
     candidate_seqs: HashMap<u32, String>,
     /// Claims about live members held while the member can refute them.
-    held: HashMap<String, Held>,
+    held: BTreeMap<String, Held>,
     /// Admission tokens left (refilled at `new_members_per_second`), and when last refilled.
     tokens: (f64, Instant),
-    /// While a packet is handled: the bytes its answers may still send toward non-members.
-    budget: Option<usize>,
+    /// While a packet is handled: its size, and the bytes its answers sent so far toward
+    /// each address that is not a member (never more than the size toward any one).
+    budget: Option<(usize, HashMap<SocketAddr, usize>)>,
     /// Members (alive, suspect or dead, not forgotten) by address, with their count there.
     addrs: HashMap<SocketAddr, usize>,
     /// When a refutation last raised the awareness score (at most once per probe interval,
     /// so forged claims about us cannot slow our own failure detection).
     last_refute_penalty: Option<Instant>,
+    /// No push/pull with a stranger that probed us before this time.
+    next_stranger_sync: Instant,
+    /// Nodes that probed us while we did not know them (bounded), to exchange state with.
+    strangers: VecDeque<(String, SocketAddr)>,
+    /// While a push/pull is merged: the name of the peer's own entry, admitted unprobed.
+    vouched: Option<String>,
+
     stats: Stats,
 }
 
@@ -835,13 +846,17 @@ impl Swim {
             live: 1,
             latest: HashMap::new(),
             next_broadcast: 0,
-            candidates: HashMap::new(),
+            candidates: BTreeMap::new(),
             candidate_seqs: HashMap::new(),
-            held: HashMap::new(),
+            held: BTreeMap::new(),
             tokens: (0.0, now),
             budget: None,
             addrs: HashMap::new(),
             last_refute_penalty: None,
+            next_stranger_sync: now,
+            strangers: VecDeque::new(),
+            vouched: None,
+
             stats: Stats::default(),
         };
         swim.tokens.0 = f64::from(swim.config.new_members_per_second);
@@ -953,6 +968,21 @@ impl Swim {
                 incarnation: m.incarnation,
                 state: m.state,
             })
+            .chain(
+                // Candidates are passed on in push/pulls, as alive: the peer probes them itself
+                // before it counts them. (Without them, a storm of joins leaves nodes that
+                // never hear of each other until the next push/pull: seen in the simulator.)
+                self.candidates
+                    .iter()
+                    .filter(|(n, _)| !self.members.contains_key(*n))
+                    .map(|(n, c)| RemoteNode {
+                        name: n.clone(),
+                        addr: c.addr,
+                        meta: c.meta.clone(),
+                        incarnation: c.incarnation,
+                        state: State::Alive,
+                    }),
+            )
             .collect()
     }
 
@@ -985,6 +1015,9 @@ impl Swim {
         for h in self.held.values() {
             t = t.min(h.until);
         }
+        if !self.strangers.is_empty() {
+            t = t.min(self.next_stranger_sync);
+        }
         t
     }
 
@@ -992,16 +1025,33 @@ impl Swim {
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
             Input::Packet { from, msgs, size } => {
-                self.budget = Some(size);
+                self.budget = Some((size, HashMap::new()));
                 for m in msgs {
                     self.message(now, from, m);
                 }
                 self.budget = None;
             }
-            Input::Remote { from, nodes } => {
+            Input::Remote { from, mut nodes } => {
+                // In an order of our own: a push/pull lists members by name, and nodes that
+                // all pass on the same news first (they confirm it in the same order) leave
+                // other news unsent to some of them (seen in the simulator's join storm).
+                for i in (1..nodes.len()).rev() {
+                    let j = self.rng.below(i + 1);
+                    nodes.swap(i, j);
+                }
+                // The peer's own entry (the first alive one at the peer's IP) needs no probe:
+                // the stream itself came from there. Its port is still unproven; a wrong one
+                // fails its probes like any dead member.
+                self.vouched = from.and_then(|f| {
+                    nodes
+                        .iter()
+                        .find(|n| n.state == State::Alive && n.addr.ip() == f.ip())
+                        .map(|n| n.name.clone())
+                });
                 for n in nodes {
                     self.merge(now, from, n);
                 }
+                self.vouched = None;
             }
             Input::Join(seeds) => {
                 for to in seeds {
@@ -1041,7 +1091,7 @@ impl Swim {
                 if !node.is_empty() && node != self.me {
                     return; // a probe for another process that once had our address
                 }
-                let to = source.map_or(from, |(a, _)| a);
+                let to = source.as_ref().map_or(from, |(a, _)| *a);
                 self.send(
                     now,
                     to,
@@ -1050,6 +1100,9 @@ impl Swim {
                         payload: Vec::new(),
                     }],
                 );
+                if let Some((addr, name)) = source {
+                    self.stranger(from, addr, &name);
+                }
             }
             Msg::IndirectPing {
                 seq_no,
@@ -1139,6 +1192,44 @@ impl Swim {
         }
     }
 
+    /// A probe from a node we do not know: it knows us, so we missed its news (gossip reaches
+    /// everyone only with high probability, and not in a storm of joins). It is remembered,
+    /// and the tick exchanges state with one such stranger per probe interval. Only when it
+    /// probes from the address it names: a stream to a forged address would not connect.
+    fn stranger(&mut self, from: SocketAddr, addr: SocketAddr, name: &str) {
+        if addr != from
+            || name.is_empty()
+            || name == self.me
+            || self.leaving
+            || self.members.contains_key(name)
+            || self.candidates.contains_key(name)
+            || self.strangers.len() >= MAX_STRANGERS
+            || self.strangers.iter().any(|(n, _)| n == name)
+            || validate::name(name).is_err()
+        {
+            return;
+        }
+        self.strangers.push_back((name.to_owned(), addr));
+    }
+
+    /// One push/pull with a stranger that probed us, at most once per probe interval.
+    fn sync_with_a_stranger(&mut self, now: Instant) {
+        if now < self.next_stranger_sync {
+            return;
+        }
+        while let Some((name, addr)) = self.strangers.pop_front() {
+            if self.members.contains_key(&name) || self.candidates.contains_key(&name) {
+                continue;
+            }
+            self.next_stranger_sync = now + self.config.probe_interval;
+            self.outputs.push_back(Output::PushPull {
+                to: addr,
+                join: false,
+            });
+            return;
+        }
+    }
+
     /// Whether an announced name and meta are allowed; a refusal is counted and reported.
     fn valid(&mut self, from: Option<SocketAddr>, name: &str, meta: &[u8]) -> bool {
         let why = match validate::name(name) {
@@ -1186,41 +1277,71 @@ impl Swim {
     /// Sends `msgs` alone, no broadcast added. Toward an address that is not a member, only
     /// while the packet being handled has budget left (and never more than it carried).
     fn send_bare(&mut self, to: SocketAddr, msgs: Vec<Msg>) {
-        if !self.is_member_addr(to) {
-            if let Some(budget) = self.budget.as_mut() {
-                let size = 7 + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>();
-                if size > *budget {
-                    self.stats.budget += 1;
-                    return;
-                }
-                *budget -= size;
-            }
+        let size = 7 + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>();
+        if !self.spend(to, size) {
+            self.stats.budget += 1;
+            return;
         }
         if !msgs.is_empty() {
             self.outputs.push_back(Output::Send { to, msgs });
         }
     }
 
-    /// Sends `msgs` to `to`, topped up with pending broadcasts up to the packet size when `to`
-    /// is a member (a stranger gets only the answer, within the packet's budget).
-    fn send(&mut self, _now: Instant, to: SocketAddr, mut msgs: Vec<Msg>) {
-        if !self.is_member_addr(to) {
-            return self.send_bare(to, msgs);
+    /// Whether `size` more bytes may go to `to` in answer to the packet being handled (always,
+    /// toward a member or outside a packet); counts them when so.
+    fn spend(&mut self, to: SocketAddr, size: usize) -> bool {
+        if self.is_member_addr(to) {
+            return true;
         }
+        let Some((limit, spent)) = self.budget.as_mut() else {
+            return true;
+        };
+        let used = spent.entry(to).or_insert(0);
+        if *used + size > *limit {
+            return false;
+        }
+        *used += size;
+        true
+    }
+
+    /// How many bytes a packet toward `to` may have in answer to the packet being handled:
+    /// the packet size toward a member; toward anyone else, what is left of the handled
+    /// packet's size for that address, or no more than `bare` outside a packet (a push/pull
+    /// names addresses too, and is not answered with gossip).
+    fn room(&self, to: SocketAddr, bare: usize) -> usize {
+        if self.is_member_addr(to) {
+            return self.config.packet_size;
+        }
+        match &self.budget {
+            Some((limit, spent)) => limit
+                .saturating_sub(spent.get(&to).copied().unwrap_or(0))
+                .min(self.config.packet_size),
+            None => bare,
+        }
+    }
+
+    /// Sends `msgs` to `to`, topped up with pending broadcasts up to the packet size toward a
+    /// member, and up to the handled packet's size toward anyone else (so a forged source
+    /// gets at most as many bytes as it sent). Returns whether it was sent.
+    fn send(&mut self, _now: Instant, to: SocketAddr, mut msgs: Vec<Msg>) -> bool {
         let overhead = 2 + 5; // compound header + CRC
         let mut size: usize = overhead + msgs.iter().map(|m| m.to_wire().len() + 2).sum::<usize>();
+        let room = self.room(to, size);
+        if size > room {
+            self.stats.budget += 1;
+            return false;
+        }
         let limit = self.retransmit_limit();
         // Walk the queue from the least sent; stop once the packet is full or a run of
         // messages did not fit, so a send costs what it carries, not the queue's length.
         let mut taken = Vec::new();
         let mut misses = 0;
         for (key, b) in &self.broadcasts {
-            if msgs.len() >= 255 || self.config.packet_size.saturating_sub(size) < 16 || misses > 32
-            {
+            if msgs.len() >= 255 || room.saturating_sub(size) < 16 || misses > 32 {
                 break;
             }
             let len = b.len + 2;
-            if size + len > self.config.packet_size {
+            if size + len > room {
                 misses += 1;
                 continue;
             }
@@ -1243,9 +1364,11 @@ impl Swim {
                 self.latest.remove(&s);
             }
         }
+        self.spend(to, size);
         if !msgs.is_empty() {
             self.outputs.push_back(Output::Send { to, msgs });
         }
+        true
     }
 
     fn event(&mut self, kind: EventKind, name: &str) {
@@ -1375,7 +1498,7 @@ impl Swim {
         };
         // The probe must fit the packet's budget (it goes to an address named in the packet).
         let cost = 7 + ping.to_wire().len() + 2;
-        if self.budget.is_some_and(|b| b < cost) {
+        if self.room(addr, cost) < cost {
             self.stats.budget += 1;
             return;
         }
@@ -1394,6 +1517,12 @@ impl Swim {
             },
         );
         self.candidate_seqs.insert(seq_no, name.to_owned());
+        if self.vouched.as_deref() == Some(name) {
+            self.candidate_seqs.remove(&seq_no);
+            return self.confirm(now, name);
+        }
+        // Bare: broadcasts piggybacked on a burst of probes to names from one packet would
+        // spend their retransmits on a few nodes (seen in the simulator as lost news).
         self.send_bare(addr, vec![ping]);
     }
 
@@ -1832,6 +1961,7 @@ impl Swim {
         for name in released {
             self.release(now, &name);
         }
+        self.sync_with_a_stranger(now);
         self.probe_tick(now);
         if now >= self.next_gossip {
             self.next_gossip = now + self.config.gossip_interval;

@@ -1,0 +1,420 @@
+//! One gossip node, sans-IO: the SWIM core and Serf's layer composed, fed bytes and time.
+//!
+//! `handle(now, Input)` takes what arrived (a datagram, a push/pull stream read whole, a join,
+//! a leave, the clock); `poll_output()` gives what to do (datagrams to send, push/pull
+//! exchanges to open, membership events, "the view changed"); `poll_timeout()` says when the
+//! next `Tick` is due. Packet framing (CRC, compound), the codec, the conversion between wire
+//! node states and the cores' types, the Serf state of a push/pull, the join retry timer and
+//! the time a leave is given to spread all live here, so the driver is a short `select!` loop
+//! and the simulator (`tests/gossip_sim.rs`) runs exactly what the driver runs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::serf::{self, Serf};
+use super::swim::{self, Msg, RemoteNode, State, Swim};
+use super::wire::{self, NodeState};
+
+/// How long a graceful leave keeps gossiping before it is reported done.
+pub const LEAVE_PROPAGATE: Duration = Duration::from_millis(1000);
+/// How often the seeds are tried until the first join succeeds.
+const JOIN_RETRY: Duration = Duration::from_secs(1);
+
+/// Who the node is and how it runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Node name (unique in the cluster).
+    pub name: String,
+    /// Address announced to others.
+    pub advertise: SocketAddr,
+    /// Serf tags announced in node meta.
+    pub tags: BTreeMap<String, String>,
+    /// Protocol timings and limits.
+    pub profile: swim::Config,
+    /// Serf's reconnect and reap timings.
+    pub serf: serf::Config,
+    /// How often the seeds are joined again once joined (0: never).
+    pub rejoin_interval: Duration,
+    /// Incarnation to start with: it should grow across restarts (the boot time).
+    pub incarnation: u32,
+    /// Seed of the node's randomness.
+    pub seed: u64,
+}
+
+/// What happened, as the driver tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// A UDP datagram.
+    Datagram {
+        /// Its sender.
+        from: SocketAddr,
+        /// Its bytes.
+        bytes: &'a [u8],
+    },
+    /// The other side of a push/pull, read whole (see [`stream_complete`]): an answer to ours,
+    /// or a peer's request (answered with [`Node::push_pull_answer`]).
+    Stream {
+        /// The peer.
+        from: SocketAddr,
+        /// The stream's bytes.
+        bytes: &'a [u8],
+    },
+    /// Join the cluster through these seeds (resolved by the driver).
+    Join(Vec<SocketAddr>),
+    /// Leave gracefully: [`Output::Left`] follows once the news had time to spread.
+    Leave,
+    /// Time passed.
+    Tick,
+}
+
+/// What the driver must do, or report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send this datagram.
+    Transmit {
+        /// Destination.
+        to: SocketAddr,
+        /// The framed packet.
+        bytes: Vec<u8>,
+    },
+    /// Open a stream to `to`, write `bytes`, read the answer whole and feed it back as
+    /// [`Input::Stream`].
+    PushPull {
+        /// The peer.
+        to: SocketAddr,
+        /// Our side of the exchange.
+        bytes: Vec<u8>,
+    },
+    /// A Serf membership event.
+    Event(serf::Event),
+    /// What the failure detector saw (for logs and the simulator; Serf's view follows it).
+    Detector(swim::Event),
+    /// Something in the view changed: publish [`Node::members`].
+    ViewChanged,
+    /// A peer announced a name or tags that are not allowed.
+    Refused {
+        /// The sender.
+        from: Option<SocketAddr>,
+        /// The name, cut and escaped.
+        name: String,
+        /// Why.
+        why: String,
+    },
+    /// The seeds are due to be resolved and joined (`Input::Join` with the addresses).
+    JoinDue,
+    /// The graceful leave has had its time: the driver may report it done.
+    Left,
+    /// A push/pull or stream could not be read (the driver logs it at debug level).
+    BadStream {
+        /// The peer.
+        from: SocketAddr,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Whether `buf` holds a whole push/pull yet: `Ok(true)` when it does, `Ok(false)` when more
+/// bytes are needed, an error when it can never become one.
+pub fn stream_complete(buf: &[u8]) -> Result<bool, wire::WireError> {
+    match wire::decode_stream(buf) {
+        Ok(_) => Ok(true),
+        Err(e) if wire::incomplete(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// One node: SWIM and Serf, composed.
+pub struct Node {
+    swim: Swim,
+    serf: Serf,
+    outputs: VecDeque<Output>,
+    /// Whether a push/pull with a seed (or anyone) has succeeded.
+    joined: bool,
+    /// Whether the node has seeds (the driver's `Join` inputs); the join timer runs if so.
+    has_seeds: bool,
+    next_join: Instant,
+    rejoin_interval: Duration,
+    /// When the graceful leave is reported done.
+    leaving_until: Option<Instant>,
+}
+
+impl Node {
+    /// A node with these settings, started at `now`. `has_seeds`: whether the driver has
+    /// seeds to resolve when [`Output::JoinDue`] comes.
+    pub fn new(settings: Settings, has_seeds: bool, now: Instant) -> Node {
+        let swim = Swim::new(
+            settings.profile,
+            &settings.name,
+            settings.advertise,
+            wire::encode_tags(&settings.tags),
+            settings.incarnation,
+            settings.seed,
+            now,
+        );
+        let serf = Serf::new(
+            settings.serf,
+            &settings.name,
+            settings.advertise,
+            settings.tags,
+            settings.seed.rotate_left(17),
+            now,
+        );
+        let mut node = Node {
+            swim,
+            serf,
+            outputs: VecDeque::new(),
+            joined: false,
+            has_seeds,
+            next_join: now,
+            rejoin_interval: settings.rejoin_interval,
+            leaving_until: None,
+        };
+        node.outputs.push_back(Output::ViewChanged);
+        node
+    }
+
+    /// Serf's view: every member, self included, by name.
+    pub fn members(&self) -> impl Iterator<Item = &serf::Member> {
+        self.serf.members()
+    }
+
+    /// The failure detector underneath (its own view, counters).
+    pub fn swim(&self) -> &Swim {
+        &self.swim
+    }
+
+    /// Serf's layer underneath.
+    pub fn serf(&self) -> &Serf {
+        &self.serf
+    }
+
+    /// Whether a push/pull has succeeded.
+    pub fn joined(&self) -> bool {
+        self.joined
+    }
+
+    /// Our side of a push/pull: what a peer that opened a stream to us gets back.
+    pub fn push_pull_answer(&self) -> Vec<u8> {
+        self.push_pull_bytes(false)
+    }
+
+    fn push_pull_bytes(&self, join: bool) -> Vec<u8> {
+        wire::encode_push_pull(
+            join,
+            &to_wire_state(&self.swim.local_state()),
+            &self.serf.local_state(),
+        )
+    }
+
+    /// The next thing to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the next `Tick` is due.
+    pub fn poll_timeout(&self) -> Instant {
+        let mut t = self.swim.poll_timeout().min(self.serf.poll_timeout());
+        if self.has_seeds && self.leaving_until.is_none() {
+            t = t.min(self.next_join);
+        }
+        if let Some(until) = self.leaving_until {
+            t = t.min(until);
+        }
+        t
+    }
+
+    /// Feeds what happened at `now`.
+    pub fn handle(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Datagram { from, bytes } => self.datagram(now, from, bytes),
+            Input::Stream { from, bytes } => self.stream(now, from, bytes),
+            Input::Join(seeds) => {
+                let me = self.swim.member(self.swim.name()).map(|m| m.addr);
+                let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| Some(*s) != me).collect();
+                if !seeds.is_empty() {
+                    self.swim.handle(now, swim::Input::Join(seeds));
+                }
+            }
+            Input::Leave => {
+                if self.leaving_until.is_none() {
+                    // Serf 0.9.4 counts a member as left (not failed) only when its leave
+                    // intent arrives before memberlist's own dead message: queue it first.
+                    self.serf.leave(now);
+                    self.pump(now);
+                    self.swim.handle(now, swim::Input::Leave);
+                    self.leaving_until = Some(now + LEAVE_PROPAGATE);
+                }
+            }
+            Input::Tick => {
+                if let Some(until) = self.leaving_until {
+                    if now >= until {
+                        self.outputs.push_back(Output::Left);
+                        // Reported once; the node keeps answering until it is dropped.
+                        self.leaving_until = Some(now + Duration::from_secs(3600));
+                    }
+                }
+                if self.has_seeds && self.leaving_until.is_none() && now >= self.next_join {
+                    // Until the first join succeeds, retry fast; then re-join now and then.
+                    self.next_join = now
+                        + if self.joined {
+                            self.rejoin_interval.max(JOIN_RETRY)
+                        } else {
+                            JOIN_RETRY
+                        };
+                    self.outputs.push_back(Output::JoinDue);
+                }
+                self.swim.handle(now, swim::Input::Tick);
+                self.serf.tick(now);
+            }
+        }
+        self.pump(now);
+    }
+
+    fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let Ok(parts) = wire::decode_packet(bytes) else {
+            return;
+        };
+        let msgs: Vec<Msg> = parts
+            .iter()
+            .filter_map(|p| Msg::from_part(p).ok().flatten())
+            .collect();
+        for m in &msgs {
+            if let Msg::User(body) = m {
+                self.serf.on_user(now, body);
+            }
+        }
+        self.swim.handle(
+            now,
+            swim::Input::Packet {
+                from,
+                msgs,
+                size: bytes.len(),
+            },
+        );
+    }
+
+    fn stream(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let pp = match wire::decode_stream(bytes) {
+            Ok(pp) => pp,
+            Err(e) => {
+                self.outputs.push_back(Output::BadStream {
+                    from,
+                    why: e.to_string(),
+                });
+                return;
+            }
+        };
+        let nodes: Vec<RemoteNode> = pp.nodes.iter().filter_map(to_remote).collect();
+        let first = !self.joined;
+        self.joined = true;
+        // As memberlist does: the nodes first, then the layer above's state.
+        self.swim.handle(
+            now,
+            swim::Input::Remote {
+                from: Some(from),
+                nodes,
+            },
+        );
+        if let Err(e) = self.serf.merge_remote_state(now, &pp.user_state) {
+            self.outputs.push_back(Output::BadStream {
+                from,
+                why: format!("serf state: {e}"),
+            });
+        }
+        if first {
+            self.serf.announce_join(now);
+        }
+    }
+
+    /// Carries out what the cores asked, until neither has more (each feeds the other).
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut changed = false;
+            while let Some(out) = self.serf.poll_output() {
+                match out {
+                    serf::Output::Event(e) => self.outputs.push_back(Output::Event(e)),
+                    serf::Output::Broadcast(body) => self.swim.broadcast_user(body),
+                    serf::Output::Reconnect(to) => {
+                        self.swim.handle(now, swim::Input::Join(vec![to]));
+                    }
+                    serf::Output::Forget(name) => {
+                        self.swim.forget(&name);
+                    }
+                    serf::Output::Changed => changed = true,
+                }
+            }
+            if changed {
+                self.outputs.push_back(Output::ViewChanged);
+            }
+            let Some(out) = self.swim.poll_output() else {
+                break;
+            };
+            match out {
+                swim::Output::Send { to, msgs } => {
+                    let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
+                    let bytes = if parts.len() == 1 {
+                        wire::with_crc(&parts[0])
+                    } else {
+                        wire::with_crc(&wire::compound(&parts))
+                    };
+                    self.outputs.push_back(Output::Transmit { to, bytes });
+                }
+                swim::Output::PushPull { to, join } => {
+                    let bytes = self.push_pull_bytes(join);
+                    self.outputs.push_back(Output::PushPull { to, bytes });
+                }
+                swim::Output::Event(e) => {
+                    self.serf.on_swim(now, &e);
+                    self.outputs.push_back(Output::Detector(e));
+                }
+                swim::Output::Refused { from, name, why } => {
+                    self.outputs.push_back(Output::Refused { from, name, why });
+                }
+            }
+        }
+    }
+}
+
+fn to_remote(n: &NodeState) -> Option<RemoteNode> {
+    let addr = match n.addr.len() {
+        4 => SocketAddr::from(([n.addr[0], n.addr[1], n.addr[2], n.addr[3]], n.port)),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&n.addr);
+            SocketAddr::from((a, n.port))
+        }
+        _ => return None,
+    };
+    let state = match n.state.unwrap_or(0) {
+        0 => State::Alive,
+        1 => State::Suspect,
+        2 => State::Dead,
+        _ => State::Left,
+    };
+    Some(RemoteNode {
+        name: n.name.clone(),
+        addr,
+        meta: n.meta.clone(),
+        incarnation: n.incarnation,
+        state,
+    })
+}
+
+fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
+    nodes
+        .iter()
+        .map(|n| NodeState {
+            name: n.name.clone(),
+            addr: match n.addr {
+                SocketAddr::V4(a) => a.ip().octets().to_vec(),
+                SocketAddr::V6(a) => a.ip().octets().to_vec(),
+            },
+            port: n.addr.port(),
+            meta: n.meta.clone(),
+            incarnation: n.incarnation,
+            state: Some(n.state.wire()),
+            vsn: swim::VSN.to_vec(),
+        })
+        .collect()
+}
