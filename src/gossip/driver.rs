@@ -112,7 +112,7 @@ impl Refusals {
 }
 
 /// Reads one push/pull from a stream, as bytes arrive, bounded in size.
-async fn read_push_pull(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
+async fn read_push_pull(stream: &mut TcpStream, max_members: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -130,7 +130,7 @@ async fn read_push_pull(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
                 "push/pull too large",
             ));
         }
-        match node::stream_complete(&buf) {
+        match node::stream_complete(&buf, max_members) {
             Ok(true) => return Ok(buf),
             Ok(false) => continue,
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
@@ -165,6 +165,7 @@ fn exchange(
     peer: SocketAddr,
     first: Option<Vec<u8>>,
     answer: Option<Vec<u8>>,
+    max_members: usize,
     done: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
 ) {
     tokio::spawn(async move {
@@ -173,7 +174,7 @@ fn exchange(
             if let Some(bytes) = &first {
                 s.write_all(bytes).await?;
             }
-            let theirs = read_push_pull(&mut s).await?;
+            let theirs = read_push_pull(&mut s, max_members).await?;
             if let Some(bytes) = &answer {
                 s.write_all(bytes).await?;
             }
@@ -212,6 +213,7 @@ pub async fn run(
         incarnation,
         seed,
     };
+    let max_members = settings.profile.max_members;
     let mut node = Node::new(node_settings, !settings.seeds.is_empty(), Instant::now());
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
     let mut leave_done: Option<oneshot::Sender<()>> = None;
@@ -235,6 +237,7 @@ pub async fn run(
                         to,
                         Some(bytes),
                         None,
+                        max_members,
                         streams_tx.clone(),
                     );
                 }
@@ -271,7 +274,7 @@ pub async fn run(
             r = tcp.accept() => {
                 let Ok((stream, peer)) = r else { continue };
                 let answer = node.push_pull_answer();
-                exchange(std::future::ready(Ok(stream)), peer, None, Some(answer), streams_tx.clone());
+                exchange(std::future::ready(Ok(stream)), peer, None, Some(answer), max_members, streams_tx.clone());
             }
             Some((peer, bytes)) = streams.recv() => {
                 if !node.joined() {

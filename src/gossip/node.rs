@@ -115,9 +115,10 @@ pub enum Output {
 }
 
 /// Whether `buf` holds a whole push/pull yet: `Ok(true)` when it does, `Ok(false)` when more
-/// bytes are needed, an error when it can never become one.
-pub fn stream_complete(buf: &[u8]) -> Result<bool, wire::WireError> {
-    match wire::decode_stream(buf) {
+/// bytes are needed, an error when it can never become one (or announces more than
+/// `max_members` members).
+pub fn stream_complete(buf: &[u8], max_members: usize) -> Result<bool, wire::WireError> {
+    match wire::decode_stream_bounded(buf, max_members) {
         Ok(_) => Ok(true),
         Err(e) if wire::incomplete(&e) => Ok(false),
         Err(e) => Err(e),
@@ -137,12 +138,15 @@ pub struct Node {
     rejoin_interval: Duration,
     /// When the graceful leave is reported done.
     leaving_until: Option<Instant>,
+    /// The most members a push/pull may announce.
+    max_members: usize,
 }
 
 impl Node {
     /// A node with these settings, started at `now`. `has_seeds`: whether the driver has
     /// seeds to resolve when [`Output::JoinDue`] comes.
     pub fn new(settings: Settings, has_seeds: bool, now: Instant) -> Node {
+        let max_members = settings.profile.max_members;
         let swim = Swim::new(
             settings.profile,
             &settings.name,
@@ -169,6 +173,7 @@ impl Node {
             next_join: now,
             rejoin_interval: settings.rejoin_interval,
             leaving_until: None,
+            max_members,
         };
         node.outputs.push_back(Output::ViewChanged);
         node
@@ -295,7 +300,7 @@ impl Node {
     }
 
     fn stream(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let pp = match wire::decode_stream(bytes) {
+        let pp = match wire::decode_stream_bounded(bytes, self.max_members) {
             Ok(pp) => pp,
             Err(e) => {
                 self.outputs.push_back(Output::BadStream {

@@ -110,6 +110,9 @@ pub enum WireError {
     /// Wrappers nested too deeply.
     #[error("too many nested layers")]
     TooDeep,
+    /// A push/pull announces more members than this node keeps.
+    #[error("push/pull of {0} members, more than the {1} kept")]
+    TooMany(u64, usize),
     /// A field is missing or of the wrong type.
     #[error("{message}: field {field} missing or of the wrong type")]
     Field {
@@ -441,6 +444,12 @@ pub struct PushPull {
 
 /// Reads a push/pull from a stream's bytes (after unwrapping compression).
 pub fn decode_stream(stream: &[u8]) -> Result<PushPull, WireError> {
+    decode_stream_bounded(stream, usize::MAX)
+}
+
+/// [`decode_stream`], refusing a push/pull that announces more than `max_nodes` members as
+/// soon as its header is read (so a huge one is not decoded again and again as it arrives).
+pub fn decode_stream_bounded(stream: &[u8], max_nodes: usize) -> Result<PushPull, WireError> {
     let (&t, rest) = stream.split_first().ok_or(WireError::Truncated("stream"))?;
     match t {
         kind::COMPRESS => {
@@ -448,7 +457,7 @@ pub fn decode_stream(stream: &[u8]) -> Result<PushPull, WireError> {
             if inner.first() == Some(&kind::COMPRESS) {
                 return Err(WireError::TooDeep);
             }
-            decode_stream(&inner)
+            decode_stream_bounded(&inner, max_nodes)
         }
         kind::ENCRYPT => Err(WireError::Encrypted),
         kind::PUSH_PULL => {
@@ -463,6 +472,9 @@ pub fn decode_stream(stream: &[u8]) -> Result<PushPull, WireError> {
                     message: "push/pull header",
                     field: "Nodes",
                 })?;
+            if usize::try_from(n).map_or(true, |n| n > max_nodes) {
+                return Err(WireError::TooMany(n, max_nodes));
+            }
             let user_len = header
                 .get("UserStateLen")
                 .and_then(Value::as_u64)
