@@ -308,17 +308,28 @@ fn all_agree(
     status: &str,
     limit: Duration,
 ) -> Duration {
-    wait_for(
-        &format!("{} agents see {names:?} {status}", observers.len()),
-        limit,
-        || {
-            observers.iter().all(|&i| {
-                names
+    let started = Instant::now();
+    let what = format!("{} agents see {names:?} {status}", observers.len());
+    let mut told = false;
+    wait_for(&what, limit, || {
+        let agree = observers.iter().all(|&i| {
+            names
+                .iter()
+                .all(|n| agents[i].1.status_of(n).is_some_and(|(s, _)| s == status))
+        });
+        if !agree && !told && started.elapsed() + Duration::from_millis(200) >= limit {
+            told = true;
+            // Say who does not see whom before the wait fails.
+            for &i in observers {
+                let views: Vec<String> = names
                     .iter()
-                    .all(|n| agents[i].1.status_of(n).is_some_and(|(s, _)| s == status))
-            })
-        },
-    )
+                    .map(|n| format!("{n}={:?}", agents[i].1.status_of(n).map(|(s, _)| s)))
+                    .collect();
+                eprintln!("{} sees {}", agents[i].0, views.join(" "));
+            }
+        }
+        agree
+    })
 }
 
 #[test]

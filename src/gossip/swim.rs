@@ -675,6 +675,11 @@ struct Candidate {
     seq_no: u32,
     /// Forgotten at this time unless it answered.
     deadline: Instant,
+    /// Its `alive` was passed on already (it came from a member).
+    relayed: bool,
+    /// Probes left after this one: a name a member or a push/pull told us about is probed
+    /// up to three times (a busy node may answer late); one from a stranger's datagram once.
+    retries: u8,
 }
 
 /// What a third party claims about a live member, held while the member can refute it.
@@ -729,6 +734,9 @@ struct Broadcast {
     /// Encoded size, measured once when queued.
     len: usize,
 }
+
+/// The first extra push/pull after joining (then twice and four times as long).
+const EARLY_SYNC: Duration = Duration::from_secs(1);
 
 /// Most strangers remembered to exchange state with.
 const MAX_STRANGERS: usize = 64;
@@ -788,6 +796,15 @@ pub struct Swim {
     strangers: VecDeque<(String, SocketAddr)>,
     /// While a push/pull is merged: the name of the peer's own entry, admitted unprobed.
     vouched: Option<String>,
+    /// While a packet from a member is handled: news of new names in it is passed on at
+    /// once, as memberlist does (the names still count only once they answer our probe).
+    relaying: bool,
+    /// Whether a push/pull is being merged.
+    streaming: bool,
+    /// After the first push/pull: extra exchanges with random members at growing intervals
+    /// (1, 2, 4 s), so that news gossip missed in a busy start is caught up at once rather
+    /// than at the next `push_pull_interval`. (when, how many left)
+    early_syncs: (Option<Instant>, u8),
 
     stats: Stats,
 }
@@ -856,6 +873,9 @@ impl Swim {
             next_stranger_sync: now,
             strangers: VecDeque::new(),
             vouched: None,
+            relaying: false,
+            streaming: false,
+            early_syncs: (None, 3),
 
             stats: Stats::default(),
         };
@@ -1018,6 +1038,9 @@ impl Swim {
         if !self.strangers.is_empty() {
             t = t.min(self.next_stranger_sync);
         }
+        if let (Some(at), 1..) = self.early_syncs {
+            t = t.min(at);
+        }
         t
     }
 
@@ -1025,11 +1048,13 @@ impl Swim {
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
             Input::Packet { from, msgs, size } => {
+                self.relaying = self.is_member_addr(from);
                 self.budget = Some((size, HashMap::new()));
                 for m in msgs {
                     self.message(now, from, m);
                 }
                 self.budget = None;
+                self.relaying = false;
             }
             Input::Remote { from, mut nodes } => {
                 // In an order of our own: a push/pull lists members by name, and nodes that
@@ -1048,9 +1073,14 @@ impl Swim {
                         .find(|n| n.state == State::Alive && n.addr.ip() == f.ip())
                         .map(|n| n.name.clone())
                 });
+                if self.early_syncs.0.is_none() && self.early_syncs.1 > 0 {
+                    self.early_syncs.0 = Some(now + EARLY_SYNC);
+                }
+                self.streaming = true;
                 for n in nodes {
                     self.merge(now, from, n);
                 }
+                self.streaming = false;
                 self.vouched = None;
             }
             Input::Join(seeds) => {
@@ -1514,9 +1544,25 @@ impl Swim {
                 incarnation,
                 seq_no,
                 deadline: now + self.config.probe_interval.max(self.config.probe_timeout),
+                relayed: self.relaying && !comeback,
+                retries: if self.relaying || self.streaming {
+                    2
+                } else {
+                    0
+                },
             },
         );
         self.candidate_seqs.insert(seq_no, name.to_owned());
+        if self.relaying && !comeback {
+            let meta = self.candidates[name].meta.clone();
+            self.broadcast(Msg::Alive {
+                incarnation,
+                node: name.to_owned(),
+                addr,
+                meta,
+                vsn: VSN.to_vec(),
+            });
+        }
         if self.vouched.as_deref() == Some(name) {
             self.candidate_seqs.remove(&seq_no);
             return self.confirm(now, name);
@@ -1554,8 +1600,14 @@ impl Swim {
                 self.index(c.addr);
                 self.live += 1;
                 self.insert_probe_target(name);
-                self.broadcast(msg);
+                if !c.relayed {
+                    self.broadcast(msg);
+                }
                 self.event(EventKind::Join, name);
+                // It may not know us (we learned of it from others), and a Serf agent does not
+                // ask strangers that probe it: tell it who we are.
+                let me = self.alive_msg(self.self_member());
+                self.send(now, c.addr, vec![me]);
             }
             Some(m) => {
                 let old = m.addr;
@@ -1946,9 +1998,38 @@ impl Swim {
             .map(|(n, _)| n.clone())
             .collect();
         for name in silent {
+            if let Some(c) = self.candidates.get_mut(&name) {
+                if c.retries > 0 {
+                    c.retries -= 1;
+                    c.deadline = now + self.config.probe_interval.max(self.config.probe_timeout);
+                    let old = c.seq_no;
+                    let (addr, seq_no) = (c.addr, self.rng.next_u64() as u32);
+                    if let Some(c) = self.candidates.get_mut(&name) {
+                        c.seq_no = seq_no;
+                    }
+                    self.candidate_seqs.remove(&old);
+                    self.candidate_seqs.insert(seq_no, name.clone());
+                    let me = (self.self_member().addr, self.me.clone());
+                    self.send_bare(
+                        addr,
+                        vec![Msg::Ping {
+                            seq_no,
+                            node: name.clone(),
+                            source: Some(me),
+                        }],
+                    );
+                    continue;
+                }
+            }
             if let Some(c) = self.candidates.remove(&name) {
                 self.candidate_seqs.remove(&c.seq_no);
                 self.stats.unconfirmed += 1;
+                // Its news stops here: nobody answered for it.
+                if c.relayed && !self.members.contains_key(&name) {
+                    if let Some(key) = self.latest.remove(&name) {
+                        self.broadcasts.remove(&key);
+                    }
+                }
             }
         }
         // Held claims that nothing refuted.
@@ -1962,6 +2043,19 @@ impl Swim {
             self.release(now, &name);
         }
         self.sync_with_a_stranger(now);
+        if let (Some(at), left) = self.early_syncs {
+            if now >= at && left > 0 && !self.leaving {
+                let left = left - 1;
+                let next = EARLY_SYNC * (1 << (3 - left));
+                self.early_syncs = (if left > 0 { Some(now + next) } else { None }, left);
+                if let Some(to) = self.peers(now, 1, false).first() {
+                    self.outputs.push_back(Output::PushPull {
+                        to: *to,
+                        join: false,
+                    });
+                }
+            }
+        }
         self.probe_tick(now);
         if now >= self.next_gossip {
             self.next_gossip = now + self.config.gossip_interval;
