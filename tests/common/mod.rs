@@ -188,10 +188,18 @@ pub fn first_child(pid: u32) -> Option<i32> {
 
 /// A port free for both TCP and UDP on 127.0.0.1 (gossip binds both).
 pub fn free_port() -> u16 {
+    // Never the same port twice in one test process: the kernel may hand a just-released
+    // port out again, and two parts of one test (a gossip port and HAProxy's frontend) then
+    // collide (seen once: haproxy "cannot bind socket (Address already in use)").
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = t.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
