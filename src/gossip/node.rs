@@ -381,7 +381,9 @@ impl Node {
     }
 }
 
-fn to_remote(n: &NodeState) -> Option<RemoteNode> {
+/// A push/pull node state as the SWIM core takes it (`None` for an address that is not IPv4
+/// or IPv6).
+pub fn to_remote(n: &NodeState) -> Option<RemoteNode> {
     let addr = match n.addr.len() {
         4 => SocketAddr::from(([n.addr[0], n.addr[1], n.addr[2], n.addr[3]], n.port)),
         16 => {

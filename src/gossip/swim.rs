@@ -556,6 +556,19 @@ pub enum Order {
     Absurd,
 }
 
+/// Whether a claim at `claim` about a member known at `known` is to be ignored: older, or
+/// absurdly far ahead (counted in `stats`).
+fn stale(stats: &mut Stats, claim: u32, known: u32) -> bool {
+    match order(claim, known) {
+        Order::Older => true,
+        Order::Absurd => {
+            stats.absurd += 1;
+            true
+        }
+        Order::Same | Order::Newer => false,
+    }
+}
+
 /// Compares incarnation `claim` with `known` as serial numbers (RFC 1982): they may wrap, so
 /// a member at 2^32−1 refutes with 0.
 pub fn order(claim: u32, known: u32) -> Order {
@@ -1742,27 +1755,26 @@ impl Swim {
         }
     }
 
+    /// A suspect or dead claim about us: refuted unless we are leaving (or it is absurd).
+    fn claim_about_me(&mut self, now: Instant, incarnation: u32) {
+        match order(incarnation, self.self_member().incarnation) {
+            Order::Same | Order::Newer if !self.leaving => self.refute(now, incarnation),
+            Order::Absurd => self.stats.absurd += 1,
+            _ => {}
+        }
+    }
+
     /// A `suspect` claim; `told`: it came from the network (the member is told directly, so
     /// it can refute within a round trip).
     fn suspect(&mut self, now: Instant, name: &str, incarnation: u32, by: &str, told: bool) {
         if name == self.me {
-            match order(incarnation, self.self_member().incarnation) {
-                Order::Same | Order::Newer if !self.leaving => self.refute(now, incarnation),
-                Order::Absurd => self.stats.absurd += 1,
-                _ => {}
-            }
-            return;
+            return self.claim_about_me(now, incarnation);
         }
         let Some(m) = self.members.get_mut(name) else {
             return;
         };
-        match order(incarnation, m.incarnation) {
-            Order::Older => return,
-            Order::Absurd => {
-                self.stats.absurd += 1;
-                return;
-            }
-            Order::Same | Order::Newer => {}
+        if stale(&mut self.stats, incarnation, m.incarnation) {
+            return;
         }
         if matches!(m.state, State::Dead | State::Left) {
             return;
@@ -1836,12 +1848,7 @@ impl Swim {
         from: Option<SocketAddr>,
     ) {
         if name == self.me {
-            match order(incarnation, self.self_member().incarnation) {
-                Order::Same | Order::Newer if !self.leaving => self.refute(now, incarnation),
-                Order::Absurd => self.stats.absurd += 1,
-                _ => {}
-            }
-            return;
+            return self.claim_about_me(now, incarnation);
         }
         let Some(m) = self.members.get(name) else {
             return;
@@ -1849,13 +1856,8 @@ impl Swim {
         if matches!(m.state, State::Dead | State::Left) {
             return;
         }
-        match order(incarnation, m.incarnation) {
-            Order::Older => return,
-            Order::Absurd => {
-                self.stats.absurd += 1;
-                return;
-            }
-            Order::Same | Order::Newer => {}
+        if stale(&mut self.stats, incarnation, m.incarnation) {
+            return;
         }
         let itself = by == name && from == Some(m.addr);
         let suspected_since = match m.state {

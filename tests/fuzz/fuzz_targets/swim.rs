@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use muster::gossip::serf::{self, Serf};
-use muster::gossip::swim::{self, Input, Msg, Output, RemoteNode, State, Swim};
+use muster::gossip::swim::{self, Input, Msg, Output, RemoteNode, Swim};
 use muster::gossip::{validate, wire};
 
 const MAX_MEMBERS: usize = 32;
@@ -25,28 +25,7 @@ fn addr(i: u8) -> SocketAddr {
 }
 
 fn remote(n: &wire::NodeState) -> Option<RemoteNode> {
-    let addr = match n.addr.len() {
-        4 => SocketAddr::from(([n.addr[0], n.addr[1], n.addr[2], n.addr[3]], n.port)),
-        16 => {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&n.addr);
-            SocketAddr::from((a, n.port))
-        }
-        _ => return None,
-    };
-    let state = match n.state.unwrap_or(0) {
-        0 => State::Alive,
-        1 => State::Suspect,
-        2 => State::Dead,
-        _ => State::Left,
-    };
-    Some(RemoteNode {
-        name: n.name.clone(),
-        addr,
-        meta: n.meta.clone(),
-        incarnation: n.incarnation,
-        state,
-    })
+    muster::gossip::node::to_remote(n)
 }
 
 /// Bytes of one `Send` on the wire, framed as the driver frames it.
