@@ -170,10 +170,10 @@ fn start_gossip(
         Some(n) => n.clone(),
         None => {
             let host = hostname()?;
-            if let Err(e) = crate::gossip::validate::name(&host) {
+            if let Err(e) = crate::config::names::name(&host) {
                 return Err(BadConfig(format!(
                     "gossip.name: unset, and the host name {:?} {e}; set gossip.name",
-                    crate::gossip::validate::printable(&host, 64)
+                    crate::config::names::printable(&host, 64)
                 ))
                 .into());
             }

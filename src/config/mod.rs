@@ -3,6 +3,7 @@
 //! is about (`services.app.restart: ...`). Nothing here binds, spawns or signals; the only I/O is
 //! reading the file and, for `user`, `/etc/passwd` and `/etc/group`.
 
+pub mod names;
 pub mod users;
 mod value;
 
@@ -618,7 +619,7 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         new_members_per_second: 1000,
     };
     if let Some(name) = &g.name {
-        if let Err(e) = crate::gossip::validate::name(name) {
+        if let Err(e) = names::name(name) {
             v.problem("gossip.name", &format!("{name:?} {e}"));
         }
     }
@@ -627,12 +628,9 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         for (k, val) in tags {
             let key = format!("gossip.tags.{k}");
             if let Some(text) = v.string(&key, Some(val)) {
-                let bad = crate::gossip::validate::tag_key(k)
+                let bad = names::tag_key(k)
                     .map_err(|e| format!("the key {k:?} {e}"))
-                    .and_then(|()| {
-                        crate::gossip::validate::tag_value(&text)
-                            .map_err(|e| format!("{text:?} {e}"))
-                    });
+                    .and_then(|()| names::tag_value(&text).map_err(|e| format!("{text:?} {e}")));
                 if let Err(why) = bad {
                     v.problem(&key, &why);
                     each_ok = false;
@@ -640,7 +638,7 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
                 g.tags.insert(k.clone(), text);
             }
         }
-        if each_ok && wire_tags_len(&g.tags) > crate::gossip::validate::MAX_META {
+        if each_ok && names::encoded_len(&g.tags) > names::MAX_META {
             v.problem(
                 "gossip.tags",
                 "take more than the 512 bytes of node meta Serf allows",
@@ -681,11 +679,6 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         g.new_members_per_second = n as u32;
     }
     Some(g)
-}
-
-/// Size of the tags as Serf's node meta.
-fn wire_tags_len(tags: &BTreeMap<String, String>) -> usize {
-    crate::gossip::wire::encode_tags(tags).len()
 }
 
 const SERVICE_KEYS: &[&str] = &[

@@ -12,7 +12,7 @@
 //! Members whose status is `alive` or `leaving` are listed (`status` says which): a Serf leave
 //! intent alone takes no server out, since any peer can forge one and the member refutes it;
 //! a member's server is drained once the member has `left`, and taken out at once when it has
-//! `failed`. Members whose name or tags fail [`crate::gossip::validate`] are left out (the
+//! `failed`. Members whose name or tags fail [`crate::config::names`] are left out (the
 //! gossip layer refuses them already; this is the second wall), and returned beside the model
 //! so the sync can log each once. Members are sorted by name; tags are a sorted map. `id` is a number
 //! derived from the name alone (unless two names collide, then the later one by name takes the
@@ -24,8 +24,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::config::names as validate;
 use crate::gossip::serf::{Member, Status};
-use crate::gossip::validate;
 
 /// Which members become servers, and on which port.
 #[derive(Debug, Clone, PartialEq, Eq)]

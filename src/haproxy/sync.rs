@@ -43,9 +43,9 @@ use super::cfg::{self, Op, Parsed, Plan, Server};
 use super::model::{Model, ModelMember, Selection};
 use super::runtime::{self, Admin, Reply};
 use super::template::Template;
+use crate::config::names as validate;
 use crate::config::{self, Service};
 use crate::gossip::serf::{Member, Status};
-use crate::gossip::validate;
 use crate::supervisor::helper::{Helpers, Outcome};
 
 /// How the sync runs.
