@@ -1,30 +1,37 @@
-//! The one module that knows every subsystem: it sets up the runtime, starts gossip and the
-//! control socket when the configuration asks for them, and runs the supervisor with a
-//! before-stop step that leaves the cluster, so a load balancer drains this node before its
-//! services stop.
+//! The wiring: the one module that knows every subsystem. It builds the runtime, starts
+//! gossip, the HAProxy sync, the control socket and log shipping as the configuration asks,
+//! maps each subsystem's types into the next one's (gossip members into HAProxy backends and
+//! control-socket rows, supervisor output lines into log-shipping lines), and owns shutdown:
+//! the supervisor computes the stop deadline at the first SIGTERM, and the leave (with the
+//! sync's stop) and the log flush are each given what is left of it (see the shutdown order in
+//! `lib.rs`).
 
-use std::collections::BTreeMap;
+// The log flush's share of the stop deadline is measured here.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{self, Config, Profile};
+use crate::control;
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
 use crate::haproxy::{self, model::Selection, sync::Sync};
+use crate::host;
 use crate::logship;
-use crate::supervisor::helper::Helpers;
-use crate::supervisor::ready::Waiters;
+use crate::supervisor::children::Children;
 use crate::supervisor::run::{self as supervisor, BeforeStop};
 use crate::supervisor::signals::Inherited;
 
-/// How long muster waits at exit for the collector to acknowledge what is queued.
-const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
+/// Longest time muster waits at exit for the collector to acknowledge what is queued, within
+/// the stop deadline.
+const LOG_FLUSH: Duration = Duration::from_secs(3);
+/// Kept from the stop deadline for muster's own exit once the log flush gave up.
+const EXIT_MARGIN: Duration = Duration::from_millis(50);
 
 /// A problem of the configuration found only at start (the host name as node name): muster
 /// exits 64, as for any bad configuration.
@@ -41,72 +48,107 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
         .enable_io()
         .enable_time()
         .build()?;
-    runtime.block_on(async move {
-        let (gossip, view) = match &config.gossip {
-            Some(g) => {
-                let (commands, view) = start_gossip(g)?;
-                (Some(commands), Some(view))
-            }
-            None => (None, None),
-        };
-        let waiters = Waiters::default();
-        let sync_stop = match &config.haproxy {
-            Some(h) => {
-                let helpers = Helpers::new(inherited, waiters.clone());
-                let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
-                let service = config.services.iter().find(|s| s.name == "haproxy");
-                start_haproxy_sync(h, service, helpers, view, seeds).await?
-            }
-            None => None,
-        };
-        if let Some(path) = &config.control_socket {
-            if let Err(error) = serve_control(path, gossip.clone()) {
-                tracing::warn!(socket = %path.display(), %error, "no control socket");
-            }
+    runtime.block_on(wire_and_run(config, inherited))
+}
+
+async fn wire_and_run(config: Config, inherited: Inherited) -> anyhow::Result<i32> {
+    let (gossip, view) = match &config.gossip {
+        Some(g) => {
+            let (commands, view) = start_gossip(g)?;
+            (Some(commands), Some(view))
         }
-        let before_stop: Option<BeforeStop> = if gossip.is_some() || sync_stop.is_some() {
-            Some(Box::new(move || {
-                Box::pin(async move {
-                    // The HAProxy sync stops first: HAProxy is about to soft-stop.
-                    if let Some(stop) = sync_stop {
-                        let _ = stop.send(());
-                    }
-                    if let Some(commands) = gossip {
-                        let (done, wait) = oneshot::channel();
-                        if commands.send(Command::Leave(done)).is_ok() {
-                            tracing::info!("leaving the cluster before stopping services");
-                            let _ = wait.await;
-                        }
-                    }
-                })
-            }))
-        } else {
-            None
-        };
-        let (tap, shipper) = match &config.logship {
-            Some(l) => {
-                let host = match &l.hostname {
-                    Some(h) => h.clone(),
-                    None => hostname().unwrap_or_else(|_| "-".to_owned()),
-                };
-                let (tap, shipper) = logship::ship::start(l.clone(), host);
-                (Some(tap), Some(shipper))
-            }
-            None => (None, None),
-        };
-        let code = supervisor::supervise(config, inherited, before_stop, tap, waiters).await;
-        if let Some(s) = shipper {
-            // Every line is queued by now (the output sink has finished): flush them.
-            let undelivered = s.finish(LOG_FLUSH).await;
-            if undelivered > 0 {
-                tracing::error!(
-                    lines = undelivered,
-                    "log lines not delivered to the collector before exit"
-                );
-            }
+        None => (None, None),
+    };
+    let children = Children::new(inherited);
+    let sync_stop = match &config.haproxy {
+        Some(h) => {
+            let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
+            let service = config.services.iter().find(|s| s.name == "haproxy");
+            start_haproxy_sync(h, service, children.clone(), view, seeds).await?
         }
-        code
+        None => None,
+    };
+    if let Some(path) = &config.control_socket {
+        if let Err(error) = control::serve(path, gossip.clone().map(members_of)) {
+            tracing::warn!(socket = %path.display(), %error, "no control socket");
+        }
+    }
+    let before_stop = leave_first(gossip, sync_stop);
+    let (tap, shipper) = match &config.logship {
+        Some(l) => {
+            let host = match &l.hostname {
+                Some(h) => h.clone(),
+                None => host::name().unwrap_or_else(|_| "-".to_owned()),
+            };
+            let (tap, shipper) = logship::ship::start(l.clone(), host);
+            (Some(tap), Some(shipper))
+        }
+        None => (None, None),
+    };
+    let ended = supervisor::supervise(config, inherited, before_stop, tap, children).await?;
+    if let Some(s) = shipper {
+        // Every line is queued by now (the output sink has finished): flush them, within what
+        // is left of the stop deadline.
+        let left = ended
+            .deadline
+            .saturating_duration_since(Instant::now() + EXIT_MARGIN);
+        let undelivered = s.finish(LOG_FLUSH.min(left)).await;
+        if undelivered > 0 {
+            tracing::error!(
+                lines = undelivered,
+                "log lines not delivered to the collector before exit"
+            );
+        }
+    }
+    Ok(ended.code)
+}
+
+/// The before-stop work: the HAProxy sync stops (HAProxy is about to soft-stop), then the
+/// node leaves the cluster, so load balancers drain it before its services stop. Both are done
+/// by the instant the supervisor gives.
+fn leave_first(
+    gossip: Option<mpsc::UnboundedSender<Command>>,
+    sync_stop: Option<oneshot::Sender<()>>,
+) -> Option<BeforeStop> {
+    if gossip.is_none() && sync_stop.is_none() {
+        return None;
+    }
+    Some(Box::new(move |_by: Instant| {
+        Box::pin(async move {
+            if let Some(stop) = sync_stop {
+                let _ = stop.send(());
+            }
+            if let Some(commands) = gossip {
+                let (done, wait) = oneshot::channel();
+                if commands.send(Command::Leave(done)).is_ok() {
+                    let _ = wait.await;
+                }
+            }
+        })
+    }))
+}
+
+/// The control socket's view of the members, asked of the gossip driver.
+fn members_of(gossip: mpsc::UnboundedSender<Command>) -> control::Members {
+    std::sync::Arc::new(move || {
+        let gossip = gossip.clone();
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            gossip.send(Command::Members(tx)).ok()?;
+            let members = rx.await.ok()?;
+            Some(members.iter().map(row).collect())
+        })
     })
+}
+
+/// A gossip member as the control socket shows it.
+fn row(m: &Member) -> control::Member {
+    control::Member {
+        name: m.name.clone(),
+        addr: m.addr.to_string(),
+        status: m.status.as_str().to_owned(),
+        tags: m.tags.clone(),
+    }
 }
 
 /// Renders HAProxy's first config from the membership known after a short wait (so an LB
@@ -115,7 +157,7 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
 async fn start_haproxy_sync(
     h: &config::Haproxy,
     service: Option<&config::Service>,
-    helpers: Helpers,
+    helpers: Children,
     view: Option<watch::Receiver<Vec<Member>>>,
     seeds: bool,
 ) -> anyhow::Result<Option<oneshot::Sender<()>>> {
@@ -169,7 +211,8 @@ fn start_gossip(
     let name = match &g.name {
         Some(n) => n.clone(),
         None => {
-            let host = hostname()?;
+            let host =
+                host::name().context("gossip: cannot read the host name; set gossip.name")?;
             if let Err(e) = crate::config::names::name(&host) {
                 return Err(BadConfig(format!(
                     "gossip.name: unset, and the host name {:?} {e}; set gossip.name",
@@ -183,7 +226,7 @@ fn start_gossip(
     let advertise = match g.advertise {
         Some(a) => a,
         None if g.bind.ip().is_unspecified() => {
-            let ip = first_ipv4().ok_or_else(|| {
+            let ip = host::first_ipv4().ok_or_else(|| {
                 anyhow::anyhow!(
                     "gossip: no non-loopback IPv4 address to advertise; set gossip.advertise"
                 )
@@ -231,156 +274,4 @@ fn start_gossip(
     // view. The events are only logged (by the driver).
     tokio::spawn(async move { while events.recv().await.is_some() {} });
     Ok((commands, view_rx))
-}
-
-fn hostname() -> anyhow::Result<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        anyhow::bail!("gossip: cannot read the host name; set gossip.name");
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
-}
-
-/// The first IPv4 address of an interface that is up and not loopback.
-fn first_ipv4() -> Option<std::net::Ipv4Addr> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk read-only and free with freeifaddrs.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return None;
-        }
-        let mut found = None;
-        let mut cur = list;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
-            let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
-            if up
-                && !loopback
-                && !ifa.ifa_addr.is_null()
-                && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
-            {
-                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
-            }
-            cur = ifa.ifa_next;
-        }
-        libc::freeifaddrs(list);
-        found
-    }
-}
-
-/// Serves `members [json]` on a Unix socket.
-fn serve_control(
-    path: &Path,
-    gossip: Option<mpsc::UnboundedSender<Command>>,
-) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    // A socket file left by an earlier run (the container restarted) is ours to replace.
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let gossip = gossip.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                let mut reader = BufReader::new(read.take(1024));
-                if reader.read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let reply = answer(line.trim(), gossip.as_ref()).await;
-                let _ = write.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    Ok(())
-}
-
-async fn answer(request: &str, gossip: Option<&mpsc::UnboundedSender<Command>>) -> String {
-    let mut words = request.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some("members"), format) => {
-            let Some(g) = gossip else {
-                return "error: gossip is not configured (no [gossip] table)\n".to_owned();
-            };
-            let (tx, rx) = oneshot::channel();
-            if g.send(Command::Members(tx)).is_err() {
-                return "error: gossip has stopped\n".to_owned();
-            }
-            match rx.await {
-                Ok(members) if format == Some("json") => members_json(&members),
-                Ok(members) => members_text(&members),
-                Err(_) => "error: gossip has stopped\n".to_owned(),
-            }
-        }
-        _ => format!("error: unknown request {request:?} (known: members [json])\n"),
-    }
-}
-
-fn status(m: &Member) -> &'static str {
-    m.status.as_str()
-}
-
-fn tags_of(m: &Member) -> &BTreeMap<String, String> {
-    &m.tags
-}
-
-/// One line per member: name, address, status, tags (as `serf members` prints them).
-pub fn members_text(members: &[Member]) -> String {
-    let rows: Vec<[String; 4]> = members
-        .iter()
-        .map(|m| {
-            let tags: Vec<String> = tags_of(m).iter().map(|(k, v)| format!("{k}={v}")).collect();
-            [
-                m.name.clone(),
-                m.addr.to_string(),
-                status(m).to_owned(),
-                tags.join(","),
-            ]
-        })
-        .collect();
-    let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
-    let (w0, w1, w2) = (width(0), width(1), width(2));
-    rows.iter()
-        .map(|r| {
-            format!("{:w0$}  {:w1$}  {:w2$}  {}\n", r[0], r[1], r[2], r[3]).replace("  \n", "\n")
-        })
-        .collect()
-}
-
-/// The members as a JSON array of `{name, addr, status, tags}`.
-pub fn members_json(members: &[Member]) -> String {
-    let mut out = String::from("[");
-    for (i, m) in members.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"name\":");
-        crate::logging::push_json_string(&mut out, &m.name);
-        out.push_str(",\"addr\":");
-        crate::logging::push_json_string(&mut out, &m.addr.to_string());
-        out.push_str(",\"status\":");
-        crate::logging::push_json_string(&mut out, status(m));
-        out.push_str(",\"tags\":{");
-        for (j, (k, v)) in tags_of(m).iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            crate::logging::push_json_string(&mut out, k);
-            out.push(':');
-            crate::logging::push_json_string(&mut out, v);
-        }
-        out.push_str("}}");
-    }
-    out.push_str("]\n");
-    out
 }

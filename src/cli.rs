@@ -242,35 +242,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 /// Asks the running muster for its members and prints them.
 fn members(json: bool, socket: &std::path::Path) -> i32 {
-    use std::io::{Read, Write};
-    let mut stream = match std::os::unix::net::UnixStream::connect(socket) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "muster: cannot reach a running muster at {}: {e} (is muster running here, with a control socket?)",
-                socket.display()
-            );
-            return 1;
-        }
-    };
-    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-    let request = if json { "members json\n" } else { "members\n" };
-    let mut reply = String::new();
-    if let Err(e) = stream
-        .write_all(request.as_bytes())
-        .and_then(|()| stream.read_to_string(&mut reply))
-    {
-        eprintln!("muster: no answer from {}: {e}", socket.display());
-        return 1;
-    }
-    match reply.strip_prefix("error: ") {
-        Some(e) => {
-            eprint!("muster: {e}");
-            1
-        }
-        None => {
+    match crate::control::request_members(socket, json) {
+        Ok(reply) => {
             print!("{reply}");
             0
+        }
+        Err(e) => {
+            eprintln!("muster: {e}");
+            1
         }
     }
 }

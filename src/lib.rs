@@ -89,8 +89,10 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod gossip;
 pub mod haproxy;
+pub mod host;
 pub mod logging;
 pub mod logship;
 pub mod supervisor;

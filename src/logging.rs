@@ -100,20 +100,12 @@ impl tracing::field::Visit for JsonFields {
 }
 
 /// Appends `text` as a JSON string literal.
-pub(crate) fn push_json_string(out: &mut String, text: &str) {
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
+fn push_json_string(out: &mut String, text: &str) {
+    match serde_json::to_string(text) {
+        Ok(quoted) => out.push_str(&quoted),
+        // Serializing a string cannot fail; keep the line valid JSON all the same.
+        Err(_) => out.push_str("\"\""),
     }
-    out.push('"');
 }
 
 #[cfg(test)]

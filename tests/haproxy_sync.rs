@@ -544,8 +544,7 @@ fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
 fn scale_render_and_apply_at_many_members() {
     use muster::haproxy::runtime::{Admin, parse_servers_state};
     use muster::haproxy::sync::{Settings, Sync};
-    use muster::supervisor::helper::Helpers;
-    use muster::supervisor::ready::Waiters;
+    use muster::supervisor::children::Children;
     use muster::supervisor::signals::Inherited;
 
     let _ = tracing_subscriber::fmt()
@@ -599,19 +598,15 @@ fn scale_render_and_apply_at_many_members() {
     std::fs::write(&template, loopback_template(dir.path(), http, stats)).unwrap();
     // A reaper for the helpers' `haproxy -c` (this process plays muster's supervisor). It
     // waits only for the helpers' pids: this test's own children are its own business.
-    let waiters = Waiters::default();
-    let helpers = Helpers::new(Inherited::capture_and_unblock(), waiters.clone());
+    let helpers = Children::new(Inherited::capture_and_unblock());
     std::thread::spawn({
-        let waiters = waiters.clone();
+        let children = helpers.clone();
         move || loop {
-            let pids: Vec<i32> = waiters.lock().unwrap().keys().copied().collect();
-            for pid in pids {
+            for pid in children.awaited() {
                 let mut status = 0;
                 // SAFETY: waitpid with a valid pointer to a local int.
                 if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-                    if let Some(tx) = waiters.lock().unwrap().remove(&pid) {
-                        let _ = tx.send(muster::supervisor::reaper::decode(status));
-                    }
+                    children.deliver(pid, muster::supervisor::reaper::decode(status));
                 }
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -894,8 +889,7 @@ struct Seam {
 impl Seam {
     fn start(drain_timeout: Duration) -> Seam {
         use muster::haproxy::sync::{Settings, Sync};
-        use muster::supervisor::helper::Helpers;
-        use muster::supervisor::ready::Waiters;
+        use muster::supervisor::children::Children;
         use muster::supervisor::signals::Inherited;
 
         let _ = tracing_subscriber::fmt()
@@ -912,18 +906,15 @@ impl Seam {
         let template = dir.path().join("haproxy.cfg.hbs");
         std::fs::write(&template, loopback_template(dir.path(), http, stats)).unwrap();
         // A reaper for the helpers' `haproxy -c` only (this process plays the supervisor).
-        let waiters = Waiters::default();
-        let helpers = Helpers::new(Inherited::capture_and_unblock(), waiters.clone());
+        let helpers = Children::new(Inherited::capture_and_unblock());
+        let children = helpers.clone();
         std::thread::spawn(move || {
             loop {
-                let pids: Vec<i32> = waiters.lock().unwrap().keys().copied().collect();
-                for pid in pids {
+                for pid in children.awaited() {
                     let mut status = 0;
                     // SAFETY: waitpid with a valid pointer to a local int.
                     if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
-                        if let Some(tx) = waiters.lock().unwrap().remove(&pid) {
-                            let _ = tx.send(muster::supervisor::reaper::decode(status));
-                        }
+                        children.deliver(pid, muster::supervisor::reaper::decode(status));
                     }
                 }
                 std::thread::sleep(Duration::from_millis(2));

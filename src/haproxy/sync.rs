@@ -46,7 +46,7 @@ use super::template::Template;
 use crate::config::names as validate;
 use crate::config::{self, Service};
 use crate::gossip::serf::{Member, Status};
-use crate::supervisor::helper::{Helpers, Outcome};
+use crate::supervisor::children::{Children as Helpers, Outcome};
 
 /// How the sync runs.
 #[derive(Debug, Clone, PartialEq)]

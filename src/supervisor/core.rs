@@ -83,6 +83,8 @@ pub enum Input {
     Signal(i32),
     /// The reaper found that muster has no child process left at all.
     NoChildren,
+    /// The leave asked by [`Action::Leave`] is done.
+    Left,
     /// Time passed (the deadline from `poll_timeout` or any other wake-up).
     Tick,
 }
@@ -112,6 +114,12 @@ pub enum Action {
     },
     /// Send a signal to every process left under muster that is not a service.
     SweepStrays(i32),
+    /// Leave the cluster (the before-stop work) by `by` at the latest, then answer `Left`.
+    /// No service is signalled before the answer comes or `by` passes.
+    Leave {
+        /// When the leave must be over.
+        by: Instant,
+    },
     /// Exit muster with this code.
     Exit(i32),
 }
@@ -155,8 +163,17 @@ struct Svc {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Running,
+    /// A stop request came and the cluster is being left; the services still run.
+    Leaving {
+        /// When muster must have exited: the first request plus `stop_timeout`.
+        deadline: Instant,
+        /// When the leave is given up.
+        until: Instant,
+        /// The signal that asked for the stop.
+        trigger: Option<i32>,
+    },
     Stopping {
-        /// When everything left gets SIGKILL.
+        /// When muster must have exited: the first stop request plus `stop_timeout`.
         deadline: Instant,
         /// The signal that started the stop, forwarded to services without a stop signal.
         trigger: Option<i32>,
@@ -167,13 +184,18 @@ enum Phase {
     Exited,
 }
 
-/// Extra time after the stop deadline for SIGKILLed processes to be reaped.
-const REAP_MARGIN: Duration = Duration::from_millis(1000);
+/// Most of the stop budget kept for after the last SIGKILL: reaping what was killed, then the
+/// driver's last output and the log flush. A quarter of `stop_timeout` when that is less.
+const EXIT_RESERVE: Duration = Duration::from_millis(1000);
 
 /// The supervisor's decisions for one configuration.
 pub struct Core {
     services: Vec<Svc>,
     stop_timeout: Duration,
+    /// The longest leave before stopping, when there is one to do.
+    leave: Option<Duration>,
+    /// When muster must have exited, once a stop began (kept after the exit).
+    stop_deadline: Option<Instant>,
     main: Option<ServiceId>,
     phase: Phase,
     /// Exit code decided before the main service's own end (give-up, failed readiness).
@@ -204,6 +226,8 @@ impl Core {
         let mut core = Core {
             services,
             stop_timeout: config.stop_timeout,
+            leave: None,
+            stop_deadline: None,
             main,
             phase: Phase::Running,
             exit_code: None,
@@ -213,6 +237,25 @@ impl Core {
         };
         core.start_waiting();
         core
+    }
+
+    /// Makes a stop request (SIGTERM, SIGINT) leave the cluster first, for at most `cap`
+    /// ([`Action::Leave`]), within the same stop deadline.
+    pub fn leave_first(&mut self, cap: Duration) {
+        self.leave = Some(cap);
+    }
+
+    /// The stop deadline once a stop began: muster exits by then.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Leaving { deadline, .. } | Phase::Stopping { deadline, .. } => Some(deadline),
+            Phase::Running | Phase::Exited => self.stop_deadline,
+        }
+    }
+
+    /// The part of the stop budget kept for after the last SIGKILL.
+    fn reserve(&self) -> Duration {
+        EXIT_RESERVE.min(self.stop_timeout / 4)
     }
 
     /// The service behind an id, for the driver.
@@ -245,24 +288,28 @@ impl Core {
                 _ => {}
             }
         }
-        if let Phase::Stopping {
-            deadline,
-            killed_all,
-            ..
-        } = self.phase
-        {
-            if killed_all {
-                at(deadline + REAP_MARGIN);
-            } else {
-                at(deadline);
+        match self.phase {
+            Phase::Leaving { until, .. } => at(until),
+            Phase::Stopping {
+                deadline,
+                killed_all,
+                ..
+            } => {
+                let kill_by = deadline - self.reserve();
+                if killed_all {
+                    at(kill_by + self.reserve() / 2);
+                } else {
+                    at(kill_by);
+                }
             }
+            Phase::Running | Phase::Exited => {}
         }
         next
     }
 
-    /// Whether muster is shutting down.
+    /// Whether muster is shutting down (leaving or stopping services).
     pub fn stopping(&self) -> bool {
-        matches!(self.phase, Phase::Stopping { .. })
+        matches!(self.phase, Phase::Leaving { .. } | Phase::Stopping { .. })
     }
 
     /// Feeds what happened at `now`.
@@ -293,6 +340,11 @@ impl Core {
             Input::Ready { service, pid } => self.ready(service, pid),
             Input::Signal(sig) => self.signal(sig, now),
             Input::NoChildren => self.no_children = true,
+            Input::Left => {
+                if let Phase::Leaving { trigger, .. } = self.phase {
+                    self.begin_stop(now, trigger, None);
+                }
+            }
             Input::Tick => self.tick(now),
         }
         self.progress(now);
@@ -342,10 +394,29 @@ impl Core {
     }
 
     fn signal(&mut self, sig: i32, now: Instant) {
+        let reserve = self.reserve();
         if sig == libc::SIGTERM || sig == libc::SIGINT {
             match self.phase {
-                Phase::Running => {
-                    tracing::info!(signal = %signal_name(sig), "stopping services");
+                Phase::Running => match self.leave {
+                    Some(cap) => {
+                        let deadline = now + self.stop_timeout;
+                        let until = (now + cap).min(deadline - self.reserve());
+                        tracing::info!(signal = %signal_name(sig), "leaving the cluster before stopping services");
+                        self.phase = Phase::Leaving {
+                            deadline,
+                            until,
+                            trigger: Some(sig),
+                        };
+                        self.actions.push_back(Action::Leave { by: until });
+                    }
+                    None => {
+                        tracing::info!(signal = %signal_name(sig), "stopping services");
+                        self.begin_stop(now, Some(sig), None);
+                    }
+                },
+                Phase::Leaving { .. } => {
+                    // A second request: the leave is cut short, the services stop now.
+                    tracing::info!(signal = %signal_name(sig), "stop requested again, stopping services now");
                     self.begin_stop(now, Some(sig), None);
                 }
                 Phase::Stopping {
@@ -353,7 +424,8 @@ impl Core {
                 } => {
                     // A second request: no more grace.
                     tracing::warn!(signal = %signal_name(sig), "stop requested again, killing now");
-                    *deadline = now;
+                    // The kill point is now; what is left is the time kept for the exit.
+                    *deadline = (*deadline).min(now + reserve);
                     self.tick(now);
                 }
                 Phase::Exited => {}
@@ -391,11 +463,17 @@ impl Core {
             self.actions.push_back(Action::StopProbe(id));
         }
         let name = svc.spec.name.clone();
-        if matches!(self.phase, Phase::Stopping { .. }) {
+        if matches!(self.phase, Phase::Leaving { .. } | Phase::Stopping { .. }) {
+            // Nothing restarts once a stop began; the main service ending cuts a leave short.
             tracing::info!(service = %name, %status, "stopped");
             svc.state = State::Down;
             if Some(id) == self.main && self.exit_code.is_none() {
                 self.exit_code = Some(status.code());
+            }
+            if Some(id) == self.main {
+                if let Phase::Leaving { trigger, .. } = self.phase {
+                    self.begin_stop(now, trigger, None);
+                }
             }
             return;
         }
@@ -497,15 +575,19 @@ impl Core {
         }
     }
 
+    /// Starts stopping the services; the deadline is the one computed at the first stop
+    /// request when a leave came first.
     fn begin_stop(&mut self, now: Instant, trigger: Option<i32>, code: Option<i32>) {
-        if self.phase != Phase::Running {
-            return;
-        }
+        let deadline = match self.phase {
+            Phase::Running => now + self.stop_timeout,
+            Phase::Leaving { deadline, .. } => deadline,
+            Phase::Stopping { .. } | Phase::Exited => return,
+        };
         if self.exit_code.is_none() {
             self.exit_code = code;
         }
         self.phase = Phase::Stopping {
-            deadline: now + self.stop_timeout,
+            deadline,
             trigger,
             swept: false,
             killed_all: false,
@@ -518,6 +600,7 @@ impl Core {
     }
 
     fn tick(&mut self, now: Instant) {
+        let reserve = self.reserve();
         match self.phase {
             Phase::Running => {
                 for id in 0..self.services.len() {
@@ -544,12 +627,18 @@ impl Core {
                     }
                 }
             }
+            Phase::Leaving { until, trigger, .. } => {
+                if now >= until {
+                    tracing::warn!("the leave did not finish in time; stopping services");
+                    self.begin_stop(now, trigger, None);
+                }
+            }
             Phase::Stopping {
                 deadline,
                 ref mut killed_all,
                 ..
             } => {
-                let past_deadline = now >= deadline;
+                let past_deadline = now >= deadline - reserve;
                 if past_deadline && !*killed_all {
                     *killed_all = true;
                     self.actions.push_back(Action::SweepStrays(libc::SIGKILL));
@@ -588,6 +677,7 @@ impl Core {
         else {
             return;
         };
+        let reserve = self.reserve();
         for id in 0..self.services.len() {
             let State::Running { pid, .. } = self.services[id].state else {
                 continue;
@@ -609,7 +699,7 @@ impl Core {
                 svc.probing = false;
                 self.actions.push_back(Action::StopProbe(id));
             }
-            let kill_at = (now + svc.spec.stop_grace).min(deadline);
+            let kill_at = (now + svc.spec.stop_grace).min(deadline - reserve);
             tracing::info!(service = %svc.spec.name, pid, signal = %signal_name(signal), "stopping");
             svc.state = State::Stopping {
                 pid,
@@ -630,26 +720,30 @@ impl Core {
             }
         }
         let all_down = self.services.iter().all(|s| matches!(s.state, State::Down));
-        if !all_down {
+        // Past this, muster exits even with processes that survived SIGKILL, so that it is
+        // gone by the deadline.
+        let hard_limit = killed_all && now >= deadline - reserve + reserve / 2;
+        if !all_down && !hard_limit {
             return;
         }
-        if !swept {
+        if all_down && !swept {
             if let Phase::Stopping { ref mut swept, .. } = self.phase {
                 *swept = true;
             }
             self.actions.push_back(Action::SweepStrays(libc::SIGTERM));
             return;
         }
-        let hard_limit = now >= deadline + REAP_MARGIN;
         if self.no_children || hard_limit {
             if hard_limit && !self.no_children {
                 tracing::error!("processes survived SIGKILL; exiting without them");
             }
-            let code = self.exit_code.unwrap_or_else(|| {
-                self.main
-                    .and_then(|m| self.services[m].last)
-                    .map_or(0, ExitStatus::code)
+            let code = self.exit_code.unwrap_or_else(|| match self.main {
+                // A main service that outlived SIGKILL counts as killed by it.
+                Some(m) if self.services[m].state != State::Down => 128 + libc::SIGKILL,
+                Some(m) => self.services[m].last.map_or(0, ExitStatus::code),
+                None => 0,
             });
+            self.stop_deadline = Some(deadline);
             self.phase = Phase::Exited;
             self.actions.push_back(Action::Exit(code));
         }

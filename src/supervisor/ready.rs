@@ -1,24 +1,17 @@
 //! Readiness probes: one task per run being probed, which reports `Input::Ready` once the run is
-//! ready and then ends. A TCP connect, an HTTP GET answering 2xx, a command exiting 0 (spawned
-//! here, collected by the reaper), or a newline on the notification pipe.
+//! ready and then ends. A TCP connect, an HTTP GET answering 2xx, a command exiting 0 (run
+//! through [`Children`], collected by the reaper), or a newline on the notification pipe.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::core::{ExitStatus, Input, Pid, ServiceId};
-use super::signals::Inherited;
-use super::spawn::{self, Extras, Stdio3};
+use super::children::Children;
+use super::core::{Input, Pid, ServiceId};
 use crate::config::{HttpUrl, Ready, Service};
-
-/// Exit statuses awaited by exec probes, filled by the reaper.
-pub type Waiters = Arc<Mutex<HashMap<Pid, oneshot::Sender<ExitStatus>>>>;
 
 /// Longest time one probe attempt may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,10 +26,8 @@ pub struct Probe {
     pub pid: Pid,
     /// Read end of the notification pipe, for `notify_fd`.
     pub notify: Option<OwnedFd>,
-    /// Signal state for exec probes' children.
-    pub inherited: Inherited,
-    /// Where exec probes wait for their exit status.
-    pub waiters: Waiters,
+    /// Runs exec probes' commands.
+    pub children: Children,
     /// Where `Ready` is sent.
     pub tx: mpsc::UnboundedSender<Input>,
 }
@@ -83,32 +74,13 @@ impl Probe {
             command: command.to_vec(),
             ..self.service.clone()
         };
-        let stdio = Stdio3 {
-            stdin: Stdio::null(),
-            stdout: Stdio::null(),
-            stderr: Stdio::null(),
-        };
-        let extras = Extras {
-            inherited: &self.inherited,
-            notify: None,
-            foreground_tty: false,
-        };
-        let pid = match spawn::spawn(&check, stdio, extras) {
-            Ok(pid) => pid,
+        match self.children.status_of(&check).await {
+            Ok(status) => status.success(),
             Err(error) => {
                 tracing::warn!(service = %self.service.name, %error, "readiness check cannot run");
-                return false;
+                false
             }
-        };
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = self.waiters.lock() {
-            w.insert(pid, tx);
         }
-        // If this task is aborted or times out, the check is killed; the reaper collects it.
-        let guard = KillOnDrop(pid);
-        let status = rx.await;
-        std::mem::forget(guard);
-        status.is_ok_and(ExitStatus::success)
     }
 
     async fn notified(&self) -> bool {
@@ -126,15 +98,6 @@ impl Probe {
                 Ok(_) => {}
             }
         }
-    }
-}
-
-/// Kills a child that is still running when dropped; forget it once the child is reaped.
-pub(crate) struct KillOnDrop(pub(crate) Pid);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = spawn::send_signal(self.0, true, libc::SIGKILL);
     }
 }
 

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::children::Children;
 use super::core::{Action, Core, Input, Pid, ServiceId};
 use super::output::{ServicePipes, Sink, Stream, Tap};
-use super::ready::{Probe, Waiters};
+use super::ready::Probe;
 use super::signals::{Inherited, Streams};
 use super::spawn::{self, Extras, Stdio3};
 use super::{reaper, strays};
@@ -27,43 +28,58 @@ use crate::config::{Config, Output, Ready};
 /// How long muster waits, after its last child is gone, for output still in the pipes.
 const OUTPUT_DRAIN: Duration = Duration::from_millis(500);
 
-/// Work to do when the first stop request arrives, before any service is signalled (for
-/// example leaving the gossip cluster so the load balancer drains this node first).
-pub type BeforeStop = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>>>;
+/// Work to do when the first stop request arrives, before any service is signalled (leaving
+/// the gossip cluster so the load balancer drains this node first). It is given the instant
+/// by which it must be done, and is dropped then if it is not.
+pub type BeforeStop = Box<dyn FnOnce(Instant) -> Pin<Box<dyn Future<Output = ()>>>>;
 
 /// The before-stop work under way.
-type HeldWork = Pin<Box<dyn Future<Output = ()>>>;
+type Leaving = Pin<Box<dyn Future<Output = ()>>>;
 
-/// Longest wait for the before-stop work; the services' own stop budget starts after it.
-const BEFORE_STOP_LIMIT: Duration = Duration::from_secs(2);
+/// Longest time the before-stop work may take, within the stop deadline.
+pub const LEAVE_CAP: Duration = Duration::from_secs(2);
 
-/// Runs the configuration until muster must exit; returns the exit code. `inherited` must have
-/// been captured before the runtime started; this runs inside a current-thread runtime.
-/// `tap`, when given, receives every line of the services' output too (log shipping); every
-/// line has been handed to it when this returns. `waiters` are exit statuses other tasks wait
-/// for (helper commands); the reaper fills them.
+/// How the supervisor ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// muster's exit code.
+    pub code: i32,
+    /// The stop deadline (the first stop request plus `stop_timeout`): whatever runs after the
+    /// supervisor (the log flush) must be done by then.
+    pub deadline: Instant,
+}
+
+/// Runs the configuration until muster must exit. `inherited` must have been captured before
+/// the runtime started; this runs inside a current-thread runtime. `tap`, when given,
+/// receives every line of the services' output too (log shipping); every line has been handed
+/// to it when this returns. `children` is the registry of muster's own children (helper
+/// commands, readiness checks), whose statuses the reaper hands over.
 pub async fn supervise(
     config: Config,
     inherited: Inherited,
     before_stop: Option<BeforeStop>,
     tap: Option<Tap>,
-    waiters: Waiters,
-) -> anyhow::Result<i32> {
-    let mut driver = Driver::start(config, inherited, tap, waiters)?;
+    children: Children,
+) -> anyhow::Result<Ended> {
+    let mut driver = Driver::start(config, inherited, tap, children)?;
+    if before_stop.is_some() {
+        driver.core.leave_first(LEAVE_CAP);
+    }
     driver.before_stop = before_stop;
     driver.run().await
 }
 
 /// Makes muster the reaper of its orphaned descendants when it is not PID 1.
 pub fn become_subreaper() {
-    // SAFETY: getpid and prctl(PR_SET_CHILD_SUBREAPER) have no memory-safety preconditions.
-    unsafe {
-        if libc::getpid() != 1 && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
-            tracing::warn!(
-                error = %std::io::Error::last_os_error(),
-                "not PID 1 and cannot become a subreaper: orphans will not be reaped"
-            );
-        }
+    if std::process::id() == 1 {
+        return;
+    }
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) has no memory-safety preconditions.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "not PID 1 and cannot become a subreaper: orphans will not be reaped"
+        );
     }
 }
 
@@ -77,15 +93,15 @@ struct Driver {
     sink_thread: Option<std::thread::JoinHandle<()>>,
     probes: HashMap<ServiceId, JoinHandle<()>>,
     notify: HashMap<ServiceId, OwnedFd>,
-    waiters: Waiters,
+    children: Children,
     /// Which service each running pid belongs to, to flush its output when it ends.
     runs: HashMap<Pid, ServiceId>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs: mpsc::UnboundedReceiver<Input>,
     tty: bool,
     before_stop: Option<BeforeStop>,
-    /// The stop signal held back while the before-stop work runs.
-    held_stop: Option<(i32, HeldWork)>,
+    /// The before-stop work, while it runs.
+    leaving: Option<Leaving>,
 }
 
 impl Driver {
@@ -93,7 +109,7 @@ impl Driver {
         config: Config,
         inherited: Inherited,
         tap: Option<Tap>,
-        waiters: Waiters,
+        children: Children,
     ) -> anyhow::Result<Driver> {
         // Handlers first: a child that exits before SIGCHLD is handled would never be reaped.
         let signals = Streams::register()?;
@@ -142,8 +158,7 @@ impl Driver {
             );
         }
         let (inputs_tx, inputs) = mpsc::unbounded_channel();
-        // SAFETY: isatty has no preconditions.
-        let tty = unsafe { libc::isatty(0) } == 1;
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
         Ok(Driver {
             core: Core::new(&config),
             inherited,
@@ -154,17 +169,17 @@ impl Driver {
             sink_thread,
             probes: HashMap::new(),
             notify: HashMap::new(),
-            waiters,
+            children,
             runs: HashMap::new(),
             inputs_tx,
             inputs,
             tty,
             before_stop: None,
-            held_stop: None,
+            leaving: None,
         })
     }
 
-    async fn run(mut self) -> anyhow::Result<i32> {
+    async fn run(mut self) -> anyhow::Result<Ended> {
         let code = loop {
             if let Some(code) = self.apply_actions() {
                 break code;
@@ -184,17 +199,20 @@ impl Driver {
                     .map(|(sig, s)| Box::pin(async move { s.recv().await.map(|_| *sig) }));
                 futures_select_all(futures).await
             };
-            let held = async {
-                match &mut self.held_stop {
-                    Some((_, work)) => work.await,
+            let leaving = async {
+                match &mut self.leaving {
+                    Some(work) => work.await,
                     None => std::future::pending().await,
                 }
             };
             let input = tokio::select! {
                 _ = self.signals.child.recv() => None,
-                _ = self.signals.term.recv() => self.stop_request(libc::SIGTERM),
-                _ = self.signals.int.recv() => self.stop_request(libc::SIGINT),
-                () = held => self.held_stop.take().map(|(sig, _)| Input::Signal(sig)),
+                _ = self.signals.term.recv() => Some(Input::Signal(libc::SIGTERM)),
+                _ = self.signals.int.recv() => Some(Input::Signal(libc::SIGINT)),
+                () = leaving => {
+                    self.leaving = None;
+                    Some(Input::Left)
+                }
                 Some(sig) = forwarded => Some(Input::Signal(sig)),
                 Some(input) = self.inputs.recv() => Some(input),
                 _ = sleep => Some(Input::Tick),
@@ -206,27 +224,22 @@ impl Driver {
                 }
             }
         };
-        self.finish().await;
-        Ok(code)
+        let deadline = self.core.deadline().unwrap_or_else(Instant::now);
+        self.leaving = None;
+        self.finish(deadline).await;
+        Ok(Ended { code, deadline })
     }
 
-    /// A SIGTERM or SIGINT: the first one runs the before-stop work (bounded in time) and
-    /// holds the signal back until it is done; later ones go to the core at once.
-    fn stop_request(&mut self, sig: i32) -> Option<Input> {
-        if self.held_stop.is_some() {
-            self.held_stop = None;
-            return Some(Input::Signal(sig));
-        }
+    /// Starts the before-stop work, bounded by `by`; with none, the leave is done at once.
+    fn leave(&mut self, by: Instant) {
         match self.before_stop.take() {
-            Some(work) if !self.core.stopping() => {
-                let work = work();
-                let bounded = async move {
-                    let _ = tokio::time::timeout(BEFORE_STOP_LIMIT, work).await;
-                };
-                self.held_stop = Some((sig, Box::pin(bounded)));
-                None
+            Some(work) => {
+                let work = work(by);
+                self.leaving = Some(Box::pin(async move {
+                    let _ = tokio::time::timeout_at(by.into(), work).await;
+                }));
             }
-            _ => Some(Input::Signal(sig)),
+            None => self.core.handle(Instant::now(), Input::Left),
         }
     }
 
@@ -237,22 +250,18 @@ impl Driver {
         let none_left = reaper::reap_all(|pid, status| ended.push((pid, status)));
         let now = Instant::now();
         for (pid, status) in ended {
-            let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&pid));
-            match waiter {
-                Some(tx) => {
-                    let _ = tx.send(status);
-                }
-                None => {
-                    if let Some(id) = self.runs.remove(&pid) {
-                        if let Some(p) = self.pipes.get(&id) {
-                            for tx in &p.run_ended {
-                                let _ = tx.send(());
-                            }
-                        }
+            // A helper's or a check's status goes to the task awaiting it, not to the core.
+            let Some(status) = self.children.deliver(pid, status) else {
+                continue;
+            };
+            if let Some(id) = self.runs.remove(&pid) {
+                if let Some(p) = self.pipes.get(&id) {
+                    for tx in &p.run_ended {
+                        let _ = tx.send(());
                     }
-                    self.core.handle(now, Input::Exited { pid, status });
                 }
             }
+            self.core.handle(now, Input::Exited { pid, status });
         }
         if none_left {
             self.core.handle(now, Input::NoChildren);
@@ -271,8 +280,7 @@ impl Driver {
                         id: service,
                         pid,
                         notify: self.notify.remove(&service),
-                        inherited: self.inherited,
-                        waiters: self.waiters.clone(),
+                        children: self.children.clone(),
                         tx: self.inputs_tx.clone(),
                     };
                     if let Some(old) = self.probes.insert(service, tokio::spawn(probe.run())) {
@@ -303,6 +311,7 @@ impl Driver {
                         self.reap();
                     }
                 }
+                Action::Leave { by } => self.leave(by),
                 Action::Exit(code) => return Some(code),
             }
         }
@@ -374,15 +383,16 @@ impl Driver {
         }
     }
 
-    /// Lets the last output through, bounded in time.
-    async fn finish(&mut self) {
+    /// Lets the last output through, for at most `OUTPUT_DRAIN` and never past `deadline`.
+    async fn finish(&mut self, deadline: Instant) {
+        let limit = OUTPUT_DRAIN.min(deadline.saturating_duration_since(Instant::now()));
         for task in self.probes.values() {
             task.abort();
         }
         // Closing muster's write ends lets each relay see end-of-file once the children's are gone.
         self.pipes.clear();
         let relays = std::mem::take(&mut self.relays);
-        let _ = tokio::time::timeout(OUTPUT_DRAIN, async {
+        let _ = tokio::time::timeout(limit, async {
             for r in relays {
                 let _ = r.await;
             }
@@ -395,7 +405,7 @@ impl Driver {
                 let _ = t.join();
                 let _ = tx.send(());
             });
-            let _ = rx.recv_timeout(OUTPUT_DRAIN);
+            let _ = rx.recv_timeout(limit);
         }
     }
 }

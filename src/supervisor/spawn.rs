@@ -133,16 +133,10 @@ fn child_setup(
     Ok(())
 }
 
-/// A pipe whose two ends are close-on-exec in muster.
+/// A pipe whose two ends are close-on-exec in muster (std's pipe sets `O_CLOEXEC`).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (reader, writer) = std::io::pipe()?;
+    Ok((OwnedFd::from(reader), OwnedFd::from(writer)))
 }
 
 /// Sends a signal to a process or to its process group; a process already gone is not an error.

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 /// Sends `signal` to every descendant of muster. Returns how many were signalled (as PID 1,
 /// 1 if any process received it).
 pub fn sweep(signal: i32) -> usize {
-    // SAFETY: getpid and kill have no memory-safety preconditions.
-    let me = unsafe { libc::getpid() };
+    let me = std::process::id() as i32;
     if me == 1 {
+        // SAFETY: kill has no memory-safety preconditions.
         let r = unsafe { libc::kill(-1, signal) };
         return usize::from(r == 0);
     }

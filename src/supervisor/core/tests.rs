@@ -210,13 +210,14 @@ fn grace_expiry_kills_the_group_and_deadline_bounds_everything() {
             status: ExitStatus::Signal(9),
         },
     );
-    // A stray that ignores SIGTERM is SIGKILLed at the 9 s deadline.
-    assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(9))));
+    // A stray that ignores SIGTERM is SIGKILLed 1 s before the 9 s deadline, so muster has
+    // exited by then.
+    assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(8))));
     assert_eq!(
-        s.feed(Duration::from_secs(9), Input::Tick),
+        s.feed(Duration::from_secs(8), Input::Tick),
         vec![Action::SweepStrays(libc::SIGKILL)]
     );
-    assert_eq!(s.feed(ms(9010), Input::NoChildren), vec![Action::Exit(137)]);
+    assert_eq!(s.feed(ms(8010), Input::NoChildren), vec![Action::Exit(137)]);
 }
 
 #[test]
@@ -237,9 +238,11 @@ fn unkillable_leftovers_do_not_keep_muster_alive() {
             status: ExitStatus::Code(0),
         },
     );
-    s.feed(Duration::from_secs(9), Input::Tick);
-    assert_eq!(s.core.poll_timeout(), Some(s.at(ms(10_000))));
-    assert_eq!(s.feed(ms(10_000), Input::Tick), vec![Action::Exit(0)]);
+    // SIGKILL for everything 1 s before the 9 s deadline; half of that second later muster
+    // exits without what survived it, leaving the rest for its last output and log flush.
+    s.feed(Duration::from_secs(8), Input::Tick);
+    assert_eq!(s.core.poll_timeout(), Some(s.at(ms(8_500))));
+    assert_eq!(s.feed(ms(8_500), Input::Tick), vec![Action::Exit(0)]);
 }
 
 #[test]
@@ -564,4 +567,167 @@ fn backoff_doubles_and_caps() {
     assert_eq!(f(2), ms(1000));
     assert_eq!(f(7), Duration::from_secs(30));
     assert_eq!(f(1000), Duration::from_secs(30));
+}
+
+/// A core that leaves the cluster first (2 s cap), with one running main service (pid 10).
+fn leaving_sim(stop_timeout: Duration) -> Sim {
+    let mut s = Sim::new(vec![main_svc("app")]);
+    s.core.stop_timeout = stop_timeout;
+    s.core.leave_first(Duration::from_secs(2));
+    s.drain();
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    s
+}
+
+fn term(pid: Pid) -> Action {
+    Action::Signal {
+        pid,
+        group: true,
+        signal: libc::SIGTERM,
+    }
+}
+
+#[test]
+fn a_stop_request_leaves_first_then_stops_within_the_same_deadline() {
+    let mut s = leaving_sim(Duration::from_secs(9));
+    // The leave comes first; no service is signalled yet.
+    assert_eq!(
+        s.feed(ms(100), Input::Signal(libc::SIGTERM)),
+        vec![Action::Leave { by: s.at(ms(2100)) }]
+    );
+    assert!(s.core.stopping());
+    assert_eq!(s.core.deadline(), Some(s.at(ms(9100))));
+    assert_eq!(s.core.poll_timeout(), Some(s.at(ms(2100))));
+    // The leave is done: the services stop, and the deadline is still the first request's.
+    assert_eq!(s.feed(ms(1200), Input::Left), vec![term(10)]);
+    assert_eq!(s.core.deadline(), Some(s.at(ms(9100))));
+    assert_eq!(
+        s.core.poll_timeout(),
+        Some(s.at(ms(6200))),
+        "the service's 5 s grace"
+    );
+    s.feed(
+        ms(1300),
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Code(0),
+        },
+    );
+    assert_eq!(s.drain(), vec![]);
+    assert_eq!(s.feed(ms(1301), Input::NoChildren), vec![Action::Exit(0)]);
+}
+
+#[test]
+fn a_leave_that_does_not_finish_is_given_up_at_its_cap() {
+    let mut s = leaving_sim(Duration::from_secs(9));
+    s.feed(T0, Input::Signal(libc::SIGTERM));
+    assert_eq!(s.feed(ms(1999), Input::Tick), vec![]);
+    assert_eq!(s.feed(ms(2000), Input::Tick), vec![term(10)]);
+    // An answer that comes late changes nothing.
+    assert_eq!(s.feed(ms(2100), Input::Left), vec![]);
+}
+
+#[test]
+fn a_leave_never_eats_the_services_budget_under_a_short_stop_timeout() {
+    // stop_timeout 2 s: the leave may take at most until the kill point (2 s - 0.5 s), and the
+    // stubborn service is killed there; muster exits by the deadline.
+    let mut s = leaving_sim(Duration::from_secs(2));
+    assert_eq!(
+        s.feed(T0, Input::Signal(libc::SIGTERM)),
+        vec![Action::Leave { by: s.at(ms(1500)) }]
+    );
+    assert_eq!(s.feed(ms(1500), Input::Tick), vec![term(10)]);
+    assert_eq!(s.core.poll_timeout(), Some(s.at(ms(1500))));
+    assert_eq!(
+        s.feed(ms(1500), Input::Tick),
+        vec![
+            Action::SweepStrays(libc::SIGKILL),
+            Action::Signal {
+                pid: 10,
+                group: true,
+                signal: libc::SIGKILL
+            }
+        ]
+    );
+    // It survives even SIGKILL (stuck in the kernel): muster goes at 1.75 s, before the 2 s
+    // deadline, as if it had been killed.
+    assert_eq!(s.core.poll_timeout(), Some(s.at(ms(1750))));
+    assert_eq!(s.feed(ms(1749), Input::Tick), vec![]);
+    assert_eq!(s.feed(ms(1750), Input::Tick), vec![Action::Exit(137)]);
+}
+
+#[test]
+fn a_second_request_cuts_the_leave_short() {
+    let mut s = leaving_sim(Duration::from_secs(9));
+    s.feed(T0, Input::Signal(libc::SIGTERM));
+    assert_eq!(s.feed(ms(300), Input::Signal(libc::SIGINT)), vec![term(10)]);
+    assert_eq!(s.core.deadline(), Some(s.at(ms(9000))));
+}
+
+#[test]
+fn the_main_service_ending_during_the_leave_is_not_restarted_and_stops_muster() {
+    let mut app = main_svc("app");
+    app.restart = Restart::Always;
+    let mut s = Sim::new(vec![app, svc("side")]);
+    s.core.leave_first(Duration::from_secs(2));
+    s.drain();
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 1,
+            pid: 20,
+        },
+    );
+    s.feed(ms(10), Input::Signal(libc::SIGTERM));
+    // The side service crashes during the leave: not restarted.
+    assert_eq!(
+        s.feed(
+            ms(20),
+            Input::Exited {
+                pid: 20,
+                status: ExitStatus::Code(1),
+            },
+        ),
+        vec![]
+    );
+    // The main service ends: the stop goes on at once, its code is muster's.
+    assert_eq!(
+        s.feed(
+            ms(30),
+            Input::Exited {
+                pid: 10,
+                status: ExitStatus::Code(3),
+            },
+        ),
+        vec![Action::SweepStrays(libc::SIGTERM)]
+    );
+    assert_eq!(s.feed(ms(40), Input::NoChildren), vec![Action::Exit(3)]);
+}
+
+#[test]
+fn without_a_leave_a_request_stops_the_services_at_once() {
+    let mut s = Sim::new(vec![main_svc("app")]);
+    s.drain();
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    assert_eq!(s.feed(T0, Input::Signal(libc::SIGTERM)), vec![term(10)]);
+    assert_eq!(s.core.deadline(), Some(s.at(Duration::from_secs(9))));
 }
