@@ -31,7 +31,7 @@ use crate::supervisor::signals::Inherited;
 /// the stop deadline.
 const LOG_FLUSH: Duration = Duration::from_secs(3);
 /// Kept from the stop deadline for muster's own exit once the log flush gave up.
-const EXIT_MARGIN: Duration = Duration::from_millis(50);
+const EXIT_MARGIN: Duration = Duration::from_millis(100);
 
 /// A problem of the configuration found only at start (the host name as node name): muster
 /// exits 64, as for any bad configuration.
