@@ -1,31 +1,40 @@
 //! muster: one small static binary that is PID 1 of every container of a load-balanced web
 //! cluster: the supervisor, a member of the cluster by gossip (Serf's wire format), the shipper
 //! of every service's log lines to a central collector, and on the load balancer the keeper of
-//! HAProxy's servers (see `../shared/DESIGN.md`).
+//! HAProxy's servers. The README says what it does for a user; this says where things are.
 //!
 //! # Layout
 //!
 //! Entry point: `main.rs` calls [`cli::main`], which parses the command line and either
-//! validates a configuration ([`config`]), asks a running muster for its members, or runs
-//! muster through [`app::run`]: the one module that knows every subsystem. It starts gossip, the
-//! control socket, log shipping and the HAProxy sync when configured (the sync renders HAProxy's
-//! first config before the supervisor starts HAProxy), and runs the supervisor with a
+//! validates a configuration ([`config`]), asks a running muster for its members
+//! ([`control`]'s client), or runs muster through [`app::run`]: the one module that knows every
+//! subsystem. It starts gossip, the control socket, log shipping and the HAProxy sync when
+//! configured (the sync renders HAProxy's first config before the supervisor starts HAProxy),
+//! maps each subsystem's types into the next one's, and runs the supervisor with a
 //! before-stop step that stops the sync and leaves the cluster.
+//!
+//! The subsystems are folders: `supervisor/`, `gossip/`, `haproxy/`, `logship/`. Each knows
+//! only [`config`] and its own folder. Beside them: [`control`] (the control socket's server
+//! and client, given a function for the members), [`host`] (host name, address to advertise)
+//! and [`logging`] (muster's own log lines).
 //!
 //! - [`config`]: the TOML file, read into a table and validated key by key into typed values,
 //!   so `check-config` reports every problem at once; `users` resolves `user` from
-//!   `/etc/passwd` and `/etc/group` without NSS (muster is static).
+//!   `/etc/passwd` and `/etc/group` without NSS (muster is static); `names` holds what a member
+//!   name and a tag may be, for muster's own configuration and for what peers announce.
 //! - [`supervisor::core`]: the pure state machine. It is fed `(now, Input)` (spawned, exited,
-//!   ready, signal, tick) and answers with `Action`s (spawn, probe, signal, sweep strays,
-//!   exit). Start order, readiness gating, restart back-off, crash-loop limit, stop order,
-//!   grace and the exit code are all decided here and unit-tested with a virtual clock.
+//!   ready, signal, left, tick) and answers with `Action`s (spawn, probe, signal, sweep
+//!   strays, leave, exit). Start order, readiness gating, restart back-off, crash-loop limit,
+//!   the stop deadline, the leave before stopping, stop order, grace and the exit code are all
+//!   decided here and unit-tested with a virtual clock.
 //! - [`supervisor::run`]: the driver, a single-threaded tokio `select!` loop over signal
 //!   streams, reaped children, probe results and the core's next deadline.
 //! - [`supervisor::spawn`]: fork/exec of a service: own process group, inherited signal state
 //!   restored, user switch, notification fd, terminal foreground.
 //! - [`supervisor::reaper`]: `waitpid(-1)` until nothing is left.
-//! - [`supervisor::helper`]: short commands muster runs for itself (`haproxy -c`), their exit
-//!   status collected by the reaper like any child's.
+//! - [`supervisor::children`]: children muster runs for itself (helper commands such as
+//!   `haproxy -c`, exec readiness checks), awaited there while the reaper collects their
+//!   status like any child's.
 //! - [`supervisor::ready`]: readiness probes (tcp, http, exec, notify fd).
 //! - [`supervisor::output`]: the pipes muster holds for each service, the line splitter, and
 //!   the sink thread that writes lines to the container's stdout/stderr (the seam for log
@@ -66,8 +75,32 @@
 //!   master's environment, members at fault left out, atomic write, then add / drain / remove
 //!   servers through the runtime API, or save server state and reload through the master CLI.
 //!
+//! # Shutdown order
+//!
+//! The first SIGTERM or SIGINT (or the main service ending) fixes one deadline: now plus
+//! `stop_timeout`. Everything after it takes the smaller of its own cap and what is left:
+//!
+//! 1. **Leave** (with `[gossip]` or `[haproxy]`; a phase of the supervisor core): the HAProxy
+//!    sync stops (nothing more is applied, its CLI session is let go), then the node leaves the
+//!    cluster so load balancers drain it. At most 2 s, and never past the kill point. Only on a
+//!    stop request; a second request cuts it short. No service is signalled meanwhile.
+//! 2. **Services**, in reverse dependency order, each with its stop signal, then SIGKILL at
+//!    the end of its `stop_grace` or at the kill point: the deadline minus a reserve (1 s, or
+//!    a quarter of `stop_timeout` when that is less). Leftover processes get SIGTERM once the
+//!    services are down, SIGKILL at the kill point.
+//! 3. **Exit** once no child is left, or half the reserve after the kill point with whatever
+//!    survived SIGKILL.
+//! 4. **Last output** from the services' pipes (at most 0.5 s), then the **log flush** to the
+//!    collector (at most 3 s), both cut at the deadline less 100 ms for muster's own exit.
+//!
+//! `tests/shutdown.rs` holds muster to it with services ignoring SIGTERM, a peer that answers
+//! nothing and a collector that is down.
+//!
 //! # Architecture invariants
 //!
+//! - **A subsystem knows only `config` and its own folder**: `app.rs` maps between them
+//!   (tested by `tests/invariants.rs`, which also keeps every function in `src/` under 100
+//!   lines).
 //! - **Only `supervisor/reaper.rs` calls `waitpid`.** No `tokio::process`, no
 //!   `std::process::Child::wait`: a second waiter would steal exit statuses (tested by
 //!   `tests/invariants.rs`).
@@ -81,8 +114,8 @@
 //! - **Signal handlers are registered before the first spawn**, so no SIGCHLD is lost.
 //! - **A pid is signalled only while the core holds it unreaped** (Running or Stopping), so a
 //!   recycled pid is never hit.
-//! - **muster never exits before its descendants are gone or the stop deadline has passed**;
-//!   every wait has a deadline.
+//! - **muster never exits before its descendants are gone or the kill point has passed, and
+//!   always by the stop deadline**; every wait has a deadline.
 //! - **HAProxy's config file only ever holds a render that `haproxy -c` accepted**, written by
 //!   rename; a membership change never reloads HAProxy (tests/haproxy_sync.rs counts reloads).
 

@@ -1,4 +1,4 @@
-//! The `muster` binary: sets up muster's own logging and hands over to `muster::cli`.
+//! The `muster` binary: hands its arguments to `muster::cli` and exits with the code it returns.
 
 fn main() {
     let code = muster::cli::main(std::env::args_os().skip(1).collect());

@@ -1,6 +1,7 @@
 //! The reaper: the one place in muster that calls `waitpid`. Every process muster adopts or
 //! spawns, services, readiness checks and orphans alike, is collected here, so no other code
-//! can steal an exit status (see the design notes on `tokio::process`).
+//! can steal an exit status. (`tokio::process` would reap its own children by pid on SIGCHLD,
+//! racing this `waitpid(-1)`: either side could take the other's status.)
 
 use super::core::{ExitStatus, Pid};
 
