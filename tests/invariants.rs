@@ -196,7 +196,14 @@ fn functions() -> Vec<(usize, String, String)> {
 /// The name of the function a line declares, if it does.
 fn fn_name(line: &str) -> Option<String> {
     let mut rest = line;
-    for word in ["pub(crate) ", "pub(super) ", "pub ", "const ", "async ", "unsafe "] {
+    for word in [
+        "pub(crate) ",
+        "pub(super) ",
+        "pub ",
+        "const ",
+        "async ",
+        "unsafe ",
+    ] {
         rest = rest.strip_prefix(word).unwrap_or(rest);
     }
     let rest = rest.strip_prefix("fn ")?;

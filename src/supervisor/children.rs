@@ -6,7 +6,7 @@
 //!
 //! **Spawn, then register, is safe.** A child may exit before its pid is registered, but it
 //! cannot be reaped in between: the reaper runs only in the supervisor's driver, a task on the
-//! same current-thread runtime, and [`Children::spawn_and_register`] does not yield between
+//! same current-thread runtime, and `Children::spawn_and_register` does not yield between
 //! the fork and the insertion. The driver's next reap finds the pid registered and hands the
 //! status to the waiting task instead of the core. Before the driver runs (the first HAProxy
 //! config, checked before any service starts), nothing reaps, and the `_before_supervising`
