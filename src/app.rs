@@ -19,12 +19,10 @@ use crate::gossip::swim;
 use crate::haproxy::{self, model::Selection, sync::Sync};
 use crate::logship;
 use crate::supervisor::helper::Helpers;
+use crate::supervisor::output::{LogLine, Stream, Tap};
 use crate::supervisor::ready::Waiters;
 use crate::supervisor::run::{self as supervisor, BeforeStop};
 use crate::supervisor::signals::Inherited;
-
-/// How long muster waits at exit for the collector to acknowledge what is queued.
-const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A problem of the configuration found only at start (the host name as node name): muster
 /// exits 64, as for any bad configuration.
@@ -85,19 +83,29 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
         };
         let (tap, shipper) = match &config.logship {
             Some(l) => {
-                let host = match &l.hostname {
-                    Some(h) => h.clone(),
-                    None => hostname().unwrap_or_else(|_| "-".to_owned()),
-                };
-                let (tap, shipper) = logship::ship::start(l.clone(), host);
+                let (feed, shipper) = logship::ship::start(l.clone());
+                // The output sink's lines, as logship's.
+                let tap: Tap = std::sync::Arc::new(move |line: LogLine| {
+                    let stream = match line.stream {
+                        Stream::Stdout => logship::ship::Stream::Stdout,
+                        Stream::Stderr => logship::ship::Stream::Stderr,
+                    };
+                    let line = logship::ship::Line::now(line.service, stream, line.cont, line.text);
+                    feed.push(line);
+                });
                 (Some(tap), Some(shipper))
             }
             None => (None, None),
         };
+        let stop_timeout = config.stop_timeout;
         let code = supervisor::supervise(config, inherited, before_stop, tap, waiters).await;
         if let Some(s) = shipper {
-            // Every line is queued by now (the output sink has finished): flush them.
-            let undelivered = s.finish(LOG_FLUSH).await;
+            // Every line is queued by now (the output sink has finished): flush them. Until
+            // the stop deadline is passed here, the flush has `stop_timeout` from now at most
+            // (and logship's own cap).
+            #[allow(clippy::disallowed_methods)]
+            let by = std::time::Instant::now() + stop_timeout;
+            let undelivered = s.finish(by).await;
             if undelivered > 0 {
                 tracing::error!(
                     lines = undelivered,
