@@ -600,3 +600,73 @@ async fn write(
         None => Err(DEADLINE_PASSED.to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(target: String, queue: usize, when_full: WhenFull) -> Logship {
+        Logship {
+            target,
+            protocol: LogProtocol::Relp,
+            queue,
+            queue_bytes: 1 << 20,
+            when_full,
+            hostname: Some("web-1".to_owned()),
+            facility: 1,
+        }
+    }
+
+    fn line(text: &str) -> Line {
+        Line::now(
+            Arc::from("app"),
+            Stream::Stdout,
+            false,
+            text.as_bytes().to_vec(),
+        )
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_lines_and_counts_them() {
+        let shared = Shared::new(&settings(String::new(), 2, WhenFull::DropOldest));
+        for text in ["a", "b", "c", "d"] {
+            shared.enqueue(line(text));
+        }
+        let c = &shared.counters;
+        assert_eq!(c.queued.load(Ordering::Relaxed), 4);
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 2);
+        let taken = shared.take(10);
+        let seqs: Vec<u64> = taken.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [3, 4], "the newest lines stay, numbered as they came");
+        shared.give_back(taken);
+        assert_eq!(shared.queued(), 2);
+        assert_eq!(c.undelivered(), 2);
+    }
+
+    #[test]
+    fn finishing_with_the_collector_down_reports_every_line_undelivered() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let undelivered = runtime.block_on(async {
+            let (feed, shipper) =
+                start(settings(format!("127.0.0.1:{port}"), 100, WhenFull::Block));
+            let writer = feed.clone();
+            std::thread::spawn(move || (0..3).for_each(|i| writer.push(line(&i.to_string()))))
+                .join()
+                .unwrap();
+            feed.push(line("last"));
+            shipper
+                .finish(Instant::now() + Duration::from_millis(200))
+                .await
+        });
+        assert_eq!(undelivered, 4);
+    }
+}
