@@ -24,12 +24,10 @@ use crate::haproxy::{self, model::Selection, sync::Sync};
 use crate::host;
 use crate::logship;
 use crate::supervisor::children::Children;
+use crate::supervisor::output::{LogLine, Stream, Tap};
 use crate::supervisor::run::{self as supervisor, BeforeStop};
 use crate::supervisor::signals::Inherited;
 
-/// Longest time muster waits at exit for the collector to acknowledge what is queued, within
-/// the stop deadline.
-const LOG_FLUSH: Duration = Duration::from_secs(3);
 /// Kept from the stop deadline for muster's own exit once the log flush gave up.
 const EXIT_MARGIN: Duration = Duration::from_millis(100);
 
@@ -76,11 +74,21 @@ async fn wire_and_run(config: Config, inherited: Inherited) -> anyhow::Result<i3
     let before_stop = leave_first(gossip, sync_stop);
     let (tap, shipper) = match &config.logship {
         Some(l) => {
-            let host = match &l.hostname {
-                Some(h) => h.clone(),
-                None => host::name().unwrap_or_else(|_| "-".to_owned()),
-            };
-            let (tap, shipper) = logship::ship::start(l.clone(), host);
+            let host = host::name().unwrap_or_else(|_| "-".to_owned());
+            let (feed, shipper) = logship::ship::start(l.clone(), &host);
+            // The output sink's lines, as logship's.
+            let tap: Tap = std::sync::Arc::new(move |line: LogLine| {
+                let stream = match line.stream {
+                    Stream::Stdout => logship::ship::Stream::Stdout,
+                    Stream::Stderr => logship::ship::Stream::Stderr,
+                };
+                feed.push(logship::ship::Line::now(
+                    line.service,
+                    stream,
+                    line.cont,
+                    line.text,
+                ));
+            });
             (Some(tap), Some(shipper))
         }
         None => (None, None),
@@ -88,11 +96,8 @@ async fn wire_and_run(config: Config, inherited: Inherited) -> anyhow::Result<i3
     let ended = supervisor::supervise(config, inherited, before_stop, tap, children).await?;
     if let Some(s) = shipper {
         // Every line is queued by now (the output sink has finished): flush them, within what
-        // is left of the stop deadline.
-        let left = ended
-            .deadline
-            .saturating_duration_since(Instant::now() + EXIT_MARGIN);
-        let undelivered = s.finish(LOG_FLUSH.min(left)).await;
+        // is left of the stop deadline (logship has its own cap too).
+        let undelivered = s.finish(ended.deadline - EXIT_MARGIN).await;
         if undelivered > 0 {
             tracing::error!(
                 lines = undelivered,

@@ -61,9 +61,10 @@
 //!   its packet carried (`tests/hostile_gossip.rs` attacks a load balancer this way).
 //! - [`logship`]: log shipping. Pure cores: RFC 5424 formatting (`syslog`), RELP frames and
 //!   the sans-IO client that resends what was not acknowledged (`relp`); and `ship`, the
-//!   shell: a bounded queue filled through the output sink's `Tap` (block or drop-oldest) and
-//!   a tokio task talking to the collector. `app.rs` starts it with `[logship]` and gives it
-//!   a few seconds at exit to deliver what is queued.
+//!   shell: a bounded queue filled through a `Feed` of logship's own lines (block or
+//!   drop-oldest) and a tokio task talking to the collector. `app.rs` starts it with
+//!   `[logship]`, feeds it from the output sink's `Tap`, and at exit gives it until a deadline
+//!   (3 s at most) to deliver what is queued.
 //! - [`haproxy`]: the HAProxy sync on the load balancer. Pure cores: `model` (the alive and
 //!   leaving members of one role with valid names and tags, sorted, plus the lab's
 //!   `addresses`), `template` (handlebars, strict, no escaping), `bisect` (the search by halves

@@ -235,7 +235,7 @@ fn block_end(lines: &[&str], start: usize) -> usize {
                         chars.next();
                         chars.next();
                     } else if ahead.starts_with('\\') {
-                        while let Some(c) = chars.next() {
+                        for c in chars.by_ref() {
                             if c == '\'' {
                                 break;
                             }

@@ -2,16 +2,21 @@
 //! with their per-boot sequence numbers; collector restarts mid-stream lose nothing; a
 //! collector that is down at start receives everything once it is up; a stalled collector
 //! with `drop-oldest` does not hold the service back and the drops are counted; binary data,
-//! invalid UTF-8 and a 1 MiB line arrive intact or cleanly split.
+//! invalid UTF-8 and a 1 MiB line arrive intact or cleanly split. Against a listener of the
+//! test's own: what muster sends parses as RFC 5424 (`syslog_rfc5424`) with every field as
+//! expected, and a collector that is down or stops reading does not hold muster's exit past
+//! the flush deadline.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{Run, code, config, eventually, free_port, muster};
 
@@ -324,4 +329,240 @@ fn plain_tcp_with_octet_counting_delivers_multiline_safe_frames() {
     assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
     rsyslog.stop();
     complete(&rsyslog.output(), n);
+}
+
+/// The frames of an RFC 6587 octet-counted stream (`LEN SP MSG`), each checked whole.
+fn octet_frames(mut bytes: &[u8]) -> Vec<&[u8]> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let sp = bytes
+            .iter()
+            .position(|&b| b == b' ')
+            .expect("a frame starts with LEN SP");
+        let len: usize = std::str::from_utf8(&bytes[..sp])
+            .unwrap()
+            .parse()
+            .expect("LEN is a number");
+        let rest = &bytes[sp + 1..];
+        assert!(rest.len() >= len, "a frame of {len} bytes is cut short");
+        frames.push(&rest[..len]);
+        bytes = &rest[len..];
+    }
+    frames
+}
+
+/// Accepts one connection on `listener` and reads it to its end (muster closes it when it
+/// exits); panics at the deadline.
+fn read_connection(listener: &TcpListener, limit: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + limit;
+    listener.set_nonblocking(true).unwrap();
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "muster did not connect");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "the connection was not closed ({} bytes read)",
+            got.len()
+        );
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn what_muster_sends_parses_as_rfc5424_with_every_field_in_place() {
+    use syslog_rfc5424::{SyslogFacility, SyslogSeverity};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = r#"import sys
+o, e = sys.stdout.buffer, sys.stderr.buffer
+o.write(b'plain ascii\n')
+o.write('utf-8: h\u00e9llo \u2713\n'.encode())
+o.write(b'\n')
+o.write(b'  spaces around  \n')
+o.write(b'brackets ] [x] "quotes" \\ end\n')
+o.write(b'x' * 40000 + b'\n')
+o.flush()
+e.write(b'to stderr\n')
+e.write(b'second on stderr\n')
+e.flush()
+"#;
+    // No `hostname`: muster takes the host's.
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[logship]\ntarget = \"127.0.0.1:{port}\"\nprotocol = \"tcp\"\nfacility = \"local3\"\n[services.app]\nmain = true\ncommand = [\"python3\", \"-c\", '''{script}''']\n"
+        ),
+    );
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let mut run = start(&cfg);
+    let bytes = read_connection(&listener, LONG);
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let host = Command::new("uname").arg("-n").output().unwrap().stdout;
+    let host = String::from_utf8(host).unwrap().trim().to_owned();
+
+    let (mut stdout, mut stderr, mut boots, mut seqs) = (vec![], vec![], vec![], vec![]);
+    for frame in octet_frames(&bytes) {
+        let text = std::str::from_utf8(frame).expect("these lines are UTF-8");
+        let m = syslog_rfc5424::parse_message(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(m.facility, SyslogFacility::LOG_LOCAL3, "{text}");
+        assert_eq!(m.hostname.as_deref(), Some(host.as_str()), "{text}");
+        assert_eq!(m.appname.as_deref(), Some("app"), "{text}");
+        assert_eq!((&m.procid, &m.msgid), (&None, &None), "muster sets neither");
+        let secs = m.timestamp.unwrap();
+        assert!(
+            (before.as_secs() as i64..=after.as_secs() as i64).contains(&secs),
+            "{text}"
+        );
+        let sd = |name| m.sd.find_tuple("muster@32473", name).cloned();
+        boots.push(sd("boot").unwrap());
+        seqs.push(sd("seq").unwrap().parse::<u64>().unwrap());
+        let piece = (m.msg.clone(), sd("cont").is_some());
+        match m.severity {
+            SyslogSeverity::SEV_INFO => stdout.push(piece),
+            SyslogSeverity::SEV_ERR => stderr.push(piece),
+            other => panic!("severity {other:?}: {text}"),
+        }
+    }
+    let line = |text: &str, cont: bool| (text.to_owned(), cont);
+    let x = |n: usize| "x".repeat(n);
+    assert_eq!(
+        stdout,
+        [
+            line("plain ascii", false),
+            line("utf-8: h\u{e9}llo \u{2713}", false),
+            line("", false),
+            line("  spaces around  ", false),
+            line("brackets ] [x] \"quotes\" \\ end", false),
+            // 40,000 bytes: cut into pieces of 16 KiB, the later ones marked.
+            line(&x(16_384), false),
+            line(&x(16_384), true),
+            line(&x(7_232), true),
+        ]
+    );
+    assert_eq!(
+        stderr,
+        [line("to stderr", false), line("second on stderr", false)]
+    );
+    assert!(boots.iter().all(|b| b == &boots[0] && !b.is_empty()));
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=10).collect::<Vec<u64>>(),
+        "one sequence number each"
+    );
+    let stats = shipping_stats(&run);
+    assert!(
+        stats.contains("queued=10 delivered=10") && stats.contains("undelivered=0"),
+        "{stats}"
+    );
+}
+
+/// Waits for muster to exit; returns its status and when the exit was seen (to the ms).
+fn exit_time(run: &mut Run, limit: Duration) -> (ExitStatus, Instant) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            let at = Instant::now();
+            // Let the reader threads take what is left in the pipes.
+            std::thread::sleep(Duration::from_millis(50));
+            return (status, at);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "muster did not exit: {}",
+            run.text()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The flush deadline of these tests: `stop_timeout`, well under logship's own cap (3 s).
+const FLUSH_BY: Duration = Duration::from_secs(1);
+/// Time allowed past that deadline for muster to exit (the supervisor's own stop, the
+/// runtime's teardown, a loaded machine).
+const EXIT_MARGIN: Duration = Duration::from_millis(300);
+
+/// muster with a 1 s stop deadline and a main service running `script`; returns how long
+/// after the service ended muster exited, and the shipper's last words.
+fn flush_after_main_ends(dir: &Path, target: u16, extra: &str, script: &str) -> (Duration, String) {
+    let cfg = config(
+        dir,
+        &format!(
+            "[supervisor]\nstop_timeout = \"{}ms\"\n[logship]\ntarget = \"127.0.0.1:{target}\"\n{extra}\n[services.app]\nmain = true\ncommand = [\"python3\", \"-c\", '''{script}''']\n",
+            FLUSH_BY.as_millis()
+        ),
+    );
+    let mut run = start(&cfg);
+    let ended = run.wait_line("ended service=app", LONG);
+    let (status, exited) = exit_time(&mut run, LONG);
+    assert_eq!(code(status), 0, "{}", run.text());
+    (exited - ended, shipping_stats(&run))
+}
+
+#[test]
+fn with_the_collector_down_muster_exits_by_the_flush_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = free_port();
+    let (took, stats) = flush_after_main_ends(
+        dir.path(),
+        down,
+        "",
+        "for i in range(100): print('line', i)",
+    );
+    eprintln!(
+        "collector down, deadline {FLUSH_BY:?}: exited {took:?} after the main service ended; {stats}"
+    );
+    assert!(stats.contains("undelivered=100"), "reported: {stats}");
+    assert!(
+        took >= FLUSH_BY - Duration::from_millis(100),
+        "kept trying until the deadline: {took:?}"
+    );
+    assert!(
+        took < FLUSH_BY + EXIT_MARGIN,
+        "exited {took:?} after the main service ended"
+    );
+}
+
+#[test]
+fn a_collector_that_stops_reading_does_not_hold_the_exit_past_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    // Connections complete in the kernel's backlog, nothing is ever read: once the socket
+    // buffers are full (a few MiB), muster's writes block.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (took, stats) = flush_after_main_ends(
+        dir.path(),
+        port,
+        "protocol = \"tcp\"",
+        "import sys\nfor i in range(512): sys.stdout.write('%05d ' % i + 'y' * 16000 + '\\n')\nsys.stdout.flush()\n",
+    );
+    eprintln!(
+        "collector not reading, deadline {FLUSH_BY:?}: exited {took:?} after the main service ended; {stats}"
+    );
+    assert!(!stats.contains("undelivered=0"), "reported: {stats}");
+    assert!(
+        took < FLUSH_BY + EXIT_MARGIN,
+        "exited {took:?} after the main service ended"
+    );
+    drop(listener);
 }

@@ -492,7 +492,41 @@ const LOGSHIP_KEYS: &[&str] = &[
 fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
     let t = v.table("logship", Some(raw))?;
     v.only_keys("logship", t, LOGSHIP_KEYS);
-    let target = match v.string("logship.target", t.get("target")) {
+    let mut l = Logship {
+        target: logship_target(t, v),
+        protocol: LogProtocol::Relp,
+        queue: 100_000,
+        queue_bytes: 32 << 20,
+        when_full: WhenFull::Block,
+        hostname: v.string("logship.hostname", t.get("hostname")),
+        facility: 1,
+    };
+    let protocols = [("relp", LogProtocol::Relp), ("tcp", LogProtocol::Tcp)];
+    if let Some(p) = v.choice("logship.protocol", t.get("protocol"), &protocols) {
+        l.protocol = p;
+    }
+    if let Some(n) = v.integer("logship.queue", t.get("queue"), 1, 100_000_000) {
+        l.queue = n as usize;
+    }
+    if let Some(n) = v.integer("logship.queue_bytes", t.get("queue_bytes"), 65_536, 1 << 40) {
+        l.queue_bytes = n as usize;
+    }
+    let policies = [
+        ("block", WhenFull::Block),
+        ("drop-oldest", WhenFull::DropOldest),
+    ];
+    if let Some(w) = v.choice("logship.when_full", t.get("when_full"), &policies) {
+        l.when_full = w;
+    }
+    if let Some(f) = facility(t, v) {
+        l.facility = f;
+    }
+    Some(l)
+}
+
+/// `logship.target`, required: `host:port` with a port above 0 (empty when it is not).
+fn logship_target(t: &toml::Table, v: &mut value::Validator) -> String {
+    match v.string("logship.target", t.get("target")) {
         Some(text)
             if text
                 .rsplit_once(':')
@@ -513,57 +547,27 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
             }
             String::new()
         }
-    };
-    let mut l = Logship {
-        target,
-        protocol: LogProtocol::Relp,
-        queue: 100_000,
-        queue_bytes: 32 << 20,
-        when_full: WhenFull::Block,
-        hostname: v.string("logship.hostname", t.get("hostname")),
-        facility: 1,
-    };
-    if let Some(p) = v.string("logship.protocol", t.get("protocol")) {
-        match p.as_str() {
-            "relp" => l.protocol = LogProtocol::Relp,
-            "tcp" => l.protocol = LogProtocol::Tcp,
-            other => v.problem(
-                "logship.protocol",
-                &format!("{other:?} is not one of \"relp\", \"tcp\""),
-            ),
-        }
     }
-    if let Some(n) = v.integer("logship.queue", t.get("queue"), 1, 100_000_000) {
-        l.queue = n as usize;
-    }
-    if let Some(n) = v.integer("logship.queue_bytes", t.get("queue_bytes"), 65_536, 1 << 40) {
-        l.queue_bytes = n as usize;
-    }
-    if let Some(p) = v.string("logship.when_full", t.get("when_full")) {
-        match p.as_str() {
-            "block" => l.when_full = WhenFull::Block,
-            "drop-oldest" => l.when_full = WhenFull::DropOldest,
-            other => v.problem(
-                "logship.when_full",
-                &format!("{other:?} is not one of \"block\", \"drop-oldest\""),
-            ),
-        }
-    }
-    if let Some(f) = v.string("logship.facility", t.get("facility")) {
-        let local = f
-            .strip_prefix("local")
-            .and_then(|n| n.parse::<u8>().ok())
-            .filter(|n| *n <= 7);
-        match (f.as_str(), local) {
-            ("user", _) => l.facility = 1,
-            (_, Some(n)) => l.facility = 16 + n,
-            _ => v.problem(
+}
+
+/// `logship.facility`: `user` (1) or `local0` … `local7` (16..=23).
+fn facility(t: &toml::Table, v: &mut value::Validator) -> Option<u8> {
+    let f = v.string("logship.facility", t.get("facility"))?;
+    let local = f
+        .strip_prefix("local")
+        .and_then(|n| n.parse::<u8>().ok())
+        .filter(|n| *n <= 7);
+    match (f.as_str(), local) {
+        ("user", _) => Some(1),
+        (_, Some(n)) => Some(16 + n),
+        _ => {
+            v.problem(
                 "logship.facility",
                 &format!("{f:?} is not one of \"user\", \"local0\" … \"local7\""),
-            ),
+            );
+            None
         }
     }
-    Some(l)
 }
 
 const GOSSIP_KEYS: &[&str] = &[
@@ -584,28 +588,11 @@ const GOSSIP_KEYS: &[&str] = &[
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
     let t = v.table("gossip", Some(raw))?;
     v.only_keys("gossip", t, GOSSIP_KEYS);
-    let addr = |v: &mut value::Validator, key: &str, default_port: u16| -> Option<SocketAddr> {
-        let text = v.string(&format!("gossip.{key}"), t.get(key))?;
-        let with_port = if text.parse::<SocketAddr>().is_ok() {
-            text.clone()
-        } else {
-            format!("{text}:{default_port}")
-        };
-        match with_port.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                v.problem(
-                    &format!("gossip.{key}"),
-                    &format!("{text:?} is not an IP address or IP:port"),
-                );
-                None
-            }
-        }
-    };
     let mut g = Gossip {
         name: v.string("gossip.name", t.get("name")),
-        bind: addr(v, "bind", 7946).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
-        advertise: addr(v, "advertise", 7946),
+        bind: socket_addr(t, v, "bind", 7946)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
+        advertise: socket_addr(t, v, "advertise", 7946),
         join: v
             .string_list("gossip.join", t.get("join"))
             .unwrap_or_default(),
@@ -624,49 +611,23 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         }
     }
     if let Some(tags) = v.table("gossip.tags", t.get("tags")) {
-        let mut each_ok = true;
-        for (k, val) in tags {
-            let key = format!("gossip.tags.{k}");
-            if let Some(text) = v.string(&key, Some(val)) {
-                let bad = names::tag_key(k)
-                    .map_err(|e| format!("the key {k:?} {e}"))
-                    .and_then(|()| names::tag_value(&text).map_err(|e| format!("{text:?} {e}")));
-                if let Err(why) = bad {
-                    v.problem(&key, &why);
-                    each_ok = false;
-                }
-                g.tags.insert(k.clone(), text);
-            }
-        }
-        if each_ok && names::encoded_len(&g.tags) > names::MAX_META {
-            v.problem(
-                "gossip.tags",
-                "take more than the 512 bytes of node meta Serf allows",
-            );
-        }
+        g.tags = gossip_tags(tags, v);
     }
-    if let Some(p) = v.string("gossip.profile", t.get("profile")) {
-        match p.as_str() {
-            "lan" => g.profile = Profile::Lan,
-            "local" => g.profile = Profile::Local,
-            other => v.problem(
-                "gossip.profile",
-                &format!("{other:?} is not one of \"lan\", \"local\""),
-            ),
-        }
+    let profiles = [("lan", Profile::Lan), ("local", Profile::Local)];
+    if let Some(p) = v.choice("gossip.profile", t.get("profile"), &profiles) {
+        g.profile = p;
     }
-    if let Some(d) = v.duration("gossip.rejoin_interval", t.get("rejoin_interval")) {
-        g.rejoin_interval = d;
-    }
-    if let Some(d) = v.duration("gossip.reconnect_interval", t.get("reconnect_interval")) {
-        g.reconnect_interval = d;
-    }
-    if let Some(d) = v.duration("gossip.reap_failed", t.get("reap_failed")) {
-        g.reap_failed = d;
-    }
-    if let Some(d) = v.duration("gossip.reap_left", t.get("reap_left")) {
-        g.reap_left = d;
-    }
+    durations(
+        v,
+        "gossip",
+        t,
+        [
+            ("rejoin_interval", &mut g.rejoin_interval),
+            ("reconnect_interval", &mut g.reconnect_interval),
+            ("reap_failed", &mut g.reap_failed),
+            ("reap_left", &mut g.reap_left),
+        ],
+    );
     if let Some(n) = v.integer("gossip.max_members", t.get("max_members"), 2, 1_000_000) {
         g.max_members = n as usize;
     }
@@ -679,6 +640,73 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         g.new_members_per_second = n as u32;
     }
     Some(g)
+}
+
+/// `gossip.KEY` as an address: `IP:port`, or an IP alone with `default_port`.
+fn socket_addr(
+    t: &toml::Table,
+    v: &mut value::Validator,
+    key: &str,
+    default_port: u16,
+) -> Option<SocketAddr> {
+    let text = v.string(&format!("gossip.{key}"), t.get(key))?;
+    let with_port = if text.parse::<SocketAddr>().is_ok() {
+        text.clone()
+    } else {
+        format!("{text}:{default_port}")
+    };
+    match with_port.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            v.problem(
+                &format!("gossip.{key}"),
+                &format!("{text:?} is not an IP address or IP:port"),
+            );
+            None
+        }
+    }
+}
+
+/// `gossip.tags`: each key and value as Serf's peers accept them, and all of them within
+/// the node meta Serf allows.
+fn gossip_tags(tags: &toml::Table, v: &mut value::Validator) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut each_ok = true;
+    for (k, val) in tags {
+        let key = format!("gossip.tags.{k}");
+        if let Some(text) = v.string(&key, Some(val)) {
+            let bad = names::tag_key(k)
+                .map_err(|e| format!("the key {k:?} {e}"))
+                .and_then(|()| names::tag_value(&text).map_err(|e| format!("{text:?} {e}")));
+            if let Err(why) = bad {
+                v.problem(&key, &why);
+                each_ok = false;
+            }
+            out.insert(k.clone(), text);
+        }
+    }
+    if each_ok && names::encoded_len(&out) > names::MAX_META {
+        v.problem(
+            "gossip.tags",
+            "take more than the 512 bytes of node meta Serf allows",
+        );
+    }
+    out
+}
+
+/// Reads each duration `AT.KEY` of `t` into its slot; a slot keeps its default when the key
+/// is absent or wrong (the problem is reported).
+fn durations<'a>(
+    v: &mut value::Validator,
+    at: &str,
+    t: &toml::Table,
+    slots: impl IntoIterator<Item = (&'static str, &'a mut Duration)>,
+) {
+    for (key, slot) in slots {
+        if let Some(d) = v.duration(&format!("{at}.{key}"), t.get(key)) {
+            *slot = d;
+        }
+    }
 }
 
 const SERVICE_KEYS: &[&str] = &[
@@ -709,39 +737,21 @@ fn service(
     v: &mut value::Validator,
     users: &dyn UserDb,
 ) -> Option<Service> {
-    let at = |key: &str| format!("services.{name}.{key}");
-    let t = v.table(&format!("services.{name}"), Some(raw))?;
+    let base = format!("services.{name}");
+    let at = |key: &str| format!("{base}.{key}");
+    let t = v.table(&base, Some(raw))?;
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
         v.problem(
-            &format!("services.{name}"),
+            &base,
             "a service name uses only letters, digits, '-', '_' and '.'",
         );
     }
-    v.only_keys(&format!("services.{name}"), t, SERVICE_KEYS);
-    let command = match v.string_list(&at("command"), t.get("command")) {
-        Some(c) if c.is_empty() => {
-            v.problem(
-                &at("command"),
-                "is empty: give the program and its arguments",
-            );
-            Vec::new()
-        }
-        Some(c) => c,
-        None => {
-            if t.get("command").is_none() {
-                v.problem(
-                    &at("command"),
-                    "is missing: give the program and its arguments",
-                );
-            }
-            Vec::new()
-        }
-    };
-    let mut s = Service::defaults(name, command);
+    v.only_keys(&base, t, SERVICE_KEYS);
+    let mut s = Service::defaults(name, command(&at("command"), t, v));
     if let Some(b) = v.bool(&at("main"), t.get("main")) {
         s.main = b;
         if b {
@@ -749,17 +759,7 @@ fn service(
         }
     }
     if let Some(env) = v.table(&at("environment"), t.get("environment")) {
-        for (key, val) in env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                v.problem(
-                    &at("environment"),
-                    &format!("{key:?} is not a variable name"),
-                );
-            }
-            if let Some(text) = v.string(&format!("{}.{key}", at("environment")), Some(val)) {
-                s.environment.insert(key.clone(), text);
-            }
-        }
+        s.environment = environment(&at("environment"), env, v);
     }
     s.working_dir = v
         .string(&at("working_dir"), t.get("working_dir"))
@@ -770,39 +770,15 @@ fn service(
             Err(e) => v.problem(&at("user"), &e),
         }
     }
-    if let Some(r) = v.string(&at("restart"), t.get("restart")) {
-        match r.as_str() {
-            "always" => s.restart = Restart::Always,
-            "on-failure" => s.restart = Restart::OnFailure,
-            "never" => s.restart = Restart::Never,
-            other => v.problem(
-                &at("restart"),
-                &format!("{other:?} is not one of \"always\", \"on-failure\", \"never\""),
-            ),
-        }
-    }
-    let durations: [(&str, &mut Duration); 6] = [
-        ("restart_delay", &mut s.restart_delay),
-        ("restart_delay_max", &mut s.restart_delay_max),
-        ("min_uptime", &mut s.min_uptime),
-        ("ready_timeout", &mut s.ready_timeout),
-        ("ready_interval", &mut s.ready_interval),
-        ("stop_grace", &mut s.stop_grace),
+    let restarts = [
+        ("always", Restart::Always),
+        ("on-failure", Restart::OnFailure),
+        ("never", Restart::Never),
     ];
-    for (key, slot) in durations {
-        if let Some(d) = v.duration(&at(key), t.get(key)) {
-            *slot = d;
-        }
+    if let Some(r) = v.choice(&at("restart"), t.get("restart"), &restarts) {
+        s.restart = r;
     }
-    if s.restart_delay_max < s.restart_delay {
-        v.problem(&at("restart_delay_max"), "is shorter than restart_delay");
-    }
-    if s.ready_interval.is_zero() {
-        v.problem(&at("ready_interval"), "must be longer than 0s");
-    }
-    if let Some(n) = v.integer(&at("crash_limit"), t.get("crash_limit"), 1, 1_000_000) {
-        s.crash_limit = n as u32;
-    }
+    timings(&base, t, v, &mut s);
     if let Some(deps) = v.string_list(&at("depends_on"), t.get("depends_on")) {
         s.depends_on = deps;
     }
@@ -818,15 +794,78 @@ fn service(
     if let Some(b) = v.bool(&at("signal_group"), t.get("signal_group")) {
         s.signal_group = b;
     }
-    if let Some(o) = v.string(&at("output"), t.get("output")) {
-        match o.as_str() {
-            "pipe" => s.output = Output::Pipe,
-            "inherit" => s.output = Output::Inherit,
-            other => v.problem(
-                &at("output"),
-                &format!("{other:?} is not one of \"pipe\", \"inherit\""),
-            ),
+    output(&base, t, v, &mut s);
+    Some(s)
+}
+
+/// `command`, required and not empty (empty when it is not).
+fn command(at: &str, t: &toml::Table, v: &mut value::Validator) -> Vec<String> {
+    match v.string_list(at, t.get("command")) {
+        Some(c) if c.is_empty() => {
+            v.problem(at, "is empty: give the program and its arguments");
+            Vec::new()
         }
+        Some(c) => c,
+        None => {
+            if t.get("command").is_none() {
+                v.problem(at, "is missing: give the program and its arguments");
+            }
+            Vec::new()
+        }
+    }
+}
+
+/// `environment`: variables with a usable name and a text value.
+fn environment(at: &str, env: &toml::Table, v: &mut value::Validator) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (key, val) in env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            v.problem(at, &format!("{key:?} is not a variable name"));
+        }
+        if let Some(text) = v.string(&format!("{at}.{key}"), Some(val)) {
+            out.insert(key.clone(), text);
+        }
+    }
+    out
+}
+
+/// The durations of a service (back-off, uptime, readiness, grace), checked together, and
+/// its crash limit.
+fn timings(base: &str, t: &toml::Table, v: &mut value::Validator, s: &mut Service) {
+    durations(
+        v,
+        base,
+        t,
+        [
+            ("restart_delay", &mut s.restart_delay),
+            ("restart_delay_max", &mut s.restart_delay_max),
+            ("min_uptime", &mut s.min_uptime),
+            ("ready_timeout", &mut s.ready_timeout),
+            ("ready_interval", &mut s.ready_interval),
+            ("stop_grace", &mut s.stop_grace),
+        ],
+    );
+    if s.restart_delay_max < s.restart_delay {
+        v.problem(
+            &format!("{base}.restart_delay_max"),
+            "is shorter than restart_delay",
+        );
+    }
+    if s.ready_interval.is_zero() {
+        v.problem(&format!("{base}.ready_interval"), "must be longer than 0s");
+    }
+    let key = format!("{base}.crash_limit");
+    if let Some(n) = v.integer(&key, t.get("crash_limit"), 1, 1_000_000) {
+        s.crash_limit = n as u32;
+    }
+}
+
+/// Where a service's output goes (`output`) and the prefix of its copied lines
+/// (`log_prefix`: a text, `true` for the default, `false` for none).
+fn output(base: &str, t: &toml::Table, v: &mut value::Validator, s: &mut Service) {
+    let outputs = [("pipe", Output::Pipe), ("inherit", Output::Inherit)];
+    if let Some(o) = v.choice(&format!("{base}.output"), t.get("output"), &outputs) {
+        s.output = o;
     }
     match t.get("log_prefix") {
         None => {}
@@ -834,11 +873,10 @@ fn service(
         Some(toml::Value::Boolean(false)) => s.log_prefix.clear(),
         Some(toml::Value::String(p)) => s.log_prefix = p.clone(),
         Some(other) => v.problem(
-            &at("log_prefix"),
+            &format!("{base}.log_prefix"),
             &format!("expected true, false or a text, found {}", other.type_str()),
         ),
     }
-    Some(s)
 }
 
 fn ready(at: &str, raw: &toml::Value, v: &mut value::Validator) -> Option<Ready> {

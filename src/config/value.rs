@@ -132,6 +132,22 @@ impl Validator {
         }
     }
 
+    /// One of a few words, each standing for a value: `"x" is not one of "a", "b"` otherwise.
+    pub(super) fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        raw: Option<&toml::Value>,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let text = self.string(key, raw)?;
+        if let Some((_, value)) = options.iter().find(|(word, _)| *word == text) {
+            return Some(*value);
+        }
+        let words: Vec<String> = options.iter().map(|(w, _)| format!("{w:?}")).collect();
+        self.problem(key, &format!("{text:?} is not one of {}", words.join(", ")));
+        None
+    }
+
     pub(super) fn duration(&mut self, key: &str, raw: Option<&toml::Value>) -> Option<Duration> {
         let text = self.string(key, raw)?;
         match parse_duration(&text) {

@@ -1,7 +1,7 @@
 //! Log shipping (issue "Log shipping"): every service's lines to a central collector over RELP
 //! (or plain TCP with octet counting), nothing lost across collector restarts.
 //!
-//! So far the pure cores, no I/O and no clock:
+//! The pure cores, no I/O and no clock:
 //!
 //! - [`syslog`]: RFC 5424 formatting of one line (PRI from the stream, RFC 3339 UTC time with
 //!   microseconds, sanitized HOSTNAME and APP-NAME, a `muster@32473` structured-data element
@@ -12,10 +12,14 @@
 //!   the client's state machine: `open` handshake, a sliding window of transactions, every
 //!   unacknowledged message resent in order after a reconnect.
 //!
-//! - [`ship`]: the shell. A bounded queue filled from the supervisor's output sink (policy
-//!   `block` or `drop-oldest`), and a tokio task that connects with back-off, keeps a sliding
-//!   window of RELP transactions, resends after reconnects and flushes within a deadline at
-//!   shutdown. Counters: queued, delivered, resent, dropped.
+//! - [`ship`]: the shell. A bounded queue of logship's own [`ship::Line`]s, filled through a
+//!   [`ship::Feed`] (policy `block` or `drop-oldest`), and a tokio task that connects with
+//!   back-off, keeps a sliding window of RELP transactions, resends after reconnects and at
+//!   shutdown flushes until the stop deadline or for [`ship::FLUSH_CAP`], whichever comes
+//!   first. Counters: queued, delivered, resent, dropped.
+//!
+//! This module knows only [`crate::config`]: `app.rs` turns the supervisor's lines into
+//! [`ship::Line`]s.
 
 pub mod relp;
 pub mod ship;

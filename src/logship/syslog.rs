@@ -212,6 +212,53 @@ mod tests {
         assert!(text.contains(r#"boot="a\"b\]c\\""#), "{text}");
     }
 
+    /// What `syslog_rfc5424`, a parser written by others, reads back from one line.
+    fn parsed(l: &Line<'_>) -> syslog_rfc5424::SyslogMessage {
+        let text = String::from_utf8(formatted(l)).unwrap();
+        syslog_rfc5424::parse_message(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    #[test]
+    fn an_independent_parser_reads_every_field_back() {
+        use syslog_rfc5424::message::ProcId;
+        use syslog_rfc5424::{SyslogFacility, SyslogSeverity};
+        let mut l = line(b"GET /a?b=[c] \"d\" 200");
+        l.boot = "a\"b]c\\";
+        let m = parsed(&l);
+        assert_eq!(m.facility, SyslogFacility::LOG_USER);
+        assert_eq!(m.severity, SyslogSeverity::SEV_INFO);
+        assert_eq!(m.timestamp, Some(1_795_964_645));
+        assert_eq!(m.timestamp_nanos, Some(123_456_000));
+        assert_eq!(m.hostname.as_deref(), Some("web-1"));
+        assert_eq!(m.appname.as_deref(), Some("app"));
+        assert_eq!(m.procid, Some(ProcId::PID(42)));
+        assert_eq!(m.msgid, None);
+        let sd = |name: &str| m.sd.find_tuple(SD_ID, name).map(String::as_str);
+        assert_eq!(sd("boot"), Some("a\"b]c\\"), "escaped, then read back");
+        assert_eq!(sd("seq"), Some("7"));
+        assert_eq!(sd("cont"), None);
+        assert_eq!(m.msg, "GET /a?b=[c] \"d\" 200");
+
+        let mut l = line(b"");
+        (l.severity, l.facility, l.pid, l.cont) = (Severity::Error, 23, None, true);
+        l.hostname = "";
+        let m = parsed(&l);
+        assert_eq!(m.facility, SyslogFacility::LOG_LOCAL7);
+        assert_eq!(m.severity, SyslogSeverity::SEV_ERR);
+        assert_eq!((m.hostname, m.procid), (None, None), "NILVALUE");
+        assert_eq!(
+            m.sd.find_tuple(SD_ID, "cont").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(m.msg, "");
+
+        let m = parsed(&line("  h\u{e9}llo \u{2713} ".as_bytes()));
+        assert_eq!(
+            m.msg, "  h\u{e9}llo \u{2713} ",
+            "leading and trailing spaces kept"
+        );
+    }
+
     #[test]
     fn message_bytes_pass_through_untouched() {
         let raw = [0xff, 0xfe, 0, b'\n', 0xc3, 0x28];
