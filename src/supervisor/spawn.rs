@@ -1,6 +1,18 @@
 //! Starting processes: a service's run, or a readiness check. The child gets its own process
 //! group, the signal state muster inherited, the service's identity and, for `notify_fd`, the
 //! write end of a readiness pipe. Nothing here waits for a child: the reaper does.
+//!
+//! **A child dies with muster.** Every child is set to receive SIGKILL when muster dies
+//! (`PR_SET_PDEATHSIG`), so a muster killed with SIGKILL or crashing outside a container (under
+//! systemd, a test runner, `docker run --init`) leaves no service running unsupervised. SIGKILL
+//! rather than the service's stop signal: nobody is left to send the kill after a grace, so a
+//! service that ignores its stop signal would live on. It is set after the user switch (which
+//! clears it), and the child then checks that muster is still its parent, closing the window
+//! where muster died between the fork and the `prctl`. It reaches the service's own process
+//! (kept across `exec`), not the processes that one starts: those are orphaned and end when
+//! their own parent's death reaches them. As PID 1 the kernel does more on its own: when PID 1
+//! of a namespace dies, every process in it is killed. The "parent" of a child is the thread
+//! that forked it; muster spawns from its runtime's one thread, which lives as long as muster.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -81,11 +93,12 @@ pub fn spawn(service: &Service, stdio: Stdio3, extras: Extras<'_>) -> Result<Pid
     let notify = extras.notify.map(|(fd, target)| (fd.as_raw_fd(), target));
     let user = service.user.clone();
     let tty = extras.foreground_tty;
+    let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (tcsetpgrp, sigprocmask, sigaction, dup2, fcntl, setgroups, setgid, setuid) on values
-    // prepared before the fork.
+    // (tcsetpgrp, sigprocmask, sigaction, dup2, fcntl, setgroups, setgid, setuid, prctl,
+    // getppid) on values prepared before the fork.
     unsafe {
-        cmd.pre_exec(move || child_setup(&inherited, notify, user.as_ref(), tty));
+        cmd.pre_exec(move || child_setup(&inherited, notify, user.as_ref(), tty, parent));
     }
     let child = cmd.spawn().map_err(err)?;
     // The reaper collects this child; dropping `Child` neither waits nor kills.
@@ -97,6 +110,7 @@ fn child_setup(
     notify: Option<(RawFd, RawFd)>,
     user: Option<&Credentials>,
     tty: bool,
+    parent: libc::pid_t,
 ) -> io::Result<()> {
     let check = |r: libc::c_int| {
         if r == -1 {
@@ -128,6 +142,18 @@ fn child_setup(
             check(libc::setgroups(u.groups.len(), u.groups.as_ptr()))?;
             check(libc::setgid(u.gid))?;
             check(libc::setuid(u.uid))?;
+        }
+        // After the user switch, which would clear it (see the module doc).
+        check(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))?;
+        if libc::getppid() != parent {
+            // muster died before the death signal was set: do not run unsupervised.
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
     }
     Ok(())
