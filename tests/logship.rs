@@ -64,7 +64,7 @@ ruleset(name="remote") {{
     }
 
     fn start(&mut self) {
-        let child = Command::new("/usr/sbin/rsyslogd")
+        let child = common::owned(&mut Command::new("/usr/sbin/rsyslogd"))
             .args(["-n", "-f"])
             .arg(self.dir.join("rsyslog.conf"))
             .arg("-i")

@@ -137,7 +137,7 @@ impl Serf {
             cmd.args(["-tag", t]);
         }
         cmd.args(extra);
-        let child = cmd
+        let child = common::owned(&mut cmd)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -13,6 +13,39 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Makes what `cmd` starts the test's own: its own process group (killed whole on drop by
+/// the owners here), and SIGKILL when the test's thread ends, so a test that panics or is
+/// ended by the runner's timeout leaves nothing running (muster's services then die with
+/// muster: it sets the same for them).
+pub fn owned(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.process_group(0)
+}
+
+/// Kills the process group `pid` leads, if it is still there.
+pub fn kill_group(pid: u32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
 /// Path of the binary under test.
 pub fn muster() -> &'static str {
     env!("CARGO_BIN_EXE_muster")
@@ -33,7 +66,7 @@ impl Run {
 
     pub fn start_cmd(cmd: &mut Command) -> Run {
         let started = Instant::now();
-        let mut child = cmd
+        let mut child = owned(cmd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -145,7 +178,7 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            kill_group(self.child.id());
             let _ = self.child.wait();
         }
     }
