@@ -16,7 +16,7 @@ use crate::config::{self, Config, Profile};
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
-use crate::haproxy::{self, model::Selection, sync::Sync};
+use crate::haproxy::{self, model::Selection, sync::Syncer};
 use crate::logship;
 use crate::supervisor::helper::Helpers;
 use crate::supervisor::ready::Waiters;
@@ -69,7 +69,11 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
                 Box::pin(async move {
                     // The HAProxy sync stops first: HAProxy is about to soft-stop.
                     if let Some(stop) = sync_stop {
-                        let _ = stop.send(());
+                        // For now a fixed budget; the stop deadline is wired in later.
+                        #[allow(clippy::disallowed_methods)]
+                        let deadline =
+                            std::time::Instant::now() + std::time::Duration::from_secs(2);
+                        let _ = stop.send(deadline);
                     }
                     if let Some(commands) = gossip {
                         let (done, wait) = oneshot::channel();
@@ -111,14 +115,14 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
 
 /// Renders HAProxy's first config from the membership known after a short wait (so an LB
 /// that restarts comes back with every live server), then follows membership in a task;
-/// returns what stops that task.
+/// returns what stops that task (it takes the time by which the task must be done).
 async fn start_haproxy_sync(
     h: &config::Haproxy,
     service: Option<&config::Service>,
     helpers: Helpers,
     view: Option<watch::Receiver<Vec<Member>>>,
     seeds: bool,
-) -> anyhow::Result<Option<oneshot::Sender<()>>> {
+) -> anyhow::Result<Option<oneshot::Sender<std::time::Instant>>> {
     for dir in [h.config.parent(), h.master_socket.parent()]
         .into_iter()
         .flatten()
@@ -139,11 +143,12 @@ async fn start_haproxy_sync(
         debounce: h.debounce,
         drain_timeout: h.drain_timeout,
     };
+    let runner = Box::new(HelperChecks(helpers));
     let Some(mut view) = view else {
         tracing::warn!(
             "[haproxy] without [gossip]: the servers stay as the template renders them with no member"
         );
-        let sync = Sync::prepare(settings, helpers, Vec::new())
+        let sync = Syncer::start(settings, runner, Vec::new())
             .await
             .context("haproxy")?;
         drop(sync);
@@ -154,13 +159,71 @@ async fn start_haproxy_sync(
         let wait = view.wait_for(|members| members.len() > 1);
         let _ = tokio::time::timeout(h.start_wait, wait).await;
     }
-    let members = view.borrow_and_update().clone();
-    let sync = Sync::prepare(settings, helpers, members)
+    let members = haproxy_members(&view.borrow_and_update());
+    let sync = Syncer::start(settings, runner, members)
         .await
         .context("haproxy")?;
     let (stop, stopped) = oneshot::channel();
-    tokio::spawn(sync.run(view, stopped));
+    tokio::spawn(sync.run(follow_members(view), stopped));
     Ok(Some(stop))
+}
+
+/// The gossip view as the HAProxy sync follows it.
+fn haproxy_members(view: &[Member]) -> Vec<haproxy::model::Member> {
+    use haproxy::model::Status;
+    view.iter()
+        .map(|m| haproxy::model::Member {
+            name: m.name.clone(),
+            addr: m.addr.ip(),
+            tags: m.tags.clone(),
+            status: match m.status {
+                serf::Status::Alive => Status::Alive,
+                serf::Status::Leaving => Status::Leaving,
+                serf::Status::Left => Status::Left,
+                serf::Status::Failed => Status::Failed,
+            },
+        })
+        .collect()
+}
+
+/// Forwards every change of the gossip view to the HAProxy sync, mapped into its members.
+fn follow_members(
+    mut view: watch::Receiver<Vec<Member>>,
+) -> watch::Receiver<Vec<haproxy::model::Member>> {
+    let (tx, rx) = watch::channel(haproxy_members(&view.borrow_and_update()));
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            let members = haproxy_members(&view.borrow_and_update());
+            if tx.send(members).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The HAProxy sync's `haproxy -c`, run by the supervisor's helpers: waited for directly
+/// before the supervisor reaps, through its reaper afterwards.
+pub struct HelperChecks(pub Helpers);
+
+impl haproxy::check::Runner for HelperChecks {
+    fn run<'a>(
+        &'a self,
+        service: &'a config::Service,
+        reaping: haproxy::check::Reaping,
+    ) -> haproxy::check::Running<'a> {
+        Box::pin(async move {
+            let outcome = match reaping {
+                haproxy::check::Reaping::NotYet => self.0.run_like_before_supervising(service),
+                haproxy::check::Reaping::Supervisor => self.0.run_like(service).await,
+            }?;
+            Ok(haproxy::check::Ran {
+                success: outcome.status.success(),
+                exit: outcome.status.to_string(),
+                output: outcome.output,
+            })
+        })
+    }
 }
 
 fn start_gossip(
