@@ -439,22 +439,21 @@ impl Servers {
         }
     }
 
+    /// Time passed: a reload waiting for its new worker asks `show proc` again.
     fn tick(&mut self) {
-        let now = self.now;
         let Some(Job::Reload(r)) = &mut self.job else {
             return;
         };
-        if let Phase::Waiting { at, .. } = r.phase {
-            if now >= at {
-                if let Phase::Waiting { before, after, .. } =
-                    std::mem::replace(&mut r.phase, Phase::Before)
-                {
-                    r.phase = Phase::Asking { before, after };
-                }
-                self.outputs.push_back(Output::ShowProc);
-                self.awaiting = Some(Awaiting::Procs);
-            }
+        let Phase::Waiting { before, after, at } = &r.phase else {
+            return;
+        };
+        if self.now < *at {
+            return;
         }
+        let (before, after) = (before.clone(), after.clone());
+        r.phase = Phase::Asking { before, after };
+        self.outputs.push_back(Output::ShowProc);
+        self.awaiting = Some(Awaiting::Procs);
     }
 
     /// Starts what is due, when nothing is under way: a config given, the tables' refill, a

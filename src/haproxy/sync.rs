@@ -748,3 +748,174 @@ async fn to_stopping_workers(master: &Path, pids: &[u32], commands: &[String]) {
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e5).round() / 100.0
 }
+
+#[cfg(test)]
+mod tests {
+    //! The stop deadline, with a runner that runs nothing and, where HAProxy must answer, a
+    //! fake admin socket.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::*;
+    use crate::haproxy::model::Status;
+
+    /// Says yes to every check, at once or (while `slow`) after a minute.
+    struct Accepting {
+        slow: Arc<AtomicBool>,
+    }
+
+    impl Runner for Accepting {
+        fn run<'a>(&'a self, _: &'a Service, _: Reaping) -> check::Running<'a> {
+            Box::pin(async move {
+                if self.slow.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Ok(check::Ran {
+                    success: true,
+                    exit: "exit code 0".to_owned(),
+                    output: String::new(),
+                })
+            })
+        }
+    }
+
+    fn settings(dir: &Path) -> Settings {
+        let template = dir.join("haproxy.cfg.hbs");
+        let text = format!(
+            "global\n    stats socket {}/admin.sock level admin\nbackend nodes\n\
+             {{{{#each members}}}}    server {{{{name}}}} {{{{address}}}}:{{{{port}}}} check\n{{{{/each}}}}",
+            dir.display()
+        );
+        std::fs::write(&template, text).expect("template");
+        Settings {
+            template,
+            config: dir.join("haproxy.cfg"),
+            selection: Selection {
+                role: None,
+                default_port: 80,
+            },
+            master_socket: dir.join("master.sock"),
+            haproxy: "haproxy".to_owned(),
+            service: None,
+            debounce: Duration::from_millis(10),
+            drain_timeout: Duration::from_secs(3),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// An admin socket that shows web-a in maintenance, its check not passed yet, and answers
+    /// every other command with nothing; tells `closed` when a connection ends.
+    fn fake_admin(path: &Path, closed: tokio::sync::mpsc::UnboundedSender<()>) {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = s.split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let answer = if line.starts_with("show servers state") {
+                            "1\n3 nodes 1 web-a 10.0.0.1 0 1 1 1 0 0 0 0 6 0 0 0 - 80 - 0 0 - - 0\n> "
+                        } else {
+                            "\n> "
+                        };
+                        if write.write_all(answer.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = closed.send(());
+                });
+            }
+        });
+    }
+
+    fn member(name: &str) -> Member {
+        Member {
+            name: name.to_owned(),
+            addr: [10, 0, 0, 1].into(),
+            tags: BTreeMap::new(),
+            status: Status::Alive,
+        }
+    }
+
+    /// Waits (at most `PROMPTLY`) until `cond` holds.
+    async fn eventually(cond: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !cond() {
+            assert!(started.elapsed() < PROMPTLY, "never happened");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Generous: the work cut short would have taken 15 s or more.
+    const PROMPTLY: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn stop_ends_the_wait_for_haproxy_by_its_deadline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = settings(dir.path());
+        runtime().block_on(async {
+            let slow = Arc::new(AtomicBool::new(false));
+            let runner = Box::new(Accepting { slow });
+            let sync = Syncer::start(settings, runner, Vec::new())
+                .await
+                .expect("start");
+            // No HAProxy answers: the task would wait RELOAD_LIMIT for it.
+            let (_members, view) = watch::channel(Vec::new());
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(sync.run(view, stopped));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let asked = Instant::now();
+            let _ = stop.send(asked + Duration::from_millis(100));
+            task.await.expect("task");
+            assert!(asked.elapsed() < PROMPTLY, "{:?}", asked.elapsed());
+        });
+    }
+
+    #[test]
+    fn stop_ends_a_check_under_way_by_its_deadline_applies_nothing_and_lets_go_of_haproxy() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = settings(dir.path());
+        let config = settings.config.clone();
+        runtime().block_on(async {
+            let slow = Arc::new(AtomicBool::new(false));
+            let runner = Box::new(Accepting { slow: slow.clone() });
+            let sync = Syncer::start(settings, runner, Vec::new())
+                .await
+                .expect("start");
+            let first = std::fs::read_to_string(&config).expect("config");
+            let (closed, mut connections_closed) = tokio::sync::mpsc::unbounded_channel();
+            fake_admin(&dir.path().join("admin.sock"), closed);
+            let (members, view) = watch::channel(Vec::new());
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(sync.run(view, stopped));
+            // web-a joins: its server waits for its first check, followed on an open session.
+            members.send(vec![member("web-a")]).expect("send");
+            eventually(|| std::fs::read_to_string(&config).is_ok_and(|t| t != first)).await;
+            let first = std::fs::read_to_string(&config).expect("config");
+            // web-b joins while `haproxy -c` hangs.
+            slow.store(true, Ordering::SeqCst);
+            members
+                .send(vec![member("web-a"), member("web-b")])
+                .expect("send");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while connections_closed.try_recv().is_ok() {}
+            let asked = Instant::now();
+            let _ = stop.send(asked + Duration::from_millis(100));
+            task.await.expect("task");
+            assert!(asked.elapsed() < PROMPTLY, "{:?}", asked.elapsed());
+            assert_eq!(std::fs::read_to_string(&config).expect("config"), first);
+            let closed = tokio::time::timeout(PROMPTLY, connections_closed.recv()).await;
+            assert_eq!(closed, Ok(Some(())), "the admin session is let go");
+        });
+    }
+}
