@@ -159,12 +159,14 @@ async fn start_haproxy_sync(
         let wait = view.wait_for(|members| members.len() > 1);
         let _ = tokio::time::timeout(h.start_wait, wait).await;
     }
-    let members = haproxy_members(&view.borrow_and_update());
-    let sync = Syncer::start(settings, runner, members)
+    // Forwarded from now on: a change while the first config is rendered is not missed.
+    let members = follow_members(view);
+    let first = members.borrow().clone();
+    let sync = Syncer::start(settings, runner, first)
         .await
         .context("haproxy")?;
     let (stop, stopped) = oneshot::channel();
-    tokio::spawn(sync.run(follow_members(view), stopped));
+    tokio::spawn(sync.run(members, stopped));
     Ok(Some(stop))
 }
 

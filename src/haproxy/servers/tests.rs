@@ -572,11 +572,18 @@ fn a_member_back_while_its_server_is_in_maintenance_is_brought_back() {
 
 #[test]
 fn a_structural_change_reloads_and_resumes_what_the_state_file_restored() {
-    let mut h = Harness::running(&[A, B]);
+    let c = "c 10.0.0.3:3000 id 3 check";
+    let mut h = Harness::running(&[A, B, c]);
     // b was on its way out when the reload came (the state file keeps it drained); the
-    // new config lists it again.
+    // new config lists it again. c was waiting for its first check.
     h.haproxy.servers.get_mut(&nodes("b")).expect("b").drain = true;
-    let mut new = config(&[A, B]);
+    let held = Held {
+        maint: true,
+        checks: true,
+        ..Held::default()
+    };
+    h.haproxy.servers.insert(nodes("c"), held);
+    let mut new = config(&[A, B, c]);
     new.skeleton.push("option forwardfor".to_owned());
     h.input(Input::Config {
         config: new.clone(),
@@ -597,9 +604,11 @@ fn a_structural_change_reloads_and_resumes_what_the_state_file_restored() {
         "ShowProc\n\
          Connect { socket: Some(\"/run/haproxy/admin.sock\"), worker: Some(101) }\n\
          ToStoppingWorkers { pids: [100], commands: [\"set table nodes key a \
-         data.server_id 1\", \"set table nodes key b data.server_id 2\"] }\n\
+         data.server_id 1\", \"set table nodes key b data.server_id 2\", \"set table \
+         nodes key c data.server_id 3\"] }\n\
          set table nodes key a data.server_id 1\n\
          set table nodes key b data.server_id 2\n\
+         set table nodes key c data.server_id 3\n\
          INFO haproxy reloaded\n\
          Observe { states: true, sessions: false }\n\
          set server nodes/b addr 10.0.0.2 port 3000\n\
@@ -614,11 +623,15 @@ fn a_structural_change_reloads_and_resumes_what_the_state_file_restored() {
     assert_eq!(h.m.running(), Some(&new));
     assert!(!h.m.busy());
     h.pass_check("b");
+    h.pass_check("c");
     assert_eq!(
         h.after(POLL),
         "Observe { states: true, sessions: false }\n\
-         INFO in service (back, check passed) server=nodes/b"
+         INFO in service (back, check passed) server=nodes/b\n\
+         set server nodes/c state ready\n\
+         INFO in service (first check passed) server=nodes/c"
     );
+    assert!(!h.m.following());
 }
 
 #[test]
