@@ -20,7 +20,7 @@ use crate::control;
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
-use crate::haproxy::{self, model::Selection, sync::Sync};
+use crate::haproxy::{self, model::Selection, sync::Syncer};
 use crate::host;
 use crate::logship;
 use crate::supervisor::children::Children;
@@ -113,15 +113,15 @@ async fn wire_and_run(config: Config, inherited: Inherited) -> anyhow::Result<i3
 /// by the instant the supervisor gives.
 fn leave_first(
     gossip: Option<mpsc::UnboundedSender<Command>>,
-    sync_stop: Option<oneshot::Sender<()>>,
+    sync_stop: Option<oneshot::Sender<Instant>>,
 ) -> Option<BeforeStop> {
     if gossip.is_none() && sync_stop.is_none() {
         return None;
     }
-    Some(Box::new(move |_by: Instant| {
+    Some(Box::new(move |by: Instant| {
         Box::pin(async move {
             if let Some(stop) = sync_stop {
-                let _ = stop.send(());
+                let _ = stop.send(by);
             }
             if let Some(commands) = gossip {
                 let (done, wait) = oneshot::channel();
@@ -158,14 +158,14 @@ fn row(m: &Member) -> control::Member {
 
 /// Renders HAProxy's first config from the membership known after a short wait (so an LB
 /// that restarts comes back with every live server), then follows membership in a task;
-/// returns what stops that task.
+/// returns what stops that task (it takes the time by which the task must be done).
 async fn start_haproxy_sync(
     h: &config::Haproxy,
     service: Option<&config::Service>,
     helpers: Children,
     view: Option<watch::Receiver<Vec<Member>>>,
     seeds: bool,
-) -> anyhow::Result<Option<oneshot::Sender<()>>> {
+) -> anyhow::Result<Option<oneshot::Sender<Instant>>> {
     for dir in [h.config.parent(), h.master_socket.parent()]
         .into_iter()
         .flatten()
@@ -186,11 +186,12 @@ async fn start_haproxy_sync(
         debounce: h.debounce,
         drain_timeout: h.drain_timeout,
     };
+    let runner = Box::new(HelperChecks(helpers));
     let Some(mut view) = view else {
         tracing::warn!(
             "[haproxy] without [gossip]: the servers stay as the template renders them with no member"
         );
-        let sync = Sync::prepare(settings, helpers, Vec::new())
+        let sync = Syncer::start(settings, runner, Vec::new())
             .await
             .context("haproxy")?;
         drop(sync);
@@ -201,13 +202,73 @@ async fn start_haproxy_sync(
         let wait = view.wait_for(|members| members.len() > 1);
         let _ = tokio::time::timeout(h.start_wait, wait).await;
     }
-    let members = view.borrow_and_update().clone();
-    let sync = Sync::prepare(settings, helpers, members)
+    // Forwarded from now on: a change while the first config is rendered is not missed.
+    let members = follow_members(view);
+    let first = members.borrow().clone();
+    let sync = Syncer::start(settings, runner, first)
         .await
         .context("haproxy")?;
     let (stop, stopped) = oneshot::channel();
-    tokio::spawn(sync.run(view, stopped));
+    tokio::spawn(sync.run(members, stopped));
     Ok(Some(stop))
+}
+
+/// The gossip view as the HAProxy sync follows it.
+fn haproxy_members(view: &[Member]) -> Vec<haproxy::model::Member> {
+    use haproxy::model::Status;
+    view.iter()
+        .map(|m| haproxy::model::Member {
+            name: m.name.clone(),
+            addr: m.addr.ip(),
+            tags: m.tags.clone(),
+            status: match m.status {
+                serf::Status::Alive => Status::Alive,
+                serf::Status::Leaving => Status::Leaving,
+                serf::Status::Left => Status::Left,
+                serf::Status::Failed => Status::Failed,
+            },
+        })
+        .collect()
+}
+
+/// Forwards every change of the gossip view to the HAProxy sync, mapped into its members.
+fn follow_members(
+    mut view: watch::Receiver<Vec<Member>>,
+) -> watch::Receiver<Vec<haproxy::model::Member>> {
+    let (tx, rx) = watch::channel(haproxy_members(&view.borrow_and_update()));
+    tokio::spawn(async move {
+        while view.changed().await.is_ok() {
+            let members = haproxy_members(&view.borrow_and_update());
+            if tx.send(members).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The HAProxy sync's `haproxy -c`, run as one of the supervisor's children: waited for directly
+/// before the supervisor reaps, through its reaper afterwards.
+pub struct HelperChecks(pub Children);
+
+impl haproxy::check::Runner for HelperChecks {
+    fn run<'a>(
+        &'a self,
+        service: &'a config::Service,
+        reaping: haproxy::check::Reaping,
+    ) -> haproxy::check::Running<'a> {
+        Box::pin(async move {
+            let outcome = match reaping {
+                haproxy::check::Reaping::NotYet => self.0.run_like_before_supervising(service),
+                haproxy::check::Reaping::Supervisor => self.0.run_like(service).await,
+            }?;
+            Ok(haproxy::check::Ran {
+                success: outcome.status.success(),
+                exit: outcome.status.to_string(),
+                output: outcome.output,
+            })
+        })
+    }
 }
 
 fn start_gossip(

@@ -65,16 +65,21 @@
 //!   drop-oldest) and a tokio task talking to the collector. `app.rs` starts it with
 //!   `[logship]`, feeds it from the output sink's `Tap`, and at exit gives it until a deadline
 //!   (3 s at most) to deliver what is queued.
-//! - [`haproxy`]: the HAProxy sync on the load balancer. Pure cores: `model` (the alive and
-//!   leaving members of one role with valid names and tags, sorted, plus the lab's
-//!   `addresses`), `template` (handlebars, strict, no escaping), `bisect` (the search by halves
-//!   for the members a config cannot hold) and `cfg` (a rendered config read back into servers
-//!   and skeleton; `plan(old, new)` gives runtime operations, or a reload for a structural
-//!   change, and `plan(None, new)` is the first start). The shell: `runtime` (admin socket in
-//!   prompt mode, master CLI, HAProxy's replies read in one place) and `sync`, the task
-//!   following the gossip view: render, `haproxy -W -c` run like the HAProxy service in its
-//!   master's environment, members at fault left out, atomic write, then add / drain / remove
-//!   servers through the runtime API, or save server state and reload through the master CLI.
+//! - [`haproxy`]: the HAProxy sync on the load balancer. It knows only `config`: it follows its
+//!   own `model::Member`s (`app.rs` maps the gossip view into them) and runs `haproxy -c`
+//!   through a `check::Runner` (`app.rs` builds one on `supervisor::children`). Pure cores:
+//!   `model` (the alive and leaving members of one role with valid names and tags, sorted, plus
+//!   the lab's `addresses`), `template` (handlebars, strict, no escaping), `bisect` (the search
+//!   by halves for the members a config cannot hold), `cfg` (a rendered config read back into
+//!   servers and skeleton; `plan(old, new)` gives runtime operations, or a reload for a
+//!   structural change, and `plan(None, new)` is the first start), `servers` (the servers'
+//!   lifecycle: add, first good check, drain, maintenance, delete, bring back, and the reload
+//!   protocol, as a sans-IO machine fed HAProxy's typed replies and observed states that emits
+//!   runtime commands) and `check` (the `haproxy -W -c` runs, like the HAProxy service in its
+//!   master's environment). The shell: `runtime` (admin socket in prompt mode, master CLI,
+//!   HAProxy's answers read into typed values) and `sync`, the task following the members:
+//!   render, check, members at fault left out, atomic write, then what `servers` decides carried
+//!   out; the deadline its stop carries bounds the work under way.
 //!
 //! # Shutdown order
 //!

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::http::{Client, Load};
 use common::{Run, config, eventually, first_child, free_port, muster, signal};
-use muster::gossip::serf::{Member, Status};
+use muster::haproxy::model::{Member, Status};
 use muster::haproxy::model::{Model, Selection};
 use muster::haproxy::template::Template;
 
@@ -407,16 +407,13 @@ fn a_sticky_client_keeps_its_backend_and_a_returning_member_gets_its_clients_bac
 fn member(name: &str, ip: [u8; 4], port: u16) -> Member {
     Member {
         name: name.to_owned(),
-        addr: SocketAddr::from((ip, 7946)),
+        addr: ip.into(),
         tags: [
             ("role".to_owned(), "backend".to_owned()),
             ("port".to_owned(), port.to_string()),
         ]
         .into(),
         status: Status::Alive,
-        suspect: false,
-        status_ltime: 1,
-        since: Instant::now(),
     }
 }
 
@@ -543,7 +540,7 @@ fn a_structural_change_reloads_with_server_state_kept_and_no_failed_request() {
 #[test]
 fn scale_render_and_apply_at_many_members() {
     use muster::haproxy::runtime::{Admin, parse_servers_state};
-    use muster::haproxy::sync::{Settings, Sync};
+    use muster::haproxy::sync::{Settings, Syncer};
     use muster::supervisor::children::Children;
     use muster::supervisor::signals::Inherited;
 
@@ -626,11 +623,15 @@ fn scale_render_and_apply_at_many_members() {
         drain_timeout: Duration::from_secs(3),
     };
     let sync = runtime
-        .block_on(Sync::prepare(settings.clone(), helpers, Vec::new()))
+        .block_on(Syncer::start(
+            settings.clone(),
+            Box::new(muster::app::HelperChecks(helpers)),
+            Vec::new(),
+        ))
         .unwrap();
     // Not waited for with `wait()`: the reaper thread above collects it.
     #[allow(clippy::zombie_processes)]
-    let haproxy = Command::new("haproxy")
+    let haproxy = common::owned(&mut Command::new("haproxy"))
         .args(["-W", "-db", "-S"])
         .arg(&settings.master_socket)
         .arg("-f")
@@ -878,7 +879,7 @@ fn a_member_haproxy_refuses_is_left_out_and_the_others_still_change() {
 struct Seam {
     runtime: tokio::runtime::Runtime,
     views: tokio::sync::watch::Sender<Vec<Member>>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _stop: tokio::sync::oneshot::Sender<Instant>,
     http: SocketAddr,
     admin: PathBuf,
     master: PathBuf,
@@ -888,7 +889,7 @@ struct Seam {
 
 impl Seam {
     fn start(drain_timeout: Duration) -> Seam {
-        use muster::haproxy::sync::{Settings, Sync};
+        use muster::haproxy::sync::{Settings, Syncer};
         use muster::supervisor::children::Children;
         use muster::supervisor::signals::Inherited;
 
@@ -934,12 +935,16 @@ impl Seam {
             drain_timeout,
         };
         let sync = runtime
-            .block_on(Sync::prepare(settings.clone(), helpers, Vec::new()))
+            .block_on(Syncer::start(
+                settings.clone(),
+                Box::new(muster::app::HelperChecks(helpers)),
+                Vec::new(),
+            ))
             .unwrap();
         let config = settings.config.display().to_string();
         // Started as muster starts it: master-worker, with the master's reload variables.
         #[allow(clippy::zombie_processes)]
-        let haproxy = Command::new("haproxy")
+        let haproxy = common::owned(&mut Command::new("haproxy"))
             .args(["-W", "-db", "-S"])
             .arg(&settings.master_socket)
             .arg("-f")

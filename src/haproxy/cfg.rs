@@ -93,9 +93,10 @@ impl Server {
     }
 }
 
-/// A rendered config, read back.
+/// A rendered config read back into its servers and its skeleton (and the few global
+/// settings the sync needs).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Parsed {
+pub struct Rendered {
     /// Every line but server lines, comments removed, words joined by one space.
     pub skeleton: Vec<String>,
     /// Server lines by (backend, name).
@@ -109,7 +110,7 @@ pub struct Parsed {
     pub name_tables: std::collections::BTreeSet<String>,
 }
 
-impl Parsed {
+impl Rendered {
     /// The runtime command that points `s`'s backend's name-keyed stick table at it, when
     /// that backend has one and the server has an `id`.
     pub fn stick_entry(&self, s: &Server) -> Option<String> {
@@ -123,7 +124,7 @@ impl Parsed {
         ))
     }
 
-    /// [`Parsed::stick_entry`] for every server.
+    /// [`Rendered::stick_entry`] for every server.
     pub fn stick_entries(&self) -> Vec<String> {
         self.servers
             .values()
@@ -187,8 +188,8 @@ pub fn words(line: &str) -> Vec<String> {
 }
 
 /// Reads a rendered config.
-pub fn parse(text: &str) -> Parsed {
-    let mut p = Parsed::default();
+pub fn parse(text: &str) -> Rendered {
+    let mut p = Rendered::default();
     let mut section = String::new();
     let mut section_name = String::new();
     let mut defaults_ds: Vec<String> = Vec::new();
@@ -284,7 +285,7 @@ pub enum Plan {
 
 /// Compares the running config (`None`: HAProxy is not running yet) with `new`. `leaving`
 /// tells whether a server's member is leaving gracefully (its server is drained).
-pub fn plan(old: Option<&Parsed>, new: &Parsed, leaving: &dyn Fn(&str) -> bool) -> Plan {
+pub fn plan(old: Option<&Rendered>, new: &Rendered, leaving: &dyn Fn(&str) -> bool) -> Plan {
     let Some(old) = old else {
         return Plan::Reload("first configuration".to_owned());
     };
@@ -354,7 +355,7 @@ backend nodes
     default-server check rise 1
 ";
 
-    fn config(servers: &[(&str, &str)]) -> Parsed {
+    fn config(servers: &[(&str, &str)]) -> Rendered {
         let mut text = BASE.to_owned();
         for (name, addr) in servers {
             text.push_str(&format!("    server {name} {addr} cookie {name}\n"));

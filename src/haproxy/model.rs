@@ -9,7 +9,8 @@
 //! }
 //! ```
 //!
-//! Members whose status is `alive` or `leaving` are listed (`status` says which): a Serf leave
+//! The sync follows [`Member`]s, the cluster's members as this subsystem needs them (`app.rs`
+//! maps the gossip view into them). Members whose status is `alive` or `leaving` are listed (`status` says which): a Serf leave
 //! intent alone takes no server out, since any peer can forge one and the member refutes it;
 //! a member's server is drained once the member has `left`, and taken out at once when it has
 //! `failed`. Members whose name or tags fail [`crate::config::names`] are left out (the
@@ -25,7 +26,51 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::config::names as validate;
-use crate::gossip::serf::{Member, Status};
+
+/// A member of the cluster as the HAProxy sync follows it: what may become a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its name, unique in the cluster: the server's name, cookie and sticky key.
+    pub name: String,
+    /// The address it is reached at (its application port comes from its `port` tag).
+    pub addr: IpAddr,
+    /// Its tags (`role` selects it, `port` is its application port; templates read all).
+    pub tags: BTreeMap<String, String>,
+    /// Where it stands: decides whether it has a server, and how that server goes.
+    pub status: Status,
+}
+
+/// Where a member stands, and what that means for its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// In the cluster: it has a server.
+    Alive,
+    /// Announced that it is leaving, still answering: its server stays (any peer can forge a
+    /// leave intent, and the member refutes it), but a server it loses is drained.
+    Leaving,
+    /// Left on purpose: its server is drained, then removed.
+    Left,
+    /// Stopped answering without leaving: its server is taken out at once.
+    Failed,
+}
+
+impl Status {
+    /// The word templates see (Serf's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Alive => "alive",
+            Status::Leaving => "leaving",
+            Status::Left => "left",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// Whether a server this member loses is drained (it is leaving or has left) rather than
+    /// taken out at once.
+    pub fn leaving(self) -> bool {
+        matches!(self, Status::Leaving | Status::Left)
+    }
+}
 
 /// Which members become servers, and on which port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +88,7 @@ pub struct ModelMember {
     pub name: String,
     /// A server id stable for this name (1..=2^30).
     pub id: u32,
-    /// The IP address it gossips from.
+    /// Its IP address.
     pub address: IpAddr,
     /// Its application port: the `port` tag, or the default.
     pub port: u16,
@@ -135,7 +180,7 @@ impl Model {
             .map(|m| ModelMember {
                 name: m.name.clone(),
                 id: 0,
-                address: m.addr.ip(),
+                address: m.addr,
                 port: m
                     .tags
                     .get("port")
@@ -186,5 +231,173 @@ impl Model {
             members,
             addresses,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, ip: &str, status: Status, tags: &[(&str, &str)]) -> Member {
+        Member {
+            name: name.to_owned(),
+            addr: ip.parse().expect("ip"),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            status,
+        }
+    }
+
+    #[test]
+    fn selects_alive_and_leaving_members_of_the_role_sorted_by_name() {
+        let view = vec![
+            member(
+                "web-b",
+                "10.0.0.3",
+                Status::Alive,
+                &[("role", "backend"), ("port", "8080")],
+            ),
+            member("ha", "10.0.0.1", Status::Alive, &[("role", "balancer")]),
+            member("web-a", "10.0.0.2", Status::Alive, &[("role", "backend")]),
+            member("web-c", "10.0.0.4", Status::Leaving, &[("role", "backend")]),
+            member("web-d", "10.0.0.5", Status::Failed, &[("role", "backend")]),
+            member(
+                "web-e",
+                "10.0.0.6",
+                Status::Alive,
+                &[("role", "backend"), ("port", "x")],
+            ),
+        ];
+        let selection = Selection {
+            role: Some("backend".to_owned()),
+            default_port: 3000,
+        };
+        let model = Model::new(&view, &selection);
+        let names: Vec<(&str, u16)> = model
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.port))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("web-a", 3000),
+                ("web-b", 8080),
+                ("web-c", 3000),
+                ("web-e", 3000)
+            ]
+        );
+        let status: Vec<&str> = model.members.iter().map(|m| m.status).collect();
+        assert_eq!(status, ["alive", "alive", "leaving", "alive"]);
+        assert_eq!(model.addresses[1].host, "web-b");
+        assert_eq!(model.addresses[1].ip.to_string(), "10.0.0.3");
+        assert_eq!(model.members[0].id, server_id("web-a"));
+        let alone = Model::new(&view[2..3], &selection);
+        assert_eq!(
+            alone.members[0].id, model.members[0].id,
+            "the id depends on the name only"
+        );
+        let all = Model::new(
+            &view,
+            &Selection {
+                role: None,
+                default_port: 1,
+            },
+        );
+        assert_eq!(all.members.len(), 5);
+    }
+
+    #[test]
+    fn members_with_invalid_names_or_tags_are_left_out_and_named_escaped() {
+        let view = vec![
+            member("web-a", "10.0.0.2", Status::Alive, &[("role", "backend")]),
+            member(
+                "web\nprogram x",
+                "10.0.0.3",
+                Status::Alive,
+                &[("role", "backend")],
+            ),
+            member(
+                "web-c",
+                "10.0.0.4",
+                Status::Leaving,
+                &[("role", "backend"), ("port", "80 check addr 1.2.3.4")],
+            ),
+            member(
+                "web-d",
+                "10.0.0.5",
+                Status::Alive,
+                &[("role", "backend"), ("x", "%[env(HOME)]")],
+            ),
+            // Another role: never rendered, so not judged either.
+            member("bad name", "10.0.0.6", Status::Alive, &[("role", "db")]),
+            member("web-e", "10.0.0.7", Status::Alive, &[("role", "backend")]),
+        ];
+        let selection = Selection {
+            role: Some("backend".to_owned()),
+            default_port: 3000,
+        };
+        let (model, refused) = Model::checked(&view, &selection);
+        let names: Vec<&str> = model.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["web-a", "web-e"]);
+        assert_eq!(model.addresses.len(), 2);
+        let refused: Vec<(&str, &str)> = refused
+            .iter()
+            .map(|r| (r.name.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(refused.len(), 3, "{refused:?}");
+        assert_eq!(refused[0].0, "web\\nprogram x", "escaped, on one line");
+        assert!(refused[0].1.starts_with("name holds"), "{refused:?}");
+        assert_eq!(refused[1].0, "web-c");
+        assert!(refused[1].1.starts_with("tag port:"), "{refused:?}");
+        assert_eq!(refused[2].0, "web-d");
+        assert!(refused[2].1.starts_with("tag x:"), "{refused:?}");
+        assert_eq!(Model::new(&view, &selection), model);
+    }
+
+    #[test]
+    fn a_subset_keeps_its_ids() {
+        let view: Vec<Member> = ["a", "b", "c"]
+            .iter()
+            .map(|n| member(n, "10.0.0.2", Status::Alive, &[]))
+            .collect();
+        let all = Model::new(
+            &view,
+            &Selection {
+                role: None,
+                default_port: 80,
+            },
+        );
+        let some = all.only(|m| m.name != "b");
+        assert_eq!(some.members.len(), 2);
+        assert_eq!(some.addresses.len(), 2);
+        assert_eq!(some.members[1].id, all.members[2].id);
+        assert_eq!(some.addresses[1].host, "c");
+    }
+
+    #[test]
+    fn colliding_ids_take_the_next_free_number() {
+        // Find two names with the same id by brute force (ids are 30 bits: a few tens of
+        // thousands of names are enough).
+        let mut seen = std::collections::HashMap::new();
+        let (a, b) = (0..200_000)
+            .map(|i| format!("n{i}"))
+            .find_map(|n| seen.insert(server_id(&n), n.clone()).map(|o| (o, n)))
+            .expect("a collision");
+        let view: Vec<_> = [&a, &b]
+            .iter()
+            .map(|n| member(n, "10.0.0.1", Status::Alive, &[]))
+            .collect();
+        let m = Model::new(
+            &view,
+            &Selection {
+                role: None,
+                default_port: 80,
+            },
+        );
+        let ids: Vec<u32> = m.members.iter().map(|m| m.id).collect();
+        assert_eq!(ids[1], ids[0] % (1 << 30) + 1, "{a} {b} {ids:?}");
     }
 }

@@ -1,5 +1,7 @@
 //! HAProxy's two sockets: the admin stats socket (runtime API, kept open in prompt mode) and
-//! the master CLI (one command per connection; `reload` closes it).
+//! the master CLI (one command per connection; `reload` closes it). HAProxy's answers are read
+//! here, into typed values: a [`Reply`] to a command that changes a server, server states,
+//! sessions and `show proc`; no caller searches HAProxy's text.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,6 +71,36 @@ impl Admin {
                 ))
             }
         }
+    }
+
+    /// Sends a command that changes a server (or a table) and reads HAProxy's reply.
+    pub async fn change(&mut self, command: &str) -> Reply {
+        match self.command(command).await {
+            Ok(answer) => Reply::read(&answer),
+            Err(e) => Reply::NoAnswer(e.to_string()),
+        }
+    }
+
+    /// Whether HAProxy answers (`show info`).
+    pub async fn answers(&mut self) -> bool {
+        self.command("show info").await.is_ok()
+    }
+
+    /// `show servers state`, read.
+    pub async fn servers_state(
+        &mut self,
+    ) -> std::io::Result<BTreeMap<(String, String), ServerState>> {
+        Ok(parse_servers_state(&self.servers_state_text().await?))
+    }
+
+    /// `show servers state` as HAProxy writes it (the `server-state-file` format).
+    pub async fn servers_state_text(&mut self) -> std::io::Result<String> {
+        self.command("show servers state").await
+    }
+
+    /// The current sessions of every server (`show stat`).
+    pub async fn sessions(&mut self) -> std::io::Result<BTreeMap<(String, String), u64>> {
+        Ok(parse_sessions(&self.command("show stat").await?))
     }
 
     async fn exchange(&mut self, command: &str) -> std::io::Result<String> {
@@ -154,6 +186,11 @@ pub async fn master(path: &Path, command: &str) -> std::io::Result<String> {
         })
 }
 
+/// The master's `show proc`, read.
+pub async fn procs(path: &Path) -> std::io::Result<Procs> {
+    Ok(parse_procs(&master(path, "show proc").await?))
+}
+
 /// What HAProxy answered to a runtime command that changes a server, read in one place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -183,6 +220,9 @@ pub enum Reply {
     NoCheck,
     /// Anything else: HAProxy refused, for this reason (its answer).
     Refused(String),
+    /// HAProxy did not answer (the socket is gone, or 5 s passed): why. Nothing is known of
+    /// what happened to the server.
+    NoAnswer(String),
 }
 
 impl Reply {
@@ -237,6 +277,7 @@ impl std::fmt::Display for Reply {
             Reply::NotInMaint => f.write_str("the server is not in maintenance"),
             Reply::NoCheck => f.write_str("the server has no health check"),
             Reply::Refused(answer) => f.write_str(answer),
+            Reply::NoAnswer(why) => f.write_str(why),
         }
     }
 }

@@ -1,52 +1,52 @@
-//! The sync task: membership in, HAProxy changes out.
+//! The sync task: members in, HAProxy changes out. It is the shell around
+//! [`super::servers`]: it renders, checks and writes the config, gives each config it writes
+//! to the servers' lifecycle machine, and carries the machine's commands out through
+//! [`super::runtime`], feeding HAProxy's typed replies back.
 //!
-//! On every change of the gossip view (debounced briefly) and every few seconds (so an edited
-//! template is picked up), the template is rendered; a text that differs from the file is
-//! checked with `haproxy -c` and written atomically, and [`cfg::plan`] decides how it reaches
-//! the running HAProxy:
+//! On every change of the members it follows (debounced briefly) and every few seconds (so an
+//! edited template is picked up), the template is rendered; a text that differs from the file
+//! is checked with `haproxy -c` and written atomically, and [`Servers`] brings the running
+//! HAProxy to it: runtime operations for a change of servers, a reload for a structural
+//! change. The first config, rendered before HAProxy starts, goes the same way
+//! (`plan(None, new)`: a reload that finds no master yet, so HAProxy reads the file when it
+//! starts).
 //!
-//! - **runtime operations**, the normal case: a joining member's server is added in
-//!   maintenance with its health check enabled and put in service at its first good check; a
-//!   member that has left has its server drained until its sessions end (or `drain_timeout`),
-//!   then put in maintenance and deleted; a failed member's server goes to maintenance at once.
-//!   A server still there from a drain or removal under way when its member comes back is
-//!   brought back: removal cancelled, address set, in service at its next good check;
-//! - **a reload** through the master CLI for structural changes only (or when the config has
-//!   no admin socket): the servers' state is saved to the `server-state-file` first, and the
-//!   new worker is awaited in `show proc`.
-//!
-//! `haproxy -c` runs like the HAProxy service (its program and options, environment, working
-//! directory and user), in master-worker mode and with the variables HAProxy's master sets
-//! before it parses the config again at a reload (`HAPROXY_MWORKER`, `HAPROXY_MASTER_CLI`,
-//! `HAPROXY_CFGFILES`), so no conditional block is checked one way and run another.
+//! `haproxy -c` runs like the HAProxy service ([`super::check`]), through the [`Runner`]
+//! `app.rs` gives: waited for by the runner before the supervisor reaps (the first config),
+//! through the supervisor's reaper afterwards.
 //!
 //! One bad member never blocks the others: when the render is refused (by the template or by
 //! `haproxy -c`) but a render without members passes, the members at fault are found by
 //! halves ([`super::bisect`]), left out and logged once each; they are judged again only when
 //! they or the template change. A template edited into something that fails even without
 //! members (or that refuses a member the config holds) is logged once, and the last good
-//! template keeps rendering membership changes. An operation HAProxy refuses for one server is
-//! logged, and that server is tried again at the next update; the others go on. Only when the
-//! last good template cannot render anything at all does the last good file stay as it is.
+//! template keeps rendering membership changes. Only when the last good template cannot render
+//! anything at all does the last good file stay as it is.
+//!
+//! Stopping: the stop signal carries a deadline. From then on nothing new is started; the work
+//! under way (a `haproxy -c`, a runtime command, the wait for a new worker after a reload) ends
+//! by the deadline at the latest, and the admin session is let go, so no CLI session holds
+//! HAProxy's soft stop back.
 
 // The sync measures its own latencies and deadlines: it reads the clock.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::bisect::{Bisect, Step};
-use super::cfg::{self, Op, Parsed, Plan, Server};
-use super::model::{Model, ModelMember, Selection};
+use super::cfg;
+use super::check::{self, Reaping, Runner, Target};
+use super::model::{Member, Model, ModelMember, Selection};
 use super::runtime::{self, Admin, Reply};
+use super::servers::{Input, Observation, Output, POLL, RELOAD_LIMIT, Servers};
 use super::template::Template;
+use crate::config::Service;
 use crate::config::names as validate;
-use crate::config::{self, Service};
-use crate::gossip::serf::{Member, Status};
-use crate::supervisor::children::{Children as Helpers, Outcome};
 
 /// How the sync runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,28 +73,8 @@ pub struct Settings {
 
 /// How often the template file is read again when nothing else happens.
 const TEMPLATE_RECHECK: Duration = Duration::from_secs(2);
-/// Poll interval while servers wait for their first good check or drain.
-const POLL: Duration = Duration::from_millis(10);
-/// How often the name-keyed stick tables are filled again (their entries expire).
-const TABLE_REFRESH: Duration = Duration::from_secs(3600);
-/// Longest wait for a new worker after a reload.
-const RELOAD_LIMIT: Duration = Duration::from_secs(15);
 /// Longest member name shown in a log line.
 const SHOWN: usize = 64;
-
-/// A server on its way in or out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pending {
-    /// Added in maintenance; put in service at its first good check.
-    Joining { since: Instant },
-    /// Brought back (it was still there, draining or in maintenance): ready, its health forced
-    /// down, so HAProxy puts it in service at its next good check; followed until then.
-    Returning { since: Instant },
-    /// Draining until it has no session or the deadline passes.
-    Draining { deadline: Instant },
-    /// In maintenance; deleted once HAProxy lets go of it.
-    Removing { since: Instant },
-}
 
 /// A compiled template and the text it came from.
 struct Compiled {
@@ -124,25 +104,21 @@ enum Found {
     TemplateFault(RenderError),
 }
 
-/// The sync's state.
-pub struct Sync {
+/// The keeper of HAProxy's config and servers: renders, checks and writes the config, and
+/// brings the running HAProxy to it.
+pub struct Syncer {
     settings: Settings,
-    helpers: Helpers,
-    /// Whether `haproxy -c` is waited for directly (before the supervisor reaps).
-    direct: bool,
+    /// Runs `haproxy -c`.
+    runner: Box<dyn Runner>,
+    /// Who collects the exit status of `haproxy -c`: the runner itself before the supervisor
+    /// reaps, the supervisor afterwards.
+    reaping: Reaping,
     /// The text of the config file (the last good render).
     text: Option<String>,
-    /// What the running HAProxy holds.
-    running: Option<Parsed>,
-    /// Whether `running` lags behind the file (an operation failed): planned again at the
-    /// next update even when the render did not change.
-    behind: bool,
     /// The last error reported, so it is logged once.
     last_error: Option<String>,
-    pending: BTreeMap<(String, String), Pending>,
-    view: Vec<Member>,
-    /// When the stick tables were last filled.
-    last_fill: Instant,
+    /// The members followed.
+    members: Vec<Member>,
     /// The last good template: the one that rendered the file.
     template: Option<Compiled>,
     /// A template text that is not used (it does not compile, or it is refused without any
@@ -157,8 +133,13 @@ pub struct Sync {
     /// Members left out of the model for an invalid name or tag (escaped name → reason),
     /// logged once.
     invalid: BTreeMap<String, String>,
-    /// The last failure of a runtime operation per server, logged once.
-    failures: BTreeMap<String, String>,
+    /// The servers' lifecycle: what the running HAProxy holds, and what it is told next.
+    servers: Servers,
+    /// The admin socket, as the machine last named it (`None`: the config has none).
+    admin: Option<Admin>,
+    /// When the update under way started, and how long its render and check took (for the
+    /// log).
+    timing: Option<(Instant, Duration)>,
 }
 
 /// Why a render could not be used.
@@ -199,111 +180,155 @@ impl RenderError {
     }
 }
 
-impl Sync {
-    /// Renders, checks and writes the first config for this view, before HAProxy starts. When
-    /// that fails, an existing config file is kept (and used); with none, this is an error.
-    pub async fn prepare(
+/// The stop signal, and its deadline once it came.
+struct Stop {
+    signal: oneshot::Receiver<Instant>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Stop {
+    fn came(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// Notes the deadline; a sender gone without one means now.
+    fn arrived(&mut self, at: Result<Instant, oneshot::error::RecvError>) -> tokio::time::Instant {
+        let deadline = at.map_or_else(|_| tokio::time::Instant::now(), Into::into);
+        self.deadline = Some(deadline);
+        deadline
+    }
+
+    /// Runs `work` to its end or, once stop has come, until the deadline at the latest
+    /// (`None`: cut short).
+    async fn bound<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        if let Some(deadline) = self.deadline {
+            return tokio::time::timeout_at(deadline, work).await.ok();
+        }
+        tokio::pin!(work);
+        tokio::select! {
+            out = &mut work => Some(out),
+            at = &mut self.signal => {
+                let deadline = self.arrived(at);
+                tokio::time::timeout_at(deadline, work).await.ok()
+            }
+        }
+    }
+}
+
+impl Syncer {
+    /// Renders, checks and writes the first config for these members, before HAProxy starts,
+    /// and takes it as what HAProxy will hold. When that fails, an existing config file is
+    /// kept (and used); with none, this is an error.
+    pub async fn start(
         settings: Settings,
-        helpers: Helpers,
-        view: Vec<Member>,
-    ) -> Result<Sync, RenderError> {
-        let mut sync = Sync {
+        runner: Box<dyn Runner>,
+        members: Vec<Member>,
+    ) -> Result<Syncer, RenderError> {
+        let servers = Servers::new(Instant::now(), settings.drain_timeout);
+        let mut s = Syncer {
             settings,
-            helpers,
-            direct: true,
+            runner,
+            reaping: Reaping::NotYet,
             text: None,
-            running: None,
-            behind: false,
             last_error: None,
-            pending: BTreeMap::new(),
-            view,
-            last_fill: Instant::now(),
+            members,
             template: None,
             refused_template: None,
             next_generation: 0,
             included: BTreeMap::new(),
             left_out: BTreeMap::new(),
             invalid: BTreeMap::new(),
-            failures: BTreeMap::new(),
+            servers,
+            admin: None,
+            timing: None,
         };
-        let result = match sync.settle().await {
-            Ok(text) => sync.commit(&text),
+        let rendered = match s.settle().await {
+            Ok(text) => s.commit(&text).map(|()| text),
             Err(e) => Err(e),
         };
-        sync.direct = false;
-        if let Err(e) = result {
-            match std::fs::read_to_string(&sync.settings.config) {
+        s.reaping = Reaping::Supervisor;
+        let text = match rendered {
+            Ok(text) => text,
+            Err(e) => match std::fs::read_to_string(&s.settings.config) {
                 Ok(old) => {
-                    tracing::error!(error = %e, config = %sync.settings.config.display(), "keeping the existing config");
-                    sync.text = Some(old);
+                    tracing::error!(error = %e, config = %s.settings.config.display(), "keeping the existing config");
+                    s.text = Some(old.clone());
+                    old
                 }
                 Err(_) => return Err(e),
-            }
-        }
-        sync.running = sync.text.as_deref().map(cfg::parse);
-        let servers = sync.running.as_ref().map_or(0, |p| p.servers.len());
-        tracing::info!(servers, config = %sync.settings.config.display(), "haproxy config ready");
-        Ok(sync)
+            },
+        };
+        // The first start goes the way of every change.
+        s.follow(&text).await;
+        let servers = s.servers.running().map_or(0, |r| r.servers.len());
+        tracing::info!(servers, config = %s.settings.config.display(), "haproxy config ready");
+        Ok(s)
     }
 
-    /// Follows the view until the view's sender is gone or `stop` fires (muster is stopping:
-    /// no change is applied any more, and no CLI session holds HAProxy's soft stop back).
+    /// Follows the members until their sender is gone or `stop` gives a deadline (muster is
+    /// stopping: nothing new is applied, what is under way ends by the deadline, and no CLI
+    /// session holds HAProxy's soft stop back). A sender dropped without a deadline stops it
+    /// at once.
     pub async fn run(
         mut self,
-        mut views: watch::Receiver<Vec<Member>>,
-        mut stop: tokio::sync::oneshot::Receiver<()>,
+        mut members: watch::Receiver<Vec<Member>>,
+        stop: oneshot::Receiver<Instant>,
     ) {
+        let mut stop = Stop {
+            signal: stop,
+            deadline: None,
+        };
         let mut recheck = tokio::time::interval(TEMPLATE_RECHECK);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // An interval, not a sleep per turn: views change often (suspicions, retries) and must
-        // not keep pushing the poll back.
-        let mut poll_tick = tokio::time::interval(POLL);
-        poll_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut admin = self.admin();
-        self.wait_for_haproxy(&mut admin).await;
-        self.fill_tables(&mut admin).await;
-        loop {
-            let poll = !self.pending.is_empty();
+        stop.bound(self.wait_for_haproxy()).await;
+        if stop.came() {
+            return;
+        }
+        self.servers.handle(Instant::now(), Input::Started);
+        stop.bound(self.drive()).await;
+        while !stop.came() {
+            let wake = self.servers.poll_timeout();
+            let at = wake.unwrap_or_else(|| Instant::now() + TEMPLATE_RECHECK);
             tokio::select! {
-                changed = views.changed() => {
+                changed = members.changed() => {
                     if changed.is_err() {
                         return;
                     }
                     // Debounce: a burst of changes gives one render.
-                    tokio::time::sleep(self.settings.debounce).await;
-                    self.view = views.borrow_and_update().clone();
-                    self.update(&mut admin).await;
+                    stop.bound(tokio::time::sleep(self.settings.debounce)).await;
+                    if stop.came() {
+                        return;
+                    }
+                    self.members = members.borrow_and_update().clone();
+                    stop.bound(self.update()).await;
                 }
                 _ = recheck.tick() => {
-                    self.update(&mut admin).await;
-                    if self.last_fill.elapsed() > TABLE_REFRESH {
-                        self.fill_tables(&mut admin).await;
-                    }
+                    stop.bound(self.update()).await;
                 }
-                _ = poll_tick.tick(), if poll => self.advance(&mut admin).await,
-                _ = &mut stop => return,
+                () = tokio::time::sleep_until(at.into()), if wake.is_some() => {
+                    self.servers.handle(Instant::now(), Input::Tick);
+                    stop.bound(self.drive()).await;
+                }
+                at = &mut stop.signal => {
+                    stop.arrived(at);
+                }
             }
-            match admin.as_mut() {
-                None => admin = self.admin(),
+            if !self.servers.following() {
                 // Nothing under way: let go of the CLI session until the next change.
-                Some(a) if self.pending.is_empty() => a.close(),
-                Some(_) => {}
+                if let Some(a) = self.admin.as_mut() {
+                    a.close();
+                }
             }
         }
     }
 
     /// Waits (at most `RELOAD_LIMIT`) until HAProxy's admin socket answers.
-    async fn wait_for_haproxy(&self, admin: &mut Option<Admin>) {
-        let Some(a) = admin.as_mut() else { return };
+    async fn wait_for_haproxy(&mut self) {
+        let Some(a) = self.admin.as_mut() else { return };
         let started = Instant::now();
-        while a.command("show info").await.is_err() && started.elapsed() < RELOAD_LIMIT {
+        while !a.answers().await && started.elapsed() < RELOAD_LIMIT {
             tokio::time::sleep(POLL).await;
         }
-    }
-
-    fn admin(&self) -> Option<Admin> {
-        let path = self.running.as_ref()?.admin_socket.as_ref()?;
-        Some(Admin::new(path))
     }
 
     /// Reads the template file; a text that differs from the last good template's (and was
@@ -367,10 +392,10 @@ impl Sync {
         Ok(())
     }
 
-    /// The text the file should hold for the current view: rendered with the template file
+    /// The text the file should hold for the current members: rendered with the template file
     /// when it is good, with the last good template otherwise, members at fault left out.
     async fn settle(&mut self) -> Result<String, RenderError> {
-        let (model, invalid) = Model::checked(&self.view, &self.settings.selection);
+        let (model, invalid) = Model::checked(&self.members, &self.settings.selection);
         self.note_invalid(invalid);
         if let Some(candidate) = self.candidate()? {
             match self.search(&candidate, &model).await? {
@@ -533,17 +558,26 @@ impl Sync {
         Ok(staging)
     }
 
-    /// `haproxy -c` on the text, staged beside the config; directly before the supervisor
-    /// runs, through its reaper afterwards.
+    /// `haproxy -c` on the text, staged beside the config; waited for by the runner before
+    /// the supervisor reaps, through its reaper afterwards.
     async fn check(&self, text: &str) -> Result<(), RenderError> {
         let staging = self.stage(text)?;
-        for run in check_runs(&self.settings, &staging) {
-            let outcome = if self.direct {
-                self.helpers.run_like_before_supervising(&run)
-            } else {
-                self.helpers.run_like(&run).await
-            };
-            verdict(outcome)?;
+        let target = Target {
+            service: self.settings.service.as_ref(),
+            haproxy: &self.settings.haproxy,
+            config: &self.settings.config,
+            master_socket: &self.settings.master_socket,
+        };
+        for run in check::runs(&target, &staging) {
+            let ran = self
+                .runner
+                .run(&run, self.reaping)
+                .await
+                .map_err(|e| RenderError::Run(e.to_string()))?;
+            if !ran.success {
+                tracing::debug!(exit = %ran.exit, "haproxy -c refused the render");
+                return Err(RenderError::Invalid(check::alerts(&ran.output)));
+            }
         }
         Ok(())
     }
@@ -567,15 +601,15 @@ impl Sync {
         }
     }
 
-    /// Renders for the current view and applies what changed.
-    async fn update(&mut self, admin: &mut Option<Admin>) {
+    /// Renders for the current members and applies what changed.
+    async fn update(&mut self) {
         let started = Instant::now();
         let text = match self.settle().await {
             Ok(t) => t,
             Err(e) => return self.report(e),
         };
         let changed = self.text.as_deref() != Some(text.as_str());
-        if !changed && !self.behind {
+        if !changed && !self.servers.behind() {
             return;
         }
         let settled = started.elapsed();
@@ -587,584 +621,127 @@ impl Sync {
         if self.last_error.take().is_some() {
             tracing::info!("the haproxy config is good again");
         }
-        let new = cfg::parse(&text);
-        let view = &self.view;
-        let left = |name: &str| {
-            view.iter()
-                .any(|m| m.name == name && matches!(m.status, Status::Leaving | Status::Left))
-        };
-        let plan = cfg::plan(self.running.as_ref(), &new, &left);
-        match plan {
-            Plan::Nothing => {
-                self.running = Some(new);
-                self.behind = false;
-            }
-            Plan::Runtime(ops) => match admin.as_mut() {
-                // No admin socket in the config: only a reload can apply changes.
-                None => {
-                    let why = "the config has no admin stats socket (stats socket … level admin)";
-                    self.reload(admin, new, why).await;
-                }
-                Some(a) => {
-                    let count = ops.len();
-                    let held = self.apply(a, &new, &ops).await;
-                    let failed = held != new;
-                    self.behind = failed;
-                    self.running = Some(held);
-                    tracing::info!(
-                        changes = count,
-                        failed,
-                        settle_ms = ms(settled),
-                        apply_ms = ms(started.elapsed() - settled),
-                        "haproxy servers updated at run time"
-                    );
-                }
-            },
-            Plan::Reload(why) => self.reload(admin, new, &why).await,
-        }
+        self.timing = Some((started, settled));
+        self.follow(&text).await;
     }
 
-    /// Carries out runtime operations; returns what HAProxy holds afterwards: `new`, but a
-    /// server whose operation failed keeps its old line (or none, for an add), so the next
-    /// update tries it again. Failures are logged once per server and message.
-    async fn apply(&mut self, a: &mut Admin, new: &Parsed, ops: &[Op]) -> Parsed {
-        let old = self.running.clone().unwrap_or_default();
-        let mut held = new.clone();
-        let now = Instant::now();
-        for op in ops {
-            let (key, result) = match op {
-                Op::Remove {
-                    backend,
-                    name,
-                    gently,
-                } => {
-                    let key = (backend.clone(), name.clone());
-                    (key.clone(), self.remove(a, &key, *gently, now).await)
-                }
-                Op::Add(s) => {
-                    let key = (s.backend.clone(), s.name.clone());
-                    (key, self.add(a, s, now).await)
-                }
-                Op::Move(s) => {
-                    let key = (s.backend.clone(), s.name.clone());
-                    (key, self.relocate(a, s).await)
-                }
+    /// Brings HAProxy to `text`, the config just written: the machine plans how, the shell
+    /// carries it out.
+    async fn follow(&mut self, text: &str) {
+        let leaving: BTreeSet<String> = self
+            .members
+            .iter()
+            .filter(|m| m.status.leaving())
+            .map(|m| m.name.clone())
+            .collect();
+        let config = cfg::parse(text);
+        self.servers
+            .handle(Instant::now(), Input::Config { config, leaving });
+        self.drive().await;
+    }
+
+    /// Carries out the machine's outputs until it has nothing under way (waiting when it
+    /// waits for time, as for a reload's new worker).
+    async fn drive(&mut self) {
+        loop {
+            while let Some(output) = self.servers.poll_output() {
+                self.carry_out(output).await;
+            }
+            if !self.servers.busy() {
+                return;
+            }
+            let Some(at) = self.servers.poll_timeout() else {
+                return;
             };
-            let id = format!("{}/{}", key.0, key.1);
-            match result {
-                Ok(()) => {
-                    self.failures.remove(&id);
-                }
-                Err(why) => {
-                    if self.failures.get(&id) != Some(&why) {
-                        tracing::warn!(server = %id, error = %why, "haproxy refused an operation; the server is tried again at the next update");
-                        self.failures.insert(id, why);
-                    }
-                    match old.servers.get(&key) {
-                        Some(s) => held.servers.insert(key, s.clone()),
-                        None => held.servers.remove(&key),
-                    };
-                }
+            tokio::time::sleep_until(at.into()).await;
+            self.servers.handle(Instant::now(), Input::Tick);
+        }
+    }
+
+    /// Carries out one output, and feeds the answer back when it has one.
+    async fn carry_out(&mut self, output: Output) {
+        let master = &self.settings.master_socket;
+        let answer = match output {
+            Output::Command(command) => Input::Reply(match self.admin.as_mut() {
+                Some(a) => a.change(&command).await,
+                None => Reply::NoAnswer("the config has no admin socket".to_owned()),
+            }),
+            Output::Observe { states, sessions } => {
+                Input::Observed(self.observe(states, sessions).await)
             }
-        }
-        held
-    }
-
-    /// Takes a server out: drained (its member left) or in maintenance at once (it failed or
-    /// is gone), deleted later by [`Sync::advance`].
-    async fn remove(
-        &mut self,
-        a: &mut Admin,
-        key: &(String, String),
-        gently: bool,
-        now: Instant,
-    ) -> Result<(), String> {
-        let id = format!("{}/{}", key.0, key.1);
-        let state = if gently { "drain" } else { "maint" };
-        match ask(a, &format!("set server {id} state {state}")).await? {
-            Reply::Done => {}
-            // Gone already (deleted by hand, or HAProxy restarted without it).
-            Reply::NoSuchServer => {
-                self.pending.remove(key);
-                return Ok(());
+            Output::ShowProc => {
+                Input::Procs(runtime::procs(master).await.map_err(|e| e.to_string()))
             }
-            other => return Err(format!("set server {id} state {state}: {other}")),
-        }
-        if gently {
-            let deadline = now + self.settings.drain_timeout;
-            self.pending
-                .insert(key.clone(), Pending::Draining { deadline });
-            tracing::info!(server = %id, "draining (member leaving)");
-        } else {
-            self.pending
-                .insert(key.clone(), Pending::Removing { since: now });
-            tracing::info!(server = %id, "out of rotation (member failed or gone)");
-        }
-        Ok(())
-    }
-
-    /// Moves a server to its member's new address.
-    async fn relocate(&mut self, a: &mut Admin, s: &Server) -> Result<(), String> {
-        let Some(e) = s.endpoint else { return Ok(()) };
-        let id = format!("{}/{}", s.backend, s.name);
-        let command = format!("set server {id} addr {} port {}", e.ip(), e.port());
-        match ask(a, &command).await? {
-            Reply::Done => Ok(()),
-            other => Err(format!("{command}: {other}")),
-        }
-    }
-
-    async fn add(&mut self, a: &mut Admin, s: &Server, now: Instant) -> Result<(), String> {
-        let id = format!("{}/{}", s.backend, s.name);
-        let key = (s.backend.clone(), s.name.clone());
-        let mut command = format!("add server {id} {}", s.addr);
-        for w in s.runtime_args() {
-            command.push(' ');
-            command.push_str(&w);
-        }
-        match ask(a, &command).await? {
-            Reply::Done => {}
-            // Still there from a drain or removal under way (or left in maintenance).
-            Reply::Exists => return self.bring_back(a, s, now).await,
-            Reply::IdTaken { by } if by == s.name => return self.bring_back(a, s, now).await,
-            other => return Err(format!("{command}: {other}")),
-        }
-        if let Some(e) = s.endpoint {
-            // HAProxy 2.6 computes a dynamic cookie only when the address changes: move the
-            // server away and back so it gets the same cookie as it would from the config.
-            let other = if e.port() == 65535 { 1 } else { e.port() + 1 };
-            order(a, &format!("set server {id} addr {} port {other}", e.ip())).await?;
-            order(
-                a,
-                &format!("set server {id} addr {} port {}", e.ip(), e.port()),
-            )
-            .await?;
-        }
-        self.stick(a, s).await;
-        if s.checked() {
-            order(a, &format!("enable health {id}")).await?;
-            self.pending.insert(key, Pending::Joining { since: now });
-        } else {
-            self.pending.remove(&key);
-            if !s.disabled() {
-                order(a, &format!("set server {id} state ready")).await?;
+            Output::Reload => {
+                let _ = runtime::master(master, "reload").await;
+                Input::ReloadSent
             }
-        }
-        Ok(())
-    }
-
-    /// A server HAProxy still holds (draining, or in maintenance on its way out) whose member
-    /// is back: its removal is cancelled, its address set, and it goes back in service. A
-    /// checked server is put ready with its health forced down, so HAProxy sends it nothing
-    /// (sticky clients included) until a check at the new address passes: leaving maintenance
-    /// alone would restore its last check result, which may be stale.
-    async fn bring_back(&mut self, a: &mut Admin, s: &Server, now: Instant) -> Result<(), String> {
-        let id = format!("{}/{}", s.backend, s.name);
-        let key = (s.backend.clone(), s.name.clone());
-        self.pending.remove(&key);
-        self.relocate(a, s).await?;
-        self.stick(a, s).await;
-        if s.disabled() {
-            return order(a, &format!("set server {id} state maint")).await;
-        }
-        if s.checked() {
-            // Out of maintenance first (checks resume), then down until a good check.
-            order(a, &format!("set server {id} state drain")).await?;
-            order(a, &format!("set server {id} health down")).await?;
-            order(a, &format!("enable health {id}")).await?;
-        }
-        order(a, &format!("set server {id} state ready")).await?;
-        if s.checked() {
-            self.pending.insert(key, Pending::Returning { since: now });
-        }
-        tracing::info!(server = %id, "brought back (its member is alive again)");
-        Ok(())
-    }
-
-    /// Points the backend's name-keyed stick table at this server (sessions stick by name).
-    async fn stick(&self, a: &mut Admin, s: &Server) {
-        let Some(command) = self.running.as_ref().and_then(|r| r.stick_entry(s)) else {
-            return;
-        };
-        if let Err(e) = order(a, &command).await {
-            tracing::warn!(error = %e, "sticky sessions not set up for this server");
-        }
-    }
-
-    /// Fills the name-keyed stick tables for every server (at start, after a reload, and now
-    /// and then so no entry expires).
-    async fn fill_tables(&mut self, admin: &mut Option<Admin>) {
-        self.last_fill = Instant::now();
-        let (Some(a), Some(running)) = (admin.as_mut(), self.running.as_ref()) else {
-            return;
-        };
-        for command in running.stick_entries() {
-            if let Err(e) = order(a, &command).await {
-                tracing::warn!(error = %e, "sticky sessions not set up for this server");
+            Output::SaveState(file) => return self.save_state(&file).await,
+            Output::ToStoppingWorkers { pids, commands } => {
+                return to_stopping_workers(master, &pids, &commands).await;
             }
-        }
-    }
-
-    /// Fills the stick tables of stopping workers through the master CLI (`@!PID`).
-    async fn refill_old_workers(&self, pids: &[u32]) {
-        let Some(running) = self.running.as_ref() else {
-            return;
-        };
-        let entries = running.stick_entries();
-        for pid in pids {
-            for chunk in entries.chunks(50) {
-                let line: Vec<String> = chunk.iter().map(|c| format!("@!{pid} {c}")).collect();
-                if let Err(e) =
-                    runtime::master(&self.settings.master_socket, &line.join("; ")).await
-                {
-                    tracing::debug!(error = %e, pid, "stopping worker's stick table not refilled");
-                }
+            Output::Connect { socket, worker } => {
+                self.admin = socket.map(|path| {
+                    let mut a = Admin::new(&path);
+                    a.expect_worker(worker);
+                    a
+                });
+                return;
             }
-        }
-    }
-
-    /// Moves pending servers along: in service after a good check, out after a drain.
-    async fn advance(&mut self, admin: &mut Option<Admin>) {
-        let Some(a) = admin.as_mut() else {
-            self.pending.clear();
-            return;
-        };
-        let now = Instant::now();
-        let joining = self
-            .pending
-            .values()
-            .any(|p| matches!(p, Pending::Joining { .. } | Pending::Returning { .. }));
-        let draining = self
-            .pending
-            .values()
-            .any(|p| matches!(p, Pending::Draining { .. } | Pending::Removing { .. }));
-        let Some(states) = query(
-            a,
-            joining,
-            "show servers state",
-            runtime::parse_servers_state,
-        )
-        .await
-        else {
-            return;
-        };
-        let Some(sessions) = query(a, draining, "show stat", runtime::parse_sessions).await else {
-            return;
-        };
-        let keys: Vec<_> = self.pending.keys().cloned().collect();
-        for key in keys {
-            let id = format!("{}/{}", key.0, key.1);
-            let Some(p) = self.pending.get(&key).copied() else {
-                continue;
-            };
-            match p {
-                Pending::Joining { since } => match states.get(&key) {
-                    None => {
-                        self.pending.remove(&key);
-                    }
-                    Some(st) if st.check_passed() => {
-                        match ask(a, &format!("set server {id} state ready")).await {
-                            Ok(Reply::Done) => {
-                                tracing::info!(server = %id, after_ms = ms(now - since), "in service (first check passed)");
-                                self.pending.remove(&key);
-                            }
-                            Ok(Reply::NoSuchServer) => {
-                                self.pending.remove(&key);
-                            }
-                            Ok(other) => {
-                                tracing::warn!(server = %id, answer = %other, "not put in service");
-                                self.pending.remove(&key);
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                    Some(_) => {}
-                },
-                Pending::Returning { since } => match states.get(&key) {
-                    None => {
-                        self.pending.remove(&key);
-                    }
-                    Some(st) if st.in_service() => {
-                        tracing::info!(server = %id, after_ms = ms(now - since), "in service (back, check passed)");
-                        self.pending.remove(&key);
-                    }
-                    Some(_) => {}
-                },
-                Pending::Draining { deadline } => {
-                    let idle = sessions.get(&key).is_none_or(|&n| n == 0);
-                    if idle || now >= deadline {
-                        if !idle {
-                            tracing::warn!(server = %id, "drain deadline passed; sessions remain");
-                        }
-                        match ask(a, &format!("set server {id} state maint")).await {
-                            Ok(Reply::Done) => {
-                                self.pending.insert(key, Pending::Removing { since: now });
-                            }
-                            Ok(Reply::NoSuchServer) => {
-                                self.pending.remove(&key);
-                            }
-                            Ok(other) => {
-                                tracing::warn!(server = %id, answer = %other, "left draining");
-                                self.pending.remove(&key);
-                            }
-                            Err(_) => {}
-                        }
-                    }
-                }
-                Pending::Removing { since } => {
-                    match ask(a, &format!("del server {id}")).await {
-                        Ok(Reply::InUse) => {
-                            if now - since > self.settings.drain_timeout {
-                                // It stays in maintenance; the next reload drops it.
-                                tracing::warn!(server = %id, "left in maintenance (still has connections)");
-                                self.pending.remove(&key);
-                            }
-                        }
-                        Ok(Reply::NotInMaint) => {
-                            let _ = ask(a, &format!("set server {id} state maint")).await;
-                        }
-                        Ok(reply) => {
-                            if !matches!(reply, Reply::Done | Reply::NoSuchServer) {
-                                tracing::warn!(server = %id, answer = %reply, "del server");
-                            }
-                            self.pending.remove(&key);
-                            let table = self
-                                .running
-                                .as_ref()
-                                .is_some_and(|r| r.name_tables.contains(&key.0));
-                            if table {
-                                let command = format!("clear table {} key {}", key.0, key.1);
-                                let _ = a.command(&command).await;
-                            }
-                        }
-                        Err(_) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// Saves the servers' state, reloads through the master CLI and waits for the new worker.
-    async fn reload(&mut self, admin: &mut Option<Admin>, new: Parsed, why: &str) {
-        let started = Instant::now();
-        self.behind = false;
-        let master = self.settings.master_socket.clone();
-        let before = match runtime::master(&master, "show proc").await {
-            Ok(text) => runtime::parse_procs(&text),
-            Err(e) => {
-                // HAProxy is not running (yet): it will read the file when it starts.
-                tracing::debug!(error = %e, "no master CLI; the new config applies at start");
-                self.running = Some(new);
-                self.pending.clear();
+            Output::Applied { changes, failed } => {
+                let (started, settled) = self.timing.unwrap_or((Instant::now(), Duration::ZERO));
+                tracing::info!(
+                    changes,
+                    failed,
+                    settle_ms = ms(settled),
+                    apply_ms = ms(started.elapsed().saturating_sub(settled)),
+                    "haproxy servers updated at run time"
+                );
                 return;
             }
         };
-        if let (Some(a), Some(state_file)) = (admin.as_mut(), new.state_file.as_ref()) {
-            match a.command("show servers state").await {
-                Ok(state) => {
-                    let tmp = state_file.with_extension("new");
-                    let written = std::fs::write(&tmp, format!("{state}\n"))
-                        .and_then(|()| std::fs::rename(&tmp, state_file));
-                    if let Err(e) = written {
-                        tracing::warn!(error = %e, file = %state_file.display(), "server state not saved");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "server state not read"),
-            }
+        self.servers.handle(Instant::now(), answer);
+    }
+
+    /// The servers' states and/or sessions; `None` when HAProxy did not answer.
+    async fn observe(&mut self, states: bool, sessions: bool) -> Option<Observation> {
+        let a = self.admin.as_mut()?;
+        let mut o = Observation::default();
+        if states {
+            o.states = a.servers_state().await.ok()?;
         }
-        tracing::info!(reason = why, "reloading haproxy");
-        let _ = runtime::master(&master, "reload").await;
-        let mut after = before.clone();
-        while started.elapsed() < RELOAD_LIMIT {
-            tokio::time::sleep(POLL).await;
-            if let Ok(text) = runtime::master(&master, "show proc").await {
-                after = runtime::parse_procs(&text);
-                if after.reloads > before.reloads
-                    && (after.failed > 0
-                        || after
-                            .current_workers
-                            .iter()
-                            .any(|p| !before.current_workers.contains(p)))
-                {
-                    break;
+        if sessions {
+            o.sessions = a.sessions().await.ok()?;
+        }
+        Some(o)
+    }
+
+    /// Saves the servers' state to the `server-state-file` (by rename), for the reload.
+    async fn save_state(&mut self, file: &Path) {
+        let Some(a) = self.admin.as_mut() else { return };
+        match a.servers_state_text().await {
+            Ok(state) => {
+                let tmp = file.with_extension("new");
+                let written = std::fs::write(&tmp, format!("{state}\n"))
+                    .and_then(|()| std::fs::rename(&tmp, file));
+                if let Err(e) = written {
+                    tracing::warn!(error = %e, file = %file.display(), "server state not saved");
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "server state not read"),
         }
-        *admin = new.admin_socket.as_deref().map(Admin::new);
-        let worker = after
-            .current_workers
-            .iter()
-            .find(|p| !before.current_workers.contains(p))
-            .copied();
-        if let Some(a) = admin.as_mut() {
-            a.expect_worker(worker);
-        }
-        self.pending.clear();
-        if after.failed > 0 || after.reloads == before.reloads {
-            tracing::error!(
-                failed = after.failed,
-                "haproxy reload failed; the old worker keeps serving"
-            );
-            return;
-        }
-        // The old worker empties its stick tables when it starts to stop, yet answers once more
-        // on each kept-alive connection; the new worker starts with empty ones. Fill both at
-        // once, so only requests of the first milliseconds can miss their sticky server.
-        self.refill_old_workers(&before.current_workers).await;
-        self.running = Some(new);
-        self.fill_tables(admin).await;
-        tracing::info!(ms = ms(started.elapsed()), "haproxy reloaded");
-        self.resume_restored(admin).await;
     }
+}
 
-    /// After a reload, servers the state file restored out of service although the config
-    /// lists them: waiting for their first check (in maintenance) they go on waiting; drained
-    /// or put in maintenance on their way out, their member is back, so they are brought back.
-    async fn resume_restored(&mut self, admin: &mut Option<Admin>) {
-        let (Some(a), Some(running)) = (admin.as_mut(), self.running.clone()) else {
-            return;
-        };
-        let Ok(text) = a.command("show servers state").await else {
-            return;
-        };
-        let now = Instant::now();
-        for (key, st) in runtime::parse_servers_state(&text) {
-            let Some(s) = running.servers.get(&key) else {
-                continue;
-            };
-            if s.disabled() || !(st.maint() || st.draining()) {
-                continue;
-            }
-            if st.maint() && !st.draining() && s.checked() && !st.checks_paused() {
-                self.pending.insert(key, Pending::Joining { since: now });
-            } else if let Err(e) = self.bring_back(a, s, now).await {
-                tracing::warn!(server = %format!("{}/{}", key.0, key.1), error = %e, "not brought back after the reload");
+/// Sends `commands` to each stopping worker through the master CLI (`@!PID`), 50 to a line.
+async fn to_stopping_workers(master: &Path, pids: &[u32], commands: &[String]) {
+    for pid in pids {
+        for chunk in commands.chunks(50) {
+            let line: Vec<String> = chunk.iter().map(|c| format!("@!{pid} {c}")).collect();
+            if let Err(e) = runtime::master(master, &line.join("; ")).await {
+                tracing::debug!(error = %e, pid, "stopping worker's stick table not refilled");
             }
         }
-    }
-}
-
-/// The `haproxy -c` runs that check `staged`: the HAProxy service's command with `-c`
-/// (and `-W`), the staged file in place of the config, its environment, working directory
-/// and user, plus what HAProxy's master sets before it parses the config at a reload.
-/// When the service does not set `HAPROXY_MWORKER` itself (muster's own HAProxy service
-/// does, so its first start parses the config as a reload does), its first start is
-/// checked too, in its own environment.
-fn check_runs(settings: &Settings, staged: &Path) -> Vec<Service> {
-    let config = settings.config.display().to_string();
-    let mut base = match &settings.service {
-        Some(s) => s.clone(),
-        None => Service::defaults(
-            "haproxy -c",
-            vec![
-                settings.haproxy.clone(),
-                "-W".to_owned(),
-                "-f".to_owned(),
-                config.clone(),
-            ],
-        ),
-    };
-    let staged = staged.display().to_string();
-    let mut command = Vec::with_capacity(base.command.len() + 3);
-    let mut files = Vec::new();
-    let mut replaced = false;
-    let mut words = base.command.iter();
-    if let Some(program) = words.next() {
-        command.push(program.clone());
-    }
-    command.push("-c".to_owned());
-    while let Some(w) = words.next() {
-        command.push(w.clone());
-        if w == "-f" {
-            if let Some(file) = words.next() {
-                files.push(file.clone());
-                if *file == config && !replaced {
-                    command.push(staged.clone());
-                    replaced = true;
-                } else {
-                    command.push(file.clone());
-                }
-            }
-        }
-    }
-    if !replaced {
-        // The service does not name the config: check the staged file alone.
-        command.truncate(2);
-        command.extend(["-f".to_owned(), staged]);
-        files = vec![config];
-    }
-    if !command.iter().any(|w| w == "-W" || w == "-Ws") {
-        command.push("-W".to_owned());
-    }
-    base.name = "haproxy -c".to_owned();
-    base.command = command;
-    let mut runs = Vec::new();
-    if !base.environment.contains_key("HAPROXY_MWORKER") {
-        runs.push(base.clone());
-    }
-    base.environment.extend(config::haproxy_master_environment(
-        &settings.master_socket,
-        &files,
-    ));
-    runs.push(base);
-    runs
-}
-
-/// Reads `command`'s answer through `parse` when `wanted` (an empty value otherwise); `None`
-/// when HAProxy did not answer.
-async fn query<T: Default>(
-    a: &mut Admin,
-    wanted: bool,
-    command: &str,
-    parse: fn(&str) -> T,
-) -> Option<T> {
-    if !wanted {
-        return Some(T::default());
-    }
-    a.command(command).await.ok().map(|text| parse(&text))
-}
-
-/// Sends a command and reads HAProxy's reply; an error when HAProxy does not answer.
-async fn ask(a: &mut Admin, command: &str) -> Result<Reply, String> {
-    let answer = a
-        .command(command)
-        .await
-        .map_err(|e| format!("{command}: {e}"))?;
-    Ok(Reply::read(&answer))
-}
-
-/// Sends a command that must succeed.
-async fn order(a: &mut Admin, command: &str) -> Result<(), String> {
-    match ask(a, command).await? {
-        Reply::Done => Ok(()),
-        other => Err(format!("{command}: {other}")),
-    }
-}
-
-/// What `haproxy -c` said: accepted, or refused with its alerts.
-fn verdict(outcome: std::io::Result<Outcome>) -> Result<(), RenderError> {
-    let outcome = outcome.map_err(|e| RenderError::Run(e.to_string()))?;
-    if outcome.status.success() {
-        Ok(())
-    } else {
-        Err(RenderError::Invalid(alerts(&outcome.output)))
-    }
-}
-
-/// HAProxy's alerts from `haproxy -c` output, on one line (all of it when there is none).
-fn alerts(output: &str) -> String {
-    let lines: Vec<&str> = output
-        .lines()
-        .filter(|l| l.contains("[ALERT]"))
-        .map(|l| match l.find(" : ") {
-            Some(i) => l[i + 3..].trim(),
-            None => l.trim(),
-        })
-        .collect();
-    if lines.is_empty() {
-        output.trim().replace('\n', " | ")
-    } else {
-        lines.join(" | ")
     }
 }
 
@@ -1174,92 +751,171 @@ fn ms(d: Duration) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    //! The stop deadline, with a runner that runs nothing and, where HAProxy must answer, a
+    //! fake admin socket.
 
-    fn settings(service: Option<Service>) -> Settings {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    use super::*;
+    use crate::haproxy::model::Status;
+
+    /// Says yes to every check, at once or (while `slow`) after a minute.
+    struct Accepting {
+        slow: Arc<AtomicBool>,
+    }
+
+    impl Runner for Accepting {
+        fn run<'a>(&'a self, _: &'a Service, _: Reaping) -> check::Running<'a> {
+            Box::pin(async move {
+                if self.slow.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Ok(check::Ran {
+                    success: true,
+                    exit: "exit code 0".to_owned(),
+                    output: String::new(),
+                })
+            })
+        }
+    }
+
+    fn settings(dir: &Path) -> Settings {
+        let template = dir.join("haproxy.cfg.hbs");
+        let text = format!(
+            "global\n    stats socket {}/admin.sock level admin\nbackend nodes\n\
+             {{{{#each members}}}}    server {{{{name}}}} {{{{address}}}}:{{{{port}}}} check\n{{{{/each}}}}",
+            dir.display()
+        );
+        std::fs::write(&template, text).expect("template");
         Settings {
-            template: "/etc/haproxy/haproxy.cfg.hbs".into(),
-            config: "/etc/haproxy/haproxy.cfg".into(),
+            template,
+            config: dir.join("haproxy.cfg"),
             selection: Selection {
                 role: None,
                 default_port: 80,
             },
-            master_socket: "/run/haproxy/master.sock".into(),
-            haproxy: "haproxy".into(),
-            service,
+            master_socket: dir.join("master.sock"),
+            haproxy: "haproxy".to_owned(),
+            service: None,
             debounce: Duration::from_millis(10),
-            drain_timeout: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(3),
         }
     }
 
-    fn words(s: &[&str]) -> Vec<String> {
-        s.iter().map(|w| (*w).to_owned()).collect()
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// An admin socket that shows web-a in maintenance, its check not passed yet, and answers
+    /// every other command with nothing; tells `closed` when a connection ends.
+    fn fake_admin(path: &Path, closed: tokio::sync::mpsc::UnboundedSender<()>) {
+        let listener = tokio::net::UnixListener::bind(path).expect("bind");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = s.split();
+                    let mut lines = BufReader::new(read).lines();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let answer = if line.starts_with("show servers state") {
+                            "1\n3 nodes 1 web-a 10.0.0.1 0 1 1 1 0 0 0 0 6 0 0 0 - 80 - 0 0 - - 0\n> "
+                        } else {
+                            "\n> "
+                        };
+                        if write.write_all(answer.as_bytes()).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = closed.send(());
+                });
+            }
+        });
+    }
+
+    fn member(name: &str) -> Member {
+        Member {
+            name: name.to_owned(),
+            addr: [10, 0, 0, 1].into(),
+            tags: BTreeMap::new(),
+            status: Status::Alive,
+        }
+    }
+
+    /// Waits (at most `PROMPTLY`) until `cond` holds.
+    async fn eventually(cond: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !cond() {
+            assert!(started.elapsed() < PROMPTLY, "never happened");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Generous: the work cut short would have taken 15 s or more.
+    const PROMPTLY: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn stop_ends_the_wait_for_haproxy_by_its_deadline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = settings(dir.path());
+        runtime().block_on(async {
+            let slow = Arc::new(AtomicBool::new(false));
+            let runner = Box::new(Accepting { slow });
+            let sync = Syncer::start(settings, runner, Vec::new())
+                .await
+                .expect("start");
+            // No HAProxy answers: the task would wait RELOAD_LIMIT for it.
+            let (_members, view) = watch::channel(Vec::new());
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(sync.run(view, stopped));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let asked = Instant::now();
+            let _ = stop.send(asked + Duration::from_millis(100));
+            task.await.expect("task");
+            assert!(asked.elapsed() < PROMPTLY, "{:?}", asked.elapsed());
+        });
     }
 
     #[test]
-    fn haproxy_c_runs_like_the_service_with_the_masters_variables() {
-        let staged = Path::new("/etc/haproxy/haproxy.cfg.new");
-        let mut service = Service::defaults(
-            "haproxy",
-            words(&[
-                "/usr/sbin/haproxy",
-                "-W",
-                "-db",
-                "-S",
-                "/run/haproxy/master.sock,mode,600",
-                "-f",
-                "/etc/haproxy/haproxy.cfg",
-                "-f",
-                "/etc/haproxy/extra.cfg",
-            ]),
-        );
-        service.environment = [("TZ".to_owned(), "UTC".to_owned())].into();
-        service.working_dir = Some("/etc/haproxy".into());
-        // The service does not set HAPROXY_MWORKER: its first start is checked too.
-        let runs = check_runs(&settings(Some(service.clone())), staged);
-        assert_eq!(runs.len(), 2);
-        let expected = words(&[
-            "/usr/sbin/haproxy",
-            "-c",
-            "-W",
-            "-db",
-            "-S",
-            "/run/haproxy/master.sock,mode,600",
-            "-f",
-            "/etc/haproxy/haproxy.cfg.new",
-            "-f",
-            "/etc/haproxy/extra.cfg",
-        ]);
-        assert_eq!(runs[0].command, expected);
-        assert_eq!(runs[0].environment, service.environment);
-        assert_eq!(runs[1].command, expected);
-        assert_eq!(runs[1].working_dir, service.working_dir);
-        let env = &runs[1].environment;
-        assert_eq!(env["TZ"], "UTC");
-        assert_eq!(env["HAPROXY_MWORKER"], "1");
-        assert_eq!(env["HAPROXY_MASTER_CLI"], "unix@/run/haproxy/master.sock");
-        assert_eq!(
-            env["HAPROXY_CFGFILES"],
-            "/etc/haproxy/haproxy.cfg;/etc/haproxy/extra.cfg"
-        );
-        // Muster's own service sets them at its first start: one check.
-        service
-            .environment
-            .extend(config::haproxy_master_environment(
-                Path::new("/run/haproxy/master.sock"),
-                &words(&["/etc/haproxy/haproxy.cfg"]),
-            ));
-        assert_eq!(check_runs(&settings(Some(service)), staged).len(), 1);
-        // No service known: haproxy -W -c on the staged file, in the master's environment.
-        let runs = check_runs(&settings(None), staged);
-        assert_eq!(runs.len(), 2);
-        assert_eq!(
-            runs[1].command,
-            words(&["haproxy", "-c", "-W", "-f", "/etc/haproxy/haproxy.cfg.new"])
-        );
-        assert_eq!(
-            runs[1].environment["HAPROXY_CFGFILES"],
-            "/etc/haproxy/haproxy.cfg"
-        );
+    fn stop_ends_a_check_under_way_by_its_deadline_applies_nothing_and_lets_go_of_haproxy() {
+        let dir = tempfile::tempdir().expect("dir");
+        let settings = settings(dir.path());
+        let config = settings.config.clone();
+        runtime().block_on(async {
+            let slow = Arc::new(AtomicBool::new(false));
+            let runner = Box::new(Accepting { slow: slow.clone() });
+            let sync = Syncer::start(settings, runner, Vec::new())
+                .await
+                .expect("start");
+            let first = std::fs::read_to_string(&config).expect("config");
+            let (closed, mut connections_closed) = tokio::sync::mpsc::unbounded_channel();
+            fake_admin(&dir.path().join("admin.sock"), closed);
+            let (members, view) = watch::channel(Vec::new());
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(sync.run(view, stopped));
+            // web-a joins: its server waits for its first check, followed on an open session.
+            members.send(vec![member("web-a")]).expect("send");
+            eventually(|| std::fs::read_to_string(&config).is_ok_and(|t| t != first)).await;
+            let first = std::fs::read_to_string(&config).expect("config");
+            // web-b joins while `haproxy -c` hangs.
+            slow.store(true, Ordering::SeqCst);
+            members
+                .send(vec![member("web-a"), member("web-b")])
+                .expect("send");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            while connections_closed.try_recv().is_ok() {}
+            let asked = Instant::now();
+            let _ = stop.send(asked + Duration::from_millis(100));
+            task.await.expect("task");
+            assert!(asked.elapsed() < PROMPTLY, "{:?}", asked.elapsed());
+            assert_eq!(std::fs::read_to_string(&config).expect("config"), first);
+            let closed = tokio::time::timeout(PROMPTLY, connections_closed.recv()).await;
+            assert_eq!(closed, Ok(Some(())), "the admin session is let go");
+        });
     }
 }
