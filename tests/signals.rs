@@ -396,7 +396,9 @@ while :; do sleep 0.05; done
 
 #[test]
 fn no_group_sends_signals_to_the_command_alone() {
-    let runs: [(&[&str], &[(&str, &str)], bool); 4] = [
+    /// Flags, environment, and whether the inner shell gets the signal too.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], bool);
+    let runs: [Case; 4] = [
         (&["--"], &[], true),
         (&["--no-group", "--"], &[], false),
         (&["-c"], &[], false),
