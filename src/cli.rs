@@ -37,7 +37,7 @@ Options for one command (CMD) only:
   -r, --rewrite S:R       send signal R when signal S comes (names or numbers; R=0: none)
   -e CODE                 exit 0 when CMD exits with CODE (128+N for signal N; tini's flag)
 
--r and -e can be repeated. A flag never takes the command or a path for its value.
+-r and -e can be repeated. Only --config takes a path; -c takes nothing (CMD follows).
 
 muster reaps every zombie and forwards every signal it can catch but SIGCHLD to the main
 service's whole process group, real-time signals included. SIGTSTP, SIGTTIN and SIGTTOU
