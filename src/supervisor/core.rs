@@ -495,13 +495,8 @@ impl Core {
 
     /// Runs the rules of an ended run.
     fn ended(&mut self, id: ServiceId, status: ExitStatus, now: Instant) {
+        let status = self.counted(id, status);
         let svc = &mut self.services[id];
-        let status = if status != ExitStatus::Code(0) && svc.spec.counts_as_success(status.code()) {
-            tracing::info!(service = %svc.spec.name, %status, "counted as success (success_codes)");
-            ExitStatus::Code(0)
-        } else {
-            status
-        };
         let started = match svc.state {
             State::Running { started, .. } => Some(started),
             _ => None,
@@ -586,6 +581,16 @@ impl Core {
             "restarting"
         );
         svc.state = State::Backoff { until: now + delay };
+    }
+
+    /// How a run's end counts: a code in the service's `success_codes` as exit code 0.
+    fn counted(&self, id: ServiceId, status: ExitStatus) -> ExitStatus {
+        let spec = &self.services[id].spec;
+        if status == ExitStatus::Code(0) || !spec.counts_as_success(status.code()) {
+            return status;
+        }
+        tracing::info!(service = %spec.name, %status, "counted as success (success_codes)");
+        ExitStatus::Code(0)
     }
 
     fn has_waiting_dependents(&self, id: ServiceId) -> bool {
