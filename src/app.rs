@@ -26,7 +26,7 @@ use crate::logship;
 use crate::supervisor::children::Children;
 use crate::supervisor::output::{LogLine, Stream, Tap};
 use crate::supervisor::run::{self as supervisor, BeforeStop};
-use crate::supervisor::signals::Inherited;
+use crate::supervisor::signals::{self, Inherited, Installed};
 
 /// Kept from the stop deadline for muster's own exit once the log flush gave up.
 const EXIT_MARGIN: Duration = Duration::from_millis(100);
@@ -39,17 +39,23 @@ pub struct BadConfig(pub String);
 
 /// Runs muster for this configuration; returns the exit code.
 pub fn run(config: Config) -> anyhow::Result<i32> {
-    // Before any thread exists: record the inherited signal state, then become a subreaper.
+    // Before any thread or child exists: record the inherited signal state, catch every
+    // signal, then become a subreaper.
     let inherited = Inherited::capture_and_unblock();
+    let signals = signals::install().context("cannot install signal handlers")?;
     supervisor::become_subreaper();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()?;
-    runtime.block_on(wire_and_run(config, inherited))
+    runtime.block_on(wire_and_run(config, inherited, signals))
 }
 
-async fn wire_and_run(config: Config, inherited: Inherited) -> anyhow::Result<i32> {
+async fn wire_and_run(
+    config: Config,
+    inherited: Inherited,
+    signals: Installed,
+) -> anyhow::Result<i32> {
     let (gossip, view) = match &config.gossip {
         Some(g) => {
             let (commands, view) = start_gossip(g)?;
@@ -93,7 +99,8 @@ async fn wire_and_run(config: Config, inherited: Inherited) -> anyhow::Result<i3
         }
         None => (None, None),
     };
-    let ended = supervisor::supervise(config, inherited, before_stop, tap, children).await?;
+    let ended =
+        supervisor::supervise(config, inherited, signals, before_stop, tap, children).await?;
     if let Some(s) = shipper {
         // Every line is queued by now (the output sink has finished): flush them, within what
         // is left of the stop deadline (logship has its own cap too).

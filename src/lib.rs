@@ -24,11 +24,14 @@
 //!   name and a tag may be, for muster's own configuration and for what peers announce.
 //! - [`supervisor::core`]: the pure state machine. It is fed `(now, Input)` (spawned, exited,
 //!   ready, signal, left, tick) and answers with `Action`s (spawn, probe, signal, sweep
-//!   strays, leave, exit). Start order, readiness gating, restart back-off, crash-loop limit,
-//!   the stop deadline, the leave before stopping, stop order, grace and the exit code are all
-//!   decided here and unit-tested with a virtual clock.
-//! - [`supervisor::run`]: the driver, a single-threaded tokio `select!` loop over signal
-//!   streams, reaped children, probe results and the core's next deadline.
+//!   strays, leave, suspend, foreground, exit). Start order, readiness gating, restart
+//!   back-off, crash-loop limit, the fate of every signal (forwarded through `signal_map`, the
+//!   stop, job control), the stop deadline, the leave before stopping, stop order, grace and
+//!   the exit code (`success_codes`) are all decided here and unit-tested with a virtual
+//!   clock.
+//! - [`supervisor::run`]: the driver, a single-threaded tokio `select!` loop over the signals
+//!   received, reaped children, probe results and the core's next deadline; signals are fed
+//!   to the core one at a time, in the order they came.
 //! - [`supervisor::spawn`]: fork/exec of a service: own process group, inherited signal state
 //!   restored, user switch, notification fd, terminal foreground.
 //! - [`supervisor::reaper`]: `waitpid(-1)` until nothing is left.
@@ -41,8 +44,11 @@
 //!   shipping).
 //! - [`supervisor::strays`]: signalling leftover processes: `kill(-1)` as PID 1, a walk of our
 //!   own descendants in `/proc` otherwise.
-//! - [`supervisor::signals`]: the inherited signal mask and ignored signals, and the streams
-//!   muster listens to.
+//! - [`supervisor::signals`]: the inherited signal mask and ignored signals, and the one
+//!   handler of every catchable signal (1 to 64 but SIGKILL and SIGSTOP; glibc's 32 and 33
+//!   through the system call): it counts what other processes sent and wakes the driver
+//!   through a pipe, and hands muster's own faults back to the default action, so a real
+//!   crash still kills muster.
 //! - [`gossip`]: membership in Serf's wire format. So far the pure codec: `msgpack` (the old
 //!   spec Serf's gossip speaks), `lzw` (Go's `compress/lzw`), `wire` (CRC, compression,
 //!   compound, push/pull streams, node states, tags), checked byte for byte against packets
@@ -90,10 +96,12 @@
 //!    sync stops (nothing more is applied, its CLI session is let go), then the node leaves the
 //!    cluster so load balancers drain it. At most 2 s, and never past the kill point. Only on a
 //!    stop request; a second request cuts it short. No service is signalled meanwhile.
-//! 2. **Services**, in reverse dependency order, each with its stop signal, then SIGKILL at
-//!    the end of its `stop_grace` or at the kill point: the deadline minus a reserve (1 s, or
-//!    a quarter of `stop_timeout` when that is less). Leftover processes get SIGTERM once the
-//!    services are down, SIGKILL at the kill point.
+//! 2. **Services**, in reverse dependency order, each with its stop signal (through its
+//!    `signal_map`), then SIGKILL at the end of its `stop_grace` or at the kill point: the
+//!    deadline minus a reserve (1 s, or a quarter of `stop_timeout` when that is less; 0.5 s
+//!    when no output pipe or log flush comes after, as for `muster -- CMD`, whose grace is the
+//!    whole stop timeout). Leftover processes get SIGTERM once the services are down, SIGKILL
+//!    at the kill point.
 //! 3. **Exit** once no child is left, or half the reserve after the kill point with whatever
 //!    survived SIGKILL.
 //! 4. **Last output** from the services' pipes (at most 0.5 s), then the **log flush** to the
@@ -117,7 +125,10 @@
 //! - **A name or tag from the network is stored only after `gossip::validate` accepted it**
 //!   (`swim` for memberlist messages and push/pulls, `serf` for intents), and the HAProxy
 //!   model checks again before rendering: what a peer says reaches `haproxy.cfg` as data.
-//! - **Signal handlers are registered before the first spawn**, so no SIGCHLD is lost.
+//! - **Signal handlers are installed before the first thread and the first spawn**, so no
+//!   SIGCHLD is lost and no signal finds a thread without them (`app::run`).
+//! - **muster dies of no signal another process sends but SIGKILL** (and stops on SIGSTOP):
+//!   every other one is caught, as PID 1 and as a subreaper (`tests/signals.rs`).
 //! - **A pid is signalled only while the core holds it unreaped** (Running or Stopping), so a
 //!   recycled pid is never hit.
 //! - **muster never exits before its descendants are gone or the kill point has passed, and

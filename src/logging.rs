@@ -1,15 +1,20 @@
 //! muster's own log lines, on stderr: `muster: LEVEL message key=value ...`, or one JSON object
-//! per line when `$MUSTER_LOG_FORMAT` is `json`. The level comes
-//! from `$MUSTER_LOG` (error, warn, info, debug, trace, off); by default info when running a
-//! configuration and error for `muster -- CMD`, which stays as quiet as tini.
+//! per line when `$MUSTER_LOG_FORMAT` is `json`. The level comes from `-v` (info, `-vv` debug,
+//! `-vvv` trace), else from `$MUSTER_LOG` (error, warn, info, debug, trace, off); by default
+//! info when running a configuration and error for `muster -- CMD`, which stays as quiet as
+//! tini.
 
 pub use tracing_subscriber::filter::LevelFilter;
 
-/// Installs the subscriber with `default` as the level when `$MUSTER_LOG` is unset; a bad
-/// value falls back to `default` and says so.
-pub fn init(default: LevelFilter) {
+/// Installs the subscriber. `verbose` (the number of `-v`) picks the level when it is not 0;
+/// otherwise `$MUSTER_LOG` does, and `default` when that is unset; a bad value falls back to
+/// `default` and says so.
+pub fn init(default: LevelFilter, verbose: u8) {
     let raw = std::env::var("MUSTER_LOG").unwrap_or_default();
     let (level, bad) = match raw.trim().to_ascii_lowercase().as_str() {
+        _ if verbose == 1 => (LevelFilter::INFO, false),
+        _ if verbose == 2 => (LevelFilter::DEBUG, false),
+        _ if verbose > 2 => (LevelFilter::TRACE, false),
         "" => (default, false),
         "info" => (LevelFilter::INFO, false),
         "error" => (LevelFilter::ERROR, false),

@@ -176,6 +176,12 @@ pub struct Service {
     pub stop_grace: Duration,
     /// Whether signals go to the whole process group or to the first process only.
     pub signal_group: bool,
+    /// Signals rewritten before the service is sent them (forwarded ones and the stop
+    /// signal, not the SIGKILL at the end of the grace): received → sent, 0 = not sent.
+    pub signal_map: BTreeMap<i32, i32>,
+    /// Exit codes (128+N for signal N) that count as success: no restart for `on-failure`,
+    /// a dependency satisfied, and muster's exit code 0 for the main service (tini's `-e`).
+    pub success_codes: Vec<i32>,
     /// Where the service's stdout and stderr go.
     pub output: Output,
     /// Text put before each copied output line; empty for none.
@@ -253,10 +259,13 @@ impl Config {
         v.finish(config)
     }
 
-    /// The configuration of `muster -- CMD ARGS...`: one main service, like tini.
-    pub fn single(command: Vec<String>) -> Config {
+    /// The configuration of `muster -- CMD ARGS...`: one main service, like tini, with the
+    /// knobs the command line and its environment gave. Its grace is the whole stop timeout:
+    /// SIGKILL comes only at the kill point.
+    pub fn single(command: Vec<String>, knobs: &Single) -> Config {
+        let stop_timeout = knobs.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
         Config {
-            stop_timeout: Duration::from_secs(9),
+            stop_timeout,
             control_socket: None,
             gossip: None,
             logship: None,
@@ -265,13 +274,36 @@ impl Config {
                 name: "main".to_owned(),
                 main: true,
                 restart: Restart::Never,
-                stop_signal: None,
+                stop_signal: knobs.stop_signal,
+                stop_grace: stop_timeout,
+                signal_group: knobs.group.unwrap_or(true),
+                signal_map: knobs.signal_map.clone(),
+                success_codes: knobs.success_codes.clone(),
                 output: Output::Inherit,
                 log_prefix: String::new(),
                 ..Service::defaults("main", command)
             }],
         }
     }
+}
+
+/// The default budget of the whole shutdown (under Docker's 10 s).
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(9);
+
+/// The knobs of `muster -- CMD`, from the command line or the environment; what is unset
+/// keeps its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Single {
+    /// `--stop-timeout`: the whole stop budget (default 9 s).
+    pub stop_timeout: Option<Duration>,
+    /// `--stop-signal`: what the command gets at the stop (default: the signal received).
+    pub stop_signal: Option<i32>,
+    /// `--no-group` (false) or `-g` (true): signals to the process group (the default).
+    pub group: Option<bool>,
+    /// `-r S:R`: signals rewritten before they are sent (0: not sent).
+    pub signal_map: BTreeMap<i32, i32>,
+    /// `-e CODE`: exit codes that count as success.
+    pub success_codes: Vec<i32>,
 }
 
 impl Service {
@@ -296,9 +328,26 @@ impl Service {
             stop_signal: Some(libc::SIGTERM),
             stop_grace: Duration::from_secs(5),
             signal_group: true,
+            signal_map: BTreeMap::new(),
+            success_codes: Vec::new(),
             output: Output::Pipe,
             log_prefix: format!("[{name}] "),
         }
+    }
+
+    /// The signal this service is sent in place of `sig` (`signal_map`); `None` when the map
+    /// drops it.
+    pub fn rewrite(&self, sig: i32) -> Option<i32> {
+        match self.signal_map.get(&sig) {
+            Some(0) => None,
+            Some(&to) => Some(to),
+            None => Some(sig),
+        }
+    }
+
+    /// Whether a run that ended with `code` (128+N for signal N) counts as a success.
+    pub fn counts_as_success(&self, code: i32) -> bool {
+        code == 0 || self.success_codes.contains(&code)
     }
 }
 
@@ -308,7 +357,7 @@ fn validate(table: &toml::Table, v: &mut value::Validator, users: &dyn UserDb) -
         table,
         &["supervisor", "services", "gossip", "logship", "haproxy"],
     );
-    let mut stop_timeout = Duration::from_secs(9);
+    let mut stop_timeout = DEFAULT_STOP_TIMEOUT;
     let mut control_socket = Some(PathBuf::from(DEFAULT_CONTROL_SOCKET));
     if let Some(sup) = v.table("supervisor", table.get("supervisor")) {
         v.only_keys("supervisor", sup, &["stop_timeout", "control_socket"]);
@@ -727,6 +776,8 @@ const SERVICE_KEYS: &[&str] = &[
     "stop_signal",
     "stop_grace",
     "signal_group",
+    "signal_map",
+    "success_codes",
     "output",
     "log_prefix",
 ];
@@ -794,8 +845,55 @@ fn service(
     if let Some(b) = v.bool(&at("signal_group"), t.get("signal_group")) {
         s.signal_group = b;
     }
+    if let Some(map) = v.table(&at("signal_map"), t.get("signal_map")) {
+        s.signal_map = signal_map(&at("signal_map"), map, v);
+    }
+    if let Some(codes) = t.get("success_codes") {
+        s.success_codes = v.integer_list(&at("success_codes"), codes, 0, 255);
+    }
     output(&base, t, v, &mut s);
     Some(s)
+}
+
+/// `signal_map`: `{ TERM = "QUIT", HUP = 0 }`, a signal muster receives (name or number) to
+/// the one the service is sent, 0 for none.
+fn signal_map(at: &str, map: &toml::Table, v: &mut value::Validator) -> BTreeMap<i32, i32> {
+    let mut out = BTreeMap::new();
+    for (key, raw) in map {
+        let entry = format!("{at}.{key}");
+        let from = match check_rewritten(key) {
+            Ok(sig) => sig,
+            Err(e) => {
+                v.problem(&entry, &e);
+                continue;
+            }
+        };
+        let to = match raw {
+            toml::Value::Integer(0) => Ok(0),
+            other => value::signal_of(other),
+        };
+        match to {
+            Ok(to) => {
+                out.insert(from, to);
+            }
+            Err(e) => v.problem(&entry, &format!("{e} (or 0 for none)")),
+        }
+    }
+    out
+}
+
+/// A signal that can be rewritten: one muster receives and forwards (not SIGKILL or SIGSTOP,
+/// which it never receives, nor SIGCHLD, which it never forwards).
+pub fn check_rewritten(text: &str) -> Result<i32, String> {
+    let sig = parse_signal(text)?;
+    match sig {
+        libc::SIGKILL | libc::SIGSTOP => Err(format!(
+            "{} cannot be caught, so muster never has it to rewrite",
+            signal_name(sig)
+        )),
+        libc::SIGCHLD => Err("SIGCHLD is never forwarded, so it cannot be rewritten".to_owned()),
+        _ => Ok(sig),
+    }
 }
 
 /// `command`, required and not empty (empty when it is not).

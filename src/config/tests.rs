@@ -165,6 +165,96 @@ fn durations_and_signals() {
 }
 
 #[test]
+fn signal_map_and_success_codes() {
+    let c = Config::parse(
+        r#"
+[services.web]
+main = true
+command = ["nginx"]
+signal_map = { TERM = "QUIT", SIGHUP = 0, 10 = "USR2", RTMIN = 40 }
+success_codes = [143, 0]
+"#,
+        &NoUsers,
+    );
+    assert!(c.is_err(), "RTMIN is not a name muster knows");
+    let c = Config::parse(
+        r#"
+[services.web]
+main = true
+command = ["nginx"]
+signal_map = { TERM = "QUIT", SIGHUP = 0, 10 = "USR2", STKFLT = 34 }
+success_codes = [143, 0]
+"#,
+        &NoUsers,
+    )
+    .expect("valid");
+    let web = &c.services[0];
+    assert_eq!(
+        web.signal_map,
+        BTreeMap::from([(15, 3), (1, 0), (10, 12), (16, 34)])
+    );
+    assert_eq!(web.rewrite(libc::SIGTERM), Some(libc::SIGQUIT));
+    assert_eq!(web.rewrite(libc::SIGHUP), None);
+    assert_eq!(web.rewrite(libc::SIGWINCH), Some(libc::SIGWINCH));
+    assert!(web.counts_as_success(143) && web.counts_as_success(0));
+    assert!(!web.counts_as_success(1));
+    let got = problems(
+        r#"
+[services.web]
+command = ["nginx"]
+signal_map = { KILL = "TERM", CHLD = "HUP", TERM = "NOPE", HUP = 65, USR1 = true }
+success_codes = [143, 256, "x"]
+"#,
+    );
+    let expect = [
+        "services.web.signal_map.KILL: SIGKILL cannot be caught",
+        "services.web.signal_map.CHLD: SIGCHLD is never forwarded",
+        "services.web.signal_map.TERM: \"NOPE\" is not a signal name",
+        "services.web.signal_map.HUP: 65 is not a signal number (1..=64) (or 0 for none)",
+        "services.web.signal_map.USR1: expected a signal name or number, found boolean",
+        "services.web.success_codes[1]: 256 is outside 0..=255",
+        "services.web.success_codes[2]: expected an integer, found string",
+    ];
+    for e in expect {
+        assert!(
+            got.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+}
+
+#[test]
+fn the_single_command_gets_its_knobs() {
+    let knobs = Single {
+        stop_timeout: Some(Duration::from_secs(20)),
+        stop_signal: Some(libc::SIGQUIT),
+        group: Some(false),
+        signal_map: BTreeMap::from([(15, 3)]),
+        success_codes: vec![143],
+    };
+    let c = Config::single(vec!["java".into()], &knobs);
+    assert_eq!(c.stop_timeout, Duration::from_secs(20));
+    let main = &c.services[0];
+    assert_eq!(
+        main.stop_grace,
+        Duration::from_secs(20),
+        "the grace is the whole timeout"
+    );
+    assert_eq!(main.stop_signal, Some(libc::SIGQUIT));
+    assert!(!main.signal_group);
+    assert_eq!(main.success_codes, vec![143]);
+    let plain = Config::single(vec!["x".into()], &Single::default());
+    assert_eq!(plain.stop_timeout, Duration::from_secs(9));
+    assert_eq!(plain.services[0].stop_grace, Duration::from_secs(9));
+    assert_eq!(
+        plain.services[0].stop_signal, None,
+        "the signal received is forwarded"
+    );
+    assert!(plain.services[0].signal_group);
+}
+
+#[test]
 fn gossip_section() {
     let c = Config::parse(
         r#"

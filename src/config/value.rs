@@ -148,6 +148,27 @@ impl Validator {
         None
     }
 
+    /// A list of integers, each within `min..=max`; the good ones when some are not.
+    pub(super) fn integer_list(
+        &mut self,
+        key: &str,
+        raw: &toml::Value,
+        min: i64,
+        max: i64,
+    ) -> Vec<i32> {
+        let toml::Value::Array(items) = raw else {
+            self.wrong_type(key, "a list of integers", raw);
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if let Some(n) = self.integer(&format!("{key}[{i}]"), Some(item), min, max) {
+                out.push(n as i32);
+            }
+        }
+        out
+    }
+
     pub(super) fn duration(&mut self, key: &str, raw: Option<&toml::Value>) -> Option<Duration> {
         let text = self.string(key, raw)?;
         match parse_duration(&text) {
@@ -199,6 +220,7 @@ const SIGNALS: &[(&str, i32)] = &[
     ("PIPE", libc::SIGPIPE),
     ("ALRM", libc::SIGALRM),
     ("TERM", libc::SIGTERM),
+    ("STKFLT", 16),
     ("CHLD", libc::SIGCHLD),
     ("CONT", libc::SIGCONT),
     ("STOP", libc::SIGSTOP),

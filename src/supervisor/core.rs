@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Restart, Service, signal_name};
+use crate::config::{Config, Output, Restart, Service, signal_name};
 
 /// A process id as the kernel gives it.
 pub type Pid = i32;
@@ -114,6 +114,14 @@ pub enum Action {
     },
     /// Send a signal to every process left under muster that is not a service.
     SweepStrays(i32),
+    /// Stop muster itself until a SIGCONT (job control: it was sent SIGTSTP, SIGTTIN or
+    /// SIGTTOU, and forwarded it). The driver cannot do it as PID 1: the kernel does not let
+    /// PID 1 stop itself.
+    Suspend,
+    /// Give the terminal's foreground back to this run of the main service, if muster holds
+    /// the terminal and gave it the foreground at its start (a SIGCONT came: after a shell's
+    /// `fg`, the foreground is muster's). Comes before the SIGCONT is forwarded.
+    Foreground(Pid),
     /// Leave the cluster (the before-stop work) by `by` at the latest, then answer `Left`.
     /// No service is signalled before the answer comes or `by` passes.
     Leave {
@@ -188,10 +196,17 @@ enum Phase {
 /// driver's last output and the log flush. A quarter of `stop_timeout` when that is less.
 const EXIT_RESERVE: Duration = Duration::from_millis(1000);
 
+/// The same when nothing but the reaping comes after the last SIGKILL: no service's output
+/// goes through muster's pipes and no log is shipped (`muster -- CMD`). A command's own
+/// shutdown may then use up to half a second more of the budget.
+const BARE_EXIT_RESERVE: Duration = Duration::from_millis(500);
+
 /// The supervisor's decisions for one configuration.
 pub struct Core {
     services: Vec<Svc>,
     stop_timeout: Duration,
+    /// [`EXIT_RESERVE`], or [`BARE_EXIT_RESERVE`] when no output or log flush follows.
+    reserve_cap: Duration,
     /// The longest leave before stopping, when there is one to do.
     leave: Option<Duration>,
     /// When muster must have exited, once a stop began (kept after the exit).
@@ -223,9 +238,16 @@ impl Core {
             })
             .collect();
         let main = services.iter().position(|s| s.spec.main);
+        let piped = services.iter().any(|s| s.spec.output == Output::Pipe);
+        let reserve_cap = if piped || config.logship.is_some() {
+            EXIT_RESERVE
+        } else {
+            BARE_EXIT_RESERVE
+        };
         let mut core = Core {
             services,
             stop_timeout: config.stop_timeout,
+            reserve_cap,
             leave: None,
             stop_deadline: None,
             main,
@@ -255,7 +277,7 @@ impl Core {
 
     /// The part of the stop budget kept for after the last SIGKILL.
     fn reserve(&self) -> Duration {
-        EXIT_RESERVE.min(self.stop_timeout / 4)
+        self.reserve_cap.min(self.stop_timeout / 4)
     }
 
     /// The service behind an id, for the driver.
@@ -393,65 +415,87 @@ impl Core {
         }
     }
 
+    /// A signal muster received (never SIGCHLD: the driver reaps on it). SIGTERM and SIGINT
+    /// ask for the stop; every other one is forwarded to the main service (to every service
+    /// when none is main), rewritten by its `signal_map`. Job control stops muster too, after
+    /// the forward, unless a stop is under way (it must keep its deadline).
     fn signal(&mut self, sig: i32, now: Instant) {
-        let reserve = self.reserve();
         if sig == libc::SIGTERM || sig == libc::SIGINT {
-            match self.phase {
-                Phase::Running => match self.leave {
-                    Some(cap) => {
-                        let deadline = now + self.stop_timeout;
-                        let until = (now + cap).min(deadline - self.reserve());
-                        tracing::info!(signal = %signal_name(sig), "leaving the cluster before stopping services");
-                        self.phase = Phase::Leaving {
-                            deadline,
-                            until,
-                            trigger: Some(sig),
-                        };
-                        self.actions.push_back(Action::Leave { by: until });
-                    }
-                    None => {
-                        tracing::info!(signal = %signal_name(sig), "stopping services");
-                        self.begin_stop(now, Some(sig), None);
-                    }
-                },
-                Phase::Leaving { .. } => {
-                    // A second request: the leave is cut short, the services stop now.
-                    tracing::info!(signal = %signal_name(sig), "stop requested again, stopping services now");
-                    self.begin_stop(now, Some(sig), None);
-                }
-                Phase::Stopping {
-                    ref mut deadline, ..
-                } => {
-                    // A second request: no more grace.
-                    tracing::warn!(signal = %signal_name(sig), "stop requested again, killing now");
-                    // The kill point is now; what is left is the time kept for the exit.
-                    *deadline = (*deadline).min(now + reserve);
-                    self.tick(now);
-                }
-                Phase::Exited => {}
-            }
+            self.stop_request(sig, now);
             return;
         }
         let targets: Vec<ServiceId> = match self.main {
             Some(m) => vec![m],
             None => (0..self.services.len()).collect(),
         };
+        if sig == libc::SIGCONT {
+            if let Some(State::Running { pid, .. }) = self.main.map(|m| self.services[m].state) {
+                self.actions.push_back(Action::Foreground(pid));
+            }
+        }
         for id in targets {
             if let State::Running { pid, .. } | State::Stopping { pid, .. } =
                 self.services[id].state
             {
-                let group = self.services[id].spec.signal_group;
-                self.actions.push_back(Action::Signal {
-                    pid,
-                    group,
-                    signal: sig,
-                });
+                let spec = &self.services[id].spec;
+                if let Some(signal) = spec.rewrite(sig) {
+                    self.actions.push_back(Action::Signal {
+                        pid,
+                        group: spec.signal_group,
+                        signal,
+                    });
+                }
             }
+        }
+        let job_control = matches!(sig, libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU);
+        if job_control && self.phase == Phase::Running {
+            self.actions.push_back(Action::Suspend);
+        }
+    }
+
+    /// SIGTERM or SIGINT: the first starts the stop (or the leave), a second one cuts the
+    /// leave short or kills at once.
+    fn stop_request(&mut self, sig: i32, now: Instant) {
+        let reserve = self.reserve();
+        match self.phase {
+            Phase::Running => match self.leave {
+                Some(cap) => {
+                    let deadline = now + self.stop_timeout;
+                    let until = (now + cap).min(deadline - reserve);
+                    tracing::info!(signal = %signal_name(sig), "leaving the cluster before stopping services");
+                    self.phase = Phase::Leaving {
+                        deadline,
+                        until,
+                        trigger: Some(sig),
+                    };
+                    self.actions.push_back(Action::Leave { by: until });
+                }
+                None => {
+                    tracing::info!(signal = %signal_name(sig), "stopping services");
+                    self.begin_stop(now, Some(sig), None);
+                }
+            },
+            Phase::Leaving { .. } => {
+                // A second request: the leave is cut short, the services stop now.
+                tracing::info!(signal = %signal_name(sig), "stop requested again, stopping services now");
+                self.begin_stop(now, Some(sig), None);
+            }
+            Phase::Stopping {
+                ref mut deadline, ..
+            } => {
+                // A second request: no more grace.
+                tracing::warn!(signal = %signal_name(sig), "stop requested again, killing now");
+                // The kill point is now; what is left is the time kept for the exit.
+                *deadline = (*deadline).min(now + reserve);
+                self.tick(now);
+            }
+            Phase::Exited => {}
         }
     }
 
     /// Runs the rules of an ended run.
     fn ended(&mut self, id: ServiceId, status: ExitStatus, now: Instant) {
+        let status = self.counted(id, status);
         let svc = &mut self.services[id];
         let started = match svc.state {
             State::Running { started, .. } => Some(started),
@@ -537,6 +581,16 @@ impl Core {
             "restarting"
         );
         svc.state = State::Backoff { until: now + delay };
+    }
+
+    /// How a run's end counts: a code in the service's `success_codes` as exit code 0.
+    fn counted(&self, id: ServiceId, status: ExitStatus) -> ExitStatus {
+        let spec = &self.services[id].spec;
+        if status == ExitStatus::Code(0) || !spec.counts_as_success(status.code()) {
+            return status;
+        }
+        tracing::info!(service = %spec.name, %status, "counted as success (success_codes)");
+        ExitStatus::Code(0)
     }
 
     fn has_waiting_dependents(&self, id: ServiceId) -> bool {
@@ -694,23 +748,27 @@ impl Core {
                 continue;
             }
             let svc = &mut self.services[id];
-            let signal = svc.spec.stop_signal.or(trigger).unwrap_or(libc::SIGTERM);
+            let asked = svc.spec.stop_signal.or(trigger).unwrap_or(libc::SIGTERM);
+            let signal = svc.spec.rewrite(asked);
             if svc.probing {
                 svc.probing = false;
                 self.actions.push_back(Action::StopProbe(id));
             }
             let kill_at = (now + svc.spec.stop_grace).min(deadline - reserve);
-            tracing::info!(service = %svc.spec.name, pid, signal = %signal_name(signal), "stopping");
+            let shown = signal.map_or_else(|| "none (signal_map)".to_owned(), signal_name);
+            tracing::info!(service = %svc.spec.name, pid, signal = %shown, "stopping");
             svc.state = State::Stopping {
                 pid,
                 kill_at,
                 killed: killed_all,
             };
-            self.actions.push_back(Action::Signal {
-                pid,
-                group: svc.spec.signal_group,
-                signal,
-            });
+            if let Some(signal) = signal {
+                self.actions.push_back(Action::Signal {
+                    pid,
+                    group: svc.spec.signal_group,
+                    signal,
+                });
+            }
             if killed_all {
                 self.actions.push_back(Action::Signal {
                     pid,

@@ -5,7 +5,7 @@
 // The driver is where the supervisor reads the clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
@@ -20,7 +20,7 @@ use super::children::Children;
 use super::core::{Action, Core, Input, Pid, ServiceId};
 use super::output::{ServicePipes, Sink, Stream, Tap};
 use super::ready::Probe;
-use super::signals::{Inherited, Streams};
+use super::signals::{Inherited, Installed, Receiver};
 use super::spawn::{self, Extras, Stdio3};
 use super::{reaper, strays};
 use crate::config::{Config, Output, Ready};
@@ -53,15 +53,17 @@ pub struct Ended {
 /// the runtime started; this runs inside a current-thread runtime. `tap`, when given,
 /// receives every line of the services' output too (log shipping); every line has been handed
 /// to it when this returns. `children` is the registry of muster's own children (helper
-/// commands, readiness checks), whose statuses the reaper hands over.
+/// commands, readiness checks), whose statuses the reaper hands over. `signals` is what
+/// [`super::signals::install`] set up before the first spawn.
 pub async fn supervise(
     config: Config,
     inherited: Inherited,
+    signals: Installed,
     before_stop: Option<BeforeStop>,
     tap: Option<Tap>,
     children: Children,
 ) -> anyhow::Result<Ended> {
-    let mut driver = Driver::start(config, inherited, tap, children)?;
+    let mut driver = Driver::start(config, inherited, signals, tap, children)?;
     if before_stop.is_some() {
         driver.core.leave_first(LEAVE_CAP);
     }
@@ -86,7 +88,10 @@ pub fn become_subreaper() {
 struct Driver {
     core: Core,
     inherited: Inherited,
-    signals: Streams,
+    signals: Receiver,
+    /// Signals received and not yet handled, oldest first: one is handled per turn of the
+    /// loop, its actions carried out before the next (a suspend before a SIGCONT).
+    queued: VecDeque<i32>,
     pipes: HashMap<ServiceId, ServicePipes>,
     relays: Vec<JoinHandle<()>>,
     sink: Option<Sink>,
@@ -108,11 +113,18 @@ impl Driver {
     fn start(
         config: Config,
         inherited: Inherited,
+        signals: Installed,
         tap: Option<Tap>,
         children: Children,
     ) -> anyhow::Result<Driver> {
-        // Handlers first: a child that exits before SIGCHLD is handled would never be reaped.
-        let signals = Streams::register()?;
+        // The handlers were installed before any child existed; this only watches their pipe.
+        for &sig in &signals.uncaught {
+            tracing::warn!(
+                signal = sig,
+                "cannot catch this signal: it is neither handled nor forwarded"
+            );
+        }
+        let signals = Receiver::new(signals)?;
         let mut pipes = HashMap::new();
         let mut relays = Vec::new();
         let (mut sink, mut sink_thread) = (None, None);
@@ -163,6 +175,7 @@ impl Driver {
             core: Core::new(&config),
             inherited,
             signals,
+            queued: VecDeque::new(),
             pipes,
             relays,
             sink,
@@ -184,20 +197,16 @@ impl Driver {
             if let Some(code) = self.apply_actions() {
                 break code;
             }
+            if let Some(sig) = self.queued.pop_front() {
+                self.on_signal(sig);
+                continue;
+            }
             let timeout = self.core.poll_timeout();
             let sleep = async {
                 match timeout {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
                     None => std::future::pending().await,
                 }
-            };
-            let forwarded = async {
-                let futures = self
-                    .signals
-                    .forwarded
-                    .iter_mut()
-                    .map(|(sig, s)| Box::pin(async move { s.recv().await.map(|_| *sig) }));
-                futures_select_all(futures).await
             };
             let leaving = async {
                 match &mut self.leaving {
@@ -206,28 +215,35 @@ impl Driver {
                 }
             };
             let input = tokio::select! {
-                _ = self.signals.child.recv() => None,
-                _ = self.signals.term.recv() => Some(Input::Signal(libc::SIGTERM)),
-                _ = self.signals.int.recv() => Some(Input::Signal(libc::SIGINT)),
+                came = self.signals.recv() => {
+                    self.queued.extend(came?);
+                    None
+                }
                 () = leaving => {
                     self.leaving = None;
                     Some(Input::Left)
                 }
-                Some(sig) = forwarded => Some(Input::Signal(sig)),
                 Some(input) = self.inputs.recv() => Some(input),
                 _ = sleep => Some(Input::Tick),
             };
-            match input {
-                Some(input) => self.core.handle(Instant::now(), input),
-                None => {
-                    self.reap();
-                }
+            if let Some(input) = input {
+                self.core.handle(Instant::now(), input);
             }
         };
         let deadline = self.core.deadline().unwrap_or_else(Instant::now);
         self.leaving = None;
         self.finish(deadline).await;
         Ok(Ended { code, deadline })
+    }
+
+    /// One signal muster received: SIGCHLD reaps, any other goes to the core.
+    fn on_signal(&mut self, sig: i32) {
+        if sig == libc::SIGCHLD {
+            self.reap();
+            return;
+        }
+        tracing::debug!(signal = %crate::config::signal_name(sig), "received");
+        self.core.handle(Instant::now(), Input::Signal(sig));
     }
 
     /// Starts the before-stop work, bounded by `by`; with none, the leave is done at once.
@@ -312,6 +328,23 @@ impl Driver {
                     }
                 }
                 Action::Leave { by } => self.leave(by),
+                Action::Suspend => {
+                    if std::process::id() != 1 {
+                        tracing::debug!("stopping muster with its main service (job control)");
+                        spawn::stop_self();
+                    }
+                }
+                Action::Foreground(pid) => {
+                    let given = self.runs.get(&pid).is_some_and(|&id| {
+                        let s = self.core.service(id);
+                        self.tty && s.main && s.output == Output::Inherit
+                    });
+                    if given {
+                        if let Err(error) = spawn::give_foreground(pid) {
+                            tracing::warn!(pid, %error, "cannot give the terminal back");
+                        }
+                    }
+                }
                 Action::Exit(code) => return Some(code),
             }
         }
@@ -408,21 +441,4 @@ impl Driver {
             let _ = rx.recv_timeout(limit);
         }
     }
-}
-
-/// Waits for the first of several futures that yield an `Option`.
-async fn futures_select_all<F>(futures: impl Iterator<Item = F>) -> Option<i32>
-where
-    F: std::future::Future<Output = Option<i32>> + Unpin,
-{
-    let mut list: Vec<F> = futures.collect();
-    std::future::poll_fn(move |cx| {
-        for f in list.iter_mut() {
-            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
-                return std::task::Poll::Ready(v);
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }

@@ -180,3 +180,34 @@ pub fn send_signal(pid: Pid, group: bool, signal: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Stops muster itself (SIGSTOP) until something sends it SIGCONT.
+pub fn stop_self() {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGSTOP) };
+}
+
+/// Makes `pgid` the foreground process group of the terminal on muster's stdin, when that
+/// foreground is muster's own group (a shell's `fg` gave it to muster; after a `bg` muster
+/// leaves the terminal alone). Returns whether it did.
+pub fn give_foreground(pgid: Pid) -> io::Result<bool> {
+    // SAFETY: plain calls on fd 0 and a local signal set. SIGTTOU is blocked meanwhile, so
+    // a change of foreground under muster cannot turn the call into a job-control stop.
+    unsafe {
+        if libc::tcgetpgrp(0) != libc::getpgrp() {
+            return Ok(false);
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let r = libc::tcsetpgrp(0, pgid);
+        let e = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if r != 0 {
+            return Err(e);
+        }
+    }
+    Ok(true)
+}

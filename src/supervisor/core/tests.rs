@@ -459,7 +459,7 @@ fn forwarded_signals_go_to_main_only() {
 
 #[test]
 fn single_command_forwards_the_received_stop_signal() {
-    let config = Config::single(vec!["sh".into()]);
+    let config = Config::single(vec!["sh".into()], &Default::default());
     let now = Instant::now();
     let mut core = Core::new(&config);
     assert_eq!(core.poll_action(), Some(Action::Spawn(0)));
@@ -730,4 +730,209 @@ fn without_a_leave_a_request_stops_the_services_at_once() {
     );
     assert_eq!(s.feed(T0, Input::Signal(libc::SIGTERM)), vec![term(10)]);
     assert_eq!(s.core.deadline(), Some(s.at(Duration::from_secs(9))));
+}
+
+/// A core for `muster -- sh` with these knobs, its command running as pid 10.
+fn single_sim(knobs: crate::config::Single) -> Sim {
+    let config = Config::single(vec!["sh".into()], &knobs);
+    let start = Instant::now();
+    let mut s = Sim {
+        core: Core::new(&config),
+        start,
+    };
+    assert_eq!(s.drain(), vec![Action::Spawn(0)]);
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    s
+}
+
+fn to_group(signal: i32) -> Action {
+    Action::Signal {
+        pid: 10,
+        group: true,
+        signal,
+    }
+}
+
+#[test]
+fn every_signal_but_the_stop_requests_and_sigchld_is_forwarded() {
+    let mut s = single_sim(Default::default());
+    for sig in (1..=64).filter(|&n| {
+        ![libc::SIGKILL, libc::SIGSTOP, libc::SIGTERM, libc::SIGINT].contains(&n)
+            && ![libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGCONT].contains(&n)
+    }) {
+        // (SIGCHLD never reaches the core: the driver reaps on it.)
+        assert_eq!(
+            s.feed(ms(1), Input::Signal(sig)),
+            vec![to_group(sig)],
+            "{sig}"
+        );
+    }
+    assert!(!s.core.stopping());
+}
+
+#[test]
+fn job_control_is_forwarded_then_stops_muster_and_sigcont_gives_the_terminal_back() {
+    let mut s = single_sim(Default::default());
+    for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        assert_eq!(
+            s.feed(ms(1), Input::Signal(sig)),
+            vec![to_group(sig), Action::Suspend]
+        );
+    }
+    assert_eq!(
+        s.feed(ms(2), Input::Signal(libc::SIGCONT)),
+        vec![Action::Foreground(10), to_group(libc::SIGCONT)]
+    );
+    // During a stop muster keeps its deadline: the signal is forwarded, muster does not stop.
+    s.feed(ms(3), Input::Signal(libc::SIGTERM));
+    assert_eq!(
+        s.feed(ms(4), Input::Signal(libc::SIGTSTP)),
+        vec![to_group(libc::SIGTSTP)]
+    );
+}
+
+#[test]
+fn signal_map_rewrites_forwarded_and_stop_signals_and_can_drop() {
+    let knobs = crate::config::Single {
+        signal_map: [
+            (libc::SIGTERM, libc::SIGQUIT),
+            (libc::SIGHUP, 0),
+            (libc::SIGUSR1, libc::SIGUSR2),
+        ]
+        .into(),
+        group: Some(false),
+        ..Default::default()
+    };
+    let mut s = single_sim(knobs);
+    let alone = |signal| Action::Signal {
+        pid: 10,
+        group: false,
+        signal,
+    };
+    assert_eq!(s.feed(ms(1), Input::Signal(libc::SIGHUP)), vec![]);
+    assert_eq!(
+        s.feed(ms(1), Input::Signal(libc::SIGUSR1)),
+        vec![alone(libc::SIGUSR2)]
+    );
+    // SIGTERM still starts the stop; the command is sent SIGQUIT (dumb-init's -r 15:3).
+    assert_eq!(
+        s.feed(ms(2), Input::Signal(libc::SIGTERM)),
+        vec![alone(libc::SIGQUIT)]
+    );
+    assert!(s.core.stopping());
+}
+
+#[test]
+fn a_stop_signal_mapped_to_nothing_leaves_only_the_kill() {
+    let mut service = main_svc("app");
+    service.signal_map = [(libc::SIGTERM, 0)].into();
+    service.stop_grace = ms(300);
+    let mut s = Sim::new(vec![service]);
+    s.drain();
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    assert_eq!(s.feed(ms(10), Input::Signal(libc::SIGTERM)), vec![]);
+    assert_eq!(
+        s.feed(ms(310), Input::Tick),
+        vec![Action::Signal {
+            pid: 10,
+            group: true,
+            signal: libc::SIGKILL
+        }]
+    );
+}
+
+#[test]
+fn success_codes_count_as_success_for_the_exit_and_for_restarts() {
+    let mut s = single_sim(crate::config::Single {
+        success_codes: vec![143],
+        ..Default::default()
+    });
+    s.feed(ms(1), Input::Signal(libc::SIGTERM));
+    let mut actions = s.feed(
+        ms(2),
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Signal(libc::SIGTERM),
+        },
+    );
+    actions.extend(s.feed(ms(3), Input::NoChildren));
+    assert!(actions.contains(&Action::Exit(0)), "{actions:?}");
+
+    // on-failure: 3 is a success, no restart; the container stops with 0.
+    let mut flaky = svc("flaky");
+    flaky.restart = Restart::OnFailure;
+    flaky.success_codes = vec![3];
+    let mut s = Sim::new(vec![flaky]);
+    s.drain();
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 20,
+        },
+    );
+    let mut actions = s.feed(
+        ms(5),
+        Input::Exited {
+            pid: 20,
+            status: ExitStatus::Code(3),
+        },
+    );
+    actions.extend(s.feed(ms(6), Input::NoChildren));
+    assert!(
+        !actions.contains(&Action::Spawn(0)),
+        "not restarted: {actions:?}"
+    );
+    assert!(actions.contains(&Action::Exit(0)), "{actions:?}");
+}
+
+#[test]
+fn the_single_command_has_the_whole_stop_timeout_as_grace() {
+    // 9 s: the kill point is 8.5 s after SIGTERM (no pipe, no log flush: half a second kept),
+    // so a command that needs 8 s to stop exits by itself.
+    let mut s = single_sim(crate::config::Single {
+        stop_timeout: Some(Duration::from_secs(9)),
+        ..Default::default()
+    });
+    s.feed(T0, Input::Signal(libc::SIGTERM));
+    assert_eq!(
+        s.core.poll_timeout(),
+        Some(s.at(Duration::from_millis(8500)))
+    );
+    assert_eq!(s.feed(Duration::from_millis(8499), Input::Tick), vec![]);
+    let mut actions = s.feed(
+        Duration::from_secs(8),
+        Input::Exited {
+            pid: 10,
+            status: ExitStatus::Code(0),
+        },
+    );
+    actions.extend(s.feed(Duration::from_secs(8), Input::NoChildren));
+    assert!(actions.contains(&Action::Exit(0)), "{actions:?}");
+    // With the output through muster's pipes, the reserve is the whole second.
+    let mut piped = main_svc("app");
+    piped.stop_grace = Duration::from_secs(30);
+    let mut s = Sim::new(vec![piped]);
+    s.drain();
+    s.feed(
+        T0,
+        Input::Spawned {
+            service: 0,
+            pid: 10,
+        },
+    );
+    s.feed(T0, Input::Signal(libc::SIGTERM));
+    assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(8))));
 }
