@@ -1130,23 +1130,7 @@ impl Swim {
                 seq_no,
                 node,
                 source,
-            } => {
-                if !node.is_empty() && node != self.me {
-                    return; // a probe for another process that once had our address
-                }
-                let to = source.as_ref().map_or(from, |(a, _)| *a);
-                self.send(
-                    now,
-                    to,
-                    vec![Msg::Ack {
-                        seq_no,
-                        payload: Vec::new(),
-                    }],
-                );
-                if let Some((addr, name)) = source {
-                    self.stranger(from, addr, &name);
-                }
-            }
+            } => self.on_ping(now, from, seq_no, &node, source),
             Msg::IndirectPing {
                 seq_no,
                 target,
@@ -1155,54 +1139,9 @@ impl Swim {
                 source,
             } => {
                 let requester = source.map_or(from, |(a, _)| a);
-                // Only on behalf of a member: a stranger could otherwise aim our pings (and
-                // their nacks) at any address.
-                if !self.is_member_addr(requester) || requester == self.self_member().addr {
-                    self.stats.stranger_relays += 1;
-                    return;
-                }
-                if self.relays.len() >= MAX_RELAYS {
-                    return;
-                }
-                let ours = self.seq();
-                self.relays.insert(
-                    ours,
-                    Relay {
-                        requester,
-                        seq_no,
-                        nack,
-                        deadline: now + self.config.probe_timeout,
-                    },
-                );
-                let me = self.self_member().addr;
-                self.send(
-                    now,
-                    target,
-                    vec![Msg::Ping {
-                        seq_no: ours,
-                        node,
-                        source: Some((me, self.me.clone())),
-                    }],
-                );
+                self.on_indirect_ping(now, requester, seq_no, target, node, nack);
             }
-            Msg::Ack { seq_no, .. } => {
-                if let Some(r) = self.relays.remove(&seq_no) {
-                    self.send(
-                        now,
-                        r.requester,
-                        vec![Msg::Ack {
-                            seq_no: r.seq_no,
-                            payload: Vec::new(),
-                        }],
-                    );
-                } else if let Some(name) = self.candidate_seqs.remove(&seq_no) {
-                    self.confirm(now, &name);
-                } else if let Some(p) = &mut self.probe {
-                    if p.seq_no == seq_no {
-                        p.acked = true;
-                    }
-                }
-            }
+            Msg::Ack { seq_no, .. } => self.on_ack(now, seq_no),
             Msg::Nack { seq_no } => {
                 if let Some(p) = &mut self.probe {
                     if p.seq_no == seq_no {
@@ -1232,6 +1171,96 @@ impl Swim {
                 }
             }
             Msg::User(_) => {}
+        }
+    }
+
+    /// A probe of `node` from `from`: acked (to `source` when given) unless it names another
+    /// node; a prober we do not know is remembered as a stranger to sync with.
+    fn on_ping(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        seq_no: u32,
+        node: &str,
+        source: Option<(SocketAddr, String)>,
+    ) {
+        if !node.is_empty() && node != self.me {
+            return; // a probe for another process that once had our address
+        }
+        let to = source.as_ref().map_or(from, |(a, _)| *a);
+        self.send(
+            now,
+            to,
+            vec![Msg::Ack {
+                seq_no,
+                payload: Vec::new(),
+            }],
+        );
+        if let Some((addr, name)) = source {
+            self.stranger(from, addr, &name);
+        }
+    }
+
+    /// A member asks us to probe `target` for it: we ping it with a sequence number of ours
+    /// and remember whom to answer.
+    fn on_indirect_ping(
+        &mut self,
+        now: Instant,
+        requester: SocketAddr,
+        seq_no: u32,
+        target: SocketAddr,
+        node: String,
+        nack: bool,
+    ) {
+        // Only on behalf of a member: a stranger could otherwise aim our pings (and their
+        // nacks) at any address.
+        if !self.is_member_addr(requester) || requester == self.self_member().addr {
+            self.stats.stranger_relays += 1;
+            return;
+        }
+        if self.relays.len() >= MAX_RELAYS {
+            return;
+        }
+        let ours = self.seq();
+        self.relays.insert(
+            ours,
+            Relay {
+                requester,
+                seq_no,
+                nack,
+                deadline: now + self.config.probe_timeout,
+            },
+        );
+        let me = self.self_member().addr;
+        self.send(
+            now,
+            target,
+            vec![Msg::Ping {
+                seq_no: ours,
+                node,
+                source: Some((me, self.me.clone())),
+            }],
+        );
+    }
+
+    /// An ack: relayed to whoever asked us to probe, or the answer of a candidate's probe,
+    /// or of our own probe.
+    fn on_ack(&mut self, now: Instant, seq_no: u32) {
+        if let Some(r) = self.relays.remove(&seq_no) {
+            self.send(
+                now,
+                r.requester,
+                vec![Msg::Ack {
+                    seq_no: r.seq_no,
+                    payload: Vec::new(),
+                }],
+            );
+        } else if let Some(name) = self.candidate_seqs.remove(&seq_no) {
+            self.confirm(now, &name);
+        } else if let Some(p) = &mut self.probe {
+            if p.seq_no == seq_no {
+                p.acked = true;
+            }
         }
     }
 
@@ -1964,100 +1993,12 @@ impl Swim {
     }
 
     fn tick(&mut self, now: Instant) {
-        // Relayed probes that got no answer.
-        let expired: Vec<u32> = self
-            .relays
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(s, _)| *s)
-            .collect();
-        for s in expired {
-            if let Some(r) = self.relays.remove(&s) {
-                if r.nack {
-                    self.send(now, r.requester, vec![Msg::Nack { seq_no: r.seq_no }]);
-                }
-            }
-        }
-        // Suspicions that ran out.
-        let due: Vec<String> = self
-            .suspicions
-            .iter()
-            .filter(|(_, s)| s.deadline() <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            self.suspicions.remove(&name);
-            let inc = self.members.get(&name).map_or(0, |m| m.incarnation);
-            let me = self.me.clone();
-            // Our own verdict: the member was told (buddy system) and did not refute.
-            self.apply_dead(now, &name, inc, &me);
-        }
-        // Candidates that never answered: forgotten.
-        let silent: Vec<String> = self
-            .candidates
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in silent {
-            if let Some(c) = self.candidates.get_mut(&name) {
-                if c.retries > 0 {
-                    c.retries -= 1;
-                    c.deadline = now + self.config.probe_interval.max(self.config.probe_timeout);
-                    let old = c.seq_no;
-                    let (addr, seq_no) = (c.addr, self.rng.next_u64() as u32);
-                    if let Some(c) = self.candidates.get_mut(&name) {
-                        c.seq_no = seq_no;
-                    }
-                    self.candidate_seqs.remove(&old);
-                    self.candidate_seqs.insert(seq_no, name.clone());
-                    let me = (self.self_member().addr, self.me.clone());
-                    self.send_bare(
-                        addr,
-                        vec![Msg::Ping {
-                            seq_no,
-                            node: name.clone(),
-                            source: Some(me),
-                        }],
-                    );
-                    continue;
-                }
-            }
-            if let Some(c) = self.candidates.remove(&name) {
-                self.candidate_seqs.remove(&c.seq_no);
-                self.stats.unconfirmed += 1;
-                // Its news stops here: nobody answered for it.
-                if c.relayed && !self.members.contains_key(&name) {
-                    if let Some(key) = self.latest.remove(&name) {
-                        self.broadcasts.remove(&key);
-                    }
-                }
-            }
-        }
-        // Held claims that nothing refuted.
-        let released: Vec<String> = self
-            .held
-            .iter()
-            .filter(|(_, h)| h.until <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in released {
-            self.release(now, &name);
-        }
+        self.expire_relays(now);
+        self.expire_suspicions(now);
+        self.expire_candidates(now);
+        self.release_held(now);
         self.sync_with_a_stranger(now);
-        if let (Some(at), left) = self.early_syncs {
-            if now >= at && left > 0 && !self.leaving {
-                let left = left - 1;
-                let next = EARLY_SYNC * (1 << (3 - left));
-                self.early_syncs = (if left > 0 { Some(now + next) } else { None }, left);
-                if let Some(to) = self.peers(now, 1, false).first() {
-                    self.outputs.push_back(Output::PushPull {
-                        to: *to,
-                        join: false,
-                    });
-                }
-            }
-        }
+        self.early_sync(now);
         self.probe_tick(now);
         if now >= self.next_gossip {
             self.next_gossip = now + self.config.gossip_interval;
@@ -2073,6 +2014,127 @@ impl Swim {
                         join: false,
                     });
                 }
+            }
+        }
+    }
+
+    /// Relayed probes that got no answer: the requester gets a nack if it asked for one.
+    fn expire_relays(&mut self, now: Instant) {
+        let expired: Vec<u32> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in expired {
+            if let Some(r) = self.relays.remove(&s) {
+                if r.nack {
+                    self.send(now, r.requester, vec![Msg::Nack { seq_no: r.seq_no }]);
+                }
+            }
+        }
+    }
+
+    /// Suspicions that ran out: the member is dead.
+    fn expire_suspicions(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.deadline() <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.suspicions.remove(&name);
+            let inc = self.members.get(&name).map_or(0, |m| m.incarnation);
+            let me = self.me.clone();
+            // Our own verdict: the member was told (buddy system) and did not refute.
+            self.apply_dead(now, &name, inc, &me);
+        }
+    }
+
+    /// Candidates whose probe went unanswered: probed again while retries are left, then
+    /// forgotten.
+    fn expire_candidates(&mut self, now: Instant) {
+        let silent: Vec<String> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in silent {
+            if self.reprobe_candidate(now, &name) {
+                continue;
+            }
+            if let Some(c) = self.candidates.remove(&name) {
+                self.candidate_seqs.remove(&c.seq_no);
+                self.stats.unconfirmed += 1;
+                // Its news stops here: nobody answered for it.
+                if c.relayed && !self.members.contains_key(&name) {
+                    if let Some(key) = self.latest.remove(&name) {
+                        self.broadcasts.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Probes a silent candidate again under a new sequence number, if it has retries left;
+    /// returns whether it did.
+    fn reprobe_candidate(&mut self, now: Instant, name: &str) -> bool {
+        let Some(c) = self.candidates.get_mut(name) else {
+            return false;
+        };
+        if c.retries == 0 {
+            return false;
+        }
+        c.retries -= 1;
+        c.deadline = now + self.config.probe_interval.max(self.config.probe_timeout);
+        let old = c.seq_no;
+        let (addr, seq_no) = (c.addr, self.rng.next_u64() as u32);
+        if let Some(c) = self.candidates.get_mut(name) {
+            c.seq_no = seq_no;
+        }
+        self.candidate_seqs.remove(&old);
+        self.candidate_seqs.insert(seq_no, name.to_owned());
+        let me = (self.self_member().addr, self.me.clone());
+        self.send_bare(
+            addr,
+            vec![Msg::Ping {
+                seq_no,
+                node: name.to_owned(),
+                source: Some(me),
+            }],
+        );
+        true
+    }
+
+    /// Held claims that nothing refuted in time: applied.
+    fn release_held(&mut self, now: Instant) {
+        let released: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.until <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in released {
+            self.release(now, &name);
+        }
+    }
+
+    /// The extra push/pulls of the first seconds after joining, when due.
+    fn early_sync(&mut self, now: Instant) {
+        let (Some(at), left) = self.early_syncs else {
+            return;
+        };
+        if now >= at && left > 0 && !self.leaving {
+            let left = left - 1;
+            let next = EARLY_SYNC * (1 << (3 - left));
+            self.early_syncs = (if left > 0 { Some(now + next) } else { None }, left);
+            if let Some(to) = self.peers(now, 1, false).first() {
+                self.outputs.push_back(Output::PushPull {
+                    to: *to,
+                    join: false,
+                });
             }
         }
     }
