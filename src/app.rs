@@ -73,7 +73,11 @@ pub fn run(config: Config) -> anyhow::Result<i32> {
                     }
                     if let Some(commands) = gossip {
                         let (done, wait) = oneshot::channel();
-                        if commands.send(Command::Leave(done)).is_ok() {
+                        // The app's shell reads the clock: two seconds until the stop deadline
+                        // computed at the first SIGTERM is passed here.
+                        #[allow(clippy::disallowed_methods)]
+                        let by = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                        if commands.send(Command::Leave { by, done }).is_ok() {
                             tracing::info!("leaving the cluster before stopping services");
                             let _ = wait.await;
                         }
@@ -215,21 +219,14 @@ fn start_gossip(
         },
     };
     tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, "gossip starting");
-    let (events_tx, mut events) = mpsc::unbounded_channel();
     let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    let publish = Publish {
-        events: events_tx,
-        view,
-    };
+    let publish = Publish { view };
     tokio::spawn(async move {
         if let Err(error) = driver::run(settings, publish, commands_rx).await {
             tracing::error!(%error, "gossip stopped");
         }
     });
-    // Membership is published as events and as the whole view; the HAProxy sync follows the
-    // view. The events are only logged (by the driver).
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
     Ok((commands, view_rx))
 }
 

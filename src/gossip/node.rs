@@ -16,7 +16,8 @@ use super::serf::{self, Serf};
 use super::swim::{self, Msg, RemoteNode, State, Swim};
 use super::wire::{self, NodeState};
 
-/// How long a graceful leave keeps gossiping before it is reported done.
+/// How long a graceful leave keeps gossiping before it is reported done (unless its deadline
+/// comes first).
 pub const LEAVE_PROPAGATE: Duration = Duration::from_millis(1000);
 /// How often the seeds are tried until the first join succeeds.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
@@ -34,7 +35,7 @@ pub struct Settings {
     pub profile: swim::Config,
     /// Serf's reconnect and reap timings.
     pub serf: serf::Config,
-    /// How often the seeds are joined again once joined (0: never).
+    /// How often the seeds are joined again once joined (at most once a second).
     pub rejoin_interval: Duration,
     /// Incarnation to start with: it should grow across restarts (the boot time).
     pub incarnation: u32,
@@ -62,8 +63,12 @@ pub enum Input<'a> {
     },
     /// Join the cluster through these seeds (resolved by the driver).
     Join(Vec<SocketAddr>),
-    /// Leave gracefully: [`Output::Left`] follows once the news had time to spread.
-    Leave,
+    /// Leave gracefully: [`Output::Left`] follows once the news had [`LEAVE_PROPAGATE`] to
+    /// spread, or at `by` if that comes first (the stop deadline).
+    Leave {
+        /// When the leave must be reported done at the latest.
+        by: Instant,
+    },
     /// Time passed.
     Tick,
 }
@@ -103,7 +108,8 @@ pub enum Output {
     },
     /// The seeds are due to be resolved and joined (`Input::Join` with the addresses).
     JoinDue,
-    /// The graceful leave has had its time: the driver may report it done.
+    /// The graceful leave has had its time (or reached its deadline): the driver may report
+    /// it done. Every [`Input::Leave`] gets one.
     Left,
     /// A push/pull or stream could not be read (the driver logs it at debug level).
     BadStream {
@@ -125,6 +131,15 @@ pub fn stream_complete(buf: &[u8], max_members: usize) -> Result<bool, wire::Wir
     }
 }
 
+/// A graceful leave under way.
+struct Leave {
+    /// When it is reported done: [`LEAVE_PROPAGATE`] after it began, or its deadline if
+    /// that is earlier.
+    until: Instant,
+    /// Whether [`Output::Left`] was given (the node keeps answering until it is dropped).
+    reported: bool,
+}
+
 /// One node: SWIM and Serf, composed.
 pub struct Node {
     swim: Swim,
@@ -136,8 +151,8 @@ pub struct Node {
     has_seeds: bool,
     next_join: Instant,
     rejoin_interval: Duration,
-    /// When the graceful leave is reported done.
-    leaving_until: Option<Instant>,
+    /// The graceful leave, once asked for.
+    leave: Option<Leave>,
     /// The most members a push/pull may announce.
     max_members: usize,
 }
@@ -172,7 +187,7 @@ impl Node {
             has_seeds,
             next_join: now,
             rejoin_interval: settings.rejoin_interval,
-            leaving_until: None,
+            leave: None,
             max_members,
         };
         node.outputs.push_back(Output::ViewChanged);
@@ -220,11 +235,10 @@ impl Node {
     /// When the next `Tick` is due.
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.swim.poll_timeout().min(self.serf.poll_timeout());
-        if self.has_seeds && self.leaving_until.is_none() {
-            t = t.min(self.next_join);
-        }
-        if let Some(until) = self.leaving_until {
-            t = t.min(until);
+        match &self.leave {
+            None if self.has_seeds => t = t.min(self.next_join),
+            Some(l) if !l.reported => t = t.min(l.until),
+            _ => {}
         }
         t
     }
@@ -241,39 +255,52 @@ impl Node {
                     self.swim.handle(now, swim::Input::Join(seeds));
                 }
             }
-            Input::Leave => {
-                if self.leaving_until.is_none() {
-                    // Serf 0.9.4 counts a member as left (not failed) only when its leave
-                    // intent arrives before memberlist's own dead message: queue it first.
-                    self.serf.leave(now);
-                    self.pump(now);
-                    self.swim.handle(now, swim::Input::Leave);
-                    self.leaving_until = Some(now + LEAVE_PROPAGATE);
-                }
-            }
-            Input::Tick => {
-                if let Some(until) = self.leaving_until {
-                    if now >= until {
-                        self.outputs.push_back(Output::Left);
-                        // Reported once; the node keeps answering until it is dropped.
-                        self.leaving_until = Some(now + Duration::from_secs(3600));
-                    }
-                }
-                if self.has_seeds && self.leaving_until.is_none() && now >= self.next_join {
-                    // Until the first join succeeds, retry fast; then re-join now and then.
-                    self.next_join = now
-                        + if self.joined {
-                            self.rejoin_interval.max(JOIN_RETRY)
-                        } else {
-                            JOIN_RETRY
-                        };
-                    self.outputs.push_back(Output::JoinDue);
-                }
-                self.swim.handle(now, swim::Input::Tick);
-                self.serf.tick(now);
-            }
+            Input::Leave { by } => self.leave(now, by),
+            Input::Tick => self.tick(now),
         }
         self.pump(now);
+    }
+
+    /// Starts the graceful leave, or moves its report earlier when asked again with an
+    /// earlier deadline (at once when it was reported already).
+    fn leave(&mut self, now: Instant, by: Instant) {
+        let until = (now + LEAVE_PROPAGATE).min(by);
+        match &mut self.leave {
+            None => {
+                // Serf 0.9.4 counts a member as left (not failed) only when its leave intent
+                // arrives before memberlist's own dead message: queue it first.
+                self.serf.leave(now);
+                self.pump(now);
+                self.swim.handle(now, swim::Input::Leave);
+                self.leave = Some(Leave {
+                    until,
+                    reported: false,
+                });
+            }
+            Some(l) if l.reported => self.outputs.push_back(Output::Left),
+            Some(l) => l.until = l.until.min(until),
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if let Some(l) = &mut self.leave {
+            if !l.reported && now >= l.until {
+                l.reported = true;
+                self.outputs.push_back(Output::Left);
+            }
+        }
+        if self.has_seeds && self.leave.is_none() && now >= self.next_join {
+            // Until the first join succeeds, retry fast; then re-join now and then.
+            self.next_join = now
+                + if self.joined {
+                    self.rejoin_interval.max(JOIN_RETRY)
+                } else {
+                    JOIN_RETRY
+                };
+            self.outputs.push_back(Output::JoinDue);
+        }
+        self.swim.handle(now, swim::Input::Tick);
+        self.serf.tick(now);
     }
 
     fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
@@ -424,4 +451,129 @@ fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
             vsn: swim::VSN.to_vec(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The leave's deadline, and a node learning a peer through a push/pull.
+
+    #![allow(clippy::disallowed_methods)]
+
+    use super::*;
+
+    fn settings(name: &str, ip: u8) -> Settings {
+        Settings {
+            name: name.to_owned(),
+            advertise: SocketAddr::from(([10, 0, 0, ip], 7946)),
+            tags: BTreeMap::new(),
+            profile: swim::Config::lan(),
+            serf: serf::Config::default(),
+            rejoin_interval: Duration::from_secs(30),
+            incarnation: 1,
+            seed: u64::from(ip),
+        }
+    }
+
+    fn drain(node: &mut Node) -> Vec<Output> {
+        std::iter::from_fn(|| node.poll_output()).collect()
+    }
+
+    /// Node `a` that knows node `b` (from `b`'s push/pull), at `now`.
+    fn pair(now: Instant) -> Node {
+        let mut a = Node::new(settings("a", 1), false, now);
+        let b = Node::new(settings("b", 2), false, now);
+        let from = b.swim().member("b").map(|m| m.addr).unwrap();
+        a.handle(
+            now,
+            Input::Stream {
+                from,
+                bytes: &b.push_pull_answer(),
+            },
+        );
+        assert!(a.swim().member("b").is_some(), "a learned b");
+        drain(&mut a);
+        a
+    }
+
+    /// Asks `node` to leave at `now` with deadline `by`, then ticks it whenever it says it is
+    /// due until it reports the leave done: returns when, and whether the leave's dead
+    /// message went to the peer before that.
+    fn check(now: Instant, by: Instant, expect: Instant) {
+        let mut node = pair(now);
+        node.handle(now, Input::Leave { by });
+        let mut told = false;
+        let mut t = now;
+        loop {
+            for out in drain(&mut node) {
+                match out {
+                    Output::Transmit { .. } => told = true,
+                    Output::Left => {
+                        assert_eq!(t, expect, "leave at {now:?} by {by:?}");
+                        assert!(told, "the others were told before the leave was done");
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            assert!(t < now + Duration::from_secs(5), "no Left");
+            t = node.poll_timeout().max(t);
+            node.handle(t, Input::Tick);
+        }
+    }
+
+    #[test]
+    fn a_leave_is_done_after_its_propagation_time_or_at_its_deadline() {
+        let now = Instant::now();
+        // A distant deadline: the leave has its full time to spread.
+        check(now, now + Duration::from_secs(30), now + LEAVE_PROPAGATE);
+        // A deadline sooner than that: done at the deadline.
+        let by = now + Duration::from_millis(300);
+        check(now, by, by);
+        // A deadline already past: done at the first tick.
+        check(
+            now + Duration::from_secs(1),
+            now,
+            now + Duration::from_secs(1),
+        );
+    }
+
+    #[test]
+    fn a_second_leave_with_an_earlier_deadline_brings_the_report_forward() {
+        let now = Instant::now();
+        let mut node = pair(now);
+        node.handle(
+            now,
+            Input::Leave {
+                by: now + Duration::from_secs(30),
+            },
+        );
+        let soon = now + Duration::from_millis(100);
+        node.handle(now, Input::Leave { by: soon });
+        assert!(node.poll_timeout() <= soon);
+        node.handle(soon, Input::Tick);
+        assert_eq!(
+            drain(&mut node)
+                .iter()
+                .filter(|o| **o == Output::Left)
+                .count(),
+            1
+        );
+        // Asked again once done: answered at once; reported once per request.
+        node.handle(soon, Input::Leave { by: soon });
+        assert!(drain(&mut node).contains(&Output::Left));
+        node.handle(now + Duration::from_secs(10), Input::Tick);
+        assert!(!drain(&mut node).contains(&Output::Left));
+    }
+
+    #[test]
+    fn a_leaving_node_stops_joining() {
+        let now = Instant::now();
+        let mut node = Node::new(settings("a", 1), true, now);
+        node.handle(now, Input::Tick);
+        assert!(drain(&mut node).contains(&Output::JoinDue));
+        node.handle(now, Input::Leave { by: now });
+        let later = now + Duration::from_secs(10);
+        node.handle(later, Input::Tick);
+        assert!(!drain(&mut node).contains(&Output::JoinDue));
+    }
 }
