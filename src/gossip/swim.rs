@@ -2126,7 +2126,12 @@ impl Swim {
         let (Some(at), left) = self.early_syncs else {
             return;
         };
-        if now >= at && left > 0 && !self.leaving {
+        if self.leaving {
+            // No more of them; nor a deadline left in the past that makes every tick due.
+            self.early_syncs = (None, 0);
+            return;
+        }
+        if now >= at && left > 0 {
             let left = left - 1;
             let next = EARLY_SYNC * (1 << (3 - left));
             self.early_syncs = (if left > 0 { Some(now + next) } else { None }, left);

@@ -580,3 +580,35 @@ fn a_leaving_node_keeps_its_deadlines_in_the_future() {
         now - t0
     );
 }
+
+#[test]
+fn a_node_leaving_soon_after_joining_has_no_deadline_stuck_in_the_past() {
+    let t0 = Instant::now();
+    let mut s = node(t0);
+    // A push/pull schedules the early exchanges (1, 2, 4 s later); the leave comes first.
+    s.handle(
+        t0,
+        Input::Remote {
+            from: Some(addr(2)),
+            nodes: vec![RemoteNode {
+                name: "b".into(),
+                addr: addr(2),
+                meta: vec![],
+                incarnation: 1,
+                state: State::Alive,
+            }],
+        },
+    );
+    s.handle(t0, Input::Leave);
+    let mut t = t0;
+    for _ in 0..100 {
+        t = s.poll_timeout().max(t);
+        s.handle(t, Input::Tick);
+        outputs(&mut s);
+    }
+    assert!(
+        t > t0 + Duration::from_secs(10),
+        "time stuck at {:?}",
+        t - t0
+    );
+}
