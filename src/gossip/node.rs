@@ -155,6 +155,8 @@ pub struct Node {
     leave: Option<Leave>,
     /// The most members a push/pull may announce.
     max_members: usize,
+    /// Datagrams, and messages in them, that could not be decoded.
+    undecodable: u64,
 }
 
 impl Node {
@@ -189,6 +191,7 @@ impl Node {
             rejoin_interval: settings.rejoin_interval,
             leave: None,
             max_members,
+            undecodable: 0,
         };
         node.outputs.push_back(Output::ViewChanged);
         node
@@ -207,6 +210,11 @@ impl Node {
     /// Serf's layer underneath.
     pub fn serf(&self) -> &Serf {
         &self.serf
+    }
+
+    /// How many datagrams, and messages in them, could not be decoded (they are ignored).
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable
     }
 
     /// Whether a push/pull has succeeded.
@@ -305,12 +313,17 @@ impl Node {
 
     fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let Ok(parts) = wire::decode_packet(bytes) else {
+            self.undecodable += 1;
             return;
         };
-        let msgs: Vec<Msg> = parts
-            .iter()
-            .filter_map(|p| Msg::from_part(p).ok().flatten())
-            .collect();
+        let mut msgs = Vec::with_capacity(parts.len());
+        for p in &parts {
+            match Msg::from_part(p) {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => {}
+                Err(_) => self.undecodable += 1,
+            }
+        }
         for m in &msgs {
             if let Msg::User(body) = m {
                 self.serf.on_user(now, body);
@@ -384,12 +397,7 @@ impl Node {
             };
             match out {
                 swim::Output::Send { to, msgs } => {
-                    let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
-                    let bytes = if parts.len() == 1 {
-                        wire::with_crc(&parts[0])
-                    } else {
-                        wire::with_crc(&wire::compound(&parts))
-                    };
+                    let bytes = frame(&msgs);
                     self.outputs.push_back(Output::Transmit { to, bytes });
                 }
                 swim::Output::PushPull { to, join } => {
@@ -406,6 +414,37 @@ impl Node {
             }
         }
     }
+}
+
+/// The datagram for `msgs`: CRC, then one message or a compound of them; the bytes of
+/// `wire::with_crc(&wire::compound(..))` (or of the one message), written into one buffer.
+fn frame(msgs: &[Msg]) -> Vec<u8> {
+    const CRC: usize = 5;
+    let mut out = Vec::with_capacity(512);
+    out.resize(CRC, 0);
+    if let [m] = msgs {
+        m.write_wire(&mut out);
+    } else {
+        let msgs = &msgs[..msgs.len().min(255)];
+        out.push(wire::kind::COMPOUND);
+        out.push(msgs.len() as u8);
+        let lens = out.len();
+        out.resize(lens + 2 * msgs.len(), 0);
+        for (i, m) in msgs.iter().enumerate() {
+            let start = out.len();
+            m.write_wire(&mut out);
+            let Ok(len) = u16::try_from(out.len() - start) else {
+                // A part too long for a compound is cut there, as `wire::compound` cuts it.
+                let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
+                return wire::with_crc(&wire::compound(&parts));
+            };
+            out[lens + 2 * i..lens + 2 * i + 2].copy_from_slice(&len.to_be_bytes());
+        }
+    }
+    let crc = wire::crc32(&out[CRC..]);
+    out[0] = wire::kind::HAS_CRC;
+    out[1..CRC].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// A push/pull node state as the SWIM core takes it (`None` for an address that is not IPv4
@@ -563,6 +602,31 @@ mod tests {
         assert!(drain(&mut node).contains(&Output::Left));
         node.handle(now + Duration::from_secs(10), Input::Tick);
         assert!(!drain(&mut node).contains(&Output::Left));
+    }
+
+    #[test]
+    fn frames_are_what_the_wire_functions_make() {
+        let ping = |seq_no| Msg::Ping {
+            seq_no,
+            node: "b".into(),
+            source: None,
+        };
+        let big = Msg::User(vec![7; 70_000]);
+        for msgs in [
+            vec![ping(1)],
+            vec![ping(1), ping(2), Msg::User(vec![1, 0x80])],
+            (0..300).map(ping).collect(),
+            vec![ping(1), big.clone()],
+            vec![big],
+        ] {
+            let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
+            let want = if parts.len() == 1 {
+                wire::with_crc(&parts[0])
+            } else {
+                wire::with_crc(&wire::compound(&parts))
+            };
+            assert_eq!(frame(&msgs), want, "{} messages", msgs.len());
+        }
     }
 
     #[test]

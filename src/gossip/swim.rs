@@ -207,10 +207,6 @@ pub enum Msg {
     User(Vec<u8>),
 }
 
-fn raw(s: &str) -> Value {
-    Value::Raw(s.as_bytes().to_vec())
-}
-
 fn ip_bytes(addr: &SocketAddr) -> Vec<u8> {
     match addr {
         SocketAddr::V4(a) => a.ip().octets().to_vec(),
@@ -234,94 +230,116 @@ fn socket(ip: &[u8], port: u64) -> Option<SocketAddr> {
 impl Msg {
     /// Encodes the message as `[type][msgpack body]`, keys in Go's (sorted) order.
     pub fn to_wire(&self) -> Vec<u8> {
-        let with_source = |mut fields: Vec<(&'static str, Value)>,
-                           source: &Option<(SocketAddr, String)>| {
+        let mut out = Vec::with_capacity(64);
+        self.write_wire(&mut out);
+        out
+    }
+
+    /// Appends what [`Msg::to_wire`] returns (written directly, no `Value` built: this is the
+    /// codec's busiest path).
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
+        use super::msgpack::{write_bool, write_map_len, write_raw, write_uint};
+        let source = |source: &Option<(SocketAddr, String)>, out: &mut Vec<u8>| {
             if let Some((addr, name)) = source {
-                fields.push(("SourceAddr", Value::Raw(ip_bytes(addr))));
-                fields.push(("SourceNode", raw(name)));
-                fields.push(("SourcePort", Value::Uint(u64::from(addr.port()))));
+                write_raw(b"SourceAddr", out);
+                write_raw(&ip_bytes(addr), out);
+                write_raw(b"SourceNode", out);
+                write_raw(name.as_bytes(), out);
+                write_raw(b"SourcePort", out);
+                write_uint(u64::from(addr.port()), out);
             }
-            fields.sort_by_key(|(k, _)| *k);
-            Value::map(fields)
         };
+        let extra = |source: &Option<(SocketAddr, String)>| if source.is_some() { 3 } else { 0 };
         match self {
             Msg::Ping {
                 seq_no,
                 node,
-                source,
-            } => wire::message(
-                kind::PING,
-                &with_source(
-                    vec![
-                        ("Node", raw(node)),
-                        ("SeqNo", Value::Uint(u64::from(*seq_no))),
-                    ],
-                    source,
-                ),
-            ),
+                source: from,
+            } => {
+                out.push(kind::PING);
+                write_map_len(2 + extra(from), out);
+                write_raw(b"Node", out);
+                write_raw(node.as_bytes(), out);
+                write_raw(b"SeqNo", out);
+                write_uint(u64::from(*seq_no), out);
+                source(from, out);
+            }
             Msg::IndirectPing {
                 seq_no,
                 target,
                 node,
                 nack,
-                source,
-            } => wire::message(
-                kind::INDIRECT_PING,
-                &with_source(
-                    vec![
-                        ("Nack", Value::Bool(*nack)),
-                        ("Node", raw(node)),
-                        ("Port", Value::Uint(u64::from(target.port()))),
-                        ("SeqNo", Value::Uint(u64::from(*seq_no))),
-                        ("Target", Value::Raw(ip_bytes(target))),
-                    ],
-                    source,
-                ),
-            ),
-            Msg::Ack { seq_no, payload } => wire::message(
-                kind::ACK,
-                &Value::map([
-                    ("Payload", Value::Raw(payload.clone())),
-                    ("SeqNo", Value::Uint(u64::from(*seq_no))),
-                ]),
-            ),
-            Msg::Nack { seq_no } => wire::message(
-                kind::NACK,
-                &Value::map([("SeqNo", Value::Uint(u64::from(*seq_no)))]),
-            ),
+                source: from,
+            } => {
+                out.push(kind::INDIRECT_PING);
+                write_map_len(5 + extra(from), out);
+                write_raw(b"Nack", out);
+                write_bool(*nack, out);
+                write_raw(b"Node", out);
+                write_raw(node.as_bytes(), out);
+                write_raw(b"Port", out);
+                write_uint(u64::from(target.port()), out);
+                write_raw(b"SeqNo", out);
+                write_uint(u64::from(*seq_no), out);
+                source(from, out);
+                write_raw(b"Target", out);
+                write_raw(&ip_bytes(target), out);
+            }
+            Msg::Ack { seq_no, payload } => {
+                out.push(kind::ACK);
+                write_map_len(2, out);
+                write_raw(b"Payload", out);
+                write_raw(payload, out);
+                write_raw(b"SeqNo", out);
+                write_uint(u64::from(*seq_no), out);
+            }
+            Msg::Nack { seq_no } => {
+                out.push(kind::NACK);
+                write_map_len(1, out);
+                write_raw(b"SeqNo", out);
+                write_uint(u64::from(*seq_no), out);
+            }
             Msg::Suspect {
                 incarnation,
                 node,
                 from,
-            } => wire::message(kind::SUSPECT, &verdict(*incarnation, node, from)),
+            } => {
+                out.push(kind::SUSPECT);
+                write_verdict(*incarnation, node, from, out);
+            }
             Msg::Dead {
                 incarnation,
                 node,
                 from,
-            } => wire::message(kind::DEAD, &verdict(*incarnation, node, from)),
+            } => {
+                out.push(kind::DEAD);
+                write_verdict(*incarnation, node, from, out);
+            }
             Msg::Alive {
                 incarnation,
                 node,
                 addr,
                 meta,
                 vsn,
-            } => wire::message(
-                kind::ALIVE,
-                &NodeState {
-                    name: node.clone(),
-                    addr: ip_bytes(addr),
-                    port: addr.port(),
-                    meta: meta.clone(),
-                    incarnation: *incarnation,
-                    state: None,
-                    vsn: vsn.clone(),
-                }
-                .alive_body(),
-            ),
+            } => {
+                out.push(kind::ALIVE);
+                write_map_len(6, out);
+                write_raw(b"Addr", out);
+                write_raw(&ip_bytes(addr), out);
+                write_raw(b"Incarnation", out);
+                write_uint(u64::from(*incarnation), out);
+                write_raw(b"Meta", out);
+                write_raw(meta, out);
+                write_raw(b"Node", out);
+                write_raw(node.as_bytes(), out);
+                write_raw(b"Port", out);
+                write_uint(u64::from(addr.port()), out);
+                write_raw(b"Vsn", out);
+                write_raw(vsn, out);
+            }
             Msg::User(bytes) => {
-                let mut out = vec![kind::USER];
+                out.push(kind::USER);
                 out.extend_from_slice(bytes);
-                out
             }
         }
     }
@@ -432,12 +450,16 @@ impl Msg {
     }
 }
 
-fn verdict(incarnation: u32, node: &str, from: &str) -> Value {
-    Value::map([
-        ("From", raw(from)),
-        ("Incarnation", Value::Uint(u64::from(incarnation))),
-        ("Node", raw(node)),
-    ])
+/// A suspect or dead body: `{From, Incarnation, Node}`.
+fn write_verdict(incarnation: u32, node: &str, from: &str, out: &mut Vec<u8>) {
+    use super::msgpack::{write_map_len, write_raw, write_uint};
+    write_map_len(3, out);
+    write_raw(b"From", out);
+    write_raw(from.as_bytes(), out);
+    write_raw(b"Incarnation", out);
+    write_uint(u64::from(incarnation), out);
+    write_raw(b"Node", out);
+    write_raw(node.as_bytes(), out);
 }
 
 /// What happened, as told by the driver.
@@ -791,6 +813,9 @@ pub struct Swim {
     candidates: BTreeMap<String, Candidate>,
     /// Candidates by the sequence number of their probe.
     candidate_seqs: HashMap<u32, String>,
+    /// The candidates' deadlines, with how many candidates have each: `poll_timeout` runs
+    /// after every input, and a join storm leaves hundreds of candidates to scan otherwise.
+    candidate_deadlines: BTreeMap<Instant, usize>,
     /// Claims about live members held while the member can refute them.
     held: BTreeMap<String, Held>,
     /// Admission tokens left (refilled at `new_members_per_second`), and when last refilled.
@@ -878,6 +903,7 @@ impl Swim {
             next_broadcast: 0,
             candidates: BTreeMap::new(),
             candidate_seqs: HashMap::new(),
+            candidate_deadlines: BTreeMap::new(),
             held: BTreeMap::new(),
             tokens: (0.0, now),
             budget: None,
@@ -949,6 +975,19 @@ impl Swim {
             *n -= 1;
             if *n == 0 {
                 self.addrs.remove(&addr);
+            }
+        }
+    }
+
+    fn deadline_added(&mut self, at: Instant) {
+        *self.candidate_deadlines.entry(at).or_insert(0) += 1;
+    }
+
+    fn deadline_dropped(&mut self, at: Instant) {
+        if let Some(n) = self.candidate_deadlines.get_mut(&at) {
+            *n -= 1;
+            if *n == 0 {
+                self.candidate_deadlines.remove(&at);
             }
         }
     }
@@ -1042,9 +1081,19 @@ impl Swim {
         for r in self.relays.values() {
             t = t.min(r.deadline);
         }
-        for c in self.candidates.values() {
-            t = t.min(c.deadline);
+        if let Some((&at, _)) = self.candidate_deadlines.first_key_value() {
+            t = t.min(at);
         }
+        debug_assert_eq!(
+            self.candidate_deadlines.values().sum::<usize>(),
+            self.candidates.len()
+        );
+        debug_assert_eq!(
+            self.candidate_deadlines
+                .first_key_value()
+                .map(|(&at, _)| at),
+            self.candidates.values().map(|c| c.deadline).min()
+        );
         for h in self.held.values() {
             t = t.min(h.until);
         }
@@ -1578,6 +1627,8 @@ impl Swim {
             self.stats.rate_limited += 1;
             return;
         }
+        let deadline = now + self.config.probe_interval.max(self.config.probe_timeout);
+        self.deadline_added(deadline);
         self.candidates.insert(
             name.to_owned(),
             Candidate {
@@ -1585,7 +1636,7 @@ impl Swim {
                 meta,
                 incarnation,
                 seq_no,
-                deadline: now + self.config.probe_interval.max(self.config.probe_timeout),
+                deadline,
                 relayed: self.relaying && !comeback,
                 retries: if self.relaying || self.streaming {
                     2
@@ -1619,6 +1670,7 @@ impl Swim {
         let Some(c) = self.candidates.remove(name) else {
             return;
         };
+        self.deadline_dropped(c.deadline);
         let msg = Msg::Alive {
             incarnation: c.incarnation,
             node: name.to_owned(),
@@ -2055,6 +2107,13 @@ impl Swim {
     /// Candidates whose probe went unanswered: probed again while retries are left, then
     /// forgotten.
     fn expire_candidates(&mut self, now: Instant) {
+        if self
+            .candidate_deadlines
+            .first_key_value()
+            .is_none_or(|(&at, _)| at > now)
+        {
+            return;
+        }
         let silent: Vec<String> = self
             .candidates
             .iter()
@@ -2066,6 +2125,7 @@ impl Swim {
                 continue;
             }
             if let Some(c) = self.candidates.remove(&name) {
+                self.deadline_dropped(c.deadline);
                 self.candidate_seqs.remove(&c.seq_no);
                 self.stats.unconfirmed += 1;
                 // Its news stops here: nobody answered for it.
@@ -2088,7 +2148,11 @@ impl Swim {
             return false;
         }
         c.retries -= 1;
-        c.deadline = now + self.config.probe_interval.max(self.config.probe_timeout);
+        let was = std::mem::replace(
+            &mut c.deadline,
+            now + self.config.probe_interval.max(self.config.probe_timeout),
+        );
+        let deadline = c.deadline;
         let old = c.seq_no;
         let (addr, seq_no) = (c.addr, self.rng.next_u64() as u32);
         if let Some(c) = self.candidates.get_mut(name) {
@@ -2096,6 +2160,8 @@ impl Swim {
         }
         self.candidate_seqs.remove(&old);
         self.candidate_seqs.insert(seq_no, name.to_owned());
+        self.deadline_dropped(was);
+        self.deadline_added(deadline);
         let me = (self.self_member().addr, self.me.clone());
         self.send_bare(
             addr,
