@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::msgpack::Value;
+use super::msgpack::{Value, write_bool, write_map_len, write_raw, write_uint};
 use super::validate;
 use super::wire::{self, NodeState, Part, WireError, kind};
 
@@ -238,66 +238,46 @@ impl Msg {
     /// Appends what [`Msg::to_wire`] returns (written directly, no `Value` built: this is the
     /// codec's busiest path).
     pub fn write_wire(&self, out: &mut Vec<u8>) {
-        use super::msgpack::{write_bool, write_map_len, write_raw, write_uint};
-        let source = |source: &Option<(SocketAddr, String)>, out: &mut Vec<u8>| {
-            if let Some((addr, name)) = source {
-                write_raw(b"SourceAddr", out);
-                write_raw(&ip_bytes(addr), out);
-                write_raw(b"SourceNode", out);
-                write_raw(name.as_bytes(), out);
-                write_raw(b"SourcePort", out);
-                write_uint(u64::from(addr.port()), out);
-            }
-        };
-        let extra = |source: &Option<(SocketAddr, String)>| if source.is_some() { 3 } else { 0 };
+        let sourced = |source: &Option<_>| if source.is_some() { 3 } else { 0 };
         match self {
             Msg::Ping {
                 seq_no,
                 node,
-                source: from,
+                source,
             } => {
                 out.push(kind::PING);
-                write_map_len(2 + extra(from), out);
-                write_raw(b"Node", out);
-                write_raw(node.as_bytes(), out);
-                write_raw(b"SeqNo", out);
-                write_uint(u64::from(*seq_no), out);
-                source(from, out);
+                write_map_len(2 + sourced(source), out);
+                raw_field("Node", node.as_bytes(), out);
+                uint_field("SeqNo", u64::from(*seq_no), out);
+                source_fields(source, out);
             }
             Msg::IndirectPing {
                 seq_no,
                 target,
                 node,
                 nack,
-                source: from,
+                source,
             } => {
                 out.push(kind::INDIRECT_PING);
-                write_map_len(5 + extra(from), out);
+                write_map_len(5 + sourced(source), out);
                 write_raw(b"Nack", out);
                 write_bool(*nack, out);
-                write_raw(b"Node", out);
-                write_raw(node.as_bytes(), out);
-                write_raw(b"Port", out);
-                write_uint(u64::from(target.port()), out);
-                write_raw(b"SeqNo", out);
-                write_uint(u64::from(*seq_no), out);
-                source(from, out);
-                write_raw(b"Target", out);
-                write_raw(&ip_bytes(target), out);
+                raw_field("Node", node.as_bytes(), out);
+                uint_field("Port", u64::from(target.port()), out);
+                uint_field("SeqNo", u64::from(*seq_no), out);
+                source_fields(source, out);
+                raw_field("Target", &ip_bytes(target), out);
             }
             Msg::Ack { seq_no, payload } => {
                 out.push(kind::ACK);
                 write_map_len(2, out);
-                write_raw(b"Payload", out);
-                write_raw(payload, out);
-                write_raw(b"SeqNo", out);
-                write_uint(u64::from(*seq_no), out);
+                raw_field("Payload", payload, out);
+                uint_field("SeqNo", u64::from(*seq_no), out);
             }
             Msg::Nack { seq_no } => {
                 out.push(kind::NACK);
                 write_map_len(1, out);
-                write_raw(b"SeqNo", out);
-                write_uint(u64::from(*seq_no), out);
+                uint_field("SeqNo", u64::from(*seq_no), out);
             }
             Msg::Suspect {
                 incarnation,
@@ -324,18 +304,12 @@ impl Msg {
             } => {
                 out.push(kind::ALIVE);
                 write_map_len(6, out);
-                write_raw(b"Addr", out);
-                write_raw(&ip_bytes(addr), out);
-                write_raw(b"Incarnation", out);
-                write_uint(u64::from(*incarnation), out);
-                write_raw(b"Meta", out);
-                write_raw(meta, out);
-                write_raw(b"Node", out);
-                write_raw(node.as_bytes(), out);
-                write_raw(b"Port", out);
-                write_uint(u64::from(addr.port()), out);
-                write_raw(b"Vsn", out);
-                write_raw(vsn, out);
+                raw_field("Addr", &ip_bytes(addr), out);
+                uint_field("Incarnation", u64::from(*incarnation), out);
+                raw_field("Meta", meta, out);
+                raw_field("Node", node.as_bytes(), out);
+                uint_field("Port", u64::from(addr.port()), out);
+                raw_field("Vsn", vsn, out);
             }
             Msg::User(bytes) => {
                 out.push(kind::USER);
@@ -452,14 +426,32 @@ impl Msg {
 
 /// A suspect or dead body: `{From, Incarnation, Node}`.
 fn write_verdict(incarnation: u32, node: &str, from: &str, out: &mut Vec<u8>) {
-    use super::msgpack::{write_map_len, write_raw, write_uint};
     write_map_len(3, out);
-    write_raw(b"From", out);
-    write_raw(from.as_bytes(), out);
-    write_raw(b"Incarnation", out);
-    write_uint(u64::from(incarnation), out);
-    write_raw(b"Node", out);
-    write_raw(node.as_bytes(), out);
+    raw_field("From", from.as_bytes(), out);
+    uint_field("Incarnation", u64::from(incarnation), out);
+    raw_field("Node", node.as_bytes(), out);
+}
+
+/// A map entry with a string key and a raw value.
+fn raw_field(key: &str, value: &[u8], out: &mut Vec<u8>) {
+    write_raw(key.as_bytes(), out);
+    write_raw(value, out);
+}
+
+/// A map entry with a string key and an unsigned value.
+fn uint_field(key: &str, value: u64, out: &mut Vec<u8>) {
+    write_raw(key.as_bytes(), out);
+    write_uint(value, out);
+}
+
+/// The `SourceAddr`, `SourceNode` and `SourcePort` entries of a probe, when it names its
+/// source (they sort between `SeqNo` and `Target`).
+fn source_fields(source: &Option<(SocketAddr, String)>, out: &mut Vec<u8>) {
+    if let Some((addr, name)) = source {
+        raw_field("SourceAddr", &ip_bytes(addr), out);
+        raw_field("SourceNode", name.as_bytes(), out);
+        uint_field("SourcePort", u64::from(addr.port()), out);
+    }
 }
 
 /// What happened, as told by the driver.
