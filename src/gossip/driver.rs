@@ -7,7 +7,7 @@
 //! sync reconciles against).
 //!
 //! `run` is a `select!` loop over the sockets, finished push/pull exchanges, commands and
-//! the node's next deadline; [`Shell`] carries out what the node asks for.
+//! the node's next deadline; `Shell` carries out what the node asks for.
 
 // The driver is where gossip reads the clock.
 #![allow(clippy::disallowed_methods)]
