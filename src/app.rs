@@ -132,7 +132,7 @@ fn leave_first(
             }
             if let Some(commands) = gossip {
                 let (done, wait) = oneshot::channel();
-                if commands.send(Command::Leave(done)).is_ok() {
+                if commands.send(Command::Leave { by, done }).is_ok() {
                     let _ = wait.await;
                 }
             }
@@ -331,20 +331,13 @@ fn start_gossip(
         },
     };
     tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, "gossip starting");
-    let (events_tx, mut events) = mpsc::unbounded_channel();
     let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    let publish = Publish {
-        events: events_tx,
-        view,
-    };
+    let publish = Publish { view };
     tokio::spawn(async move {
         if let Err(error) = driver::run(settings, publish, commands_rx).await {
             tracing::error!(%error, "gossip stopped");
         }
     });
-    // Membership is published as events and as the whole view; the HAProxy sync follows the
-    // view. The events are only logged (by the driver).
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
     Ok((commands, view_rx))
 }

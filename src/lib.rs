@@ -58,7 +58,7 @@
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
 //!   push/pull state, reconnect, reap); `node`, the two composed into one sans-IO node fed
 //!   bytes and time (framing, push/pull state, join timer, leave); and `driver`, the tokio
-//!   shell around `node` (UDP + TCP push/pull, DNS for seeds), which publishes every event on a channel and the whole view on a
+//!   shell around `node` (UDP + TCP push/pull, DNS for seeds), which logs every event and publishes the whole view on a
 //!   `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
 //!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` holds the character sets
 //!   and limits of names and tags; `swim` applies them to everything announced, admits a new

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use muster::gossip::driver::{self, Command as Cmd, Publish, Settings};
-use muster::gossip::serf::{self as serf_layer, EventKind};
+use muster::gossip::serf::{self as serf_layer, Status};
 use muster::gossip::swim;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -21,7 +21,6 @@ use common::free_port;
 struct Node {
     port: u16,
     runtime: tokio::runtime::Runtime,
-    events: mpsc::UnboundedReceiver<serf_layer::Event>,
     view: watch::Receiver<Vec<serf_layer::Member>>,
     commands: mpsc::UnboundedSender<Cmd>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -44,7 +43,6 @@ impl Node {
             rejoin_interval: Duration::from_secs(30),
             serf: serf_layer::Config::default(),
         };
-        let (events_tx, events) = mpsc::unbounded_channel();
         let (view_tx, view) = watch::channel(Vec::new());
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -52,37 +50,37 @@ impl Node {
             .enable_all()
             .build()
             .unwrap();
-        let publish = Publish {
-            events: events_tx,
-            view: view_tx,
-        };
+        let publish = Publish { view: view_tx };
         let task = runtime.spawn(driver::run(settings, publish, commands_rx));
         Node {
             port,
             runtime,
-            events,
             view,
             commands,
             task,
         }
     }
 
-    /// Waits for the next event of `kind` about `member`.
-    fn next(
+    /// Waits until this node's published view has `member` in `status`.
+    fn until(
         &mut self,
-        kind: EventKind,
+        status: Status,
         member: &str,
         limit: Duration,
-    ) -> Option<serf_layer::Event> {
-        let events = &mut self.events;
+    ) -> Option<serf_layer::Member> {
+        let view = &mut self.view;
         self.runtime.block_on(async {
             tokio::time::timeout(limit, async {
-                while let Some(e) = events.recv().await {
-                    if e.kind == kind && e.member.name == member {
-                        return Some(e);
+                loop {
+                    let found = view
+                        .borrow_and_update()
+                        .iter()
+                        .find(|m| m.name == member && m.status == status)
+                        .cloned();
+                    if found.is_some() || view.changed().await.is_err() {
+                        return found;
                     }
                 }
-                None
             })
             .await
             .ok()
@@ -100,7 +98,10 @@ impl Node {
 
     fn leave(&self) {
         let (done_tx, done_rx) = oneshot::channel();
-        self.commands.send(Cmd::Leave(done_tx)).unwrap();
+        let by = Instant::now() + Duration::from_secs(5);
+        self.commands
+            .send(Cmd::Leave { by, done: done_tx })
+            .unwrap();
         self.runtime
             .block_on(async { tokio::time::timeout(Duration::from_secs(5), done_rx).await })
             .unwrap()
@@ -213,9 +214,9 @@ fn serf_sees_muster_join_stay_alive_and_leave() {
 
     // muster saw serf join, with serf's tags.
     let joined = node
-        .next(EventKind::Join, "serf1", Duration::from_secs(5))
-        .expect("a join event for serf1");
-    let serf_tags = joined.member.tags;
+        .until(Status::Alive, "serf1", Duration::from_secs(5))
+        .expect("serf1 alive in muster's view");
+    let serf_tags = joined.tags;
     assert_eq!(serf_tags.get("role").map(String::as_str), Some("balancer"));
 
     // serf probes muster every second; with no ack it would suspect it and, after 4 s,
@@ -251,14 +252,14 @@ fn serf_joins_muster_and_each_detects_the_other_killed() {
         Duration::from_secs(15),
         || serf.status_of("muster2").is_some_and(|(s, _)| s == "alive"),
     );
-    node.next(EventKind::Join, "serf2", Duration::from_secs(5))
+    node.until(Status::Alive, "serf2", Duration::from_secs(5))
         .expect("muster saw serf2 join");
 
     // kill -9 of serf: muster declares it failed (LAN profile: 1 s probes, 4 s suspicion).
     serf.child.kill().unwrap();
     serf.child.wait().unwrap();
     let killed = Instant::now();
-    node.next(EventKind::Failed, "serf2", Duration::from_secs(15))
+    node.until(Status::Failed, "serf2", Duration::from_secs(15))
         .expect("muster declared serf2 failed");
     eprintln!(
         "kill -9 of serf -> failed at muster: {:?}",

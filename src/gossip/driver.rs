@@ -2,9 +2,12 @@
 //! what arrives and when, carries out what it asks (packets, push/pull exchanges), joins the
 //! seeds (by name or address, retried until one answers, and re-joined periodically so a split
 //! or a restarted seed heals), runs Serf's layer (`serf`: intents, status, reconnect, reap)
-//! above the failure detector, and publishes membership at once, without Serf's coalescing
-//! delay: every event on a channel, and the whole view on a `watch` (what a consumer such as
-//! the HAProxy sync reconciles against).
+//! above the failure detector, logs every membership event, and publishes the whole view at
+//! once, without Serf's coalescing delay, on a `watch` (what a consumer such as the HAProxy
+//! sync reconciles against).
+//!
+//! `run` is a `select!` loop over the sockets, finished push/pull exchanges, commands and
+//! the node's next deadline; `Shell` carries out what the node asks for.
 
 // The driver is where gossip reads the clock.
 #![allow(clippy::disallowed_methods)]
@@ -50,8 +53,6 @@ pub struct Settings {
 /// Where the driver publishes membership.
 #[derive(Debug, Clone)]
 pub struct Publish {
-    /// Every Serf event, in order.
-    pub events: mpsc::UnboundedSender<serf::Event>,
     /// The whole view (self included, sorted by name), replaced on every change.
     pub view: watch::Sender<Vec<serf::Member>>,
 }
@@ -59,8 +60,14 @@ pub struct Publish {
 /// Requests to a running driver.
 #[derive(Debug)]
 pub enum Command {
-    /// Leave gracefully; the reply comes once the news had time to spread.
-    Leave(oneshot::Sender<()>),
+    /// Leave gracefully; the reply comes once the news had time to spread
+    /// ([`node::LEAVE_PROPAGATE`]), or at `by` if that comes first.
+    Leave {
+        /// The stop deadline: the reply comes by then at the latest.
+        by: Instant,
+        /// Where the reply goes.
+        done: oneshot::Sender<()>,
+    },
     /// The current view of every member.
     Members(oneshot::Sender<Vec<serf::Member>>),
 }
@@ -198,66 +205,124 @@ pub async fn run(
 ) -> io::Result<()> {
     let udp = UdpSocket::bind(settings.bind).await?;
     let tcp = TcpListener::bind(settings.bind).await?;
-    // The boot time as incarnation: a restarted node supersedes its predecessor at once.
-    let incarnation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_secs() as u32);
-    let seed = u64::from(incarnation) ^ u64::from(std::process::id()) << 32;
-    let node_settings = node::Settings {
-        name: settings.name.clone(),
-        advertise: settings.advertise,
-        tags: settings.tags.clone(),
-        profile: settings.profile.clone(),
-        serf: settings.serf.clone(),
-        rejoin_interval: settings.rejoin_interval,
-        incarnation,
-        seed,
-    };
-    let max_members = settings.profile.max_members;
-    let mut node = Node::new(node_settings, !settings.seeds.is_empty(), Instant::now());
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
-    let mut leave_done: Option<oneshot::Sender<()>> = None;
-    let mut refusals = Refusals {
-        logged: std::collections::HashSet::new(),
-        last: swim::Stats::default(),
-        next_summary: Instant::now() + REFUSED_SUMMARY,
-    };
+    let mut shell = Shell::new(settings, publish, udp, streams_tx);
     let mut buf = vec![0u8; 65_536];
     loop {
-        while let Some(out) = node.poll_output() {
+        shell.carry_out().await;
+        tokio::select! {
+            r = shell.udp.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                shell.node.handle(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
+            }
+            r = tcp.accept() => {
+                let Ok((stream, peer)) = r else { continue };
+                shell.answer(stream, peer);
+            }
+            Some((peer, bytes)) = streams.recv() => shell.stream(peer, &bytes),
+            c = commands.recv() => match c {
+                None => return Ok(()),
+                Some(c) => shell.command(c),
+            },
+            _ = tokio::time::sleep_until(shell.node.poll_timeout().into()) => shell.tick(),
+        }
+    }
+}
+
+/// The node and what carrying out its outputs needs.
+struct Shell {
+    node: Node,
+    udp: UdpSocket,
+    /// Seeds as configured (names are resolved at every join).
+    seeds: Vec<String>,
+    publish: Publish,
+    /// Where finished push/pull exchanges send the peer's side.
+    streams: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+    /// The reply to the leave under way, sent when the node says it is done.
+    leave_done: Option<oneshot::Sender<()>>,
+    refusals: Refusals,
+    /// The most members a push/pull may announce.
+    max_members: usize,
+}
+
+impl Shell {
+    fn new(
+        settings: Settings,
+        publish: Publish,
+        udp: UdpSocket,
+        streams: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+    ) -> Shell {
+        // The boot time as incarnation: a restarted node supersedes its predecessor at once.
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs() as u32);
+        let seed = u64::from(incarnation) ^ u64::from(std::process::id()) << 32;
+        let max_members = settings.profile.max_members;
+        let has_seeds = !settings.seeds.is_empty();
+        let node_settings = node::Settings {
+            name: settings.name,
+            advertise: settings.advertise,
+            tags: settings.tags,
+            profile: settings.profile,
+            serf: settings.serf,
+            rejoin_interval: settings.rejoin_interval,
+            incarnation,
+            seed,
+        };
+        Shell {
+            node: Node::new(node_settings, has_seeds, Instant::now()),
+            udp,
+            seeds: settings.seeds,
+            publish,
+            streams,
+            leave_done: None,
+            refusals: Refusals {
+                logged: std::collections::HashSet::new(),
+                last: swim::Stats::default(),
+                next_summary: Instant::now() + REFUSED_SUMMARY,
+            },
+            max_members,
+        }
+    }
+
+    /// Carries out everything the node asked for, until it asks for nothing more.
+    async fn carry_out(&mut self) {
+        while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Transmit { to, bytes } => {
-                    if let Err(error) = udp.send_to(&bytes, to).await {
+                    if let Err(error) = self.udp.send_to(&bytes, to).await {
                         tracing::debug!(%to, %error, "cannot send");
                     }
                 }
                 Output::PushPull { to, bytes } => {
+                    let stream = TcpStream::connect(to);
                     exchange(
-                        TcpStream::connect(to),
+                        stream,
                         to,
                         Some(bytes),
                         None,
-                        max_members,
-                        streams_tx.clone(),
+                        self.max_members,
+                        self.streams.clone(),
                     );
                 }
                 Output::Event(e) => {
                     tracing::info!(member = %e.member.name, addr = %e.member.addr, status = e.member.status.as_str(), event = ?e.kind, "membership");
-                    let _ = publish.events.send(e);
                 }
                 Output::Detector(e) => {
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
                 }
                 Output::ViewChanged => {
-                    publish.view.send_replace(node.members().cloned().collect());
+                    self.publish
+                        .view
+                        .send_replace(self.node.members().cloned().collect());
                 }
-                Output::Refused { from, name, why } => refusals.note(from, &name, &why),
+                Output::Refused { from, name, why } => self.refusals.note(from, &name, &why),
                 Output::JoinDue => {
-                    let seeds = resolve(&settings.seeds).await;
-                    node.handle(Instant::now(), Input::Join(seeds));
+                    let seeds = resolve(&self.seeds).await;
+                    self.node.handle(Instant::now(), Input::Join(seeds));
                 }
                 Output::Left => {
-                    if let Some(done) = leave_done.take() {
+                    if let Some(done) = self.leave_done.take() {
                         let _ = done.send(());
                     }
                 }
@@ -266,37 +331,49 @@ pub async fn run(
                 }
             }
         }
-        tokio::select! {
-            r = udp.recv_from(&mut buf) => {
-                let Ok((n, from)) = r else { continue };
-                node.handle(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
+    }
+
+    /// A peer opened a push/pull: it gets our side once its own is read.
+    fn answer(&self, stream: TcpStream, peer: SocketAddr) {
+        let answer = self.node.push_pull_answer();
+        let stream = std::future::ready(Ok(stream));
+        exchange(
+            stream,
+            peer,
+            None,
+            Some(answer),
+            self.max_members,
+            self.streams.clone(),
+        );
+    }
+
+    /// The peer's side of a finished push/pull.
+    fn stream(&mut self, peer: SocketAddr, bytes: &[u8]) {
+        if !self.node.joined() {
+            tracing::info!(
+                members = self.node.swim().members().count(),
+                "joined the cluster"
+            );
+        }
+        self.node
+            .handle(Instant::now(), Input::Stream { from: peer, bytes });
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Leave { by, done } => {
+                self.leave_done = Some(done);
+                self.node.handle(Instant::now(), Input::Leave { by });
             }
-            r = tcp.accept() => {
-                let Ok((stream, peer)) = r else { continue };
-                let answer = node.push_pull_answer();
-                exchange(std::future::ready(Ok(stream)), peer, None, Some(answer), max_members, streams_tx.clone());
-            }
-            Some((peer, bytes)) = streams.recv() => {
-                if !node.joined() {
-                    tracing::info!(members = node.swim().members().count(), "joined the cluster");
-                }
-                node.handle(Instant::now(), Input::Stream { from: peer, bytes: &bytes });
-            }
-            c = commands.recv() => match c {
-                None => return Ok(()),
-                Some(Command::Leave(done)) => {
-                    leave_done = Some(done);
-                    node.handle(Instant::now(), Input::Leave);
-                }
-                Some(Command::Members(reply)) => {
-                    let _ = reply.send(node.members().cloned().collect());
-                }
-            },
-            _ = tokio::time::sleep_until(node.poll_timeout().into()) => {
-                let now = Instant::now();
-                node.handle(now, Input::Tick);
-                refusals.summary(now, node.swim().stats());
+            Command::Members(reply) => {
+                let _ = reply.send(self.node.members().cloned().collect());
             }
         }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        self.node.handle(now, Input::Tick);
+        self.refusals.summary(now, self.node.swim().stats());
     }
 }

@@ -8,9 +8,10 @@
 //! - `serf`, Serf's sans-IO layer above it: Lamport clock, join and leave intents, statuses
 //!   alive / leaving / left / failed, Serf's push/pull state, reconnect and reap;
 //! - `node`, SWIM and Serf composed into one sans-IO node: bytes and time in, datagrams,
-//!   push/pull exchanges and events out (framing, push/pull state, join timer, leave);
+//!   push/pull exchanges and events out (framing, push/pull state, join timer, a leave
+//!   bounded by the stop deadline); the simulator drives it exactly as the driver does;
 //! - `driver`, the tokio shell around `node`: UDP and TCP push/pull on one port, seeds by name
-//!   resolved at every (re-)join; it publishes every event on a channel and the whole view on a `watch`
+//!   resolved at every (re-)join; it logs every event and publishes the whole view on a `watch`
 //!   at once (no coalescing delay). `tests/serf_interop.rs` runs Debian's serf against it.
 //!
 //! - `validate`, what a name and tags may hold, checked where they enter.

@@ -299,8 +299,8 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
         Value::Nil => out.push(0xc0),
         Value::Bool(false) => out.push(0xc2),
         Value::Bool(true) => out.push(0xc3),
-        Value::Uint(n) => encode_uint(*n, out),
-        Value::Int(n) if *n >= 0 => encode_uint(*n as u64, out),
+        Value::Uint(n) => write_uint(*n, out),
+        Value::Int(n) if *n >= 0 => write_uint(*n as u64, out),
         Value::Int(n) => {
             let n = *n;
             if n >= -32 {
@@ -322,36 +322,15 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
             out.push(0xcb);
             out.extend_from_slice(&x.to_bits().to_be_bytes());
         }
-        Value::Raw(r) => {
-            encode_raw_len(r.len(), out);
-            out.extend_from_slice(r);
-        }
+        Value::Raw(r) => write_raw(r, out),
         Value::Array(items) => {
-            let n = items.len();
-            if n < 16 {
-                out.push(0x90 | n as u8);
-            } else if n <= 0xffff {
-                out.push(0xdc);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            } else {
-                out.push(0xdd);
-                out.extend_from_slice(&(n as u32).to_be_bytes());
-            }
+            write_array_len(items.len(), out);
             for item in items {
                 encode(item, out);
             }
         }
         Value::Map(entries) => {
-            let n = entries.len();
-            if n < 16 {
-                out.push(0x80 | n as u8);
-            } else if n <= 0xffff {
-                out.push(0xde);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            } else {
-                out.push(0xdf);
-                out.extend_from_slice(&(n as u32).to_be_bytes());
-            }
+            write_map_len(entries.len(), out);
             for (k, v) in entries {
                 encode(k, out);
                 encode(v, out);
@@ -374,7 +353,12 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn encode_uint(n: u64, out: &mut Vec<u8>) {
+// The writers below are what `encode` writes for each kind of value; the codec's hot paths
+// (memberlist messages, push/pull node states) call them directly instead of building a
+// `Value` first.
+
+/// Appends an unsigned integer in its smallest encoding.
+pub fn write_uint(n: u64, out: &mut Vec<u8>) {
     if n < 0x80 {
         out.push(n as u8);
     } else if n <= 0xff {
@@ -391,8 +375,45 @@ fn encode_uint(n: u64, out: &mut Vec<u8>) {
     }
 }
 
+/// Appends a boolean.
+pub fn write_bool(b: bool, out: &mut Vec<u8>) {
+    out.push(if b { 0xc3 } else { 0xc2 });
+}
+
+/// Appends a string or byte slice as an old-spec raw.
+pub fn write_raw(bytes: &[u8], out: &mut Vec<u8>) {
+    write_raw_len(bytes.len(), out);
+    out.extend_from_slice(bytes);
+}
+
+/// Appends the header of an array of `n` items (the items follow).
+pub fn write_array_len(n: usize, out: &mut Vec<u8>) {
+    if n < 16 {
+        out.push(0x90 | n as u8);
+    } else if n <= 0xffff {
+        out.push(0xdc);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
+/// Appends the header of a map of `n` entries (keys and values follow, alternating).
+pub fn write_map_len(n: usize, out: &mut Vec<u8>) {
+    if n < 16 {
+        out.push(0x80 | n as u8);
+    } else if n <= 0xffff {
+        out.push(0xde);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+    } else {
+        out.push(0xdf);
+        out.extend_from_slice(&(n as u32).to_be_bytes());
+    }
+}
+
 /// Old-spec raw header: fixstr, str16 or str32 (str8 did not exist in the old spec).
-fn encode_raw_len(n: usize, out: &mut Vec<u8>) {
+fn write_raw_len(n: usize, out: &mut Vec<u8>) {
     if n < 32 {
         out.push(0xa0 | n as u8);
     } else if n <= 0xffff {
@@ -459,6 +480,45 @@ mod tests {
         assert_eq!(to_vec(&Value::Raw(b"Node".to_vec())), b"\xa4Node");
         assert_eq!(to_vec(&Value::Uint(17947)), [0xcd, 0x46, 0x1b]);
         assert_eq!(to_vec(&Value::Int(-33)), [0xd0, 0xdf]);
+    }
+
+    #[test]
+    fn the_writers_write_what_encode_writes() {
+        for n in [
+            0,
+            1,
+            0x7f,
+            0x80,
+            0xff,
+            0x100,
+            0xffff,
+            0x1_0000,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_uint(n, &mut out);
+            assert_eq!(out, to_vec(&Value::Uint(n)), "{n}");
+        }
+        for len in [0, 31, 32, 0xffff, 0x1_0000] {
+            let raw = vec![b'x'; len];
+            let mut out = Vec::new();
+            write_raw(&raw, &mut out);
+            assert_eq!(out, to_vec(&Value::Raw(raw)), "{len}");
+            let items = vec![Value::Nil; len];
+            let mut out = Vec::new();
+            write_array_len(len, &mut out);
+            out.extend(std::iter::repeat_n(0xc0, len));
+            assert_eq!(out, to_vec(&Value::Array(items)), "{len}");
+            let entries = vec![(Value::Nil, Value::Bool(true)); len];
+            let mut out = Vec::new();
+            write_map_len(len, &mut out);
+            for _ in 0..len {
+                out.push(0xc0);
+                write_bool(true, &mut out);
+            }
+            assert_eq!(out, to_vec(&Value::Map(entries)), "{len}");
+        }
     }
 
     #[test]

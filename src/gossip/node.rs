@@ -16,7 +16,8 @@ use super::serf::{self, Serf};
 use super::swim::{self, Msg, RemoteNode, State, Swim};
 use super::wire::{self, NodeState};
 
-/// How long a graceful leave keeps gossiping before it is reported done.
+/// How long a graceful leave keeps gossiping before it is reported done (unless its deadline
+/// comes first).
 pub const LEAVE_PROPAGATE: Duration = Duration::from_millis(1000);
 /// How often the seeds are tried until the first join succeeds.
 const JOIN_RETRY: Duration = Duration::from_secs(1);
@@ -34,7 +35,7 @@ pub struct Settings {
     pub profile: swim::Config,
     /// Serf's reconnect and reap timings.
     pub serf: serf::Config,
-    /// How often the seeds are joined again once joined (0: never).
+    /// How often the seeds are joined again once joined (at most once a second).
     pub rejoin_interval: Duration,
     /// Incarnation to start with: it should grow across restarts (the boot time).
     pub incarnation: u32,
@@ -62,8 +63,12 @@ pub enum Input<'a> {
     },
     /// Join the cluster through these seeds (resolved by the driver).
     Join(Vec<SocketAddr>),
-    /// Leave gracefully: [`Output::Left`] follows once the news had time to spread.
-    Leave,
+    /// Leave gracefully: [`Output::Left`] follows once the news had [`LEAVE_PROPAGATE`] to
+    /// spread, or at `by` if that comes first (the stop deadline).
+    Leave {
+        /// When the leave must be reported done at the latest.
+        by: Instant,
+    },
     /// Time passed.
     Tick,
 }
@@ -103,7 +108,8 @@ pub enum Output {
     },
     /// The seeds are due to be resolved and joined (`Input::Join` with the addresses).
     JoinDue,
-    /// The graceful leave has had its time: the driver may report it done.
+    /// The graceful leave has had its time (or reached its deadline): the driver may report
+    /// it done. Every [`Input::Leave`] gets one.
     Left,
     /// A push/pull or stream could not be read (the driver logs it at debug level).
     BadStream {
@@ -125,6 +131,15 @@ pub fn stream_complete(buf: &[u8], max_members: usize) -> Result<bool, wire::Wir
     }
 }
 
+/// A graceful leave under way.
+struct Leave {
+    /// When it is reported done: [`LEAVE_PROPAGATE`] after it began, or its deadline if
+    /// that is earlier.
+    until: Instant,
+    /// Whether [`Output::Left`] was given (the node keeps answering until it is dropped).
+    reported: bool,
+}
+
 /// One node: SWIM and Serf, composed.
 pub struct Node {
     swim: Swim,
@@ -136,10 +151,12 @@ pub struct Node {
     has_seeds: bool,
     next_join: Instant,
     rejoin_interval: Duration,
-    /// When the graceful leave is reported done.
-    leaving_until: Option<Instant>,
+    /// The graceful leave, once asked for.
+    leave: Option<Leave>,
     /// The most members a push/pull may announce.
     max_members: usize,
+    /// Datagrams, and messages in them, that could not be decoded.
+    undecodable: u64,
 }
 
 impl Node {
@@ -172,8 +189,9 @@ impl Node {
             has_seeds,
             next_join: now,
             rejoin_interval: settings.rejoin_interval,
-            leaving_until: None,
+            leave: None,
             max_members,
+            undecodable: 0,
         };
         node.outputs.push_back(Output::ViewChanged);
         node
@@ -192,6 +210,11 @@ impl Node {
     /// Serf's layer underneath.
     pub fn serf(&self) -> &Serf {
         &self.serf
+    }
+
+    /// How many datagrams, and messages in them, could not be decoded (they are ignored).
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable
     }
 
     /// Whether a push/pull has succeeded.
@@ -220,11 +243,10 @@ impl Node {
     /// When the next `Tick` is due.
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.swim.poll_timeout().min(self.serf.poll_timeout());
-        if self.has_seeds && self.leaving_until.is_none() {
-            t = t.min(self.next_join);
-        }
-        if let Some(until) = self.leaving_until {
-            t = t.min(until);
+        match &self.leave {
+            None if self.has_seeds => t = t.min(self.next_join),
+            Some(l) if !l.reported => t = t.min(l.until),
+            _ => {}
         }
         t
     }
@@ -241,49 +263,67 @@ impl Node {
                     self.swim.handle(now, swim::Input::Join(seeds));
                 }
             }
-            Input::Leave => {
-                if self.leaving_until.is_none() {
-                    // Serf 0.9.4 counts a member as left (not failed) only when its leave
-                    // intent arrives before memberlist's own dead message: queue it first.
-                    self.serf.leave(now);
-                    self.pump(now);
-                    self.swim.handle(now, swim::Input::Leave);
-                    self.leaving_until = Some(now + LEAVE_PROPAGATE);
-                }
-            }
-            Input::Tick => {
-                if let Some(until) = self.leaving_until {
-                    if now >= until {
-                        self.outputs.push_back(Output::Left);
-                        // Reported once; the node keeps answering until it is dropped.
-                        self.leaving_until = Some(now + Duration::from_secs(3600));
-                    }
-                }
-                if self.has_seeds && self.leaving_until.is_none() && now >= self.next_join {
-                    // Until the first join succeeds, retry fast; then re-join now and then.
-                    self.next_join = now
-                        + if self.joined {
-                            self.rejoin_interval.max(JOIN_RETRY)
-                        } else {
-                            JOIN_RETRY
-                        };
-                    self.outputs.push_back(Output::JoinDue);
-                }
-                self.swim.handle(now, swim::Input::Tick);
-                self.serf.tick(now);
-            }
+            Input::Leave { by } => self.leave(now, by),
+            Input::Tick => self.tick(now),
         }
         self.pump(now);
     }
 
+    /// Starts the graceful leave, or moves its report earlier when asked again with an
+    /// earlier deadline (at once when it was reported already).
+    fn leave(&mut self, now: Instant, by: Instant) {
+        let until = (now + LEAVE_PROPAGATE).min(by);
+        match &mut self.leave {
+            None => {
+                // Serf 0.9.4 counts a member as left (not failed) only when its leave intent
+                // arrives before memberlist's own dead message: queue it first.
+                self.serf.leave(now);
+                self.pump(now);
+                self.swim.handle(now, swim::Input::Leave);
+                self.leave = Some(Leave {
+                    until,
+                    reported: false,
+                });
+            }
+            Some(l) if l.reported => self.outputs.push_back(Output::Left),
+            Some(l) => l.until = l.until.min(until),
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if let Some(l) = &mut self.leave {
+            if !l.reported && now >= l.until {
+                l.reported = true;
+                self.outputs.push_back(Output::Left);
+            }
+        }
+        if self.has_seeds && self.leave.is_none() && now >= self.next_join {
+            // Until the first join succeeds, retry fast; then re-join now and then.
+            self.next_join = now
+                + if self.joined {
+                    self.rejoin_interval.max(JOIN_RETRY)
+                } else {
+                    JOIN_RETRY
+                };
+            self.outputs.push_back(Output::JoinDue);
+        }
+        self.swim.handle(now, swim::Input::Tick);
+        self.serf.tick(now);
+    }
+
     fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let Ok(parts) = wire::decode_packet(bytes) else {
+            self.undecodable += 1;
             return;
         };
-        let msgs: Vec<Msg> = parts
-            .iter()
-            .filter_map(|p| Msg::from_part(p).ok().flatten())
-            .collect();
+        let mut msgs = Vec::with_capacity(parts.len());
+        for p in &parts {
+            match Msg::from_part(p) {
+                Ok(Some(m)) => msgs.push(m),
+                Ok(None) => {}
+                Err(_) => self.undecodable += 1,
+            }
+        }
         for m in &msgs {
             if let Msg::User(body) = m {
                 self.serf.on_user(now, body);
@@ -357,12 +397,7 @@ impl Node {
             };
             match out {
                 swim::Output::Send { to, msgs } => {
-                    let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
-                    let bytes = if parts.len() == 1 {
-                        wire::with_crc(&parts[0])
-                    } else {
-                        wire::with_crc(&wire::compound(&parts))
-                    };
+                    let bytes = frame(&msgs);
                     self.outputs.push_back(Output::Transmit { to, bytes });
                 }
                 swim::Output::PushPull { to, join } => {
@@ -379,6 +414,37 @@ impl Node {
             }
         }
     }
+}
+
+/// The datagram for `msgs`: CRC, then one message or a compound of them; the bytes of
+/// `wire::with_crc(&wire::compound(..))` (or of the one message), written into one buffer.
+fn frame(msgs: &[Msg]) -> Vec<u8> {
+    const CRC: usize = 5;
+    let mut out = Vec::with_capacity(512);
+    out.resize(CRC, 0);
+    if let [m] = msgs {
+        m.write_wire(&mut out);
+    } else {
+        let msgs = &msgs[..msgs.len().min(255)];
+        out.push(wire::kind::COMPOUND);
+        out.push(msgs.len() as u8);
+        let lens = out.len();
+        out.resize(lens + 2 * msgs.len(), 0);
+        for (i, m) in msgs.iter().enumerate() {
+            let start = out.len();
+            m.write_wire(&mut out);
+            let Ok(len) = u16::try_from(out.len() - start) else {
+                // A part too long for a compound is cut there, as `wire::compound` cuts it.
+                let parts: Vec<Vec<u8>> = msgs.iter().map(Msg::to_wire).collect();
+                return wire::with_crc(&wire::compound(&parts));
+            };
+            out[lens + 2 * i..lens + 2 * i + 2].copy_from_slice(&len.to_be_bytes());
+        }
+    }
+    let crc = wire::crc32(&out[CRC..]);
+    out[0] = wire::kind::HAS_CRC;
+    out[1..CRC].copy_from_slice(&crc.to_be_bytes());
+    out
 }
 
 /// A push/pull node state as the SWIM core takes it (`None` for an address that is not IPv4
@@ -425,3 +491,6 @@ fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

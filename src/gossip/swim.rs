@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::msgpack::Value;
+use super::msgpack::{Value, write_bool, write_map_len, write_raw, write_uint};
 use super::validate;
 use super::wire::{self, NodeState, Part, WireError, kind};
 
@@ -207,10 +207,6 @@ pub enum Msg {
     User(Vec<u8>),
 }
 
-fn raw(s: &str) -> Value {
-    Value::Raw(s.as_bytes().to_vec())
-}
-
 fn ip_bytes(addr: &SocketAddr) -> Vec<u8> {
     match addr {
         SocketAddr::V4(a) => a.ip().octets().to_vec(),
@@ -234,94 +230,90 @@ fn socket(ip: &[u8], port: u64) -> Option<SocketAddr> {
 impl Msg {
     /// Encodes the message as `[type][msgpack body]`, keys in Go's (sorted) order.
     pub fn to_wire(&self) -> Vec<u8> {
-        let with_source = |mut fields: Vec<(&'static str, Value)>,
-                           source: &Option<(SocketAddr, String)>| {
-            if let Some((addr, name)) = source {
-                fields.push(("SourceAddr", Value::Raw(ip_bytes(addr))));
-                fields.push(("SourceNode", raw(name)));
-                fields.push(("SourcePort", Value::Uint(u64::from(addr.port()))));
-            }
-            fields.sort_by_key(|(k, _)| *k);
-            Value::map(fields)
-        };
+        let mut out = Vec::with_capacity(64);
+        self.write_wire(&mut out);
+        out
+    }
+
+    /// Appends what [`Msg::to_wire`] returns (written directly, no `Value` built: this is the
+    /// codec's busiest path).
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
+        let sourced = |source: &Option<_>| if source.is_some() { 3 } else { 0 };
         match self {
             Msg::Ping {
                 seq_no,
                 node,
                 source,
-            } => wire::message(
-                kind::PING,
-                &with_source(
-                    vec![
-                        ("Node", raw(node)),
-                        ("SeqNo", Value::Uint(u64::from(*seq_no))),
-                    ],
-                    source,
-                ),
-            ),
+            } => {
+                out.push(kind::PING);
+                write_map_len(2 + sourced(source), out);
+                raw_field("Node", node.as_bytes(), out);
+                uint_field("SeqNo", u64::from(*seq_no), out);
+                source_fields(source, out);
+            }
             Msg::IndirectPing {
                 seq_no,
                 target,
                 node,
                 nack,
                 source,
-            } => wire::message(
-                kind::INDIRECT_PING,
-                &with_source(
-                    vec![
-                        ("Nack", Value::Bool(*nack)),
-                        ("Node", raw(node)),
-                        ("Port", Value::Uint(u64::from(target.port()))),
-                        ("SeqNo", Value::Uint(u64::from(*seq_no))),
-                        ("Target", Value::Raw(ip_bytes(target))),
-                    ],
-                    source,
-                ),
-            ),
-            Msg::Ack { seq_no, payload } => wire::message(
-                kind::ACK,
-                &Value::map([
-                    ("Payload", Value::Raw(payload.clone())),
-                    ("SeqNo", Value::Uint(u64::from(*seq_no))),
-                ]),
-            ),
-            Msg::Nack { seq_no } => wire::message(
-                kind::NACK,
-                &Value::map([("SeqNo", Value::Uint(u64::from(*seq_no)))]),
-            ),
+            } => {
+                out.push(kind::INDIRECT_PING);
+                write_map_len(5 + sourced(source), out);
+                write_raw(b"Nack", out);
+                write_bool(*nack, out);
+                raw_field("Node", node.as_bytes(), out);
+                uint_field("Port", u64::from(target.port()), out);
+                uint_field("SeqNo", u64::from(*seq_no), out);
+                source_fields(source, out);
+                raw_field("Target", &ip_bytes(target), out);
+            }
+            Msg::Ack { seq_no, payload } => {
+                out.push(kind::ACK);
+                write_map_len(2, out);
+                raw_field("Payload", payload, out);
+                uint_field("SeqNo", u64::from(*seq_no), out);
+            }
+            Msg::Nack { seq_no } => {
+                out.push(kind::NACK);
+                write_map_len(1, out);
+                uint_field("SeqNo", u64::from(*seq_no), out);
+            }
             Msg::Suspect {
                 incarnation,
                 node,
                 from,
-            } => wire::message(kind::SUSPECT, &verdict(*incarnation, node, from)),
+            } => {
+                out.push(kind::SUSPECT);
+                write_verdict(*incarnation, node, from, out);
+            }
             Msg::Dead {
                 incarnation,
                 node,
                 from,
-            } => wire::message(kind::DEAD, &verdict(*incarnation, node, from)),
+            } => {
+                out.push(kind::DEAD);
+                write_verdict(*incarnation, node, from, out);
+            }
             Msg::Alive {
                 incarnation,
                 node,
                 addr,
                 meta,
                 vsn,
-            } => wire::message(
-                kind::ALIVE,
-                &NodeState {
-                    name: node.clone(),
-                    addr: ip_bytes(addr),
-                    port: addr.port(),
-                    meta: meta.clone(),
-                    incarnation: *incarnation,
-                    state: None,
-                    vsn: vsn.clone(),
-                }
-                .alive_body(),
-            ),
+            } => {
+                out.push(kind::ALIVE);
+                write_map_len(6, out);
+                raw_field("Addr", &ip_bytes(addr), out);
+                uint_field("Incarnation", u64::from(*incarnation), out);
+                raw_field("Meta", meta, out);
+                raw_field("Node", node.as_bytes(), out);
+                uint_field("Port", u64::from(addr.port()), out);
+                raw_field("Vsn", vsn, out);
+            }
             Msg::User(bytes) => {
-                let mut out = vec![kind::USER];
+                out.push(kind::USER);
                 out.extend_from_slice(bytes);
-                out
             }
         }
     }
@@ -432,12 +424,34 @@ impl Msg {
     }
 }
 
-fn verdict(incarnation: u32, node: &str, from: &str) -> Value {
-    Value::map([
-        ("From", raw(from)),
-        ("Incarnation", Value::Uint(u64::from(incarnation))),
-        ("Node", raw(node)),
-    ])
+/// A suspect or dead body: `{From, Incarnation, Node}`.
+fn write_verdict(incarnation: u32, node: &str, from: &str, out: &mut Vec<u8>) {
+    write_map_len(3, out);
+    raw_field("From", from.as_bytes(), out);
+    uint_field("Incarnation", u64::from(incarnation), out);
+    raw_field("Node", node.as_bytes(), out);
+}
+
+/// A map entry with a string key and a raw value.
+fn raw_field(key: &str, value: &[u8], out: &mut Vec<u8>) {
+    write_raw(key.as_bytes(), out);
+    write_raw(value, out);
+}
+
+/// A map entry with a string key and an unsigned value.
+fn uint_field(key: &str, value: u64, out: &mut Vec<u8>) {
+    write_raw(key.as_bytes(), out);
+    write_uint(value, out);
+}
+
+/// The `SourceAddr`, `SourceNode` and `SourcePort` entries of a probe, when it names its
+/// source (they sort between `SeqNo` and `Target`).
+fn source_fields(source: &Option<(SocketAddr, String)>, out: &mut Vec<u8>) {
+    if let Some((addr, name)) = source {
+        raw_field("SourceAddr", &ip_bytes(addr), out);
+        raw_field("SourceNode", name.as_bytes(), out);
+        uint_field("SourcePort", u64::from(addr.port()), out);
+    }
 }
 
 /// What happened, as told by the driver.
@@ -791,6 +805,9 @@ pub struct Swim {
     candidates: BTreeMap<String, Candidate>,
     /// Candidates by the sequence number of their probe.
     candidate_seqs: HashMap<u32, String>,
+    /// The candidates' deadlines, with how many candidates have each: `poll_timeout` runs
+    /// after every input, and a join storm leaves hundreds of candidates to scan otherwise.
+    candidate_deadlines: BTreeMap<Instant, usize>,
     /// Claims about live members held while the member can refute them.
     held: BTreeMap<String, Held>,
     /// Admission tokens left (refilled at `new_members_per_second`), and when last refilled.
@@ -878,6 +895,7 @@ impl Swim {
             next_broadcast: 0,
             candidates: BTreeMap::new(),
             candidate_seqs: HashMap::new(),
+            candidate_deadlines: BTreeMap::new(),
             held: BTreeMap::new(),
             tokens: (0.0, now),
             budget: None,
@@ -949,6 +967,19 @@ impl Swim {
             *n -= 1;
             if *n == 0 {
                 self.addrs.remove(&addr);
+            }
+        }
+    }
+
+    fn deadline_added(&mut self, at: Instant) {
+        *self.candidate_deadlines.entry(at).or_insert(0) += 1;
+    }
+
+    fn deadline_dropped(&mut self, at: Instant) {
+        if let Some(n) = self.candidate_deadlines.get_mut(&at) {
+            *n -= 1;
+            if *n == 0 {
+                self.candidate_deadlines.remove(&at);
             }
         }
     }
@@ -1042,9 +1073,19 @@ impl Swim {
         for r in self.relays.values() {
             t = t.min(r.deadline);
         }
-        for c in self.candidates.values() {
-            t = t.min(c.deadline);
+        if let Some((&at, _)) = self.candidate_deadlines.first_key_value() {
+            t = t.min(at);
         }
+        debug_assert_eq!(
+            self.candidate_deadlines.values().sum::<usize>(),
+            self.candidates.len()
+        );
+        debug_assert_eq!(
+            self.candidate_deadlines
+                .first_key_value()
+                .map(|(&at, _)| at),
+            self.candidates.values().map(|c| c.deadline).min()
+        );
         for h in self.held.values() {
             t = t.min(h.until);
         }
@@ -1130,23 +1171,7 @@ impl Swim {
                 seq_no,
                 node,
                 source,
-            } => {
-                if !node.is_empty() && node != self.me {
-                    return; // a probe for another process that once had our address
-                }
-                let to = source.as_ref().map_or(from, |(a, _)| *a);
-                self.send(
-                    now,
-                    to,
-                    vec![Msg::Ack {
-                        seq_no,
-                        payload: Vec::new(),
-                    }],
-                );
-                if let Some((addr, name)) = source {
-                    self.stranger(from, addr, &name);
-                }
-            }
+            } => self.on_ping(now, from, seq_no, &node, source),
             Msg::IndirectPing {
                 seq_no,
                 target,
@@ -1155,54 +1180,9 @@ impl Swim {
                 source,
             } => {
                 let requester = source.map_or(from, |(a, _)| a);
-                // Only on behalf of a member: a stranger could otherwise aim our pings (and
-                // their nacks) at any address.
-                if !self.is_member_addr(requester) || requester == self.self_member().addr {
-                    self.stats.stranger_relays += 1;
-                    return;
-                }
-                if self.relays.len() >= MAX_RELAYS {
-                    return;
-                }
-                let ours = self.seq();
-                self.relays.insert(
-                    ours,
-                    Relay {
-                        requester,
-                        seq_no,
-                        nack,
-                        deadline: now + self.config.probe_timeout,
-                    },
-                );
-                let me = self.self_member().addr;
-                self.send(
-                    now,
-                    target,
-                    vec![Msg::Ping {
-                        seq_no: ours,
-                        node,
-                        source: Some((me, self.me.clone())),
-                    }],
-                );
+                self.on_indirect_ping(now, requester, seq_no, target, node, nack);
             }
-            Msg::Ack { seq_no, .. } => {
-                if let Some(r) = self.relays.remove(&seq_no) {
-                    self.send(
-                        now,
-                        r.requester,
-                        vec![Msg::Ack {
-                            seq_no: r.seq_no,
-                            payload: Vec::new(),
-                        }],
-                    );
-                } else if let Some(name) = self.candidate_seqs.remove(&seq_no) {
-                    self.confirm(now, &name);
-                } else if let Some(p) = &mut self.probe {
-                    if p.seq_no == seq_no {
-                        p.acked = true;
-                    }
-                }
-            }
+            Msg::Ack { seq_no, .. } => self.on_ack(now, seq_no),
             Msg::Nack { seq_no } => {
                 if let Some(p) = &mut self.probe {
                     if p.seq_no == seq_no {
@@ -1232,6 +1212,96 @@ impl Swim {
                 }
             }
             Msg::User(_) => {}
+        }
+    }
+
+    /// A probe of `node` from `from`: acked (to `source` when given) unless it names another
+    /// node; a prober we do not know is remembered as a stranger to sync with.
+    fn on_ping(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        seq_no: u32,
+        node: &str,
+        source: Option<(SocketAddr, String)>,
+    ) {
+        if !node.is_empty() && node != self.me {
+            return; // a probe for another process that once had our address
+        }
+        let to = source.as_ref().map_or(from, |(a, _)| *a);
+        self.send(
+            now,
+            to,
+            vec![Msg::Ack {
+                seq_no,
+                payload: Vec::new(),
+            }],
+        );
+        if let Some((addr, name)) = source {
+            self.stranger(from, addr, &name);
+        }
+    }
+
+    /// A member asks us to probe `target` for it: we ping it with a sequence number of ours
+    /// and remember whom to answer.
+    fn on_indirect_ping(
+        &mut self,
+        now: Instant,
+        requester: SocketAddr,
+        seq_no: u32,
+        target: SocketAddr,
+        node: String,
+        nack: bool,
+    ) {
+        // Only on behalf of a member: a stranger could otherwise aim our pings (and their
+        // nacks) at any address.
+        if !self.is_member_addr(requester) || requester == self.self_member().addr {
+            self.stats.stranger_relays += 1;
+            return;
+        }
+        if self.relays.len() >= MAX_RELAYS {
+            return;
+        }
+        let ours = self.seq();
+        self.relays.insert(
+            ours,
+            Relay {
+                requester,
+                seq_no,
+                nack,
+                deadline: now + self.config.probe_timeout,
+            },
+        );
+        let me = self.self_member().addr;
+        self.send(
+            now,
+            target,
+            vec![Msg::Ping {
+                seq_no: ours,
+                node,
+                source: Some((me, self.me.clone())),
+            }],
+        );
+    }
+
+    /// An ack: relayed to whoever asked us to probe, or the answer of a candidate's probe,
+    /// or of our own probe.
+    fn on_ack(&mut self, now: Instant, seq_no: u32) {
+        if let Some(r) = self.relays.remove(&seq_no) {
+            self.send(
+                now,
+                r.requester,
+                vec![Msg::Ack {
+                    seq_no: r.seq_no,
+                    payload: Vec::new(),
+                }],
+            );
+        } else if let Some(name) = self.candidate_seqs.remove(&seq_no) {
+            self.confirm(now, &name);
+        } else if let Some(p) = &mut self.probe {
+            if p.seq_no == seq_no {
+                p.acked = true;
+            }
         }
     }
 
@@ -1549,6 +1619,8 @@ impl Swim {
             self.stats.rate_limited += 1;
             return;
         }
+        let deadline = now + self.config.probe_interval.max(self.config.probe_timeout);
+        self.deadline_added(deadline);
         self.candidates.insert(
             name.to_owned(),
             Candidate {
@@ -1556,7 +1628,7 @@ impl Swim {
                 meta,
                 incarnation,
                 seq_no,
-                deadline: now + self.config.probe_interval.max(self.config.probe_timeout),
+                deadline,
                 relayed: self.relaying && !comeback,
                 retries: if self.relaying || self.streaming {
                     2
@@ -1590,6 +1662,7 @@ impl Swim {
         let Some(c) = self.candidates.remove(name) else {
             return;
         };
+        self.deadline_dropped(c.deadline);
         let msg = Msg::Alive {
             incarnation: c.incarnation,
             node: name.to_owned(),
@@ -1964,100 +2037,12 @@ impl Swim {
     }
 
     fn tick(&mut self, now: Instant) {
-        // Relayed probes that got no answer.
-        let expired: Vec<u32> = self
-            .relays
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(s, _)| *s)
-            .collect();
-        for s in expired {
-            if let Some(r) = self.relays.remove(&s) {
-                if r.nack {
-                    self.send(now, r.requester, vec![Msg::Nack { seq_no: r.seq_no }]);
-                }
-            }
-        }
-        // Suspicions that ran out.
-        let due: Vec<String> = self
-            .suspicions
-            .iter()
-            .filter(|(_, s)| s.deadline() <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            self.suspicions.remove(&name);
-            let inc = self.members.get(&name).map_or(0, |m| m.incarnation);
-            let me = self.me.clone();
-            // Our own verdict: the member was told (buddy system) and did not refute.
-            self.apply_dead(now, &name, inc, &me);
-        }
-        // Candidates that never answered: forgotten.
-        let silent: Vec<String> = self
-            .candidates
-            .iter()
-            .filter(|(_, c)| c.deadline <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in silent {
-            if let Some(c) = self.candidates.get_mut(&name) {
-                if c.retries > 0 {
-                    c.retries -= 1;
-                    c.deadline = now + self.config.probe_interval.max(self.config.probe_timeout);
-                    let old = c.seq_no;
-                    let (addr, seq_no) = (c.addr, self.rng.next_u64() as u32);
-                    if let Some(c) = self.candidates.get_mut(&name) {
-                        c.seq_no = seq_no;
-                    }
-                    self.candidate_seqs.remove(&old);
-                    self.candidate_seqs.insert(seq_no, name.clone());
-                    let me = (self.self_member().addr, self.me.clone());
-                    self.send_bare(
-                        addr,
-                        vec![Msg::Ping {
-                            seq_no,
-                            node: name.clone(),
-                            source: Some(me),
-                        }],
-                    );
-                    continue;
-                }
-            }
-            if let Some(c) = self.candidates.remove(&name) {
-                self.candidate_seqs.remove(&c.seq_no);
-                self.stats.unconfirmed += 1;
-                // Its news stops here: nobody answered for it.
-                if c.relayed && !self.members.contains_key(&name) {
-                    if let Some(key) = self.latest.remove(&name) {
-                        self.broadcasts.remove(&key);
-                    }
-                }
-            }
-        }
-        // Held claims that nothing refuted.
-        let released: Vec<String> = self
-            .held
-            .iter()
-            .filter(|(_, h)| h.until <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in released {
-            self.release(now, &name);
-        }
+        self.expire_relays(now);
+        self.expire_suspicions(now);
+        self.expire_candidates(now);
+        self.release_held(now);
         self.sync_with_a_stranger(now);
-        if let (Some(at), left) = self.early_syncs {
-            if now >= at && left > 0 && !self.leaving {
-                let left = left - 1;
-                let next = EARLY_SYNC * (1 << (3 - left));
-                self.early_syncs = (if left > 0 { Some(now + next) } else { None }, left);
-                if let Some(to) = self.peers(now, 1, false).first() {
-                    self.outputs.push_back(Output::PushPull {
-                        to: *to,
-                        join: false,
-                    });
-                }
-            }
-        }
+        self.early_sync(now);
         self.probe_tick(now);
         if now >= self.next_gossip {
             self.next_gossip = now + self.config.gossip_interval;
@@ -2073,6 +2058,146 @@ impl Swim {
                         join: false,
                     });
                 }
+            }
+        }
+    }
+
+    /// Relayed probes that got no answer: the requester gets a nack if it asked for one.
+    fn expire_relays(&mut self, now: Instant) {
+        let expired: Vec<u32> = self
+            .relays
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
+        for s in expired {
+            if let Some(r) = self.relays.remove(&s) {
+                if r.nack {
+                    self.send(now, r.requester, vec![Msg::Nack { seq_no: r.seq_no }]);
+                }
+            }
+        }
+    }
+
+    /// Suspicions that ran out: the member is dead.
+    fn expire_suspicions(&mut self, now: Instant) {
+        let due: Vec<String> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.deadline() <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.suspicions.remove(&name);
+            let inc = self.members.get(&name).map_or(0, |m| m.incarnation);
+            let me = self.me.clone();
+            // Our own verdict: the member was told (buddy system) and did not refute.
+            self.apply_dead(now, &name, inc, &me);
+        }
+    }
+
+    /// Candidates whose probe went unanswered: probed again while retries are left, then
+    /// forgotten.
+    fn expire_candidates(&mut self, now: Instant) {
+        if self
+            .candidate_deadlines
+            .first_key_value()
+            .is_none_or(|(&at, _)| at > now)
+        {
+            return;
+        }
+        let silent: Vec<String> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in silent {
+            if self.reprobe_candidate(now, &name) {
+                continue;
+            }
+            if let Some(c) = self.candidates.remove(&name) {
+                self.deadline_dropped(c.deadline);
+                self.candidate_seqs.remove(&c.seq_no);
+                self.stats.unconfirmed += 1;
+                // Its news stops here: nobody answered for it.
+                if c.relayed && !self.members.contains_key(&name) {
+                    if let Some(key) = self.latest.remove(&name) {
+                        self.broadcasts.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Probes a silent candidate again under a new sequence number, if it has retries left;
+    /// returns whether it did.
+    fn reprobe_candidate(&mut self, now: Instant, name: &str) -> bool {
+        let Some(c) = self.candidates.get_mut(name) else {
+            return false;
+        };
+        if c.retries == 0 {
+            return false;
+        }
+        c.retries -= 1;
+        let was = std::mem::replace(
+            &mut c.deadline,
+            now + self.config.probe_interval.max(self.config.probe_timeout),
+        );
+        let deadline = c.deadline;
+        let old = c.seq_no;
+        let (addr, seq_no) = (c.addr, self.rng.next_u64() as u32);
+        if let Some(c) = self.candidates.get_mut(name) {
+            c.seq_no = seq_no;
+        }
+        self.candidate_seqs.remove(&old);
+        self.candidate_seqs.insert(seq_no, name.to_owned());
+        self.deadline_dropped(was);
+        self.deadline_added(deadline);
+        let me = (self.self_member().addr, self.me.clone());
+        self.send_bare(
+            addr,
+            vec![Msg::Ping {
+                seq_no,
+                node: name.to_owned(),
+                source: Some(me),
+            }],
+        );
+        true
+    }
+
+    /// Held claims that nothing refuted in time: applied.
+    fn release_held(&mut self, now: Instant) {
+        let released: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.until <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in released {
+            self.release(now, &name);
+        }
+    }
+
+    /// The extra push/pulls of the first seconds after joining, when due.
+    fn early_sync(&mut self, now: Instant) {
+        let (Some(at), left) = self.early_syncs else {
+            return;
+        };
+        if self.leaving {
+            // No more of them; nor a deadline left in the past that makes every tick due.
+            self.early_syncs = (None, 0);
+            return;
+        }
+        if now >= at && left > 0 {
+            let left = left - 1;
+            let next = EARLY_SYNC * (1 << (3 - left));
+            self.early_syncs = (if left > 0 { Some(now + next) } else { None }, left);
+            if let Some(to) = self.peers(now, 1, false).first() {
+                self.outputs.push_back(Output::PushPull {
+                    to: *to,
+                    join: false,
+                });
             }
         }
     }

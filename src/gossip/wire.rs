@@ -374,6 +374,27 @@ impl NodeState {
         ])
     }
 
+    /// Appends the node as a push/pull entry: `{Addr, Incarnation, Meta, Name, Port, State,
+    /// Vsn}` (written directly: a push/pull carries every member).
+    pub fn write_push_pull(&self, out: &mut Vec<u8>) {
+        use msgpack::{write_map_len, write_raw, write_uint};
+        write_map_len(7, out);
+        write_raw(b"Addr", out);
+        write_raw(&self.addr, out);
+        write_raw(b"Incarnation", out);
+        write_uint(u64::from(self.incarnation), out);
+        write_raw(b"Meta", out);
+        write_raw(&self.meta, out);
+        write_raw(b"Name", out);
+        write_raw(self.name.as_bytes(), out);
+        write_raw(b"Port", out);
+        write_uint(u64::from(self.port), out);
+        write_raw(b"State", out);
+        write_uint(u64::from(self.state.unwrap_or(0)), out);
+        write_raw(b"Vsn", out);
+        write_raw(&self.vsn, out);
+    }
+
     /// The address as text, for messages.
     pub fn addr_text(&self) -> String {
         match self.addr.len() {
@@ -518,16 +539,7 @@ pub fn encode_push_pull(join: bool, nodes: &[NodeState], user_state: &[u8]) -> V
     ]);
     msgpack::encode(&header, &mut out);
     for n in nodes {
-        let state = Value::map([
-            ("Addr", Value::Raw(n.addr.clone())),
-            ("Incarnation", Value::Uint(u64::from(n.incarnation))),
-            ("Meta", Value::Raw(n.meta.clone())),
-            ("Name", Value::Raw(n.name.as_bytes().to_vec())),
-            ("Port", Value::Uint(u64::from(n.port))),
-            ("State", Value::Uint(u64::from(n.state.unwrap_or(0)))),
-            ("Vsn", Value::Raw(n.vsn.clone())),
-        ]);
-        msgpack::encode(&state, &mut out);
+        n.write_push_pull(&mut out);
     }
     out.extend_from_slice(user_state);
     out
@@ -568,6 +580,38 @@ mod tests {
         for cut in 1..bytes.len() {
             let e = decode_stream(&bytes[..cut]).expect_err("cut short");
             assert!(incomplete(&e), "cut at {cut}: {e}");
+        }
+    }
+
+    #[test]
+    fn push_pull_entries_are_written_as_the_value_tree_encoded_them() {
+        let n = NodeState {
+            name: "a-rather-long-name-of-more-than-32-bytes".into(),
+            addr: vec![0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            port: 17946,
+            meta: vec![0xff; 40],
+            incarnation: u32::MAX,
+            state: Some(3),
+            vsn: vec![1, 5, 2, 2, 5, 5],
+        };
+        let reference = Value::map([
+            ("Addr", Value::Raw(n.addr.clone())),
+            ("Incarnation", Value::Uint(u64::from(n.incarnation))),
+            ("Meta", Value::Raw(n.meta.clone())),
+            ("Name", Value::Raw(n.name.as_bytes().to_vec())),
+            ("Port", Value::Uint(u64::from(n.port))),
+            ("State", Value::Uint(u64::from(n.state.unwrap_or(0)))),
+            ("Vsn", Value::Raw(n.vsn.clone())),
+        ]);
+        for state in [Some(3), None] {
+            let n = NodeState { state, ..n.clone() };
+            let mut out = Vec::new();
+            n.write_push_pull(&mut out);
+            let mut want = reference.clone();
+            if let Value::Map(entries) = &mut want {
+                entries[5].1 = Value::Uint(u64::from(state.unwrap_or(0)));
+            }
+            assert_eq!(out, msgpack::to_vec(&want), "{state:?}");
         }
     }
 

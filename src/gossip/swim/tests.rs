@@ -580,3 +580,193 @@ fn a_leaving_node_keeps_its_deadlines_in_the_future() {
         now - t0
     );
 }
+
+#[test]
+fn a_node_leaving_soon_after_joining_has_no_deadline_stuck_in_the_past() {
+    let t0 = Instant::now();
+    let mut s = node(t0);
+    // A push/pull schedules the early exchanges (1, 2, 4 s later); the leave comes first.
+    s.handle(
+        t0,
+        Input::Remote {
+            from: Some(addr(2)),
+            nodes: vec![RemoteNode {
+                name: "b".into(),
+                addr: addr(2),
+                meta: vec![],
+                incarnation: 1,
+                state: State::Alive,
+            }],
+        },
+    );
+    s.handle(t0, Input::Leave);
+    let mut t = t0;
+    for _ in 0..100 {
+        t = s.poll_timeout().max(t);
+        s.handle(t, Input::Tick);
+        outputs(&mut s);
+    }
+    assert!(
+        t > t0 + Duration::from_secs(10),
+        "time stuck at {:?}",
+        t - t0
+    );
+}
+
+/// The encoding `Msg::to_wire` had when it built a `Value` tree first (what the direct
+/// writer must match byte for byte).
+fn reference(m: &Msg) -> Vec<u8> {
+    let with_source = |mut fields: Vec<(&'static str, Value)>,
+                       source: &Option<(SocketAddr, String)>| {
+        if let Some((addr, name)) = source {
+            fields.push(("SourceAddr", Value::Raw(ip_bytes(addr))));
+            fields.push(("SourceNode", raw(name)));
+            fields.push(("SourcePort", Value::Uint(u64::from(addr.port()))));
+        }
+        fields.sort_by_key(|(k, _)| *k);
+        Value::map(fields)
+    };
+    match m {
+        Msg::Ping {
+            seq_no,
+            node,
+            source,
+        } => wire::message(
+            kind::PING,
+            &with_source(
+                vec![
+                    ("Node", raw(node)),
+                    ("SeqNo", Value::Uint(u64::from(*seq_no))),
+                ],
+                source,
+            ),
+        ),
+        Msg::IndirectPing {
+            seq_no,
+            target,
+            node,
+            nack,
+            source,
+        } => wire::message(
+            kind::INDIRECT_PING,
+            &with_source(
+                vec![
+                    ("Nack", Value::Bool(*nack)),
+                    ("Node", raw(node)),
+                    ("Port", Value::Uint(u64::from(target.port()))),
+                    ("SeqNo", Value::Uint(u64::from(*seq_no))),
+                    ("Target", Value::Raw(ip_bytes(target))),
+                ],
+                source,
+            ),
+        ),
+        Msg::Ack { seq_no, payload } => wire::message(
+            kind::ACK,
+            &Value::map([
+                ("Payload", Value::Raw(payload.clone())),
+                ("SeqNo", Value::Uint(u64::from(*seq_no))),
+            ]),
+        ),
+        Msg::Nack { seq_no } => wire::message(
+            kind::NACK,
+            &Value::map([("SeqNo", Value::Uint(u64::from(*seq_no)))]),
+        ),
+        Msg::Suspect {
+            incarnation,
+            node,
+            from,
+        } => wire::message(kind::SUSPECT, &verdict(*incarnation, node, from)),
+        Msg::Dead {
+            incarnation,
+            node,
+            from,
+        } => wire::message(kind::DEAD, &verdict(*incarnation, node, from)),
+        Msg::Alive {
+            incarnation,
+            node,
+            addr,
+            meta,
+            vsn,
+        } => wire::message(
+            kind::ALIVE,
+            &NodeState {
+                name: node.clone(),
+                addr: ip_bytes(addr),
+                port: addr.port(),
+                meta: meta.clone(),
+                incarnation: *incarnation,
+                state: None,
+                vsn: vsn.clone(),
+            }
+            .alive_body(),
+        ),
+        Msg::User(bytes) => {
+            let mut out = vec![kind::USER];
+            out.extend_from_slice(bytes);
+            out
+        }
+    }
+}
+
+fn raw(s: &str) -> Value {
+    Value::Raw(s.as_bytes().to_vec())
+}
+
+fn verdict(incarnation: u32, node: &str, from: &str) -> Value {
+    Value::map([
+        ("From", raw(from)),
+        ("Incarnation", Value::Uint(u64::from(incarnation))),
+        ("Node", raw(node)),
+    ])
+}
+
+#[test]
+fn messages_are_written_as_the_value_tree_encoded_them() {
+    let v6 = SocketAddr::from(([0xfe80, 0, 0, 0, 0, 0, 0, 1], 7946));
+    let long = "n".repeat(40);
+    let mut msgs = Vec::new();
+    for (to, name) in [(addr(2), "b"), (v6, long.as_str())] {
+        for source in [None, Some((addr(1), "me".to_owned()))] {
+            msgs.push(Msg::Ping {
+                seq_no: 0x1_0000,
+                node: name.into(),
+                source: source.clone(),
+            });
+            for nack in [false, true] {
+                msgs.push(Msg::IndirectPing {
+                    seq_no: 200,
+                    target: to,
+                    node: name.into(),
+                    nack,
+                    source: source.clone(),
+                });
+            }
+        }
+        msgs.push(Msg::Ack {
+            seq_no: u32::MAX,
+            payload: vec![1; 300],
+        });
+        msgs.push(Msg::Nack { seq_no: 7 });
+        msgs.push(Msg::Suspect {
+            incarnation: 128,
+            node: name.into(),
+            from: "me".into(),
+        });
+        msgs.push(Msg::Dead {
+            incarnation: 1 << 20,
+            node: name.into(),
+            from: name.into(),
+        });
+        msgs.push(Msg::Alive {
+            incarnation: 3,
+            node: name.into(),
+            addr: to,
+            meta: vec![0xff, 0x80],
+            vsn: VSN.to_vec(),
+        });
+        msgs.push(Msg::User(vec![1, 0x80]));
+    }
+    for m in &msgs {
+        assert_eq!(m.to_wire(), reference(m), "{m:?}");
+    }
+}
