@@ -710,7 +710,7 @@ fn scale_render_and_apply_at_many_members() {
         one_more.as_secs_f64() * 1e3
     );
     println!("BENCH {bench}");
-    signal(haproxy.id() as i32, libc::SIGTERM);
+    common::end(haproxy.id());
 }
 
 fn served_by_port(http: u16, name: &str) -> bool {
@@ -1064,7 +1064,8 @@ impl Seam {
 
 impl Drop for Seam {
     fn drop(&mut self) {
-        signal(self.haproxy as i32, libc::SIGTERM);
+        // Gone before the temporary directory it runs in (a field, dropped after this).
+        common::end(self.haproxy);
     }
 }
 

@@ -46,6 +46,17 @@ pub fn kill_group(pid: u32) {
     }
 }
 
+/// Ends a child this test started with [`owned`] and does not hold a `Child` for: its whole
+/// group is killed and the child reaped, so what it used (a temporary directory) can go next.
+pub fn end(pid: u32) {
+    kill_group(pid);
+    let mut status = 0;
+    // SAFETY: waitpid with a valid pointer to a local int; the pid is this process's child.
+    unsafe {
+        libc::waitpid(pid as i32, &mut status, 0);
+    }
+}
+
 /// Path of the binary under test.
 pub fn muster() -> &'static str {
     env!("CARGO_BIN_EXE_muster")
