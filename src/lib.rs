@@ -33,7 +33,8 @@
 //!   received, reaped children, probe results and the core's next deadline; signals are fed
 //!   to the core one at a time, in the order they came.
 //! - [`supervisor::spawn`]: fork/exec of a service: own process group, inherited signal state
-//!   restored, user switch, notification fd, terminal foreground.
+//!   restored, user switch, notification fd, terminal foreground, SIGKILL when muster dies
+//!   (`PR_SET_PDEATHSIG`).
 //! - [`supervisor::reaper`]: `waitpid(-1)` until nothing is left.
 //! - [`supervisor::children`]: children muster runs for itself (helper commands such as
 //!   `haproxy -c`, exec readiness checks), awaited there while the reaper collects their
@@ -58,10 +59,11 @@
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
 //!   push/pull state, reconnect, reap); `node`, the two composed into one sans-IO node fed
 //!   bytes and time (framing, push/pull state, join timer, leave); and `driver`, the tokio
-//!   shell around `node` (UDP + TCP push/pull, DNS for seeds), which logs every event and publishes the whole view on a
-//!   `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
-//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` holds the character sets
-//!   and limits of names and tags; `swim` applies them to everything announced, admits a new
+//!   shell around `node` (UDP + TCP push/pull, DNS for seeds), which logs every event and
+//!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
+//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` reads node meta against
+//!   the character sets and limits of `config::names`; `swim` applies them to everything
+//!   announced, admits a new
 //!   name only once it answers a probe, holds a third party's harmful claims about a live
 //!   member while the member can refute them, and never sends a stranger more bytes than
 //!   its packet carried (`tests/hostile_gossip.rs` attacks a load balancer this way).
@@ -129,6 +131,8 @@
 //!   SIGCHLD is lost and no signal finds a thread without them (`app::run`).
 //! - **muster dies of no signal another process sends but SIGKILL** (and stops on SIGSTOP):
 //!   every other one is caught, as PID 1 and as a subreaper (`tests/signals.rs`).
+//! - **A service never outlives muster**: every child gets SIGKILL when muster dies
+//!   (`tests/death.rs`), and `tests/run` fails if a process it started is still running.
 //! - **A pid is signalled only while the core holds it unreaped** (Running or Stopping), so a
 //!   recycled pid is never hit.
 //! - **muster never exits before its descendants are gone or the kill point has passed, and
