@@ -63,10 +63,9 @@
 //!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
 //!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` reads node meta against
 //!   the character sets and limits of `config::names`; `swim` applies them to everything
-//!   announced, admits a new
-//!   name only once it answers a probe, holds a third party's harmful claims about a live
-//!   member while the member can refute them, and never sends a stranger more bytes than
-//!   its packet carried (`tests/hostile_gossip.rs` attacks a load balancer this way).
+//!   announced, admits a new name only once it answers a probe, holds a third party's
+//!   harmful claims about a live member while the member can refute them, and never sends a
+//!   stranger more bytes than its packet carried (`tests/hostile_gossip.rs` attacks a load balancer this way).
 //! - [`logship`]: log shipping. Pure cores: RFC 5424 formatting (`syslog`), RELP frames and
 //!   the sans-IO client that resends what was not acknowledged (`relp`); and `ship`, the
 //!   shell: a bounded queue filled through a `Feed` of logship's own lines (block or
