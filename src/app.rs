@@ -238,17 +238,26 @@ fn haproxy_members(view: &[Member]) -> Vec<haproxy::model::Member> {
         .collect()
 }
 
-/// Forwards every change of the gossip view to the HAProxy sync, mapped into its members.
+/// Forwards the changes of the gossip view that the HAProxy sync can see (name, address,
+/// tags, status), mapped into its members; a change of Serf's own bookkeeping alone (a Lamport
+/// time, a suspicion that cleared) gives no render.
 fn follow_members(
     mut view: watch::Receiver<Vec<Member>>,
 ) -> watch::Receiver<Vec<haproxy::model::Member>> {
     let (tx, rx) = watch::channel(haproxy_members(&view.borrow_and_update()));
     tokio::spawn(async move {
         while view.changed().await.is_ok() {
-            let members = haproxy_members(&view.borrow_and_update());
-            if tx.send(members).is_err() {
+            if tx.is_closed() {
                 return;
             }
+            let members = haproxy_members(&view.borrow_and_update());
+            tx.send_if_modified(|current| {
+                let changed = *current != members;
+                if changed {
+                    *current = members;
+                }
+                changed
+            });
         }
     });
     rx
@@ -340,4 +349,49 @@ fn start_gossip(
         }
     });
     Ok((commands, view_rx))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
+    use super::*;
+
+    fn member(name: &str, status: serf::Status, suspect: bool, ltime: u64) -> Member {
+        Member {
+            name: name.to_owned(),
+            addr: SocketAddr::from(([10, 0, 0, 2], 7946)),
+            tags: [("role".to_owned(), "backend".to_owned())].into(),
+            status,
+            suspect,
+            status_ltime: ltime,
+            since: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_sync_sees_only_changes_it_can_render() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (view, rx) = watch::channel(vec![member("web-1", serf::Status::Alive, false, 1)]);
+            let mut members = follow_members(rx);
+            assert_eq!(members.borrow_and_update().len(), 1);
+            let settle = || tokio::time::sleep(Duration::from_millis(20));
+            // Serf's bookkeeping alone: a suspicion, a later Lamport time.
+            view.send_replace(vec![member("web-1", serf::Status::Alive, true, 7)]);
+            settle().await;
+            assert!(!members.has_changed().unwrap(), "no render for a suspicion");
+            // What HAProxy sees: the member leaves.
+            view.send_replace(vec![member("web-1", serf::Status::Leaving, true, 8)]);
+            settle().await;
+            assert!(members.has_changed().unwrap());
+            assert_eq!(
+                members.borrow_and_update()[0].status,
+                haproxy::model::Status::Leaving
+            );
+        });
+    }
 }
