@@ -10,7 +10,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -27,9 +27,6 @@ use crate::supervisor::children::Children;
 use crate::supervisor::output::{LogLine, Stream, Tap};
 use crate::supervisor::run::{self as supervisor, BeforeStop};
 use crate::supervisor::signals::{self, Inherited, Installed};
-
-/// Kept from the stop deadline for muster's own exit once the log flush gave up.
-const EXIT_MARGIN: Duration = Duration::from_millis(100);
 
 /// A problem of the configuration found only at start (the host name as node name): muster
 /// exits 64, as for any bad configuration.
@@ -104,7 +101,7 @@ async fn wire_and_run(
     if let Some(s) = shipper {
         // Every line is queued by now (the output sink has finished): flush them, within what
         // is left of the stop deadline (logship has its own cap too).
-        let undelivered = s.finish(ended.deadline - EXIT_MARGIN).await;
+        let undelivered = s.finish(ended.work_by).await;
         if undelivered > 0 {
             tracing::error!(
                 lines = undelivered,
@@ -354,6 +351,8 @@ fn start_gossip(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
+    use std::time::Duration;
 
     use super::*;
 

@@ -388,39 +388,29 @@ pub fn write_raw(bytes: &[u8], out: &mut Vec<u8>) {
 
 /// Appends the header of an array of `n` items (the items follow).
 pub fn write_array_len(n: usize, out: &mut Vec<u8>) {
-    if n < 16 {
-        out.push(0x90 | n as u8);
-    } else if n <= 0xffff {
-        out.push(0xdc);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xdd);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
+    write_header(n, 16, [0x90, 0xdc, 0xdd], out);
 }
 
 /// Appends the header of a map of `n` entries (keys and values follow, alternating).
 pub fn write_map_len(n: usize, out: &mut Vec<u8>) {
-    if n < 16 {
-        out.push(0x80 | n as u8);
-    } else if n <= 0xffff {
-        out.push(0xde);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xdf);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
+    write_header(n, 16, [0x80, 0xde, 0xdf], out);
 }
 
 /// Old-spec raw header: fixstr, str16 or str32 (str8 did not exist in the old spec).
 fn write_raw_len(n: usize, out: &mut Vec<u8>) {
-    if n < 32 {
-        out.push(0xa0 | n as u8);
+    write_header(n, 32, [0xa0, 0xda, 0xdb], out);
+}
+
+/// A length header: `tags[0] | n` below `fixed`, else `tags[1]` and 16 bits, else `tags[2]`
+/// and 32 bits.
+fn write_header(n: usize, fixed: usize, tags: [u8; 3], out: &mut Vec<u8>) {
+    if n < fixed {
+        out.push(tags[0] | n as u8);
     } else if n <= 0xffff {
-        out.push(0xda);
+        out.push(tags[1]);
         out.extend_from_slice(&(n as u16).to_be_bytes());
     } else {
-        out.push(0xdb);
+        out.push(tags[2]);
         out.extend_from_slice(&(n as u32).to_be_bytes());
     }
 }

@@ -1368,6 +1368,17 @@ impl Swim {
     }
 
     /// Queues a broadcast; a newer one about the same node replaces the older.
+    /// Gossips that `name` is alive at `addr` with this incarnation and meta.
+    fn broadcast_alive(&mut self, name: &str, incarnation: u32, addr: SocketAddr, meta: Vec<u8>) {
+        self.broadcast(Msg::Alive {
+            incarnation,
+            node: name.to_owned(),
+            addr,
+            meta,
+            vsn: VSN.to_vec(),
+        });
+    }
+
     fn broadcast(&mut self, msg: Msg) {
         let id = self.next_broadcast;
         self.next_broadcast += 1;
@@ -1640,13 +1651,7 @@ impl Swim {
         self.candidate_seqs.insert(seq_no, name.to_owned());
         if self.relaying && !comeback {
             let meta = self.candidates[name].meta.clone();
-            self.broadcast(Msg::Alive {
-                incarnation,
-                node: name.to_owned(),
-                addr,
-                meta,
-                vsn: VSN.to_vec(),
-            });
+            self.broadcast_alive(name, incarnation, addr, meta);
         }
         if self.vouched.as_deref() == Some(name) {
             self.candidate_seqs.remove(&seq_no);
@@ -1760,13 +1765,7 @@ impl Swim {
             self.held.remove(name);
             self.stats.refuted += 1;
         }
-        self.broadcast(Msg::Alive {
-            incarnation,
-            node: name.to_owned(),
-            addr,
-            meta,
-            vsn: VSN.to_vec(),
-        });
+        self.broadcast_alive(name, incarnation, addr, meta);
         match was {
             State::Suspect => self.event(EventKind::Refuted, name),
             State::Alive if changed => self.event(EventKind::Update, name),

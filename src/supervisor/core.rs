@@ -280,6 +280,17 @@ impl Core {
         self.reserve_cap.min(self.stop_timeout / 4)
     }
 
+    /// When everything still running gets SIGKILL: the deadline less the reserve.
+    fn kill_point(&self, deadline: Instant) -> Instant {
+        deadline - self.reserve()
+    }
+
+    /// When muster exits even with processes that survived SIGKILL: half the reserve after
+    /// the kill point, leaving the other half for the last output and the log flush.
+    fn give_up_point(&self, deadline: Instant) -> Instant {
+        self.kill_point(deadline) + self.reserve() / 2
+    }
+
     /// The service behind an id, for the driver.
     pub fn service(&self, id: ServiceId) -> &Service {
         &self.services[id].spec
@@ -317,11 +328,10 @@ impl Core {
                 killed_all,
                 ..
             } => {
-                let kill_by = deadline - self.reserve();
                 if killed_all {
-                    at(kill_by + self.reserve() / 2);
+                    at(self.give_up_point(deadline));
                 } else {
-                    at(kill_by);
+                    at(self.kill_point(deadline));
                 }
             }
             Phase::Running | Phase::Exited => {}
@@ -461,7 +471,7 @@ impl Core {
             Phase::Running => match self.leave {
                 Some(cap) => {
                     let deadline = now + self.stop_timeout;
-                    let until = (now + cap).min(deadline - reserve);
+                    let until = (now + cap).min(self.kill_point(deadline));
                     tracing::info!(signal = %signal_name(sig), "leaving the cluster before stopping services");
                     self.phase = Phase::Leaving {
                         deadline,
@@ -654,7 +664,7 @@ impl Core {
     }
 
     fn tick(&mut self, now: Instant) {
-        let reserve = self.reserve();
+        let kill_point = self.deadline().map(|d| self.kill_point(d));
         match self.phase {
             Phase::Running => {
                 for id in 0..self.services.len() {
@@ -688,11 +698,9 @@ impl Core {
                 }
             }
             Phase::Stopping {
-                deadline,
-                ref mut killed_all,
-                ..
+                ref mut killed_all, ..
             } => {
-                let past_deadline = now >= deadline - reserve;
+                let past_deadline = kill_point.is_some_and(|k| now >= k);
                 if past_deadline && !*killed_all {
                     *killed_all = true;
                     self.actions.push_back(Action::SweepStrays(libc::SIGKILL));
@@ -731,7 +739,7 @@ impl Core {
         else {
             return;
         };
-        let reserve = self.reserve();
+        let kill_point = self.kill_point(deadline);
         for id in 0..self.services.len() {
             let State::Running { pid, .. } = self.services[id].state else {
                 continue;
@@ -754,7 +762,7 @@ impl Core {
                 svc.probing = false;
                 self.actions.push_back(Action::StopProbe(id));
             }
-            let kill_at = (now + svc.spec.stop_grace).min(deadline - reserve);
+            let kill_at = (now + svc.spec.stop_grace).min(kill_point);
             let shown = signal.map_or_else(|| "none (signal_map)".to_owned(), signal_name);
             tracing::info!(service = %svc.spec.name, pid, signal = %shown, "stopping");
             svc.state = State::Stopping {
@@ -780,7 +788,7 @@ impl Core {
         let all_down = self.services.iter().all(|s| matches!(s.state, State::Down));
         // Past this, muster exits even with processes that survived SIGKILL, so that it is
         // gone by the deadline.
-        let hard_limit = killed_all && now >= deadline - reserve + reserve / 2;
+        let hard_limit = killed_all && now >= self.give_up_point(deadline);
         if !all_down && !hard_limit {
             return;
         }

@@ -39,14 +39,17 @@ type Leaving = Pin<Box<dyn Future<Output = ()>>>;
 /// Longest time the before-stop work may take, within the stop deadline.
 pub const LEAVE_CAP: Duration = Duration::from_secs(2);
 
+/// Kept from the stop deadline for muster's own exit, after the last output and the log flush.
+pub const EXIT_MARGIN: Duration = Duration::from_millis(100);
+
 /// How the supervisor ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
     /// muster's exit code.
     pub code: i32,
-    /// The stop deadline (the first stop request plus `stop_timeout`): whatever runs after the
-    /// supervisor (the log flush) must be done by then.
-    pub deadline: Instant,
+    /// When whatever runs after the supervisor (the log flush) must be done: the stop deadline
+    /// (the first stop request plus `stop_timeout`) less [`EXIT_MARGIN`].
+    pub work_by: Instant,
 }
 
 /// Runs the configuration until muster must exit. `inherited` must have been captured before
@@ -231,9 +234,10 @@ impl Driver {
             }
         };
         let deadline = self.core.deadline().unwrap_or_else(Instant::now);
+        let work_by = deadline.checked_sub(EXIT_MARGIN).unwrap_or(deadline);
         self.leaving = None;
-        self.finish(deadline).await;
-        Ok(Ended { code, deadline })
+        self.finish(work_by).await;
+        Ok(Ended { code, work_by })
     }
 
     /// One signal muster received: SIGCHLD reaps, any other goes to the core.

@@ -36,6 +36,14 @@ impl Sim {
         self.core.handle(now, input);
         self.drain()
     }
+    /// The driver's answer to a `Spawn`.
+    fn spawned(&mut self, t: Duration, service: ServiceId, pid: Pid) -> Vec<Action> {
+        self.feed(t, Input::Spawned { service, pid })
+    }
+    /// The reaper's news of an ended process.
+    fn exited(&mut self, t: Duration, pid: Pid, status: ExitStatus) -> Vec<Action> {
+        self.feed(t, Input::Exited { pid, status })
+    }
     fn drain(&mut self) -> Vec<Action> {
         std::iter::from_fn(|| self.core.poll_action()).collect()
     }
@@ -88,20 +96,8 @@ fn main_exit_code_becomes_muster_exit_code() {
 fn killed_main_gives_128_plus_signal_and_exec_failure_127() {
     let mut s = Sim::new(vec![main_svc("app")]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
-    s.feed(
-        ms(1),
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Signal(9),
-        },
-    );
+    s.spawned(T0, 0, 10);
+    s.exited(ms(1), 10, ExitStatus::Signal(9));
     assert_eq!(s.feed(ms(2), Input::NoChildren), vec![Action::Exit(137)]);
 
     let mut s = Sim::new(vec![main_svc("app")]);
@@ -132,13 +128,7 @@ fn sigterm_stops_dependents_first_then_dependencies() {
         ),
         vec![Action::Spawn(1)]
     );
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 1,
-            pid: 20,
-        },
-    );
+    s.spawned(T0, 1, 20);
     let sig = |pid, signal| Action::Signal {
         pid,
         group: true,
@@ -179,13 +169,7 @@ fn grace_expiry_kills_the_group_and_deadline_bounds_everything() {
     app.signal_group = false;
     let mut s = Sim::new(vec![app]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     assert_eq!(
         s.feed(T0, Input::Signal(libc::SIGTERM)),
         vec![Action::Signal {
@@ -203,13 +187,7 @@ fn grace_expiry_kills_the_group_and_deadline_bounds_everything() {
             signal: libc::SIGKILL
         }]
     );
-    s.feed(
-        ms(2001),
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Signal(9),
-        },
-    );
+    s.exited(ms(2001), 10, ExitStatus::Signal(9));
     // A stray that ignores SIGTERM is SIGKILLed 1 s before the 9 s deadline, so muster has
     // exited by then.
     assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(8))));
@@ -224,20 +202,8 @@ fn grace_expiry_kills_the_group_and_deadline_bounds_everything() {
 fn unkillable_leftovers_do_not_keep_muster_alive() {
     let mut s = Sim::new(vec![main_svc("app")]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
-    s.feed(
-        T0,
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Code(0),
-        },
-    );
+    s.spawned(T0, 0, 10);
+    s.exited(T0, 10, ExitStatus::Code(0));
     // SIGKILL for everything 1 s before the 9 s deadline; half of that second later muster
     // exits without what survived it, leaving the rest for its last output and log flush.
     s.feed(Duration::from_secs(8), Input::Tick);
@@ -251,13 +217,7 @@ fn crash_loop_backs_off_exponentially_then_gives_up() {
     side.crash_limit = 3;
     let mut s = Sim::new(vec![main_svc("app"), side]);
     assert_eq!(s.drain(), vec![Action::Spawn(0), Action::Spawn(1)]);
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     let mut t = T0;
     let mut pid = 20;
     for expected_delay in [500, 1000, 2000] {
@@ -292,13 +252,7 @@ fn crash_loop_backs_off_exponentially_then_gives_up() {
         }],
         "the fourth crash in a row gives up and stops the container"
     );
-    s.feed(
-        t + ms(20),
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Code(0),
-        },
-    );
+    s.exited(t + ms(20), 10, ExitStatus::Code(0));
     assert_eq!(s.feed(t + ms(21), Input::NoChildren), vec![Action::Exit(2)]);
 }
 
@@ -306,36 +260,12 @@ fn crash_loop_backs_off_exponentially_then_gives_up() {
 fn long_runs_reset_the_crash_count() {
     let mut s = Sim::new(vec![main_svc("app"), svc("side")]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 1,
-            pid: 20,
-        },
-    );
-    s.feed(
-        ms(10),
-        Input::Exited {
-            pid: 20,
-            status: ExitStatus::Code(1),
-        },
-    );
+    s.spawned(T0, 1, 20);
+    s.exited(ms(10), 20, ExitStatus::Code(1));
     s.feed(ms(510), Input::Tick);
-    s.feed(
-        ms(510),
-        Input::Spawned {
-            service: 1,
-            pid: 21,
-        },
-    );
+    s.spawned(ms(510), 1, 21);
     // Ran 20 s (more than min_uptime): the next back-off starts from the first delay again.
-    s.feed(
-        ms(20_510),
-        Input::Exited {
-            pid: 21,
-            status: ExitStatus::Code(1),
-        },
-    );
+    s.exited(ms(20_510), 21, ExitStatus::Code(1));
     assert_eq!(s.core.poll_timeout(), Some(s.at(ms(21_010))));
 }
 
@@ -389,13 +319,7 @@ fn not_ready_in_time_stops_with_code_1() {
     app.ready_timeout = Duration::from_secs(1);
     let mut s = Sim::new(vec![app]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     let actions = s.feed(Duration::from_secs(1), Input::Tick);
     assert_eq!(
         actions,
@@ -408,13 +332,7 @@ fn not_ready_in_time_stops_with_code_1() {
             }
         ]
     );
-    s.feed(
-        ms(1100),
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Signal(15),
-        },
-    );
+    s.exited(ms(1100), 10, ExitStatus::Signal(15));
     assert_eq!(s.feed(ms(1101), Input::NoChildren), vec![Action::Exit(1)]);
 }
 
@@ -422,20 +340,8 @@ fn not_ready_in_time_stops_with_code_1() {
 fn forwarded_signals_go_to_main_only() {
     let mut s = Sim::new(vec![svc("side"), main_svc("app")]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 1,
-            pid: 20,
-        },
-    );
+    s.spawned(T0, 0, 10);
+    s.spawned(T0, 1, 20);
     assert_eq!(
         s.feed(ms(1), Input::Signal(libc::SIGHUP)),
         vec![Action::Signal {
@@ -485,13 +391,7 @@ fn single_command_forwards_the_received_stop_signal() {
 fn second_stop_request_kills_at_once() {
     let mut s = Sim::new(vec![main_svc("app")]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     s.feed(T0, Input::Signal(libc::SIGTERM));
     assert_eq!(
         s.feed(ms(100), Input::Signal(libc::SIGINT)),
@@ -515,13 +415,7 @@ fn one_shot_success_unblocks_dependents() {
     app.depends_on = vec!["init".into()];
     let mut s = Sim::new(vec![init, app]);
     assert_eq!(s.drain(), vec![Action::Spawn(0)]);
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     assert_eq!(
         s.feed(
             ms(5),
@@ -543,20 +437,8 @@ fn failed_one_shot_stops_the_container_with_its_code() {
     app.depends_on = vec!["init".into()];
     let mut s = Sim::new(vec![init, app]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
-    s.feed(
-        ms(5),
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Code(4),
-        },
-    );
+    s.spawned(T0, 0, 10);
+    s.exited(ms(5), 10, ExitStatus::Code(4));
     assert_eq!(s.feed(ms(6), Input::NoChildren), vec![Action::Exit(4)]);
 }
 
@@ -575,13 +457,7 @@ fn leaving_sim(stop_timeout: Duration) -> Sim {
     s.core.stop_timeout = stop_timeout;
     s.core.leave_first(Duration::from_secs(2));
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     s
 }
 
@@ -612,13 +488,7 @@ fn a_stop_request_leaves_first_then_stops_within_the_same_deadline() {
         Some(s.at(ms(6200))),
         "the service's 5 s grace"
     );
-    s.feed(
-        ms(1300),
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Code(0),
-        },
-    );
+    s.exited(ms(1300), 10, ExitStatus::Code(0));
     assert_eq!(s.drain(), vec![]);
     assert_eq!(s.feed(ms(1301), Input::NoChildren), vec![Action::Exit(0)]);
 }
@@ -677,41 +547,14 @@ fn the_main_service_ending_during_the_leave_is_not_restarted_and_stops_muster() 
     let mut s = Sim::new(vec![app, svc("side")]);
     s.core.leave_first(Duration::from_secs(2));
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 1,
-            pid: 20,
-        },
-    );
+    s.spawned(T0, 0, 10);
+    s.spawned(T0, 1, 20);
     s.feed(ms(10), Input::Signal(libc::SIGTERM));
     // The side service crashes during the leave: not restarted.
-    assert_eq!(
-        s.feed(
-            ms(20),
-            Input::Exited {
-                pid: 20,
-                status: ExitStatus::Code(1),
-            },
-        ),
-        vec![]
-    );
+    assert_eq!(s.exited(ms(20), 20, ExitStatus::Code(1)), vec![]);
     // The main service ends: the stop goes on at once, its code is muster's.
     assert_eq!(
-        s.feed(
-            ms(30),
-            Input::Exited {
-                pid: 10,
-                status: ExitStatus::Code(3),
-            },
-        ),
+        s.exited(ms(30), 10, ExitStatus::Code(3)),
         vec![Action::SweepStrays(libc::SIGTERM)]
     );
     assert_eq!(s.feed(ms(40), Input::NoChildren), vec![Action::Exit(3)]);
@@ -721,13 +564,7 @@ fn the_main_service_ending_during_the_leave_is_not_restarted_and_stops_muster() 
 fn without_a_leave_a_request_stops_the_services_at_once() {
     let mut s = Sim::new(vec![main_svc("app")]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     assert_eq!(s.feed(T0, Input::Signal(libc::SIGTERM)), vec![term(10)]);
     assert_eq!(s.core.deadline(), Some(s.at(Duration::from_secs(9))));
 }
@@ -741,13 +578,7 @@ fn single_sim(knobs: crate::config::Single) -> Sim {
         start,
     };
     assert_eq!(s.drain(), vec![Action::Spawn(0)]);
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     s
 }
 
@@ -835,13 +666,7 @@ fn a_stop_signal_mapped_to_nothing_leaves_only_the_kill() {
     service.stop_grace = ms(300);
     let mut s = Sim::new(vec![service]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     assert_eq!(s.feed(ms(10), Input::Signal(libc::SIGTERM)), vec![]);
     assert_eq!(
         s.feed(ms(310), Input::Tick),
@@ -860,13 +685,7 @@ fn success_codes_count_as_success_for_the_exit_and_for_restarts() {
         ..Default::default()
     });
     s.feed(ms(1), Input::Signal(libc::SIGTERM));
-    let mut actions = s.feed(
-        ms(2),
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Signal(libc::SIGTERM),
-        },
-    );
+    let mut actions = s.exited(ms(2), 10, ExitStatus::Signal(libc::SIGTERM));
     actions.extend(s.feed(ms(3), Input::NoChildren));
     assert!(actions.contains(&Action::Exit(0)), "{actions:?}");
 
@@ -876,20 +695,8 @@ fn success_codes_count_as_success_for_the_exit_and_for_restarts() {
     flaky.success_codes = vec![3];
     let mut s = Sim::new(vec![flaky]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 20,
-        },
-    );
-    let mut actions = s.feed(
-        ms(5),
-        Input::Exited {
-            pid: 20,
-            status: ExitStatus::Code(3),
-        },
-    );
+    s.spawned(T0, 0, 20);
+    let mut actions = s.exited(ms(5), 20, ExitStatus::Code(3));
     actions.extend(s.feed(ms(6), Input::NoChildren));
     assert!(
         !actions.contains(&Action::Spawn(0)),
@@ -912,13 +719,7 @@ fn the_single_command_has_the_whole_stop_timeout_as_grace() {
         Some(s.at(Duration::from_millis(8500)))
     );
     assert_eq!(s.feed(Duration::from_millis(8499), Input::Tick), vec![]);
-    let mut actions = s.feed(
-        Duration::from_secs(8),
-        Input::Exited {
-            pid: 10,
-            status: ExitStatus::Code(0),
-        },
-    );
+    let mut actions = s.exited(Duration::from_secs(8), 10, ExitStatus::Code(0));
     actions.extend(s.feed(Duration::from_secs(8), Input::NoChildren));
     assert!(actions.contains(&Action::Exit(0)), "{actions:?}");
     // With the output through muster's pipes, the reserve is the whole second.
@@ -926,13 +727,7 @@ fn the_single_command_has_the_whole_stop_timeout_as_grace() {
     piped.stop_grace = Duration::from_secs(30);
     let mut s = Sim::new(vec![piped]);
     s.drain();
-    s.feed(
-        T0,
-        Input::Spawned {
-            service: 0,
-            pid: 10,
-        },
-    );
+    s.spawned(T0, 0, 10);
     s.feed(T0, Input::Signal(libc::SIGTERM));
     assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(8))));
 }
