@@ -35,7 +35,7 @@ fn build_images() {
 
 struct Lab {
     /// Compose project name; the network is named after it.
-    project: &'static str,
+    project: String,
     /// Third byte of the lab's private subnet 192.168.X.0/24.
     subnet: u8,
     http: u16,
@@ -44,10 +44,21 @@ struct Lab {
 
 impl Lab {
     /// A lab under its own project, network and free ports, taken down first if left over.
-    fn new(project: &'static str, subnet: u8) -> Lab {
+    /// With `MUSTER_IMAGE_TAG` set (a second checkout building its own images), the project
+    /// name carries the tag and `MUSTER_LAB_SUBNET_OFFSET` moves the subnet down, so two
+    /// checkouts' labs can run at once.
+    fn new(project: &str, subnet: u8) -> Lab {
+        let tag = std::env::var("MUSTER_IMAGE_TAG").unwrap_or_default();
+        let offset: u8 = std::env::var("MUSTER_LAB_SUBNET_OFFSET")
+            .ok()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
         let lab = Lab {
-            project,
-            subnet,
+            project: match tag.as_str() {
+                "" | "dev" => project.to_owned(),
+                tag => format!("{project}-{tag}"),
+            },
+            subnet: subnet - offset,
             http: free_port(),
             stats: free_port(),
         };
@@ -60,7 +71,7 @@ impl Lab {
     fn compose(&self, args: &[&str]) -> std::process::Output {
         let out = Command::new("docker-compose")
             .current_dir(root())
-            .args(["-p", self.project, "-f", "compose/docker-compose.yml"])
+            .args(["-p", &self.project, "-f", "compose/docker-compose.yml"])
             .args(args)
             .env("MUSTER_HTTP_PORT", self.http.to_string())
             .env("MUSTER_STATS_PORT", self.stats.to_string())
