@@ -4,6 +4,7 @@
 //! reading the file and, for `user`, `/etc/passwd` and `/etc/group`.
 
 pub mod names;
+mod policy;
 pub mod users;
 mod value;
 
@@ -160,8 +161,16 @@ pub struct Service {
     pub restart_delay_max: Duration,
     /// A run shorter than this counts as a crash.
     pub min_uptime: Duration,
-    /// Crashes in a row tolerated before muster gives up on the service.
+    /// Crashes in a row tolerated before muster gives up on the service; 0 never gives up
+    /// (the default for a side service: it is restarted with back-off for as long as muster
+    /// runs).
     pub crash_limit: u32,
+    /// Whether this service ending for good (or being given up on) ends the container, as the
+    /// main service does.
+    pub critical: bool,
+    /// Whether this service runs once to completion (never restarted) before its dependents
+    /// start; its failure stops the container.
+    pub oneshot: bool,
     /// Services that must be ready before this one starts (and stop after it).
     pub depends_on: Vec<String>,
     /// How readiness is known; `None` means ready as soon as started.
@@ -320,7 +329,9 @@ impl Service {
             restart_delay: Duration::from_millis(500),
             restart_delay_max: Duration::from_secs(30),
             min_uptime: Duration::from_secs(10),
-            crash_limit: 5,
+            crash_limit: 0,
+            critical: false,
+            oneshot: false,
             depends_on: Vec::new(),
             ready: None,
             ready_timeout: Duration::from_secs(30),
@@ -769,6 +780,8 @@ const SERVICE_KEYS: &[&str] = &[
     "restart_delay_max",
     "min_uptime",
     "crash_limit",
+    "critical",
+    "oneshot",
     "depends_on",
     "ready",
     "ready_timeout",
@@ -830,6 +843,7 @@ fn service(
         s.restart = r;
     }
     timings(&base, t, v, &mut s);
+    policy::policy(&base, t, v, &mut s);
     if let Some(deps) = v.string_list(&at("depends_on"), t.get("depends_on")) {
         s.depends_on = deps;
     }
@@ -927,8 +941,7 @@ fn environment(at: &str, env: &toml::Table, v: &mut value::Validator) -> BTreeMa
     out
 }
 
-/// The durations of a service (back-off, uptime, readiness, grace), checked together, and
-/// its crash limit.
+/// The durations of a service (back-off, uptime, readiness, grace), checked together.
 fn timings(base: &str, t: &toml::Table, v: &mut value::Validator, s: &mut Service) {
     durations(
         v,
@@ -951,10 +964,6 @@ fn timings(base: &str, t: &toml::Table, v: &mut value::Validator, s: &mut Servic
     }
     if s.ready_interval.is_zero() {
         v.problem(&format!("{base}.ready_interval"), "must be longer than 0s");
-    }
-    let key = format!("{base}.crash_limit");
-    if let Some(n) = v.integer(&key, t.get("crash_limit"), 1, 1_000_000) {
-        s.crash_limit = n as u32;
     }
 }
 

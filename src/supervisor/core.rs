@@ -79,6 +79,12 @@ pub enum Input {
         /// The run the probe was started for.
         pid: Pid,
     },
+    /// The run `pid` of a service ended (its `Exited` comes next) while processes it started
+    /// live on: its process group, or orphans it left to muster.
+    LeftBehind {
+        /// The run that ended.
+        pid: Pid,
+    },
     /// muster received this signal.
     Signal(i32),
     /// The reaper found that muster has no child process left at all.
@@ -166,6 +172,15 @@ struct Svc {
     last: Option<ExitStatus>,
     /// Whether a readiness probe runs for the current run.
     probing: bool,
+    /// The back-off delay last reported, so a crash loop is logged once per step.
+    last_delay: Option<Duration>,
+    /// How many restarts were reported in the log (one per back-off step of a loop).
+    restart_reports: u32,
+    /// Whether the current run's process group, or processes it left to muster, lived on
+    /// when it exited ([`Input::LeftBehind`]).
+    left_behind: bool,
+    /// Whether it exited 0 leaving its processes running: it daemonized.
+    daemonized: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -235,6 +250,10 @@ impl Core {
                 crashes: 0,
                 last: None,
                 probing: false,
+                last_delay: None,
+                restart_reports: 0,
+                left_behind: false,
+                daemonized: false,
             })
             .collect();
         let main = services.iter().position(|s| s.spec.main);
@@ -370,6 +389,13 @@ impl Core {
                 }
             }
             Input::Ready { service, pid } => self.ready(service, pid),
+            Input::LeftBehind { pid } => {
+                for svc in &mut self.services {
+                    if matches!(svc.state, State::Running { pid: p, .. } if p == pid) {
+                        svc.left_behind = true;
+                    }
+                }
+            }
             Input::Signal(sig) => self.signal(sig, now),
             Input::NoChildren => self.no_children = true,
             Input::Left => {
@@ -389,6 +415,7 @@ impl Core {
         }
         self.no_children = false;
         let has_probe = svc.spec.ready.is_some();
+        svc.left_behind = false;
         svc.state = State::Running {
             pid,
             started: now,
@@ -531,66 +558,8 @@ impl Core {
             }
             return;
         }
-        let restart = match svc.spec.restart {
-            Restart::Always => true,
-            Restart::OnFailure => !status.success(),
-            Restart::Never => false,
-        };
-        if !restart {
-            svc.state = State::Down;
-            if status.success() {
-                tracing::info!(service = %name, %status, "ended");
-            } else {
-                tracing::warn!(service = %name, %status, "ended");
-            }
-            if Some(id) == self.main {
-                self.begin_stop(now, None, Some(status.code()));
-            } else if !status.success() && self.has_waiting_dependents(id) {
-                tracing::error!(service = %name, "a service that others wait for has failed");
-                self.begin_stop(now, None, Some(status.code()));
-            } else if self.main.is_none() && self.services.iter().all(|s| s.state == State::Down) {
-                let code = self
-                    .services
-                    .iter()
-                    .filter_map(|s| s.last)
-                    .find(|st| !st.success())
-                    .map_or(0, ExitStatus::code);
-                self.begin_stop(now, None, Some(code));
-            } else {
-                // A one-shot that succeeded may unblock its dependents.
-                self.start_waiting();
-            }
-            return;
-        }
         let ran = started.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
-        if ran >= svc.spec.min_uptime {
-            svc.crashes = 0;
-        }
-        svc.crashes += 1;
-        if svc.crashes > svc.spec.crash_limit {
-            tracing::error!(
-                service = %name,
-                %status,
-                crashes = svc.crashes,
-                "crash loop, giving up"
-            );
-            svc.state = State::Down;
-            let code = if status.success() { 1 } else { status.code() };
-            self.begin_stop(now, None, Some(code));
-            return;
-        }
-        let delay = backoff(
-            svc.spec.restart_delay,
-            svc.spec.restart_delay_max,
-            svc.crashes,
-        );
-        tracing::warn!(
-            service = %name,
-            %status,
-            delay_ms = delay.as_millis() as u64,
-            "restarting"
-        );
-        svc.state = State::Backoff { until: now + delay };
+        self.settle_end(id, status, ran, now);
     }
 
     /// How a run's end counts: a code in the service's `success_codes` as exit code 0.
@@ -616,9 +585,10 @@ impl Core {
             self.services.iter().any(|s| {
                 &s.spec.name == dep
                     && match s.state {
-                        State::Running { ready, .. } => ready,
+                        // A oneshot satisfies its dependents only once it has completed.
+                        State::Running { ready, .. } => ready && !s.spec.oneshot,
                         State::Down => {
-                            s.spec.restart == Restart::Never
+                            (s.spec.restart == Restart::Never || s.spec.oneshot || s.daemonized)
                                 && s.last.is_some_and(ExitStatus::success)
                         }
                         _ => false,
@@ -824,5 +794,6 @@ pub fn backoff(first: Duration, max: Duration, crashes: u32) -> Duration {
     first.saturating_mul(factor).min(max)
 }
 
+mod policy;
 #[cfg(test)]
 mod tests;

@@ -104,6 +104,9 @@ struct Driver {
     children: Children,
     /// Which service each running pid belongs to, to flush its output when it ends.
     runs: HashMap<Pid, ServiceId>,
+    /// Processes already found left behind by a service that exited, so that another
+    /// service's exit is not blamed for them.
+    adopted: std::collections::HashSet<Pid>,
     inputs_tx: mpsc::UnboundedSender<Input>,
     inputs: mpsc::UnboundedReceiver<Input>,
     tty: bool,
@@ -187,6 +190,7 @@ impl Driver {
             notify: HashMap::new(),
             children,
             runs: HashMap::new(),
+            adopted: std::collections::HashSet::new(),
             inputs_tx,
             inputs,
             tty,
@@ -274,11 +278,15 @@ impl Driver {
             let Some(status) = self.children.deliver(pid, status) else {
                 continue;
             };
+            self.adopted.remove(&pid);
             if let Some(id) = self.runs.remove(&pid) {
                 if let Some(p) = self.pipes.get(&id) {
                     for tx in &p.run_ended {
                         let _ = tx.send(());
                     }
+                }
+                if status.success() && self.left_behind(pid) {
+                    self.core.handle(now, Input::LeftBehind { pid });
                 }
             }
             self.core.handle(now, Input::Exited { pid, status });
@@ -287,6 +295,24 @@ impl Driver {
             self.core.handle(now, Input::NoChildren);
         }
         none_left
+    }
+
+    /// Whether the run `pid` that just exited left processes running: members of its process
+    /// group, or children of muster (orphans it left) that are no service, helper or earlier
+    /// find. Those are remembered as found.
+    fn left_behind(&mut self, pid: Pid) -> bool {
+        // SAFETY: kill with signal 0 only checks that the group exists.
+        let group = unsafe { libc::kill(-pid, 0) } == 0;
+        let helpers = self.children.awaited();
+        let orphans: Vec<Pid> = strays::children_of(std::process::id() as Pid)
+            .into_iter()
+            .filter(|p| {
+                !self.runs.contains_key(p) && !helpers.contains(p) && !self.adopted.contains(p)
+            })
+            .collect();
+        let found = group || !orphans.is_empty();
+        self.adopted.extend(orphans);
+        found
     }
 
     /// Carries out what the core asked; returns the exit code once it asks to exit.

@@ -61,6 +61,22 @@ pub fn descendants(root: i32) -> Vec<i32> {
     out
 }
 
+/// The process ids whose parent is `root`, read from `/proc/*/stat`.
+pub fn children_of(root: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_ppid(&stat))
+                == Some(root)
+        })
+        .collect()
+}
+
 /// The parent pid field of a `/proc/PID/stat` line (the comm field may hold spaces and ')').
 pub fn parse_ppid(stat: &str) -> Option<i32> {
     let rest = &stat[stat.rfind(')')? + 1..];

@@ -212,9 +212,10 @@ fn unkillable_leftovers_do_not_keep_muster_alive() {
 }
 
 #[test]
-fn crash_loop_backs_off_exponentially_then_gives_up() {
+fn a_critical_crash_loop_backs_off_exponentially_then_gives_up() {
     let mut side = svc("side");
     side.crash_limit = 3;
+    side.critical = true;
     let mut s = Sim::new(vec![main_svc("app"), side]);
     assert_eq!(s.drain(), vec![Action::Spawn(0), Action::Spawn(1)]);
     s.spawned(T0, 0, 10);
@@ -250,7 +251,7 @@ fn crash_loop_backs_off_exponentially_then_gives_up() {
             group: true,
             signal: libc::SIGTERM
         }],
-        "the fourth crash in a row gives up and stops the container"
+        "the fourth crash in a row of a critical service gives up and stops the container"
     );
     s.exited(t + ms(20), 10, ExitStatus::Code(0));
     assert_eq!(s.feed(t + ms(21), Input::NoChildren), vec![Action::Exit(2)]);
@@ -731,3 +732,5 @@ fn the_single_command_has_the_whole_stop_timeout_as_grace() {
     s.feed(T0, Input::Signal(libc::SIGTERM));
     assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(8))));
 }
+
+mod policy;
