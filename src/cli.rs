@@ -430,7 +430,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
 
 /// `check-config`: prints every problem of the file, or a summary.
 fn check(path: &std::path::Path) -> i32 {
-    match Config::load(path, &config::users::SystemUsers) {
+    match loaded(path) {
         Ok(c) => {
             let names: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
             println!(
@@ -451,6 +451,18 @@ fn check(path: &std::path::Path) -> i32 {
     }
 }
 
+/// The configuration at `path`, with what startup checks beyond its text
+/// ([`crate::preflight`]) reported as its problems: check-config and run agree.
+fn loaded(path: &std::path::Path) -> Result<Config, config::ConfigError> {
+    let c = Config::load(path, &config::users::SystemUsers)?;
+    let problems = crate::preflight::problems(&c);
+    if problems.is_empty() {
+        Ok(c)
+    } else {
+        Err(config::ConfigError { problems })
+    }
+}
+
 /// Runs the services of the file at `path`.
 fn run_config(path: PathBuf, mut flags: Flags) -> i32 {
     let ignored = match from_environment(&mut flags, false, |k| std::env::var(k).ok()) {
@@ -464,7 +476,7 @@ fn run_config(path: PathBuf, mut flags: Flags) -> i32 {
     for warning in ignored {
         tracing::warn!("{warning}");
     }
-    match Config::load(&path, &config::users::SystemUsers) {
+    match loaded(&path) {
         Ok(mut c) => {
             if let Some(t) = flags.single.stop_timeout {
                 c.stop_timeout = t;

@@ -28,7 +28,8 @@
 //!   back-off, crash-loop limit, the fate of every signal (forwarded through `signal_map`, the
 //!   stop, job control), the stop deadline, the leave before stopping, stop order, grace and
 //!   the exit code (`success_codes`) are all decided here and unit-tested with a virtual
-//!   clock.
+//!   clock. `core/policy.rs` holds what a run's end means for the container (main and
+//!   `critical` services end it, side crash loops back off, `oneshot`, daemonized services).
 //! - [`supervisor::run`]: the driver, a single-threaded tokio `select!` loop over the signals
 //!   received, reaped children, probe results and the core's next deadline; signals are fed
 //!   to the core one at a time, in the order they came.
@@ -44,7 +45,10 @@
 //!   the sink thread that writes lines to the container's stdout/stderr (the seam for log
 //!   shipping).
 //! - [`supervisor::strays`]: signalling leftover processes: `kill(-1)` as PID 1, a walk of our
-//!   own descendants in `/proc` otherwise.
+//!   own descendants in `/proc` otherwise; muster's direct children, to tell a service that
+//!   daemonized.
+//! - [`preflight`]: what startup checks beyond the file's text (the HAProxy template reads and
+//!   compiles, the host name does as a node name), shared by `check-config` and `run`.
 //! - [`supervisor::signals`]: the inherited signal mask and ignored signals, and the one
 //!   handler of every catchable signal (1 to 64 but SIGKILL and SIGSTOP; glibc's 32 and 33
 //!   through the system call): it counts what other processes sent and wakes the driver
@@ -148,4 +152,5 @@ pub mod haproxy;
 pub mod host;
 pub mod logging;
 pub mod logship;
+pub mod preflight;
 pub mod supervisor;

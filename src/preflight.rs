@@ -1,0 +1,45 @@
+//! What startup checks beyond the configuration file's own text: files that must exist,
+//! templates that must compile, a host name that must do as a node name. `muster check-config`
+//! and `muster run` both call [`problems`], so a file that check-config accepts does not fail
+//! at startup for one of these, and both report it with the same line and exit 64.
+
+use crate::config::{Config, names};
+use crate::haproxy::template::Template;
+use crate::host;
+
+/// Every problem startup would meet, each as `key: what is wrong`.
+pub fn problems(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(h) = &config.haproxy {
+        let path = &h.template;
+        match std::fs::read_to_string(path) {
+            Err(e) => out.push(format!(
+                "haproxy.template: cannot read {}: {e}",
+                path.display()
+            )),
+            Ok(text) => {
+                if let Err(e) = Template::compile(&text, &path.display().to_string()) {
+                    out.push(format!("haproxy.template: does not compile: {e}"));
+                }
+            }
+        }
+    }
+    if let Some(g) = &config.gossip {
+        if g.name.is_none() {
+            match host::name() {
+                Err(e) => out.push(format!(
+                    "gossip.name: unset, and the host name cannot be read ({e}); set gossip.name"
+                )),
+                Ok(host) => {
+                    if let Err(e) = names::name(&host) {
+                        out.push(format!(
+                            "gossip.name: unset, and the host name {:?} {e}; set gossip.name",
+                            names::printable(&host, 64)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
