@@ -187,7 +187,7 @@ command = ["sh", "-c", "trap 'sleep 0.2; touch {d}/app-done; exit 0' TERM; echo 
 }
 
 #[test]
-fn crash_loop_backs_off_then_gives_up_with_the_service_code() {
+fn a_critical_crash_loop_backs_off_then_gives_up_with_the_service_code() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(
         dir.path(),
@@ -196,6 +196,7 @@ fn crash_loop_backs_off_then_gives_up_with_the_service_code() {
 command = ["sh", "-c", "echo flaky-start $(date +%s%N); exit 2"]
 restart_delay = "100ms"
 crash_limit = 3
+critical = true
 [services.app]
 main = true
 command = ["sleep", "30"]
