@@ -91,12 +91,18 @@ impl Core {
         if svc.last_delay != Some(delay) {
             // Once per back-off step: a loop at the ceiling is not logged at every restart.
             svc.restart_reports += 1;
+            let note = if delay == svc.spec.restart_delay_max {
+                "restarting; the back-off is at restart_delay_max: the next restarts are not \
+                 logged until a run lasts min_uptime"
+            } else {
+                "restarting"
+            };
             tracing::warn!(
                 service = %name,
                 %status,
                 crashes = svc.crashes,
                 delay_ms = delay.as_millis() as u64,
-                "restarting"
+                "{note}"
             );
         } else {
             tracing::debug!(service = %name, %status, crashes = svc.crashes, "restarting");
