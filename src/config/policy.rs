@@ -3,7 +3,7 @@
 //! container; a side service is restarted with back-off and never gives up unless its
 //! `crash_limit` says so.
 
-use super::{Restart, Service, value};
+use crate::config::{Restart, Service, value};
 
 /// The crash limit of the main service and of critical services when none is given.
 pub const END_CONTAINER_CRASH_LIMIT: u32 = 5;
@@ -44,7 +44,7 @@ pub(super) fn policy(base: &str, t: &toml::Table, v: &mut value::Validator, s: &
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Config, Restart, users::SystemUsers};
+    use crate::config::{Config, Restart, users::SystemUsers};
 
     fn parse(text: &str) -> Result<Config, Vec<String>> {
         Config::parse(text, &SystemUsers).map_err(|e| e.problems)

@@ -2,8 +2,6 @@
 
 use super::*;
 
-const SECS30: Duration = Duration::from_secs(30);
-
 /// Crashes service `id` (started at `t` as `pid`) 10 ms after each start, `n` times, each
 /// restart at the moment it is due; returns the delays seen and the time after the last.
 fn crash_loop(s: &mut Sim, id: ServiceId, mut t: Duration, n: usize) -> (Vec<u64>, Duration) {
