@@ -117,7 +117,7 @@ impl Core {
         svc.state = State::Down;
         let name = svc.spec.name.clone();
         if status.success() {
-            tracing::info!(service = %name, %status, "done");
+            tracing::info!(service = %name, %status, "ended");
         } else {
             tracing::warn!(service = %name, %status, "ended");
         }
