@@ -285,7 +285,10 @@ impl Driver {
                         let _ = tx.send(());
                     }
                 }
-                if status.success() && self.left_behind(pid) {
+                // The main service's end stops everything anyway: no /proc walk in its
+                // stop budget, its process group only.
+                let walk = !self.core.service(id).main;
+                if status.success() && self.left_behind(pid, walk) {
                     self.core.handle(now, Input::LeftBehind { pid });
                 }
             }
@@ -298,11 +301,14 @@ impl Driver {
     }
 
     /// Whether the run `pid` that just exited left processes running: members of its process
-    /// group, or children of muster (orphans it left) that are no service, helper or earlier
-    /// find. Those are remembered as found.
-    fn left_behind(&mut self, pid: Pid) -> bool {
+    /// group, or (with `walk`) children of muster, orphans it left, that are no service, helper
+    /// or earlier find. Those are remembered as found.
+    fn left_behind(&mut self, pid: Pid, walk: bool) -> bool {
         // SAFETY: kill with signal 0 only checks that the group exists.
         let group = unsafe { libc::kill(-pid, 0) } == 0;
+        if !walk {
+            return group;
+        }
         let helpers = self.children.awaited();
         let orphans: Vec<Pid> = strays::children_of(std::process::id() as Pid)
             .into_iter()
