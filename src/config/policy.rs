@@ -30,6 +30,12 @@ pub(super) fn policy(base: &str, t: &toml::Table, v: &mut value::Validator, s: &
                 "a oneshot is never restarted: leave restart out or set it to \"never\"",
             );
         }
+        if t.contains_key("ready") {
+            v.problem(
+                &at("ready"),
+                "a oneshot is complete when it exits 0, and its dependents wait for that: leave ready out",
+            );
+        }
         s.restart = Restart::Never;
     }
     s.crash_limit = if s.main || s.critical {
@@ -72,6 +78,7 @@ mod tests {
         let got = parse(
             "[services.app]\ncommand=[\"x\"]\nmain=true\noneshot=true\n\
              [services.init]\ncommand=[\"x\"]\noneshot=true\nrestart=\"always\"\n\
+             [services.probe]\ncommand=[\"x\"]\noneshot=true\nready={ tcp = \"127.0.0.1:1\" }\n\
              [services.side]\ncommand=[\"x\"]\ncrash_limit=-1\ncritical=\"yes\"\n",
         )
         .expect_err("invalid");
@@ -79,6 +86,7 @@ mod tests {
         for key in [
             "services.app.oneshot",
             "services.init.restart",
+            "services.probe.ready",
             "services.side.crash_limit",
             "services.side.critical",
         ] {

@@ -233,3 +233,21 @@ fn without_a_main_service_the_container_ends_when_every_service_is_down() {
     s.exited(ms(20), 11, ExitStatus::Code(7));
     assert_eq!(s.feed(ms(21), Input::NoChildren), vec![Action::Exit(7)]);
 }
+
+#[test]
+fn a_side_service_given_up_on_while_others_wait_for_it_stops_the_start() {
+    let mut db = svc("db");
+    db.crash_limit = 1;
+    db.ready = Some(Ready::Tcp("127.0.0.1:5432".into()));
+    let mut app = main_svc("app");
+    app.depends_on = vec!["db".into()];
+    let mut s = Sim::new(vec![db, app]);
+    assert_eq!(s.drain(), vec![Action::Spawn(0)]);
+    s.spawned(T0, 0, 10);
+    s.exited(ms(10), 10, ExitStatus::Code(2));
+    s.feed(ms(510), Input::Tick);
+    s.spawned(ms(510), 0, 11);
+    s.exited(ms(520), 11, ExitStatus::Code(2));
+    assert!(s.core.stopping(), "app could never start");
+    assert_eq!(s.feed(ms(521), Input::NoChildren), vec![Action::Exit(2)]);
+}
