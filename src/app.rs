@@ -183,6 +183,7 @@ async fn start_haproxy_sync(
         selection: Selection {
             role: h.role.clone(),
             default_port: h.port,
+            hold_timeout_ms: u64::try_from(h.hold_timeout.as_millis()).unwrap_or(u64::MAX),
         },
         master_socket: h.master_socket.clone(),
         haproxy: h.program.clone(),

@@ -57,6 +57,8 @@ pub struct Haproxy {
     pub drain_timeout: Duration,
     /// Longest wait at start for the first membership (with gossip seeds) before HAProxy starts.
     pub start_wait: Duration,
+    /// Longest wait of a request for a server in service (the template's hold).
+    pub hold_timeout: Duration,
 }
 
 /// Where the control socket is when the configuration does not say.
@@ -417,6 +419,7 @@ const HAPROXY_KEYS: &[&str] = &[
     "debounce",
     "drain_timeout",
     "start_wait",
+    "hold_timeout",
 ];
 
 fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
@@ -447,6 +450,7 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
         debounce: Duration::from_millis(10),
         drain_timeout: Duration::from_secs(10),
         start_wait: Duration::from_secs(2),
+        hold_timeout: Duration::from_secs(15),
     };
     if let Some(r) = v.string("haproxy.role", t.get("role")) {
         h.role = if r.is_empty() { None } else { Some(r) };
@@ -468,6 +472,15 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
     }
     if let Some(d) = v.duration("haproxy.start_wait", t.get("start_wait")) {
         h.start_wait = d;
+    }
+    if let Some(d) = v.duration("haproxy.hold_timeout", t.get("hold_timeout")) {
+        if d > Duration::from_secs(300) {
+            v.problem(
+                "haproxy.hold_timeout",
+                "is more than 300s: clients give up long before",
+            );
+        }
+        h.hold_timeout = d;
     }
     if h.template == h.config {
         v.problem("haproxy.config", "is the template itself");

@@ -34,6 +34,7 @@ fn sample_config_parses() {
     assert!(!c.services[2].main);
     let h = c.haproxy.as_ref().expect("[haproxy]");
     assert_eq!(h.drain_timeout, Duration::from_secs(10));
+    assert_eq!(h.hold_timeout, Duration::from_secs(15));
     assert_eq!(h.role.as_deref(), Some("backend"));
     let app = &c.services[1];
     assert!(app.main);
@@ -376,13 +377,27 @@ fn haproxy_table_brings_its_service() {
 }
 
 #[test]
+fn haproxy_hold_timeout_is_a_bounded_duration() {
+    assert_eq!(
+        problems("[haproxy]\nhold_timeout = \"10m\"\n"),
+        vec!["haproxy.hold_timeout: is more than 300s: clients give up long before"]
+    );
+    let got = problems("[haproxy]\nhold_timeout = 15\n");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("haproxy.hold_timeout: "), "{got:?}");
+    let c = Config::parse("[haproxy]\nhold_timeout = \"2500ms\"\n", &NoUsers).expect("valid");
+    let h = c.haproxy.expect("[haproxy]");
+    assert_eq!(h.hold_timeout, Duration::from_millis(2500));
+}
+
+#[test]
 fn haproxy_table_problems() {
     let got =
         problems("[haproxy]\nport = 0\ntemplate = \"rel.hbs\"\ndebounce = \"5s\"\ncolor = 1\n");
     assert_eq!(
         got,
         vec![
-            "haproxy.color: unknown key (known keys: template, config, role, port, master_socket, program, debounce, drain_timeout, start_wait)",
+            "haproxy.color: unknown key (known keys: template, config, role, port, master_socket, program, debounce, drain_timeout, start_wait, hold_timeout)",
             "haproxy.template: \"rel.hbs\" is not an absolute path",
             "haproxy.port: 0 is outside 1..=65535",
             "haproxy.debounce: is more than 1s: changes would wait too long",

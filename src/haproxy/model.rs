@@ -5,7 +5,8 @@
 //! {
 //!   "role": "backend",
 //!   "members":   [ { "name", "id", "address", "port", "status", "tags": { … } }, … ],
-//!   "addresses": [ { "host", "ip" }, … ]        // the HEIG-VD lab's own template reads these
+//!   "addresses": [ { "host", "ip" }, … ],       // the HEIG-VD lab's own template reads these
+//!   "hold_timeout_ms": 15000                     // [haproxy] hold_timeout, in ms
 //! }
 //! ```
 //!
@@ -79,6 +80,9 @@ pub struct Selection {
     pub role: Option<String>,
     /// Port of a member without a valid `port` tag.
     pub default_port: u16,
+    /// How long a request waits for a server in service (`[haproxy] hold_timeout`), in ms:
+    /// the template's `hold_timeout_ms`.
+    pub hold_timeout_ms: u64,
 }
 
 /// One member as templates see it.
@@ -116,6 +120,8 @@ pub struct Model {
     pub members: Vec<ModelMember>,
     /// The same members as the lab's `{host, ip}` pairs.
     pub addresses: Vec<Address>,
+    /// `[haproxy] hold_timeout` in milliseconds (a number: safe in the config).
+    pub hold_timeout_ms: u64,
 }
 
 /// Server ids are drawn from 1..=ID_SPACE.
@@ -212,6 +218,7 @@ impl Model {
             role: selection.role.clone(),
             members,
             addresses,
+            hold_timeout_ms: selection.hold_timeout_ms,
         };
         (model, refused)
     }
@@ -230,6 +237,7 @@ impl Model {
             role: self.role.clone(),
             members,
             addresses,
+            hold_timeout_ms: self.hold_timeout_ms,
         }
     }
 }
@@ -273,6 +281,7 @@ mod tests {
         let selection = Selection {
             role: Some("backend".to_owned()),
             default_port: 3000,
+            hold_timeout_ms: 15_000,
         };
         let model = Model::new(&view, &selection);
         let names: Vec<(&str, u16)> = model
@@ -304,6 +313,7 @@ mod tests {
             &Selection {
                 role: None,
                 default_port: 1,
+                hold_timeout_ms: 15_000,
             },
         );
         assert_eq!(all.members.len(), 5);
@@ -338,6 +348,7 @@ mod tests {
         let selection = Selection {
             role: Some("backend".to_owned()),
             default_port: 3000,
+            hold_timeout_ms: 15_000,
         };
         let (model, refused) = Model::checked(&view, &selection);
         let names: Vec<&str> = model.members.iter().map(|m| m.name.as_str()).collect();
@@ -368,6 +379,7 @@ mod tests {
             &Selection {
                 role: None,
                 default_port: 80,
+                hold_timeout_ms: 15_000,
             },
         );
         let some = all.only(|m| m.name != "b");
@@ -395,6 +407,7 @@ mod tests {
             &Selection {
                 role: None,
                 default_port: 80,
+                hold_timeout_ms: 15_000,
             },
         );
         let ids: Vec<u32> = m.members.iter().map(|m| m.id).collect();
