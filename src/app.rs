@@ -202,7 +202,13 @@ async fn start_haproxy_sync(
         drop(sync);
         return Ok(None);
     };
-    if seeds {
+    // A restart of this container finds the config its last run wrote (newer than the
+    // template: not the one a package installed): HAProxy starts on it at once, and the first
+    // join renders it anew (see `Syncer::resume`).
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let resume = seeds
+        && matches!((modified(&h.config), modified(&h.template)), (Some(c), Some(t)) if c > t);
+    if seeds && !resume {
         // The first join brings the whole membership (push/pull): wait for it, briefly.
         let wait = view.wait_for(|members| members.len() > 1);
         let _ = tokio::time::timeout(h.start_wait, wait).await;
@@ -210,9 +216,12 @@ async fn start_haproxy_sync(
     // Forwarded from now on: a change while the first config is rendered is not missed.
     let members = follow_members(view);
     let first = members.borrow().clone();
-    let sync = Syncer::start(settings, runner, first)
-        .await
-        .context("haproxy")?;
+    let sync = if resume {
+        Syncer::resume(settings, runner, first, Instant::now() + h.start_wait).await
+    } else {
+        Syncer::start(settings, runner, first).await
+    }
+    .context("haproxy")?;
     let (stop, stopped) = oneshot::channel();
     tokio::spawn(sync.run(members, stopped));
     Ok(Some(stop))

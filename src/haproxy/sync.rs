@@ -140,6 +140,9 @@ pub struct Syncer {
     /// When the update under way started, and how long its render and check took (for the
     /// log).
     timing: Option<(Instant, Duration)>,
+    /// Started from the file a previous run left (see [`Syncer::resume`]): until this
+    /// instant, a view with no other member than this one renders nothing.
+    provisional: Option<Instant>,
 }
 
 /// Why a render could not be used.
@@ -224,24 +227,7 @@ impl Syncer {
         runner: Box<dyn Runner>,
         members: Vec<Member>,
     ) -> Result<Syncer, RenderError> {
-        let servers = Servers::new(Instant::now(), settings.drain_timeout);
-        let mut s = Syncer {
-            settings,
-            runner,
-            reaping: Reaping::NotYet,
-            text: None,
-            last_error: None,
-            members,
-            template: None,
-            refused_template: None,
-            next_generation: 0,
-            included: BTreeMap::new(),
-            left_out: BTreeMap::new(),
-            invalid: BTreeMap::new(),
-            servers,
-            admin: None,
-            timing: None,
-        };
+        let mut s = Syncer::new(settings, runner, members);
         let rendered = match s.settle().await {
             Ok(text) => s.commit(&text).map(|()| text),
             Err(e) => Err(e),
@@ -263,6 +249,52 @@ impl Syncer {
         let servers = s.servers.running().map_or(0, |r| r.servers.len());
         tracing::info!(servers, config = %s.settings.config.display(), "haproxy config ready");
         Ok(s)
+    }
+
+    /// Starts HAProxy on the config file a previous run of this container left (its last
+    /// known servers), without waiting for the membership: a restarted load balancer listens
+    /// as soon as HAProxy has started. The first view that holds another member than this one
+    /// (the first push/pull), or any view after `until`, renders the file anew and applies the
+    /// difference through the runtime API. With no file, this is [`Syncer::start`].
+    pub async fn resume(
+        settings: Settings,
+        runner: Box<dyn Runner>,
+        members: Vec<Member>,
+        until: Instant,
+    ) -> Result<Syncer, RenderError> {
+        let Ok(old) = std::fs::read_to_string(&settings.config) else {
+            return Syncer::start(settings, runner, members).await;
+        };
+        let mut s = Syncer::new(settings, runner, members);
+        s.reaping = Reaping::Supervisor;
+        s.text = Some(old.clone());
+        s.provisional = Some(until);
+        s.follow(&old).await;
+        let servers = s.servers.running().map_or(0, |r| r.servers.len());
+        tracing::info!(servers, config = %s.settings.config.display(), "haproxy starts with the last config it ran; the first membership renders it anew");
+        Ok(s)
+    }
+
+    fn new(settings: Settings, runner: Box<dyn Runner>, members: Vec<Member>) -> Syncer {
+        let servers = Servers::new(Instant::now(), settings.drain_timeout);
+        Syncer {
+            settings,
+            runner,
+            reaping: Reaping::NotYet,
+            text: None,
+            last_error: None,
+            members,
+            template: None,
+            refused_template: None,
+            next_generation: 0,
+            included: BTreeMap::new(),
+            left_out: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            servers,
+            admin: None,
+            timing: None,
+            provisional: None,
+        }
     }
 
     /// Follows the members until their sender is gone or `stop` gives a deadline (muster is
@@ -603,6 +635,12 @@ impl Syncer {
 
     /// Renders for the current members and applies what changed.
     async fn update(&mut self) {
+        if let Some(until) = self.provisional {
+            if self.members.len() <= 1 && Instant::now() < until {
+                return;
+            }
+            self.provisional = None;
+        }
         let started = Instant::now();
         let text = match self.settle().await {
             Ok(t) => t,
