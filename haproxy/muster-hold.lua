@@ -6,7 +6,7 @@
 --
 -- The request waits (polling every POLL_MS) until a server of <backend> is in service, then
 -- goes on as usual. When <timeout_ms> passes first, txn.muster_hold is set to "timeout" (the
--- template answers a clear 503). A browser (Accept: text/html) that has waited <page_after_ms>
+-- template answers a clear 503; "stopping" when HAProxy is stopping). A browser (Accept: text/html) that has waited <page_after_ms>
 -- gets txn.muster_hold = "page" instead (the template answers the "app is starting" page,
 -- which refreshes itself). <page_after_ms> = 0: no page.
 --
@@ -43,6 +43,7 @@ local function episode_ends(be, s)
         be, now_ms() - e.start, e.held, e.released, e.timed_out, e.pages, e.max_ms))
 end
 
+-- (A boolean sample reaches Lua as a boolean or as 0/1: 0 is true in Lua.)
 local function hold(txn, be, timeout, page_after)
     local timeout_ms = tonumber(timeout) or 15000
     local page_ms = tonumber(page_after) or 0
@@ -69,6 +70,13 @@ local function hold(txn, be, timeout, page_after)
         if txn.f:nbsrv(be) > 0 then
             break
         end
+        -- HAProxy is stopping (its proxies stopped, so nbsrv is 0): holding would only keep
+        -- the old process alive; the request gets HAProxy's own 503 at once.
+        local stopping = txn.f:stopping()
+        if stopping == true or stopping == 1 then
+            outcome = "stopping"
+            break
+        end
         local waited = now_ms() - start
         if waited >= timeout_ms then
             outcome = "timeout"
@@ -84,7 +92,7 @@ local function hold(txn, be, timeout, page_after)
     s.waiting = s.waiting - 1
     if waited > e.max_ms then e.max_ms = waited end
     if waited > s.max_ms then s.max_ms = waited end
-    if outcome == "timeout" then
+    if outcome == "timeout" or outcome == "stopping" then
         e.timed_out = e.timed_out + 1
         s.timed_out = s.timed_out + 1
     elseif outcome == "page" then
