@@ -632,9 +632,14 @@ fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
     // One log line when an episode starts and one when it ends, not one per request.
     let logs = lab.compose(&["logs", "--no-color", "ha"]);
     let logs = String::from_utf8_lossy(&logs.stdout);
-    let starts = logs.matches("has no server in service; requests wait").count();
+    let starts = logs
+        .matches("has no server in service; requests wait")
+        .count();
     let ends = logs.matches("has a server again after").count();
     assert_eq!(starts as u64, episodes, "{body}\n{logs}");
     assert!(ends >= 1 && (ends as u64) <= episodes, "{body}\n{logs}");
-    assert!(held > episodes, "more requests held than episodes logged: {body}");
+    assert!(
+        held > episodes,
+        "more requests held than episodes logged: {body}"
+    );
 }

@@ -562,7 +562,10 @@ impl Servers {
         if settled {
             return false;
         }
-        let added = |k: &Key| ops.iter().any(|op| matches!(op, Op::Add(s) if key(s) == *k));
+        let added = |k: &Key| {
+            ops.iter()
+                .any(|op| matches!(op, Op::Add(s) if key(s) == *k))
+        };
         new.servers.iter().filter(|(k, _)| others(k)).any(|(k, s)| {
             !s.disabled()
                 && (added(k)
