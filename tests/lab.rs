@@ -629,13 +629,16 @@ fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
     let (held, released, timed_out, episodes) = (row[0], row[1], row[2], row[4]);
     assert!(held >= 4, "the 4 clients were held at least once: {body}");
     assert_eq!((released, timed_out), (held, 0), "{body}");
-    // One log line when an episode starts and one when it ends, not one per request.
+    // One log line when an episode starts and one when it ends, not one per request (HAProxy
+    // echoes Lua's log lines on stderr too, as `[warning] … : muster hold: …`).
     let logs = lab.compose(&["logs", "--no-color", "ha"]);
     let logs = String::from_utf8_lossy(&logs.stdout);
     let starts = logs
-        .matches("has no server in service; requests wait")
+        .matches("] muster hold: backend nodes has no server in service")
         .count();
-    let ends = logs.matches("has a server again after").count();
+    let ends = logs
+        .matches("] muster hold: backend nodes has a server again after")
+        .count();
     assert_eq!(starts as u64, episodes, "{body}\n{logs}");
     assert!(ends >= 1 && (ends as u64) <= episodes, "{body}\n{logs}");
     assert!(
