@@ -899,6 +899,66 @@ mod tests {
     const PROMPTLY: Duration = Duration::from_secs(5);
 
     #[test]
+    fn resume_starts_on_the_file_left_and_renders_only_once_members_come_or_time_is_up() {
+        let dir = tempfile::tempdir().expect("dir");
+        let set = settings(dir.path());
+        let config = set.config.clone();
+        let left = format!(
+            "global\n    stats socket {}/admin.sock level admin\nbackend nodes\n    server web-old 10.0.0.9:80 check\n",
+            dir.path().display()
+        );
+        std::fs::write(&config, &left).expect("config");
+        runtime().block_on(async {
+            let slow = Arc::new(AtomicBool::new(false));
+            let runner = Box::new(Accepting { slow });
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut sync = Syncer::resume(set, runner, vec![member("ha")], until)
+                .await
+                .expect("resume");
+            // HAProxy starts on the file as it was, with its last known server.
+            assert_eq!(std::fs::read_to_string(&config).expect("config"), left);
+            let running = sync.servers.running().expect("running");
+            assert!(running.servers.keys().any(|(_, n)| n == "web-old"));
+            // A view of this member alone (no push/pull yet) renders nothing.
+            tokio::time::timeout(PROMPTLY, sync.update())
+                .await
+                .expect("update");
+            assert_eq!(std::fs::read_to_string(&config).expect("config"), left);
+            // The first view with another member renders the file anew.
+            sync.members = vec![member("ha"), member("web-a")];
+            tokio::time::timeout(PROMPTLY, sync.update())
+                .await
+                .expect("update");
+            let text = std::fs::read_to_string(&config).expect("config");
+            assert!(
+                text.contains("server web-a ") && !text.contains("web-old"),
+                "{text}"
+            );
+        });
+        // Time up: even a view of this member alone renders.
+        let dir = tempfile::tempdir().expect("dir");
+        let set = settings(dir.path());
+        let config = set.config.clone();
+        std::fs::write(&config, &left).expect("config");
+        runtime().block_on(async {
+            let runner = Box::new(Accepting {
+                slow: Arc::new(AtomicBool::new(false)),
+            });
+            let mut sync = Syncer::resume(set, runner, vec![member("ha")], Instant::now())
+                .await
+                .expect("resume");
+            tokio::time::timeout(PROMPTLY, sync.update())
+                .await
+                .expect("update");
+            let text = std::fs::read_to_string(&config).expect("config");
+            assert!(
+                text.contains("server ha ") && !text.contains("web-old"),
+                "{text}"
+            );
+        });
+    }
+
+    #[test]
     fn stop_ends_the_wait_for_haproxy_by_its_deadline() {
         let dir = tempfile::tempdir().expect("dir");
         let settings = settings(dir.path());
