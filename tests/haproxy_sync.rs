@@ -84,6 +84,7 @@ template = "{template}"
 config = "{d}/haproxy.cfg"
 master_socket = "{d}/master.sock"
 drain_timeout = "3s"
+hold_timeout = "1s"
 "#,
             template = template.display(),
             d = dir.display()
@@ -228,9 +229,13 @@ fn served_by(lb: &Lb, name: &str) -> bool {
 fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
     let dir = tempfile::tempdir().unwrap();
     let lb = start_lb(dir.path());
-    // An empty backend answers 503, not a connection error.
+    // An empty backend holds the request for hold_timeout (1 s here), then answers a clear
+    // 503, not a connection error; the hold counts it as timed out.
+    let asked = Instant::now();
     let r = Client::new(lb.http).get("/").unwrap();
     assert_eq!(r.status, 503);
+    assert!(r.body.contains("within the hold timeout"), "{}", r.body);
+    assert!(asked.elapsed() >= Duration::from_secs(1), "{:?}", asked.elapsed());
     let [a, b] = start_backends(dir.path(), &lb, ["web-a", "web-b"]);
     assert!(served_by(&lb, "web-a") && served_by(&lb, "web-b"));
     // No reload for membership: only the first start.
