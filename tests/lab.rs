@@ -576,8 +576,8 @@ fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
     }
 }
 
-/// Issue 12: with a single webapp, the lifecycles users go through every day (stop and
-/// start, restart) fail no request: HAProxy holds them until the webapp is back in service,
+/// Issue 12: with a single webapp, the lifecycles users go through every day (a deploy that
+/// recreates it, stop and start, restart) fail no request: HAProxy holds them until the webapp is back in service,
 /// counts them on the stats page's /hold, and logs each episode once.
 #[test]
 fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
@@ -597,6 +597,16 @@ fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
         2_000_000,
     );
     std::thread::sleep(Duration::from_secs(1));
+    // A deploy: the only webapp recreated.
+    let before = lab.ids("webapp");
+    assert!(
+        lab.compose(&["up", "-d", "--force-recreate", "--no-deps", "webapp"])
+            .status
+            .success()
+    );
+    wait_for("the new webapp served", Duration::from_secs(30), || {
+        hosts_now(&lab, 1).len() == 1 && lab.ids("webapp") != before
+    });
     // Stop, 3 s with no webapp at all, start.
     assert!(lab.compose(&["stop", "webapp"]).status.success());
     std::thread::sleep(Duration::from_secs(3));
