@@ -235,7 +235,11 @@ fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
     let r = Client::new(lb.http).get("/").unwrap();
     assert_eq!(r.status, 503);
     assert!(r.body.contains("within the hold timeout"), "{}", r.body);
-    assert!(asked.elapsed() >= Duration::from_secs(1), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     let [a, b] = start_backends(dir.path(), &lb, ["web-a", "web-b"]);
     assert!(served_by(&lb, "web-a") && served_by(&lb, "web-b"));
     // No reload for membership: only the first start.
