@@ -76,8 +76,27 @@ pub mod serf_kind {
 
 /// Largest decompressed UDP payload accepted (a packet is at most 64 KiB on the wire).
 pub const MAX_PACKET_PAYLOAD: usize = 1 << 20;
-/// Largest decompressed stream accepted (memberlist's own cap is 2 × 20 MiB).
-pub const MAX_STREAM_PAYLOAD: usize = 40 << 20;
+/// Largest stream accepted, read or decompressed, whatever `max_members` allows (memberlist
+/// 0.6's `maxPushStateBytes`, 20 MiB); [`max_stream_bytes`] is the bound actually used.
+pub const MAX_STREAM_PAYLOAD: usize = 20 << 20;
+/// Largest node state in a push/pull: a name of 128 bytes, meta of 512, an address and
+/// memberlist's fields fit with room to spare; a longer one ends the stream at once.
+pub const MAX_NODE_STATE_BYTES: usize = 1024;
+/// Serf's state in a push/pull may hold this much beside [`USER_STATE_PER_NODE`] per member
+/// announced (recent events and queries).
+pub const USER_STATE_BASE: usize = 256 << 10;
+/// Serf's state per member announced: its name in the status times and the left members.
+pub const USER_STATE_PER_NODE: usize = 320;
+
+/// The most bytes a push/pull announcing at most `max_nodes` members may take, on the wire or
+/// decompressed: a stream longer than that is cut, not read whole.
+pub fn max_stream_bytes(max_nodes: usize) -> usize {
+    let per = MAX_NODE_STATE_BYTES + USER_STATE_PER_NODE;
+    max_nodes
+        .saturating_mul(per)
+        .saturating_add(USER_STATE_BASE + 4096)
+        .min(MAX_STREAM_PAYLOAD)
+}
 /// Deepest nesting of wrappers (CRC, compression, compound) accepted.
 const MAX_LAYERS: usize = 4;
 
@@ -113,6 +132,9 @@ pub enum WireError {
     /// A push/pull announces more members than this node keeps.
     #[error("push/pull of {0} members, more than the {1} kept")]
     TooMany(u64, usize),
+    /// A part of a stream is longer than its limit (the stream is cut there).
+    #[error("{0} longer than {1} bytes")]
+    TooBig(&'static str, usize),
     /// A field is missing or of the wrong type.
     #[error("{message}: field {field} missing or of the wrong type")]
     Field {
@@ -474,7 +496,7 @@ pub fn decode_stream_bounded(stream: &[u8], max_nodes: usize) -> Result<PushPull
     let (&t, rest) = stream.split_first().ok_or(WireError::Truncated("stream"))?;
     match t {
         kind::COMPRESS => {
-            let inner = decompress(rest, MAX_STREAM_PAYLOAD)?;
+            let inner = decompress(rest, max_stream_bytes(max_nodes))?;
             if inner.first() == Some(&kind::COMPRESS) {
                 return Err(WireError::TooDeep);
             }
@@ -500,14 +522,29 @@ pub fn decode_stream_bounded(stream: &[u8], max_nodes: usize) -> Result<PushPull
                 .get("UserStateLen")
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
+            let most_user = USER_STATE_PER_NODE
+                .saturating_mul(n as usize)
+                .saturating_add(USER_STATE_BASE);
+            if user_len > most_user as u64 {
+                return Err(WireError::TooBig("push/pull user state", most_user));
+            }
             let join = header.get("Join") == Some(&Value::Bool(true));
             let mut nodes = Vec::new();
             for _ in 0..n {
-                let (v, len) =
-                    msgpack::decode(&rest[used..]).map_err(|error| WireError::Msgpack {
-                        what: "push/pull node",
-                        error,
-                    })?;
+                let node = &rest[used..];
+                let (v, len) = msgpack::decode(node).map_err(|error| {
+                    if node.len() > MAX_NODE_STATE_BYTES {
+                        WireError::TooBig("push/pull node", MAX_NODE_STATE_BYTES)
+                    } else {
+                        WireError::Msgpack {
+                            what: "push/pull node",
+                            error,
+                        }
+                    }
+                })?;
+                if len > MAX_NODE_STATE_BYTES {
+                    return Err(WireError::TooBig("push/pull node", MAX_NODE_STATE_BYTES));
+                }
                 used += len;
                 nodes.push(NodeState::from_value("push/pull node", &v)?);
             }
