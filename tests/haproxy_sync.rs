@@ -440,6 +440,7 @@ fn render(n: usize) -> String {
         &Selection {
             role: Some("backend".into()),
             default_port: 80,
+            trusted: Selection::everywhere(),
         },
     );
     Template::compile(&shipped_template(), "haproxy.cfg.hbs")
@@ -615,6 +616,7 @@ fn scale_render_and_apply_at_many_members() {
         selection: Selection {
             role: Some("backend".into()),
             default_port: 80,
+            trusted: Selection::everywhere(),
         },
         master_socket: dir.path().join("master.sock"),
         haproxy: "haproxy".into(),
@@ -927,6 +929,7 @@ impl Seam {
             selection: Selection {
                 role: Some("backend".into()),
                 default_port: 80,
+                trusted: Selection::everywhere(),
             },
             master_socket: dir.path().join("master.sock"),
             haproxy: "haproxy".into(),

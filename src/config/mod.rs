@@ -4,6 +4,7 @@
 //! reading the file and, for `user`, `/etc/passwd` and `/etc/group`.
 
 pub mod names;
+pub mod networks;
 pub mod users;
 mod value;
 
@@ -57,6 +58,9 @@ pub struct Haproxy {
     pub drain_timeout: Duration,
     /// Longest wait at start for the first membership (with gossip seeds) before HAProxy starts.
     pub start_wait: Duration,
+    /// Networks a member's address must be in to become a server; `None`: the networks of
+    /// this host's interfaces (`app.rs` reads them at start).
+    pub trusted_networks: Option<Vec<networks::Network>>,
 }
 
 /// Where the control socket is when the configuration does not say.
@@ -417,6 +421,7 @@ const HAPROXY_KEYS: &[&str] = &[
     "debounce",
     "drain_timeout",
     "start_wait",
+    "trusted_networks",
 ];
 
 fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
@@ -447,6 +452,7 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
         debounce: Duration::from_millis(10),
         drain_timeout: Duration::from_secs(10),
         start_wait: Duration::from_secs(2),
+        trusted_networks: None,
     };
     if let Some(r) = v.string("haproxy.role", t.get("role")) {
         h.role = if r.is_empty() { None } else { Some(r) };
@@ -469,10 +475,32 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
     if let Some(d) = v.duration("haproxy.start_wait", t.get("start_wait")) {
         h.start_wait = d;
     }
+    if let Some(list) = v.string_list("haproxy.trusted_networks", t.get("trusted_networks")) {
+        h.trusted_networks = trusted_networks(v, &list);
+    }
     if h.template == h.config {
         v.problem("haproxy.config", "is the template itself");
     }
     Some(h)
+}
+
+/// `[haproxy] trusted_networks`: every entry a network, and at least one.
+fn trusted_networks(v: &mut value::Validator, list: &[String]) -> Option<Vec<networks::Network>> {
+    if list.is_empty() {
+        v.problem(
+            "haproxy.trusted_networks",
+            "is empty: no member could become a server (\"0.0.0.0/0\" trusts every IPv4 address)",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        match networks::Network::parse(text) {
+            Ok(n) => out.push(n),
+            Err(e) => v.problem(&format!("haproxy.trusted_networks[{i}]"), &e),
+        }
+    }
+    Some(out)
 }
 
 /// The HAProxy service a `[haproxy]` table brings when no `[services.haproxy]` is declared:

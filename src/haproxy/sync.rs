@@ -796,6 +796,7 @@ mod tests {
             selection: Selection {
                 role: None,
                 default_port: 80,
+                trusted: Selection::everywhere(),
             },
             master_socket: dir.join("master.sock"),
             haproxy: "haproxy".to_owned(),
