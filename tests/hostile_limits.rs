@@ -56,12 +56,14 @@ command = ["sleep", "1000"]
             ),
         );
         let cfg = cfg.to_str().unwrap().to_owned();
+        // The bench runs the same floods against another build (the anchor) through this.
+        let bin = std::env::var("MUSTER_UNDER_TEST").unwrap_or_else(|_| muster().to_owned());
         let run = match nofile {
             Some(n) => Run::start(
                 "prlimit",
-                &[&format!("--nofile={n}:{n}"), muster(), "--config", &cfg],
+                &[&format!("--nofile={n}:{n}"), &bin, "--config", &cfg],
             ),
-            None => Run::start(muster(), &["--config", &cfg]),
+            None => Run::start(&bin, &["--config", &cfg]),
         };
         let gossip = SocketAddr::from(([127, 0, 0, 1], port));
         eventually("control socket", LONG, || {
