@@ -87,6 +87,17 @@ command = ["sleep", "1000"]
         rss_kib(self.pid())
     }
 
+    /// The peak RSS so far (VmHWM), in KiB: what a flood cost even if it was freed since.
+    fn peak(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
     fn members(&self) -> Result<String, String> {
         let out = Command::new(muster())
             .args(["members", "--socket", self.control.to_str().unwrap()])
@@ -126,7 +137,12 @@ fn idle_gossip_connections_are_bounded_and_push_pull_still_works() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), None);
     let idle = node.rss();
-    let n = 8000;
+    // 2,000 in the default run (opening them is the kernel's time, about 3 ms each here);
+    // tests/bench/hostile.sh asks for the 8,000.
+    let n: usize = std::env::var("MUSTER_FLOOD_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
     let started = Instant::now();
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
@@ -136,17 +152,18 @@ fn idle_gossip_connections_are_bounded_and_push_pull_still_works() {
         }
     }
     eprintln!("{n} connections opened in {:?}", started.elapsed());
+    figure("gossip_idle_tcp.connections", n);
     std::thread::sleep(Duration::from_millis(500));
     let flooded = node.rss();
-    figure("gossip_idle_tcp_8000.rss_idle_kib", idle);
-    figure("gossip_idle_tcp_8000.rss_flooded_kib", flooded);
+    figure("gossip_idle_tcp.rss_idle_kib", idle);
+    figure("gossip_idle_tcp.rss_flooded_kib", flooded);
+    figure("gossip_idle_tcp.rss_peak_kib", node.peak());
     // A real peer's push/pull is answered while the attacker still holds its connections.
     let t = Instant::now();
-    assert!(
-        node.push_pull_works("peer-1"),
-        "push/pull under 8,000 stalled connections"
-    );
-    figure("gossip_idle_tcp_8000.push_pull_ms", t.elapsed().as_millis());
+    let works = node.push_pull_works("peer-1");
+    figure("gossip_idle_tcp.push_pull_ok", works);
+    assert!(works, "push/pull under {n} stalled connections");
+    figure("gossip_idle_tcp.push_pull_ms", t.elapsed().as_millis());
     assert!(
         flooded.saturating_sub(idle) < MAX_GROWTH_KIB,
         "rss {idle} -> {flooded} KiB under {n} idle connections"
@@ -184,9 +201,11 @@ fn a_40_mib_push_pull_is_cut_early() {
     }
     std::thread::sleep(Duration::from_millis(300));
     let after = node.rss();
+    let peak = node.peak();
     figure("push_pull_40mib.bytes_accepted_before_cut", sent);
     figure("push_pull_40mib.rss_idle_kib", idle);
     figure("push_pull_40mib.rss_after_kib", after);
+    figure("push_pull_40mib.rss_peak_kib", peak);
     assert!(cut, "muster read the whole 40 MiB push/pull");
     // What the kernel's socket buffers took before the reset, not what muster kept.
     assert!(sent < 16 << 20, "{sent} bytes were taken before the cut");
@@ -241,6 +260,7 @@ fn names_of_60000_characters_are_refused_without_growth() {
     let after = node.rss();
     figure("names_60000.rss_idle_kib", idle);
     figure("names_60000.rss_after_kib", after);
+    figure("names_60000.rss_peak_kib", node.peak());
     assert!(after.saturating_sub(idle) < MAX_GROWTH_KIB);
 }
 
@@ -257,6 +277,7 @@ fn idle_control_connections_are_bounded_and_members_still_answers() {
     let flooded = node.rss();
     figure("control_idle_3000.rss_idle_kib", idle);
     figure("control_idle_3000.rss_flooded_kib", flooded);
+    figure("control_idle_3000.rss_peak_kib", node.peak());
     let t = Instant::now();
     let members = node.members();
     figure("control_idle_3000.members_ms", t.elapsed().as_millis());
@@ -272,9 +293,11 @@ fn idle_control_connections_are_bounded_and_members_still_answers() {
 fn at_the_descriptor_limit_muster_idles_and_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), Some(64));
+    // More than the 64 descriptors, fewer than the listeners' backlogs (a connect past a full
+    // backlog would wait on the kernel, not on muster).
     let (mut tcp, mut unix) = (Vec::new(), Vec::new());
-    for _ in 0..400 {
-        if let Ok(s) = TcpStream::connect(node.gossip) {
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect_timeout(&node.gossip, Duration::from_millis(200)) {
             tcp.push(s);
         }
         if let Ok(s) = UnixStream::connect(&node.control) {
@@ -288,16 +311,15 @@ fn at_the_descriptor_limit_muster_idles_and_still_answers() {
     let used = cpu_seconds(node.pid()) - before;
     let share = used / window.as_secs_f64();
     figure("emfile.cpu_share", format!("{share:.3}"));
-    assert!(node.run.text().contains("cannot accept, pausing"));
+    // Room is made: a real peer's push/pull is still answered.
+    let works = node.push_pull_works("peer-1");
+    figure("emfile.push_pull_ok", works);
     assert!(
         share < 0.1,
         "muster used {:.0} % CPU at the descriptor limit",
         share * 100.0
     );
-    // Room is made: a real peer's push/pull is still answered.
-    assert!(
-        node.push_pull_works("peer-1"),
-        "push/pull at the descriptor limit"
-    );
+    assert!(works, "push/pull at the descriptor limit");
+    assert!(node.run.text().contains("cannot accept, pausing"));
     drop((tcp, unix));
 }
