@@ -33,8 +33,8 @@ use super::wire;
 pub const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from a stream at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// How long our push/pull answer is reused for streams that arrive meanwhile, so a flood of
-/// connections does not encode the whole view once each.
+/// How long our push/pull answer is reused for streams that arrive meanwhile (unless the view
+/// changed), so a flood of connections does not encode the whole view once each.
 const ANSWER_REUSE: Duration = Duration::from_millis(100);
 
 /// What the driver needs to know.
@@ -368,6 +368,8 @@ impl Shell {
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
                 }
                 Output::ViewChanged => {
+                    // A peer that opens a stream from now on gets the new view.
+                    self.answer = None;
                     self.publish
                         .view
                         .send_replace(self.node.members().cloned().collect());
