@@ -463,6 +463,7 @@ fn render(n: usize) -> String {
             role: Some("backend".into()),
             default_port: 80,
             hold_timeout_ms: 15_000,
+            trusted: Selection::everywhere(),
         },
     );
     Template::compile(&shipped_template(), "haproxy.cfg.hbs")
@@ -640,6 +641,7 @@ fn scale_render_and_apply_at_many_members() {
             role: Some("backend".into()),
             default_port: 80,
             hold_timeout_ms: 15_000,
+            trusted: Selection::everywhere(),
         },
         master_socket: dir.path().join("master.sock"),
         haproxy: "haproxy".into(),
@@ -953,6 +955,7 @@ impl Seam {
                 role: Some("backend".into()),
                 default_port: 80,
                 hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
             master_socket: dir.path().join("master.sock"),
             haproxy: "haproxy".into(),

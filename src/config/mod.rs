@@ -4,6 +4,7 @@
 //! reading the file and, for `user`, `/etc/passwd` and `/etc/group`.
 
 pub mod names;
+pub mod networks;
 pub mod users;
 mod value;
 
@@ -59,6 +60,9 @@ pub struct Haproxy {
     pub start_wait: Duration,
     /// Longest wait of a request for a server in service (the template's hold).
     pub hold_timeout: Duration,
+    /// Networks a member's address must be in to become a server; `None`: the networks of
+    /// this host's interfaces (`app.rs` reads them at start).
+    pub trusted_networks: Option<Vec<networks::Network>>,
 }
 
 /// Where the control socket is when the configuration does not say.
@@ -420,6 +424,7 @@ const HAPROXY_KEYS: &[&str] = &[
     "drain_timeout",
     "start_wait",
     "hold_timeout",
+    "trusted_networks",
 ];
 
 fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
@@ -451,6 +456,7 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
         drain_timeout: Duration::from_secs(10),
         start_wait: Duration::from_secs(2),
         hold_timeout: Duration::from_secs(15),
+        trusted_networks: None,
     };
     if let Some(r) = v.string("haproxy.role", t.get("role")) {
         h.role = if r.is_empty() { None } else { Some(r) };
@@ -482,10 +488,32 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
         }
         h.hold_timeout = d;
     }
+    if let Some(list) = v.string_list("haproxy.trusted_networks", t.get("trusted_networks")) {
+        h.trusted_networks = trusted_networks(v, &list);
+    }
     if h.template == h.config {
         v.problem("haproxy.config", "is the template itself");
     }
     Some(h)
+}
+
+/// `[haproxy] trusted_networks`: every entry a network, and at least one.
+fn trusted_networks(v: &mut value::Validator, list: &[String]) -> Option<Vec<networks::Network>> {
+    if list.is_empty() {
+        v.problem(
+            "haproxy.trusted_networks",
+            "is empty: no member could become a server (\"0.0.0.0/0\" trusts every IPv4 address)",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        match networks::Network::parse(text) {
+            Ok(n) => out.push(n),
+            Err(e) => v.problem(&format!("haproxy.trusted_networks[{i}]"), &e),
+        }
+    }
+    Some(out)
 }
 
 /// The HAProxy service a `[haproxy]` table brings when no `[services.haproxy]` is declared:

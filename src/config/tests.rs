@@ -397,10 +397,46 @@ fn haproxy_table_problems() {
     assert_eq!(
         got,
         vec![
-            "haproxy.color: unknown key (known keys: template, config, role, port, master_socket, program, debounce, drain_timeout, start_wait, hold_timeout)",
+            "haproxy.color: unknown key (known keys: template, config, role, port, master_socket, program, debounce, drain_timeout, start_wait, hold_timeout, trusted_networks)",
             "haproxy.template: \"rel.hbs\" is not an absolute path",
             "haproxy.port: 0 is outside 1..=65535",
             "haproxy.debounce: is more than 1s: changes would wait too long",
         ]
+    );
+}
+
+#[test]
+fn trusted_networks_are_checked_key_by_key() {
+    let c = Config::parse(
+        "[haproxy]\ntrusted_networks = [\"192.168.42.0/24\", \"fd00::/8\"]\n",
+        &NoUsers,
+    )
+    .expect("valid");
+    let nets = c.haproxy.unwrap().trusted_networks.expect("set");
+    assert_eq!(nets.len(), 2);
+    assert!(nets[0].contains([192, 168, 42, 9].into()));
+    let default = Config::parse("[haproxy]\n", &NoUsers).expect("valid");
+    assert_eq!(default.haproxy.unwrap().trusted_networks, None);
+    let p = problems("[haproxy]\ntrusted_networks = [\"10.0.0.0/8\", \"10.0.0.0/40\", \"x\"]\n");
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("haproxy.trusted_networks[1]: ")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("haproxy.trusted_networks[2]: ")),
+        "{p:?}"
+    );
+    let p = problems("[haproxy]\ntrusted_networks = []\n");
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("haproxy.trusted_networks: is empty")),
+        "{p:?}"
+    );
+    let p = problems("[haproxy]\ntrusted_networks = \"10.0.0.0/8\"\n");
+    assert!(
+        p.iter().any(|x| x.starts_with("haproxy.trusted_networks")),
+        "{p:?}"
     );
 }

@@ -15,19 +15,27 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::limits::{self, AcceptBackoff, Slots};
 use super::node::{self, Input, Node, Output};
 use super::serf;
 use super::swim;
 use super::wire;
 
-/// How long a push/pull exchange may take.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a push/pull exchange may take (memberlist's `TCPTimeout` on a LAN): a stream that
+/// stalls is closed then, if [`limits::Slots`] did not close it before.
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from a stream at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long our push/pull answer is reused for streams that arrive meanwhile (unless the view
+/// changed), so a flood of connections does not encode the whole view once each.
+const ANSWER_REUSE: Duration = Duration::from_millis(100);
 
 /// What the driver needs to know.
 #[derive(Debug, Clone)]
@@ -118,24 +126,39 @@ impl Refusals {
     }
 }
 
-/// Reads one push/pull from a stream, as bytes arrive, bounded in size.
+/// Reads one push/pull from a stream, as bytes arrive, bounded in size: nothing is allocated
+/// before the first bytes come, and a stream longer than [`wire::max_stream_bytes`] (or one
+/// whose parts pass their own limits) is cut there.
 async fn read_push_pull(stream: &mut TcpStream, max_members: usize) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
+    let limit = wire::max_stream_bytes(max_members);
+    let mut buf = Vec::new();
     loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "stream closed early",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > wire::MAX_STREAM_PAYLOAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "push/pull too large",
-            ));
+        stream.readable().await?;
+        // Everything that came is read before decoding again, so a large stream is not
+        // parsed once per chunk.
+        loop {
+            if buf.capacity() - buf.len() < READ_CHUNK {
+                buf.reserve(READ_CHUNK.max(buf.len() / 2).min(limit + 1 - buf.len()));
+            }
+            let spare = buf.capacity() - buf.len();
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream closed early",
+                    ));
+                }
+                Ok(_) if buf.len() > limit => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("push/pull longer than {limit} bytes"),
+                    ));
+                }
+                Ok(n) if n < spare => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
         }
         match node::stream_complete(&buf, max_members) {
             Ok(true) => return Ok(buf),
@@ -165,16 +188,20 @@ async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
     out
 }
 
+/// A finished exchange: the inbound stream's slot (none for ours), the peer, and its side of
+/// the push/pull when it came whole.
+type Finished = (Option<u64>, SocketAddr, Option<Vec<u8>>);
+
 /// One push/pull on a stream, bounded in time: `first` is written before reading when we
 /// opened it; `answer` after reading when the peer did. The peer's side goes to `done`.
 fn exchange(
     stream: impl std::future::Future<Output = io::Result<TcpStream>> + Send + 'static,
-    peer: SocketAddr,
+    (slot, peer): (Option<u64>, SocketAddr),
     first: Option<Vec<u8>>,
-    answer: Option<Vec<u8>>,
+    answer: Option<Arc<Vec<u8>>>,
     max_members: usize,
-    done: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
-) {
+    done: mpsc::UnboundedSender<Finished>,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let work = async {
             let mut s = stream.await?;
@@ -187,14 +214,20 @@ fn exchange(
             }
             io::Result::Ok(theirs)
         };
-        match tokio::time::timeout(STREAM_TIMEOUT, work).await {
-            Ok(Ok(theirs)) => {
-                let _ = done.send((peer, theirs));
+        let theirs = match tokio::time::timeout(STREAM_TIMEOUT, work).await {
+            Ok(Ok(theirs)) => Some(theirs),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "push/pull failed");
+                None
             }
-            Ok(Err(error)) => tracing::debug!(%peer, %error, "push/pull failed"),
-            Err(_) => tracing::debug!(%peer, "push/pull timed out"),
-        }
-    });
+            Err(_) => {
+                tracing::debug!(%peer, "push/pull timed out");
+                None
+            }
+        };
+        let _ = done.send((slot, peer, theirs));
+    })
+    .abort_handle()
 }
 
 /// Runs the node until the command channel closes; membership goes to `publish`.
@@ -208,6 +241,7 @@ pub async fn run(
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
     let mut shell = Shell::new(settings, publish, udp, streams_tx);
     let mut buf = vec![0u8; 65_536];
+    let mut paused: Option<Instant> = None;
     loop {
         shell.carry_out().await;
         tokio::select! {
@@ -215,11 +249,14 @@ pub async fn run(
                 let Ok((n, from)) = r else { continue };
                 shell.node.handle(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
             }
-            r = tcp.accept() => {
-                let Ok((stream, peer)) = r else { continue };
-                shell.answer(stream, peer);
+            r = tcp.accept(), if paused.is_none() => match r {
+                Ok((stream, peer)) => shell.answer(stream, peer),
+                Err(error) => paused = Some(shell.accept_failed(&error)),
+            },
+            _ = tokio::time::sleep_until(paused.unwrap_or_else(Instant::now).into()), if paused.is_some() => {
+                paused = None;
             }
-            Some((peer, bytes)) = streams.recv() => shell.stream(peer, &bytes),
+            Some((slot, peer, bytes)) = streams.recv() => shell.finished(slot, peer, bytes),
             c = commands.recv() => match c {
                 None => return Ok(()),
                 Some(c) => shell.command(c),
@@ -237,7 +274,19 @@ struct Shell {
     seeds: Vec<String>,
     publish: Publish,
     /// Where finished push/pull exchanges send the peer's side.
-    streams: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+    streams: mpsc::UnboundedSender<Finished>,
+    /// The inbound streams open now, and how to close each.
+    slots: Slots,
+    open: std::collections::HashMap<u64, tokio::task::AbortHandle>,
+    next_slot: u64,
+    /// Our push/pull answer and when it was encoded.
+    answer: Option<(Instant, Arc<Vec<u8>>)>,
+    /// Accept errors in a row, and the pause they give.
+    backoff: AcceptBackoff,
+    /// Inbound streams closed to make room, since the last summary.
+    evicted: u64,
+    /// When closing streams may be logged again.
+    evicted_logged: Instant,
     /// The reply to the leave under way, sent when the node says it is done.
     leave_done: Option<oneshot::Sender<()>>,
     refusals: Refusals,
@@ -250,7 +299,7 @@ impl Shell {
         settings: Settings,
         publish: Publish,
         udp: UdpSocket,
-        streams: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+        streams: mpsc::UnboundedSender<Finished>,
     ) -> Shell {
         // The boot time as incarnation: a restarted node supersedes its predecessor at once.
         let incarnation = std::time::SystemTime::now()
@@ -275,6 +324,13 @@ impl Shell {
             seeds: settings.seeds,
             publish,
             streams,
+            slots: Slots::new(limits::MAX_INBOUND_STREAMS, limits::MAX_STREAMS_PER_IP),
+            open: std::collections::HashMap::new(),
+            next_slot: 0,
+            answer: None,
+            backoff: AcceptBackoff::default(),
+            evicted: 0,
+            evicted_logged: Instant::now(),
             leave_done: None,
             refusals: Refusals {
                 logged: std::collections::HashSet::new(),
@@ -298,7 +354,7 @@ impl Shell {
                     let stream = TcpStream::connect(to);
                     exchange(
                         stream,
-                        to,
+                        (None, to),
                         Some(bytes),
                         None,
                         self.max_members,
@@ -312,6 +368,8 @@ impl Shell {
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
                 }
                 Output::ViewChanged => {
+                    // A peer that opens a stream from now on gets the new view.
+                    self.answer = None;
                     self.publish
                         .view
                         .send_replace(self.node.members().cloned().collect());
@@ -333,18 +391,70 @@ impl Shell {
         }
     }
 
-    /// A peer opened a push/pull: it gets our side once its own is read.
-    fn answer(&self, stream: TcpStream, peer: SocketAddr) {
-        let answer = self.node.push_pull_answer();
+    /// A peer opened a push/pull: it gets our side once its own is read. It takes a slot,
+    /// which may close the oldest stream of whoever holds the most.
+    fn answer(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.backoff.succeeded();
+        let now = Instant::now();
+        let answer = match &self.answer {
+            Some((at, bytes)) if now.duration_since(*at) < ANSWER_REUSE => bytes.clone(),
+            _ => {
+                let bytes = Arc::new(self.node.push_pull_answer());
+                self.answer = Some((now, bytes.clone()));
+                bytes
+            }
+        };
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        if let Some(old) = self.slots.admit(slot, peer.ip()) {
+            if let Some(task) = self.open.remove(&old) {
+                task.abort();
+            }
+            if self.evicted == 0 && now >= self.evicted_logged {
+                tracing::warn!(%peer, open = self.slots.len(), "gossip tcp: too many streams open, closing the oldest of the address holding most (logged once a minute)");
+                self.evicted_logged = now + REFUSED_SUMMARY;
+            }
+            self.evicted += 1;
+        }
         let stream = std::future::ready(Ok(stream));
-        exchange(
+        let task = exchange(
             stream,
-            peer,
+            (Some(slot), peer),
             None,
             Some(answer),
             self.max_members,
             self.streams.clone(),
         );
+        self.open.insert(slot, task);
+    }
+
+    /// Accepting failed (at the descriptor limit, EMFILE): when to try again; logged at most
+    /// once a minute with the count.
+    fn accept_failed(&mut self, error: &io::Error) -> Instant {
+        let pause = self.backoff.failed();
+        let now = Instant::now();
+        if let Some(errors) = self.backoff.log_due(now) {
+            tracing::warn!(%error, errors, open = self.slots.len(), "gossip tcp: cannot accept, pausing (logged at most once a minute)");
+        }
+        // Out of descriptors: the oldest stream of whoever holds most makes room for the next.
+        if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            if let Some(task) = self.slots.evict().and_then(|old| self.open.remove(&old)) {
+                task.abort();
+                self.evicted += 1;
+            }
+        }
+        now + pause
+    }
+
+    /// An exchange ended: its slot is free, and the peer's side, if whole, goes to the node.
+    fn finished(&mut self, slot: Option<u64>, peer: SocketAddr, bytes: Option<Vec<u8>>) {
+        if let Some(slot) = slot {
+            self.slots.release(slot);
+            self.open.remove(&slot);
+        }
+        if let Some(bytes) = bytes {
+            self.stream(peer, &bytes);
+        }
     }
 
     /// The peer's side of a finished push/pull.
@@ -375,5 +485,12 @@ impl Shell {
         let now = Instant::now();
         self.node.handle(now, Input::Tick);
         self.refusals.summary(now, self.node.swim().stats());
+        if self.evicted > 0 && now >= self.evicted_logged {
+            self.evicted_logged = now + REFUSED_SUMMARY;
+            tracing::warn!(
+                evicted = std::mem::take(&mut self.evicted),
+                "gossip tcp: streams closed to make room for new ones (too many open)"
+            );
+        }
     }
 }

@@ -14,6 +14,8 @@
 //!   resolved at every (re-)join; it logs every event and publishes the whole view on a `watch`
 //!   at once (no coalescing delay). `tests/serf_interop.rs` runs Debian's serf against it.
 //!
+//! - `limits`, what the listener lets a peer hold (streams open at once, per address, the
+//!   pause after an accept error);
 //! - `validate`, what a name and tags may hold, checked where they enter.
 //!
 //! What a peer may do without a key is in the README's Security section.
@@ -23,6 +25,7 @@
 //! does that job).
 
 pub mod driver;
+pub mod limits;
 pub mod lzw;
 pub mod msgpack;
 pub mod node;

@@ -27,6 +27,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::config::names as validate;
+use crate::config::networks::Network;
 
 /// A member of the cluster as the HAProxy sync follows it: what may become a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,19 @@ pub struct Selection {
     /// How long a request waits for a server in service (`[haproxy] hold_timeout`), in ms:
     /// the template's `hold_timeout_ms`.
     pub hold_timeout_ms: u64,
+    /// Networks a member's address must be in (`[haproxy] trusted_networks`, or the load
+    /// balancer's own): a member elsewhere is refused, whatever it announces.
+    pub trusted: Vec<Network>,
+}
+
+impl Selection {
+    /// Every address, IPv4 and IPv6: for tests and `trusted_networks = ["0.0.0.0/0", "::/0"]`.
+    pub fn everywhere() -> Vec<Network> {
+        ["0.0.0.0/0", "::/0"]
+            .iter()
+            .filter_map(|n| Network::parse(n).ok())
+            .collect()
+    }
 }
 
 /// One member as templates see it.
@@ -137,7 +151,8 @@ pub fn server_id(name: &str) -> u32 {
     h % ID_SPACE + 1
 }
 
-/// A selected member left out of the model because its name or tags are invalid.
+/// A selected member left out of the model because its name or tags are invalid, or its
+/// address is outside the trusted networks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// Its name, cut and escaped ([`validate::printable`]): safe in a log line.
@@ -170,6 +185,9 @@ impl Model {
             .filter(|m| {
                 let why = match validate::name(&m.name) {
                     Err(e) => Some(format!("name {e}")),
+                    Ok(()) if !selection.trusted.iter().any(|n| n.contains(m.addr)) => Some(
+                        format!("address {} is outside the trusted networks", m.addr),
+                    ),
                     Ok(()) => validate::tags(&m.tags).err().map(|e| e.to_string()),
                 };
                 match why {
@@ -282,6 +300,7 @@ mod tests {
             role: Some("backend".to_owned()),
             default_port: 3000,
             hold_timeout_ms: 15_000,
+            trusted: Selection::everywhere(),
         };
         let model = Model::new(&view, &selection);
         let names: Vec<(&str, u16)> = model
@@ -314,9 +333,26 @@ mod tests {
                 role: None,
                 default_port: 1,
                 hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
         );
         assert_eq!(all.members.len(), 5);
+        // Only members inside the trusted networks become servers; the others are refused.
+        let lan = Selection {
+            role: Some("backend".to_owned()),
+            default_port: 3000,
+            hold_timeout_ms: 15_000,
+            trusted: vec![Network::parse("10.0.0.0/30").unwrap()],
+        };
+        let (model, refused) = Model::checked(&view, &lan);
+        let names: Vec<&str> = model.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["web-a", "web-b"]);
+        let out: Vec<&str> = refused.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(out, ["web-c", "web-e"]);
+        assert_eq!(
+            refused[0].reason,
+            "address 10.0.0.4 is outside the trusted networks"
+        );
     }
 
     #[test]
@@ -349,6 +385,7 @@ mod tests {
             role: Some("backend".to_owned()),
             default_port: 3000,
             hold_timeout_ms: 15_000,
+            trusted: Selection::everywhere(),
         };
         let (model, refused) = Model::checked(&view, &selection);
         let names: Vec<&str> = model.members.iter().map(|m| m.name.as_str()).collect();
@@ -380,6 +417,7 @@ mod tests {
                 role: None,
                 default_port: 80,
                 hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
         );
         let some = all.only(|m| m.name != "b");
@@ -408,6 +446,7 @@ mod tests {
                 role: None,
                 default_port: 80,
                 hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
         );
         let ids: Vec<u32> = m.members.iter().map(|m| m.id).collect();

@@ -835,6 +835,7 @@ mod tests {
                 role: None,
                 default_port: 80,
                 hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
             master_socket: dir.join("master.sock"),
             haproxy: "haproxy".to_owned(),

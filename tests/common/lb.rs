@@ -89,6 +89,11 @@ impl Server {
 impl Lb {
     /// Starts a load balancer in `dir/lb` and waits until HAProxy listens.
     pub fn start(dir: &Path) -> Lb {
+        Self::start_with(dir, "")
+    }
+
+    /// [`Lb::start`] with more lines in its `[haproxy]` table.
+    pub fn start_with(dir: &Path, haproxy: &str) -> Lb {
         let dir = dir.join("lb");
         std::fs::create_dir_all(&dir).unwrap();
         let (http, stats, gossip) = (free_port(), free_port(), free_port());
@@ -112,6 +117,7 @@ template = "{template}"
 config = "{d}/haproxy.cfg"
 master_socket = "{d}/master.sock"
 drain_timeout = "3s"
+{haproxy}
 "#,
                 control = control.display(),
                 template = template.display(),
