@@ -22,6 +22,7 @@
 //! and Serf's RPC protocol (so `serf members -rpc-addr` cannot query muster; `muster members`
 //! does that job).
 
+pub mod crypto;
 pub mod driver;
 pub mod lzw;
 pub mod msgpack;
