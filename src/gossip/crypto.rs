@@ -248,7 +248,7 @@ pub fn stream_length(buf: &[u8]) -> Result<Option<usize>, CryptoError> {
 /// GCM nonces, never the same twice for one seed: a 96-bit value counted up from a random
 /// start (the caller seeds it from the operating system; 2^96 values, so two nodes sharing a
 /// key never meet in practice).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Nonces {
     next: u128,
 }

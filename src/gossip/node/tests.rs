@@ -145,3 +145,80 @@ fn a_leaving_node_stops_joining() {
     node.handle(later, Input::Tick);
     assert!(!drain(&mut node).contains(&Output::JoinDue));
 }
+
+fn keyed(name: &str, ip: u8, key: u8, now: Instant) -> Node {
+    let ring = Keyring::new(&[[key; 32]]).expect("key");
+    Node::new(settings(name, ip), false, now).with_keyring(ring, [ip; crypto::NONCE])
+}
+
+/// The first datagram `node` sends within `secs` seconds of ticks.
+fn first_datagram(node: &mut Node, mut now: Instant, secs: u64) -> Vec<u8> {
+    for _ in 0..secs * 10 {
+        now += Duration::from_millis(100);
+        node.handle(now, Input::Tick);
+        for out in drain(node) {
+            if let Output::Transmit { bytes, .. } = out {
+                return bytes;
+            }
+        }
+    }
+    panic!("no datagram in {secs} s");
+}
+
+#[test]
+fn keyed_nodes_read_each_other_and_refuse_plaintext_and_wrong_keys() {
+    let now = Instant::now();
+    let b = keyed("b", 2, 9, now);
+    let from = b.swim().member("b").map(|m| m.addr).unwrap();
+    let answer = b.push_pull_answer();
+    assert_eq!(answer[0], wire::kind::ENCRYPT, "push/pull is sealed");
+    assert_eq!(stream_complete_keyed(&answer, 100, true), Ok(true));
+    assert_eq!(
+        stream_complete_keyed(&answer[..answer.len() - 1], 100, true),
+        Ok(false)
+    );
+
+    // Same key: b is learned through push/pull.
+    let mut a = keyed("a", 1, 9, now);
+    a.handle(now, Input::Stream { from, bytes: &answer });
+    assert!(a.swim().member("b").is_some());
+    assert_eq!(a.crypto_refused(), CryptoRefused::default());
+
+    // Wrong key, and plaintext: nothing learned, both counted.
+    let mut c = keyed("c", 3, 8, now);
+    c.handle(now, Input::Stream { from, bytes: &answer });
+    let plain = Node::new(settings("p", 4), false, now).push_pull_answer();
+    assert_eq!(stream_complete_keyed(&plain[..1], 100, true), Ok(true));
+    c.handle(
+        now,
+        Input::Stream {
+            from: SocketAddr::from(([10, 0, 0, 4], 7946)),
+            bytes: &plain,
+        },
+    );
+    assert_eq!(c.swim().members().count(), 1, "c knows only itself");
+    assert_eq!(c.crypto_refused().streams, 2);
+
+    // Datagrams: a's probe of b is sealed; b opens it, c does not, and a plaintext one is
+    // refused.
+    let sealed = first_datagram(&mut a, now, 5);
+    assert_eq!(sealed[0], crypto::SEND_VERSION);
+    let ring = Keyring::new(&[[9u8; 32]]).expect("key");
+    let inner = ring.open(&sealed, b"").expect("opens with the key");
+    assert_eq!(inner[0], wire::kind::HAS_CRC);
+    let a_addr = SocketAddr::from(([10, 0, 0, 1], 7946));
+    let mut b = b;
+    b.handle(now, Input::Datagram { from: a_addr, bytes: &sealed });
+    assert_eq!(b.crypto_refused(), CryptoRefused::default());
+    assert_eq!(b.undecodable(), 0);
+    drain(&mut c);
+    c.handle(now, Input::Datagram { from: a_addr, bytes: &sealed });
+    c.handle(now, Input::Datagram { from: a_addr, bytes: &inner });
+    assert_eq!(c.crypto_refused().packets, 2);
+    assert!(
+        drain(&mut c)
+            .iter()
+            .all(|o| !matches!(o, Output::Transmit { .. } | Output::ViewChanged)),
+        "c answers nothing and changes nothing"
+    );
+}
