@@ -36,6 +36,8 @@ const TAG: usize = 16;
 const BLOCK: usize = 16;
 /// Bytes of a stream's header: `[10][length u32 BE]`.
 pub const STREAM_HEADER: usize = 5;
+/// Bytes an encrypted datagram adds (version 1): version, nonce and tag.
+pub const OVERHEAD: usize = VERSION + NONCE + TAG;
 /// The version sent: unpadded.
 pub const SEND_VERSION: u8 = 1;
 /// Largest encrypted stream payload accepted (memberlist's `maxPushStateBytes` is 20 MiB; the
@@ -353,10 +355,7 @@ mod tests {
                 Some(CryptoError::KeySize(n))
             );
         }
-        assert_eq!(
-            Keyring::new::<Vec<u8>>(&[]).err(),
-            Some(CryptoError::NoKey)
-        );
+        assert_eq!(Keyring::new::<Vec<u8>>(&[]).err(), Some(CryptoError::NoKey));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::crypto::{self, Keyring};
 use super::node::{self, Input, Node, Output};
 use super::serf;
 use super::swim;
@@ -118,8 +119,48 @@ impl Refusals {
     }
 }
 
+/// How often refused encrypted (or plaintext) traffic is logged, with the counts.
+const CRYPTO_SUMMARY: Duration = Duration::from_secs(60);
+
+/// Traffic the keyring refused: the first refusal is logged at once, then a count at most
+/// once per [`CRYPTO_SUMMARY`].
+struct CryptoLog {
+    logged: node::CryptoRefused,
+    next: Option<Instant>,
+}
+
+impl CryptoLog {
+    fn note(&mut self, now: Instant, seen: node::CryptoRefused) {
+        if seen == self.logged || self.next.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next = Some(now + CRYPTO_SUMMARY);
+        let was = std::mem::replace(&mut self.logged, seen);
+        tracing::warn!(
+            packets = seen.packets - was.packets,
+            streams = seen.streams - was.streams,
+            total_packets = seen.packets,
+            total_streams = seen.streams,
+            "gossip traffic refused: not encrypted, or with no installed key (logged at most once a minute)"
+        );
+    }
+}
+
+/// 12 bytes from the operating system's randomness, the seed of the GCM nonces.
+fn nonce_seed() -> io::Result<[u8; crypto::NONCE]> {
+    let mut seed = [0u8; crypto::NONCE];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut seed))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read /dev/urandom: {e}")))?;
+    Ok(seed)
+}
+
 /// Reads one push/pull from a stream, as bytes arrive, bounded in size.
-async fn read_push_pull(stream: &mut TcpStream, max_members: usize) -> io::Result<Vec<u8>> {
+async fn read_push_pull(
+    stream: &mut TcpStream,
+    max_members: usize,
+    keyed: bool,
+) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
     loop {
@@ -137,10 +178,10 @@ async fn read_push_pull(stream: &mut TcpStream, max_members: usize) -> io::Resul
                 "push/pull too large",
             ));
         }
-        match node::stream_complete(&buf, max_members) {
+        match node::stream_complete_keyed(&buf, max_members, keyed) {
             Ok(true) => return Ok(buf),
             Ok(false) => continue,
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
     }
 }
@@ -173,6 +214,7 @@ fn exchange(
     first: Option<Vec<u8>>,
     answer: Option<Vec<u8>>,
     max_members: usize,
+    keyed: bool,
     done: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
 ) {
     tokio::spawn(async move {
@@ -181,8 +223,12 @@ fn exchange(
             if let Some(bytes) = &first {
                 s.write_all(bytes).await?;
             }
-            let theirs = read_push_pull(&mut s, max_members).await?;
-            if let Some(bytes) = &answer {
+            let theirs = read_push_pull(&mut s, max_members, keyed).await?;
+            // A keyed node answers only an encrypted stream (the node refuses the others).
+            if let Some(bytes) = answer
+                .as_ref()
+                .filter(|_| !keyed || node::stream_encrypted(&theirs))
+            {
                 s.write_all(bytes).await?;
             }
             io::Result::Ok(theirs)
@@ -201,12 +247,37 @@ fn exchange(
 pub async fn run(
     settings: Settings,
     publish: Publish,
+    commands: mpsc::UnboundedReceiver<Command>,
+) -> io::Result<()> {
+    run_keyed(settings, None, publish, commands).await
+}
+
+/// [`run`] in an encrypted cluster when `keyring` is given (Serf's `-encrypt` or keyring).
+pub async fn run_keyed(
+    settings: Settings,
+    keyring: Option<Keyring>,
+    publish: Publish,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> io::Result<()> {
+    let mut settings = settings;
+    let seed = match keyring {
+        Some(_) => {
+            // Room for the version, nonce and tag in every datagram, as memberlist leaves.
+            settings.profile.packet_size = settings
+                .profile
+                .packet_size
+                .saturating_sub(crypto::OVERHEAD);
+            Some(nonce_seed()?)
+        }
+        None => None,
+    };
     let udp = UdpSocket::bind(settings.bind).await?;
     let tcp = TcpListener::bind(settings.bind).await?;
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
     let mut shell = Shell::new(settings, publish, udp, streams_tx);
+    if let (Some(ring), Some(seed)) = (keyring, seed) {
+        shell.node = shell.node.with_keyring(ring, seed);
+    }
     let mut buf = vec![0u8; 65_536];
     loop {
         shell.carry_out().await;
@@ -241,6 +312,7 @@ struct Shell {
     /// The reply to the leave under way, sent when the node says it is done.
     leave_done: Option<oneshot::Sender<()>>,
     refusals: Refusals,
+    crypto_log: CryptoLog,
     /// The most members a push/pull may announce.
     max_members: usize,
 }
@@ -281,6 +353,10 @@ impl Shell {
                 last: swim::Stats::default(),
                 next_summary: Instant::now() + REFUSED_SUMMARY,
             },
+            crypto_log: CryptoLog {
+                logged: node::CryptoRefused::default(),
+                next: None,
+            },
             max_members,
         }
     }
@@ -302,6 +378,7 @@ impl Shell {
                         Some(bytes),
                         None,
                         self.max_members,
+                        self.node.keyed(),
                         self.streams.clone(),
                     );
                 }
@@ -343,20 +420,22 @@ impl Shell {
             None,
             Some(answer),
             self.max_members,
+            self.node.keyed(),
             self.streams.clone(),
         );
     }
 
     /// The peer's side of a finished push/pull.
     fn stream(&mut self, peer: SocketAddr, bytes: &[u8]) {
-        if !self.node.joined() {
+        let was = self.node.joined();
+        self.node
+            .handle(Instant::now(), Input::Stream { from: peer, bytes });
+        if !was && self.node.joined() {
             tracing::info!(
                 members = self.node.swim().members().count(),
                 "joined the cluster"
             );
         }
-        self.node
-            .handle(Instant::now(), Input::Stream { from: peer, bytes });
     }
 
     fn command(&mut self, command: Command) {
@@ -375,5 +454,6 @@ impl Shell {
         let now = Instant::now();
         self.node.handle(now, Input::Tick);
         self.refusals.summary(now, self.node.swim().stats());
+        self.crypto_log.note(now, self.node.crypto_refused());
     }
 }
