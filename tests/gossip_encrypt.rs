@@ -1,0 +1,156 @@
+//! The real muster binary with gossip encryption: a bad key stops it at start (exit 64, the
+//! key named), two nodes holding the key (one from `encrypt_file`, one from `keyring_file`)
+//! see each other, and a node with another key is kept out and logged as refused.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Run, config, eventually, free_port, muster};
+
+const KEY: &str = "5K9OtfjNP9lbeR7vqmUYtA==";
+const OTHER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const LONG: Duration = Duration::from_secs(20);
+
+fn members(socket: &Path) -> String {
+    let out = Command::new(muster())
+        .args(["members", "--socket", socket.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `name`'s status in the node's `muster members`.
+fn status(socket: &Path, name: &str) -> Option<String> {
+    members(socket).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&name)).then(|| f.get(2).unwrap_or(&"").to_string())
+    })
+}
+
+/// A node's config with `keys` (lines of `[gossip]`): (config, control socket).
+fn node(dir: &Path, name: &str, port: u16, join: Option<u16>, keys: &str) -> (PathBuf, PathBuf) {
+    let sock = dir.join(format!("{name}.sock"));
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    let join = join.map_or(String::new(), |p| format!("join = [\"127.0.0.1:{p}\"]"));
+    let cfg = config(
+        &sub,
+        &format!(
+            "[supervisor]\ncontrol_socket = \"{sock}\"\n[gossip]\nname = \"{name}\"\n\
+             bind = \"127.0.0.1:{port}\"\n{join}\nprofile = \"local\"\n{keys}\n\
+             [services.main]\nmain = true\ncommand = [\"sh\", \"-c\", \"echo up; exec sleep 1000\"]\n",
+            sock = sock.display()
+        ),
+    );
+    (cfg, sock)
+}
+
+#[test]
+fn a_bad_key_stops_muster_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("ring.json");
+    std::fs::write(&garbage, "[\"not base64!\"]").unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let cases = [
+        (
+            "encrypt = \"c2hvcnQ=\"".to_owned(),
+            "gossip.encrypt: the key is 5 bytes",
+        ),
+        (
+            "encrypt = \"@@@\"".to_owned(),
+            "gossip.encrypt: not a base64 key",
+        ),
+        (
+            "encrypt_file = \"/nonexistent/secret\"".to_owned(),
+            "gossip.encrypt_file: cannot read /nonexistent/secret",
+        ),
+        (
+            format!("keyring_file = \"{}\"", garbage.display()),
+            "gossip.keyring_file: ",
+        ),
+        (
+            format!(
+                "encrypt = \"{OTHER_KEY}\"\nencrypt_file = \"{}\"",
+                key_file.display()
+            ),
+            "gossip.encrypt_file: holds another key than gossip.encrypt",
+        ),
+    ];
+    for (i, (keys, expect)) in cases.iter().enumerate() {
+        let (cfg, _) = node(dir.path(), &format!("bad{i}"), free_port(), None, keys);
+        let out = Command::new(muster())
+            .args(["--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{keys}: {stderr}");
+        assert!(stderr.contains(expect), "{keys}: {stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("up"),
+            "{keys}"
+        );
+    }
+}
+
+#[test]
+fn nodes_with_the_key_see_each_other_and_another_key_is_kept_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("gossip.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    // b's keyring: the cluster's key primary, and another one installed (read, never sent).
+    let ring = dir.path().join("keyring.json");
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let (a_cfg, a_sock) = node(
+        dir.path(),
+        "a",
+        pa,
+        None,
+        &format!("encrypt_file = \"{}\"", key_file.display()),
+    );
+    std::fs::write(&ring, format!("[\"{KEY}\", \"{OTHER_KEY}\"]")).unwrap();
+    let (b_cfg, b_sock) = node(
+        dir.path(),
+        "b",
+        pb,
+        Some(pa),
+        &format!("keyring_file = \"{}\"", ring.display()),
+    );
+    let (c_cfg, c_sock) = node(
+        dir.path(),
+        "c",
+        pc,
+        Some(pa),
+        &format!("encrypt = \"{OTHER_KEY}\""),
+    );
+    let a = Run::start(muster(), &["--config", a_cfg.to_str().unwrap()]);
+    let b = Run::start(muster(), &["--config", b_cfg.to_str().unwrap()]);
+    let c = Run::start(muster(), &["--config", c_cfg.to_str().unwrap()]);
+    eventually("a sees b alive", LONG, || {
+        status(&a_sock, "b").as_deref() == Some("alive")
+    });
+    eventually("b sees a alive", LONG, || {
+        status(&b_sock, "a").as_deref() == Some("alive")
+    });
+    // c keeps re-joining a every second; a refuses it and says so (at most once a minute).
+    a.wait_line("gossip traffic refused", LONG);
+    std::thread::sleep(Duration::from_secs(3));
+    for (who, sock) in [("a", &a_sock), ("b", &b_sock)] {
+        let m = members(sock);
+        assert!(status(sock, "c").is_none(), "{who} lists c:\n{m}");
+    }
+    let m = members(&c_sock);
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("a ") || l.starts_with("b "))
+            && m.lines().count() == 1,
+        "c lists a or b:\n{m}"
+    );
+    assert_eq!(a.count("gossip traffic refused"), 1, "{}", a.text());
+    drop((a, b, c));
+}
