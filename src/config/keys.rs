@@ -127,9 +127,9 @@ fn keyring(path: &str, v: &mut Validator) -> Option<Vec<Vec<u8>>> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::super::users::{Credentials, UserDb};
-    use super::super::{Config, ConfigError};
     use super::*;
+    use crate::config::users::{Credentials, UserDb};
+    use crate::config::{Config, ConfigError};
 
     struct NoUsers;
     impl UserDb for NoUsers {
