@@ -180,13 +180,25 @@ fn keyed_nodes_read_each_other_and_refuse_plaintext_and_wrong_keys() {
 
     // Same key: b is learned through push/pull.
     let mut a = keyed("a", 1, 9, now);
-    a.handle(now, Input::Stream { from, bytes: &answer });
+    a.handle(
+        now,
+        Input::Stream {
+            from,
+            bytes: &answer,
+        },
+    );
     assert!(a.swim().member("b").is_some());
     assert_eq!(a.crypto_refused(), CryptoRefused::default());
 
     // Wrong key, and plaintext: nothing learned, both counted.
     let mut c = keyed("c", 3, 8, now);
-    c.handle(now, Input::Stream { from, bytes: &answer });
+    c.handle(
+        now,
+        Input::Stream {
+            from,
+            bytes: &answer,
+        },
+    );
     let plain = Node::new(settings("p", 4), false, now).push_pull_answer();
     assert_eq!(stream_complete_keyed(&plain[..1], 100, true), Ok(true));
     c.handle(
@@ -208,12 +220,30 @@ fn keyed_nodes_read_each_other_and_refuse_plaintext_and_wrong_keys() {
     assert_eq!(inner[0], wire::kind::HAS_CRC);
     let a_addr = SocketAddr::from(([10, 0, 0, 1], 7946));
     let mut b = b;
-    b.handle(now, Input::Datagram { from: a_addr, bytes: &sealed });
+    b.handle(
+        now,
+        Input::Datagram {
+            from: a_addr,
+            bytes: &sealed,
+        },
+    );
     assert_eq!(b.crypto_refused(), CryptoRefused::default());
     assert_eq!(b.undecodable(), 0);
     drain(&mut c);
-    c.handle(now, Input::Datagram { from: a_addr, bytes: &sealed });
-    c.handle(now, Input::Datagram { from: a_addr, bytes: &inner });
+    c.handle(
+        now,
+        Input::Datagram {
+            from: a_addr,
+            bytes: &sealed,
+        },
+    );
+    c.handle(
+        now,
+        Input::Datagram {
+            from: a_addr,
+            bytes: &inner,
+        },
+    );
     assert_eq!(c.crypto_refused().packets, 2);
     assert!(
         drain(&mut c)
@@ -221,4 +251,81 @@ fn keyed_nodes_read_each_other_and_refuse_plaintext_and_wrong_keys() {
             .all(|o| !matches!(o, Output::Transmit { .. } | Output::ViewChanged)),
         "c answers nothing and changes nothing"
     );
+}
+
+/// The datagrams and stream directions of the captured serf session, as bytes.
+fn golden() -> Vec<(bool, Vec<u8>)> {
+    include_str!("../../../tests/golden/serf-0.9.4-join-tags-leave.txt")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let udp = match f.next()? {
+                "udp" => true,
+                "tcp" => false,
+                _ => return None,
+            };
+            let hex = f.nth(1)?;
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            Some((udp, bytes))
+        })
+        .collect()
+}
+
+#[test]
+fn a_keyed_node_survives_damaged_sealed_and_unsealed_serf_traffic() {
+    // serf's real traffic, damaged at random, fed to a keyed node both sealed with its key
+    // (so the decoders under the encryption see it) and as is (refused): never a panic, never
+    // more members than kept, and every unsealed input counted as refused.
+    let now = Instant::now();
+    let mut node = keyed("k", 1, 9, now);
+    let ring = Keyring::new(&[[9u8; 32]]).expect("key");
+    let mut nonces = Nonces::new([3; crypto::NONCE]);
+    let from = SocketAddr::from(([10, 0, 0, 2], 7946));
+    let golden = golden();
+    assert!(golden.len() > 40, "{} captured inputs", golden.len());
+    let mut x = 0x9e37_79b9_u32;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let mut unsealed = 0;
+    for round in 0..3000 {
+        let (udp, base) = &golden[round % golden.len()];
+        let mut bytes = base.clone();
+        for _ in 0..rand() % 4 {
+            if bytes.is_empty() {
+                break;
+            }
+            let i = rand() as usize % bytes.len();
+            match rand() % 3 {
+                0 => bytes[i] ^= 1 << (rand() % 8),
+                1 => bytes.truncate(i),
+                _ => bytes.insert(i, rand() as u8),
+            }
+        }
+        let sealed = if *udp {
+            ring.seal(rand() as u8 % 2, &nonces.next_nonce(), &bytes, b"")
+        } else {
+            ring.seal_stream(&nonces.next_nonce(), &bytes)
+        };
+        for b in [&sealed, &bytes] {
+            let input = if *udp {
+                Input::Datagram { from, bytes: b }
+            } else {
+                Input::Stream { from, bytes: b }
+            };
+            node.handle(now, input);
+        }
+        unsealed += 1;
+        drain(&mut node);
+        assert!(node.swim().members().count() <= swim::Config::lan().max_members);
+    }
+    let refused = node.crypto_refused();
+    assert_eq!(refused.packets + refused.streams, unsealed);
+    // A sealed push/pull was opened and decoded (only that sets `joined`).
+    assert!(node.joined(), "the sealed serf streams were read");
 }
