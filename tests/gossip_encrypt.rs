@@ -1,6 +1,7 @@
 //! The real muster binary with gossip encryption: a bad key stops it at start (exit 64, the
 //! key named), two nodes holding the key (one from `encrypt_file`, one from `keyring_file`)
-//! see each other, and a node with another key is kept out and logged as refused.
+//! see each other, a node with another key is kept out and logged as refused, and a stream no
+//! key opens (plaintext or wrong key) gets no answer while a sealed one gets the sealed state.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -10,7 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use std::io::{Read, Write};
+
+use base64::Engine;
 use common::{Run, config, eventually, free_port, muster};
+use muster::gossip::crypto::Keyring;
+use muster::gossip::wire;
+
+fn b64(key: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap()
+}
 
 const KEY: &str = "5K9OtfjNP9lbeR7vqmUYtA==";
 const OTHER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -152,5 +164,33 @@ fn nodes_with_the_key_see_each_other_and_another_key_is_kept_out() {
         "c lists a or b:\n{m}"
     );
     assert_eq!(a.count("gossip traffic refused"), 1, "{}", a.text());
+
+    // A stream no key of a's opens gets no answer at all (a closes it); one sealed with the
+    // key gets a's sealed push/pull.
+    let other = Keyring::new(&[b64(OTHER_KEY)]).unwrap();
+    let right = Keyring::new(&[b64(KEY)]).unwrap();
+    let request = wire::encode_push_pull(true, &[], &[]);
+    let plain = request.clone();
+    let wrong = other.seal_stream(&[1; 12], &request);
+    let good = right.seal_stream(&[2; 12], &request);
+    let answer = |bytes: &[u8]| -> Vec<u8> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", pa)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    assert!(
+        answer(&plain).is_empty(),
+        "a answered a plaintext push/pull"
+    );
+    assert!(
+        answer(&wrong).is_empty(),
+        "a answered a wrong-key push/pull"
+    );
+    let got = answer(&good);
+    let pp = wire::decode_stream(&right.open_stream(&got).unwrap()).unwrap();
+    assert!(pp.nodes.iter().any(|n| n.name == "a"), "a's sealed answer");
     drop((a, b, c));
 }

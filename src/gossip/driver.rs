@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -214,7 +215,7 @@ fn exchange(
     first: Option<Vec<u8>>,
     answer: Option<Vec<u8>>,
     max_members: usize,
-    keyed: bool,
+    keyring: Option<Arc<Keyring>>,
     done: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
 ) {
     tokio::spawn(async move {
@@ -223,12 +224,14 @@ fn exchange(
             if let Some(bytes) = &first {
                 s.write_all(bytes).await?;
             }
-            let theirs = read_push_pull(&mut s, max_members, keyed).await?;
-            // A keyed node answers only an encrypted stream (the node refuses the others).
-            if let Some(bytes) = answer
-                .as_ref()
-                .filter(|_| !keyed || node::stream_encrypted(&theirs))
-            {
+            let theirs = read_push_pull(&mut s, max_members, keyring.is_some()).await?;
+            // A keyed node answers only a stream one of its keys opens (the node refuses,
+            // and counts, the others): a peer without the key gets nothing back.
+            if let Some(bytes) = answer.as_ref().filter(|_| {
+                keyring
+                    .as_ref()
+                    .is_none_or(|k| k.open_stream(&theirs).is_ok())
+            }) {
                 s.write_all(bytes).await?;
             }
             io::Result::Ok(theirs)
@@ -276,6 +279,7 @@ pub async fn run_keyed(
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
     let mut shell = Shell::new(settings, publish, udp, streams_tx);
     if let (Some(ring), Some(seed)) = (keyring, seed) {
+        shell.keyring = Some(Arc::new(ring.clone()));
         shell.node = shell.node.with_keyring(ring, seed);
     }
     let mut buf = vec![0u8; 65_536];
@@ -313,6 +317,8 @@ struct Shell {
     leave_done: Option<oneshot::Sender<()>>,
     refusals: Refusals,
     crypto_log: CryptoLog,
+    /// The keyring, for the stream tasks to check a peer's side before answering.
+    keyring: Option<Arc<Keyring>>,
     /// The most members a push/pull may announce.
     max_members: usize,
 }
@@ -353,6 +359,7 @@ impl Shell {
                 last: swim::Stats::default(),
                 next_summary: Instant::now() + REFUSED_SUMMARY,
             },
+            keyring: None,
             crypto_log: CryptoLog {
                 logged: node::CryptoRefused::default(),
                 next: None,
@@ -378,7 +385,7 @@ impl Shell {
                         Some(bytes),
                         None,
                         self.max_members,
-                        self.node.keyed(),
+                        self.keyring.clone(),
                         self.streams.clone(),
                     );
                 }
@@ -420,7 +427,7 @@ impl Shell {
             None,
             Some(answer),
             self.max_members,
-            self.node.keyed(),
+            self.keyring.clone(),
             self.streams.clone(),
         );
     }

@@ -135,11 +135,7 @@ pub fn stream_complete(buf: &[u8], max_members: usize) -> Result<bool, wire::Wir
 /// [`stream_complete`] for a node with a keyring (`keyed`): an encrypted stream is whole once
 /// its announced length is read (it is opened by [`Node::handle`]); a plaintext one is
 /// "whole" at its first byte, since the node refuses it (and counts it) without reading more.
-pub fn stream_complete_keyed(
-    buf: &[u8],
-    max_members: usize,
-    keyed: bool,
-) -> Result<bool, String> {
+pub fn stream_complete_keyed(buf: &[u8], max_members: usize, keyed: bool) -> Result<bool, String> {
     if !keyed {
         return stream_complete(buf, max_members).map_err(|e| e.to_string());
     }
@@ -149,11 +145,6 @@ pub fn stream_complete_keyed(
         Err(crypto::CryptoError::Plaintext) => Ok(true),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// Whether a stream's first bytes are encrypted (what a keyed node answers).
-pub fn stream_encrypted(buf: &[u8]) -> bool {
-    buf.first() == Some(&wire::kind::ENCRYPT)
 }
 
 /// What a keyring-holding node refused: plaintext, wrong-key or damaged traffic.
@@ -512,7 +503,9 @@ impl Node {
                 swim::Output::Send { to, msgs } => {
                     let mut bytes = frame(&msgs);
                     if let Some(c) = &self.crypt {
-                        bytes = c.keyring.seal(crypto::SEND_VERSION, &c.nonce(), &bytes, b"");
+                        bytes = c
+                            .keyring
+                            .seal(crypto::SEND_VERSION, &c.nonce(), &bytes, b"");
                     }
                     self.outputs.push_back(Output::Transmit { to, bytes });
                 }
