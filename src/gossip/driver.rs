@@ -207,6 +207,13 @@ async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
     out
 }
 
+/// Whether an encrypted stream opens with one of the keys to a whole push/pull.
+fn opens_to_push_pull(keyring: &Keyring, stream: &[u8], max_members: usize) -> bool {
+    keyring
+        .open_stream(stream)
+        .is_ok_and(|plain| node::stream_complete(&plain, max_members) == Ok(true))
+}
+
 /// One push/pull on a stream, bounded in time: `first` is written before reading when we
 /// opened it; `answer` after reading when the peer did. The peer's side goes to `done`.
 fn exchange(
@@ -225,12 +232,12 @@ fn exchange(
                 s.write_all(bytes).await?;
             }
             let theirs = read_push_pull(&mut s, max_members, keyring.is_some()).await?;
-            // A keyed node answers only a stream one of its keys opens (the node refuses,
+            // A keyed node answers only a push/pull one of its keys opens (the node refuses,
             // and counts, the others): a peer without the key gets nothing back.
             if let Some(bytes) = answer.as_ref().filter(|_| {
                 keyring
                     .as_ref()
-                    .is_none_or(|k| k.open_stream(&theirs).is_ok())
+                    .is_none_or(|k| opens_to_push_pull(k, &theirs, max_members))
             }) {
                 s.write_all(bytes).await?;
             }
