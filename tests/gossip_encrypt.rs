@@ -194,3 +194,56 @@ fn nodes_with_the_key_see_each_other_and_another_key_is_kept_out() {
     assert!(pp.nodes.iter().any(|n| n.name == "a"), "a's sealed answer");
     drop((a, b, c));
 }
+
+#[test]
+fn one_keyring_file_serves_serf_and_muster() {
+    // The same JSON keyring file given to `serf agent -keyring-file` and to muster's
+    // `keyring_file`: one cluster, sealed with the first key.
+    let dir = tempfile::tempdir().unwrap();
+    let ring = dir.path().join("keyring.json");
+    std::fs::write(&ring, format!("[\"{OTHER_KEY}\", \"{KEY}\"]")).unwrap();
+    let (serf_port, rpc_port, port) = (free_port(), free_port(), free_port());
+    let rpc = format!("127.0.0.1:{rpc_port}");
+    let mut serf = common::owned(Command::new("serf").args([
+        "agent",
+        "-node",
+        "ringserf",
+        "-bind",
+        &format!("127.0.0.1:{serf_port}"),
+        "-rpc-addr",
+        &rpc,
+        "-keyring-file",
+        ring.to_str().unwrap(),
+    ]))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let (cfg, sock) = node(
+        dir.path(),
+        "ringmuster",
+        port,
+        Some(serf_port),
+        &format!("keyring_file = \"{}\"", ring.display()),
+    );
+    let m = Run::start(muster(), &["--config", cfg.to_str().unwrap()]);
+    let serf_members = || {
+        let out = Command::new("serf")
+            .args(["members", "-rpc-addr", &rpc])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually("serf lists ringmuster alive", LONG, || {
+        serf_members()
+            .lines()
+            .any(|l| l.starts_with("ringmuster ") && l.contains(" alive"))
+    });
+    eventually("muster lists ringserf alive", LONG, || {
+        status(&sock, "ringserf").as_deref() == Some("alive")
+    });
+    assert_eq!(m.count("gossip traffic refused"), 0, "{}", m.text());
+    let _ = serf.kill();
+    let _ = serf.wait();
+    drop(m);
+}
