@@ -365,12 +365,19 @@ fn start_gossip(
             ..serf::Config::default()
         },
     };
-    tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, "gossip starting");
+    let keyring = match g.keys.0.as_slice() {
+        [] => None,
+        keys => Some(
+            crate::gossip::crypto::Keyring::new(keys)
+                .map_err(|e| BadConfig(format!("gossip.encrypt: {e}")))?,
+        ),
+    };
+    tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, encrypted = keyring.is_some(), keys = g.keys.0.len(), "gossip starting");
     let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let publish = Publish { view };
     tokio::spawn(async move {
-        if let Err(error) = driver::run(settings, publish, commands_rx).await {
+        if let Err(error) = driver::run_keyed(settings, keyring, publish, commands_rx).await {
             tracing::error!(%error, "gossip stopped");
         }
     });

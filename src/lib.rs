@@ -21,8 +21,9 @@
 //! - [`config`]: the TOML file, read into a table and validated key by key into typed values,
 //!   so `check-config` reports every problem at once; `users` resolves `user` from
 //!   `/etc/passwd` and `/etc/group` without NSS (muster is static); `names` holds what a member
-//!   name and a tag may be, for muster's own configuration and for what peers announce. `networks`
-//!   reads `[haproxy] trusted_networks` (CIDR), the addresses a member may have to be a server.
+//!   name and a tag may be, for muster's own configuration and for what peers announce; `networks`
+//!   reads `[haproxy] trusted_networks` (CIDR), the addresses a member may have to be a server;
+//!   `keys` reads the gossip keys (`encrypt`, `encrypt_file`, `keyring_file`).
 //! - [`supervisor::core`]: the pure state machine. It is fed `(now, Input)` (spawned, exited,
 //!   ready, signal, left, tick) and answers with `Action`s (spawn, probe, signal, sweep
 //!   strays, leave, suspend, foreground, exit). Start order, readiness gating, restart
@@ -58,7 +59,8 @@
 //!   SWIM + Lifeguard core (`handle(now, input)`, `poll_output()`, `poll_timeout()`, seeded
 //!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`); `serf`, Serf's
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
-//!   push/pull state, reconnect, reap); `node`, the two composed into one sans-IO node fed
+//!   push/pull state, reconnect, reap); `crypto`, memberlist's AES-GCM keyring and framing
+//!   (datagrams and streams, versions 0 and 1); `node`, the two composed into one sans-IO node fed
 //!   bytes and time (framing, push/pull state, join timer, leave); and `driver`, the tokio
 //!   shell around `node` (UDP + TCP push/pull, DNS for seeds), which logs every event and
 //!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). `limits` is what its listener lets a peer hold: at most 128

@@ -3,6 +3,8 @@
 //! is about (`services.app.restart: ...`). Nothing here binds, spawns or signals; the only I/O is
 //! reading the file and, for `user`, `/etc/passwd` and `/etc/group`.
 
+mod keys;
+pub use keys::GossipKeys;
 pub mod names;
 pub mod networks;
 pub mod users;
@@ -132,6 +134,9 @@ pub struct Gossip {
     pub max_members: usize,
     /// New names admitted per second.
     pub new_members_per_second: u32,
+    /// Encryption keys (`encrypt`, `encrypt_file`, `keyring_file`), primary first; empty for
+    /// a plaintext cluster.
+    pub keys: GossipKeys,
 }
 
 /// Gossip timing profiles.
@@ -677,7 +682,8 @@ const GOSSIP_KEYS: &[&str] = &[
 
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
     let t = v.table("gossip", Some(raw))?;
-    v.only_keys("gossip", t, GOSSIP_KEYS);
+    let known: Vec<&str> = GOSSIP_KEYS.iter().chain(keys::KEYS).copied().collect();
+    v.only_keys("gossip", t, &known);
     let mut g = Gossip {
         name: v.string("gossip.name", t.get("name")),
         bind: socket_addr(t, v, "bind", 7946)
@@ -694,6 +700,7 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         reap_left: Duration::from_secs(300),
         max_members: 5000,
         new_members_per_second: 1000,
+        keys: keys::gossip_keys(t, v),
     };
     if let Some(name) = &g.name {
         if let Err(e) = names::name(name) {

@@ -23,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::limits::{self, AcceptBackoff, Slots};
+use super::crypto::{self, Keyring};
 use super::node::{self, Input, Node, Output};
 use super::serf;
 use super::swim;
@@ -126,11 +127,52 @@ impl Refusals {
     }
 }
 
+/// How often refused encrypted (or plaintext) traffic is logged, with the counts.
+const CRYPTO_SUMMARY: Duration = Duration::from_secs(60);
+
+/// Traffic the keyring refused: the first refusal is logged at once, then a count at most
+/// once per [`CRYPTO_SUMMARY`].
+struct CryptoLog {
+    logged: node::CryptoRefused,
+    next: Option<Instant>,
+}
+
+impl CryptoLog {
+    fn note(&mut self, now: Instant, seen: node::CryptoRefused) {
+        if seen == self.logged || self.next.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next = Some(now + CRYPTO_SUMMARY);
+        let was = std::mem::replace(&mut self.logged, seen);
+        tracing::warn!(
+            packets = seen.packets - was.packets,
+            streams = seen.streams - was.streams,
+            total_packets = seen.packets,
+            total_streams = seen.streams,
+            "gossip traffic refused: not encrypted, or with no installed key (logged at most once a minute)"
+        );
+    }
+}
+
+/// 12 bytes from the operating system's randomness, the seed of the GCM nonces.
+fn nonce_seed() -> io::Result<[u8; crypto::NONCE]> {
+    let mut seed = [0u8; crypto::NONCE];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut seed))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read /dev/urandom: {e}")))?;
+    Ok(seed)
+}
+
 /// Reads one push/pull from a stream, as bytes arrive, bounded in size: nothing is allocated
 /// before the first bytes come, and a stream longer than [`wire::max_stream_bytes`] (or one
 /// whose parts pass their own limits) is cut there.
-async fn read_push_pull(stream: &mut TcpStream, max_members: usize) -> io::Result<Vec<u8>> {
-    let limit = wire::max_stream_bytes(max_members);
+async fn read_push_pull(
+    stream: &mut TcpStream,
+    max_members: usize,
+    keyed: bool,
+) -> io::Result<Vec<u8>> {
+    // An encrypted stream carries its header, version, nonce and tag beside the push/pull.
+    let limit = wire::max_stream_bytes(max_members) + if keyed { 64 } else { 0 };
     let mut buf = Vec::new();
     loop {
         stream.readable().await?;
@@ -160,10 +202,10 @@ async fn read_push_pull(stream: &mut TcpStream, max_members: usize) -> io::Resul
                 Err(e) => return Err(e),
             }
         }
-        match node::stream_complete(&buf, max_members) {
+        match node::stream_complete_keyed(&buf, max_members, keyed) {
             Ok(true) => return Ok(buf),
             Ok(false) => continue,
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
     }
 }
@@ -192,6 +234,13 @@ async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
 /// the push/pull when it came whole.
 type Finished = (Option<u64>, SocketAddr, Option<Vec<u8>>);
 
+/// Whether an encrypted stream opens with one of the keys to a whole push/pull.
+fn opens_to_push_pull(keyring: &Keyring, stream: &[u8], max_members: usize) -> bool {
+    keyring
+        .open_stream(stream)
+        .is_ok_and(|plain| node::stream_complete(&plain, max_members) == Ok(true))
+}
+
 /// One push/pull on a stream, bounded in time: `first` is written before reading when we
 /// opened it; `answer` after reading when the peer did. The peer's side goes to `done`.
 fn exchange(
@@ -200,6 +249,7 @@ fn exchange(
     first: Option<Vec<u8>>,
     answer: Option<Arc<Vec<u8>>>,
     max_members: usize,
+    keyring: Option<Arc<Keyring>>,
     done: mpsc::UnboundedSender<Finished>,
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
@@ -208,8 +258,14 @@ fn exchange(
             if let Some(bytes) = &first {
                 s.write_all(bytes).await?;
             }
-            let theirs = read_push_pull(&mut s, max_members).await?;
-            if let Some(bytes) = &answer {
+            let theirs = read_push_pull(&mut s, max_members, keyring.is_some()).await?;
+            // A keyed node answers only a push/pull one of its keys opens (the node refuses,
+            // and counts, the others): a peer without the key gets nothing back.
+            if let Some(bytes) = answer.as_ref().filter(|_| {
+                keyring
+                    .as_ref()
+                    .is_none_or(|k| opens_to_push_pull(k, &theirs, max_members))
+            }) {
                 s.write_all(bytes).await?;
             }
             io::Result::Ok(theirs)
@@ -234,12 +290,38 @@ fn exchange(
 pub async fn run(
     settings: Settings,
     publish: Publish,
+    commands: mpsc::UnboundedReceiver<Command>,
+) -> io::Result<()> {
+    run_keyed(settings, None, publish, commands).await
+}
+
+/// [`run`] in an encrypted cluster when `keyring` is given (Serf's `-encrypt` or keyring).
+pub async fn run_keyed(
+    settings: Settings,
+    keyring: Option<Keyring>,
+    publish: Publish,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> io::Result<()> {
+    let mut settings = settings;
+    let seed = match keyring {
+        Some(_) => {
+            // Room for the version, nonce and tag in every datagram, as memberlist leaves.
+            settings.profile.packet_size = settings
+                .profile
+                .packet_size
+                .saturating_sub(crypto::OVERHEAD);
+            Some(nonce_seed()?)
+        }
+        None => None,
+    };
     let udp = UdpSocket::bind(settings.bind).await?;
     let tcp = TcpListener::bind(settings.bind).await?;
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
     let mut shell = Shell::new(settings, publish, udp, streams_tx);
+    if let (Some(ring), Some(seed)) = (keyring, seed) {
+        shell.keyring = Some(Arc::new(ring.clone()));
+        shell.node = shell.node.with_keyring(ring, seed);
+    }
     let mut buf = vec![0u8; 65_536];
     let mut paused: Option<Instant> = None;
     loop {
@@ -290,6 +372,9 @@ struct Shell {
     /// The reply to the leave under way, sent when the node says it is done.
     leave_done: Option<oneshot::Sender<()>>,
     refusals: Refusals,
+    crypto_log: CryptoLog,
+    /// The keyring, for the stream tasks to check a peer's side before answering.
+    keyring: Option<Arc<Keyring>>,
     /// The most members a push/pull may announce.
     max_members: usize,
 }
@@ -337,6 +422,11 @@ impl Shell {
                 last: swim::Stats::default(),
                 next_summary: Instant::now() + REFUSED_SUMMARY,
             },
+            keyring: None,
+            crypto_log: CryptoLog {
+                logged: node::CryptoRefused::default(),
+                next: None,
+            },
             max_members,
         }
     }
@@ -358,6 +448,7 @@ impl Shell {
                         Some(bytes),
                         None,
                         self.max_members,
+                        self.keyring.clone(),
                         self.streams.clone(),
                     );
                 }
@@ -423,6 +514,7 @@ impl Shell {
             None,
             Some(answer),
             self.max_members,
+            self.keyring.clone(),
             self.streams.clone(),
         );
         self.open.insert(slot, task);
@@ -459,14 +551,15 @@ impl Shell {
 
     /// The peer's side of a finished push/pull.
     fn stream(&mut self, peer: SocketAddr, bytes: &[u8]) {
-        if !self.node.joined() {
+        let was = self.node.joined();
+        self.node
+            .handle(Instant::now(), Input::Stream { from: peer, bytes });
+        if !was && self.node.joined() {
             tracing::info!(
                 members = self.node.swim().members().count(),
                 "joined the cluster"
             );
         }
-        self.node
-            .handle(Instant::now(), Input::Stream { from: peer, bytes });
     }
 
     fn command(&mut self, command: Command) {
@@ -492,5 +585,6 @@ impl Shell {
                 "gossip tcp: streams closed to make room for new ones (too many open)"
             );
         }
+        self.crypto_log.note(now, self.node.crypto_refused());
     }
 }

@@ -20,10 +20,14 @@
 //!
 //! What a peer may do without a key is in the README's Security section.
 //!
-//! Not done: encrypted clusters (refused with a clear error), Serf's user events and queries,
+//! - `crypto`, memberlist's AES-GCM keyring: with a key, `node` seals everything it sends
+//!   and reads only what a key opens (Serf's `-encrypt` and keyring files interoperate).
+//!
+//! Not done: Serf's user events and queries,
 //! and Serf's RPC protocol (so `serf members -rpc-addr` cannot query muster; `muster members`
 //! does that job).
 
+pub mod crypto;
 pub mod driver;
 pub mod limits;
 pub mod lzw;
