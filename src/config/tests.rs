@@ -350,7 +350,11 @@ fn logship_section() {
     .unwrap();
     assert_eq!(
         (d.when_full, d.queue_bytes, d.ack_timeout),
-        (WhenFull::DropOldest, 8 << 20, std::time::Duration::from_secs(5))
+        (
+            WhenFull::DropOldest,
+            8 << 20,
+            std::time::Duration::from_secs(5)
+        )
     );
     let t = Config::parse(
         "[logship]\ntarget = \"c:1\"\nack_timeout = \"750ms\"\nwhen_full = \"block\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
@@ -367,7 +371,10 @@ fn logship_section() {
         let p = problems(&format!(
             "[logship]\ntarget = \"c:1\"\nack_timeout = {bad}\n[services.a]\ncommand = [\"true\"]\nmain = true\n"
         ));
-        assert!(p.iter().any(|x| x.contains("logship.ack_timeout")), "{bad}: {p:?}");
+        assert!(
+            p.iter().any(|x| x.contains("logship.ack_timeout")),
+            "{bad}: {p:?}"
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 //! back-off, the "collector away / back" episodes that the log reports once each, and the
 //! queue's memory accounting with its "dropping lines" episodes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// First pause after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -58,7 +58,8 @@ pub enum Note {
     },
 }
 
-/// The collector's episodes: healthy, or away since a failure. A failure while healthy opens
+/// The collector's episodes (times are the shell's monotonic clock, as a duration since
+/// any fixed origin): healthy, or away since a failure. A failure while healthy opens
 /// an episode ([`Note::Away`]); further failures are only counted; the next healthy session
 /// closes it ([`Note::Back`] with what it cost).
 #[derive(Debug, Default)]
@@ -68,7 +69,7 @@ pub struct Outage {
 
 #[derive(Debug)]
 struct Away {
-    since: Instant,
+    since: Duration,
     failures: u64,
     resent_before: u64,
     dropped_before: u64,
@@ -77,7 +78,13 @@ struct Away {
 impl Outage {
     /// A connection attempt or a session failed for `reason`; `resent` and `dropped` are the
     /// shipper's counters so far.
-    pub fn failed(&mut self, now: Instant, reason: &str, resent: u64, dropped: u64) -> Option<Note> {
+    pub fn failed(
+        &mut self,
+        now: Duration,
+        reason: &str,
+        resent: u64,
+        dropped: u64,
+    ) -> Option<Note> {
         if let Some(a) = &mut self.away {
             a.failures += 1;
             return None;
@@ -94,11 +101,11 @@ impl Outage {
     }
 
     /// The collector answered as it should.
-    pub fn healthy(&mut self, now: Instant, resent: u64, dropped: u64) -> Option<Note> {
+    pub fn healthy(&mut self, now: Duration, resent: u64, dropped: u64) -> Option<Note> {
         let a = self.away.take()?;
         Some(Note::Back {
             failures: a.failures,
-            away: now.saturating_duration_since(a.since),
+            away: now.saturating_sub(a.since),
             resent: resent.saturating_sub(a.resent_before),
             dropped: dropped.saturating_sub(a.dropped_before),
         })
@@ -255,9 +262,13 @@ mod tests {
 
     #[test]
     fn an_outage_is_reported_once_away_and_once_back_with_its_cost() {
-        let t0 = Instant::now();
+        let t0 = Duration::from_secs(100);
         let mut o = Outage::default();
-        assert_eq!(o.healthy(t0, 0, 0), None, "healthy while healthy: nothing to say");
+        assert_eq!(
+            o.healthy(t0, 0, 0),
+            None,
+            "healthy while healthy: nothing to say"
+        );
         assert_eq!(
             o.failed(t0, "connection refused", 3, 1),
             Some(Note::Away {
@@ -266,7 +277,10 @@ mod tests {
         );
         assert!(o.is_away());
         for i in 0..1000 {
-            assert_eq!(o.failed(t0 + Duration::from_millis(i), "garbage", 3, 1), None);
+            assert_eq!(
+                o.failed(t0 + Duration::from_millis(i), "garbage", 3, 1),
+                None
+            );
         }
         assert_eq!(
             o.healthy(t0 + Duration::from_secs(7), 10, 51),
@@ -279,20 +293,31 @@ mod tests {
         );
         assert!(!o.is_away());
         assert_eq!(o.healthy(t0 + Duration::from_secs(8), 10, 51), None);
-        assert!(matches!(o.failed(t0, "timeout", 10, 51), Some(Note::Away { .. })));
+        assert!(matches!(
+            o.failed(t0, "timeout", 10, 51),
+            Some(Note::Away { .. })
+        ));
     }
 
     #[test]
     fn the_budget_counts_lines_and_bytes_with_overhead_and_reports_drop_episodes() {
         let mut b = Budget::new(4, 4 * Budget::cost(10));
-        assert_eq!(b.admit(1 << 20), Admit::Fits, "an empty queue takes any line");
+        assert_eq!(
+            b.admit(1 << 20),
+            Admit::Fits,
+            "an empty queue takes any line"
+        );
         for _ in 0..4 {
             assert_eq!(b.admit(10), Admit::Fits);
             b.added(10);
         }
         assert_eq!(b.admit(0), Admit::Full, "line bound");
         assert_eq!(b.dropped(10), Some(Drops::Started));
-        assert_eq!(b.admit(11), Admit::Full, "byte bound: 3 lines of 10 + one of 11");
+        assert_eq!(
+            b.admit(11),
+            Admit::Full,
+            "byte bound: 3 lines of 10 + one of 11"
+        );
         assert_eq!(b.admit(10), Admit::Fits);
         b.added(10);
         assert_eq!(b.dropped(10), None, "one warning per episode");
@@ -306,7 +331,11 @@ mod tests {
         assert_eq!(b.blocked(), Some(Drops::Started));
         assert_eq!(b.blocked(), None);
         b.removed(10);
-        assert_eq!(b.removed(10), Some(Drops::Ended(0)), "blocking drops nothing");
+        assert_eq!(
+            b.removed(10),
+            Some(Drops::Ended(0)),
+            "blocking drops nothing"
+        );
         // Many empty lines are bounded by the overhead.
         let mut b = Budget::new(1_000_000, 1000 * Budget::cost(0));
         let mut n = 0;

@@ -282,6 +282,7 @@ pub fn start(settings: Logship, host: &str) -> (Feed, Shipper) {
         client: Client::new(WINDOW, MAX_DATA),
         backoff: Backoff::default(),
         outage: Outage::default(),
+        origin: Instant::now(),
         healthy_since: None,
         buf: vec![0u8; 16 * 1024],
     };
@@ -412,6 +413,8 @@ struct Task {
     backoff: Backoff,
     /// Whether the collector is away, for one warning and one "back" line per episode.
     outage: Outage,
+    /// The origin of the times given to `outage`.
+    origin: Instant,
     /// When this session proved healthy (RELP: lines acknowledged, or `open` accepted with
     /// nothing to send; TCP: a batch written).
     healthy_since: Option<Instant>,
@@ -453,7 +456,9 @@ impl Task {
             c.resent.load(Ordering::Relaxed),
             c.dropped.load(Ordering::Relaxed),
         );
-        if let Some(Note::Away { reason }) = self.outage.failed(Instant::now(), why, resent, dropped)
+        if let Some(Note::Away { reason }) =
+            self.outage
+                .failed(self.origin.elapsed(), why, resent, dropped)
         {
             tracing::warn!(
                 target = %self.settings.target,
@@ -484,7 +489,7 @@ impl Task {
             away,
             resent,
             dropped,
-        }) = self.outage.healthy(now, resent, dropped)
+        }) = self.outage.healthy(self.origin.elapsed(), resent, dropped)
         {
             tracing::info!(
                 target = %self.settings.target,
@@ -623,7 +628,14 @@ impl Task {
         for e in &batch {
             syslog::octet_counted(&self.format(e), &mut frames);
         }
-        if let Err(why) = write(&mut self.deadline, stream, &frames, self.settings.ack_timeout).await {
+        if let Err(why) = write(
+            &mut self.deadline,
+            stream,
+            &frames,
+            self.settings.ack_timeout,
+        )
+        .await
+        {
             // Not written (or not all): queue the batch again, in order. Plain TCP has no
             // acknowledgements, so what the collector had read may arrive twice, and what it
             // read but did not store is lost.
