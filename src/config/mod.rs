@@ -79,8 +79,11 @@ pub struct Logship {
     pub protocol: LogProtocol,
     /// Lines held in memory while the collector is slow or away.
     pub queue: usize,
-    /// Bytes of line text held at most in that queue.
+    /// Bytes held at most in that queue (each line's text plus a fixed overhead).
     pub queue_bytes: usize,
+    /// Longest wait for the collector's answer to RELP `open` or to any message in flight
+    /// (and for a write to go through) before the connection is given up and made again.
+    pub ack_timeout: Duration,
     /// What happens when the queue is full.
     pub when_full: WhenFull,
     /// HOSTNAME of the messages; the host name when unset.
@@ -101,9 +104,11 @@ pub enum LogProtocol {
 /// Policy when the shipping queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenFull {
-    /// The services' output waits (their writes block): nothing is lost.
+    /// The services' output waits (their writes block): nothing is lost, but a collector
+    /// away for long stalls every piped service.
     Block,
-    /// The oldest queued line is dropped and counted.
+    /// The oldest queued line is dropped and counted (the default: the services keep
+    /// running whatever the collector does).
     DropOldest,
 }
 
@@ -579,6 +584,7 @@ const LOGSHIP_KEYS: &[&str] = &[
     "protocol",
     "queue",
     "queue_bytes",
+    "ack_timeout",
     "when_full",
     "hostname",
     "facility",
@@ -591,8 +597,9 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
         target: logship_target(t, v),
         protocol: LogProtocol::Relp,
         queue: 100_000,
-        queue_bytes: 32 << 20,
-        when_full: WhenFull::Block,
+        queue_bytes: 8 << 20,
+        ack_timeout: Duration::from_secs(5),
+        when_full: WhenFull::DropOldest,
         hostname: v.string("logship.hostname", t.get("hostname")),
         facility: 1,
     };
@@ -605,6 +612,13 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
     }
     if let Some(n) = v.integer("logship.queue_bytes", t.get("queue_bytes"), 65_536, 1 << 40) {
         l.queue_bytes = n as usize;
+    }
+    if let Some(d) = v.duration("logship.ack_timeout", t.get("ack_timeout")) {
+        if d < Duration::from_millis(100) {
+            v.problem("logship.ack_timeout", "must be at least 100ms");
+        } else {
+            l.ack_timeout = d;
+        }
     }
     let policies = [
         ("block", WhenFull::Block),

@@ -341,6 +341,42 @@ fn logship_section() {
         "[logship]\ntarget = \"collector\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
     );
     assert!(p.iter().any(|x| x.contains("is not host:port")), "{p:?}");
+    // Defaults: the app keeps running whatever the collector does, in bounded memory.
+    let d = Config::parse(
+        "[logship]\ntarget = \"c:1\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+        &NoUsers,
+    )
+    .unwrap()
+    .logship
+    .unwrap();
+    assert_eq!(
+        (d.when_full, d.queue_bytes, d.ack_timeout),
+        (
+            WhenFull::DropOldest,
+            8 << 20,
+            std::time::Duration::from_secs(5)
+        )
+    );
+    let t = Config::parse(
+        "[logship]\ntarget = \"c:1\"\nack_timeout = \"750ms\"\nwhen_full = \"block\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+        &NoUsers,
+    )
+    .unwrap()
+    .logship
+    .unwrap();
+    assert_eq!(
+        (t.when_full, t.ack_timeout),
+        (WhenFull::Block, std::time::Duration::from_millis(750))
+    );
+    for bad in ["\"10ms\"", "\"soon\"", "5"] {
+        let p = problems(&format!(
+            "[logship]\ntarget = \"c:1\"\nack_timeout = {bad}\n[services.a]\ncommand = [\"true\"]\nmain = true\n"
+        ));
+        assert!(
+            p.iter().any(|x| x.contains("logship.ack_timeout")),
+            "{bad}: {p:?}"
+        );
+    }
 }
 
 #[test]
