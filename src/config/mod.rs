@@ -176,7 +176,7 @@ pub struct Service {
     pub restart_delay_max: Duration,
     /// A run shorter than this counts as a crash.
     pub min_uptime: Duration,
-    /// Crashes in a row tolerated before muster gives up on the service.
+    /// Crashes in a row tolerated before muster gives up on the service; 0: never give up.
     pub crash_limit: u32,
     /// Services that must be ready before this one starts (and stop after it).
     pub depends_on: Vec<String>,
@@ -1015,7 +1015,7 @@ fn timings(base: &str, t: &toml::Table, v: &mut value::Validator, s: &mut Servic
         v.problem(&format!("{base}.ready_interval"), "must be longer than 0s");
     }
     let key = format!("{base}.crash_limit");
-    if let Some(n) = v.integer(&key, t.get("crash_limit"), 1, 1_000_000) {
+    if let Some(n) = v.integer(&key, t.get("crash_limit"), 0, 1_000_000) {
         s.crash_limit = n as u32;
     }
 }

@@ -567,7 +567,7 @@ impl Core {
             svc.crashes = 0;
         }
         svc.crashes += 1;
-        if svc.crashes > svc.spec.crash_limit {
+        if svc.spec.crash_limit > 0 && svc.crashes > svc.spec.crash_limit {
             tracing::error!(
                 service = %name,
                 %status,
