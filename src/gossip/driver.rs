@@ -22,8 +22,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::limits::{self, AcceptBackoff, Slots};
 use super::crypto::{self, Keyring};
+use super::limits::{self, AcceptBackoff, Slots};
 use super::node::{self, Input, Node, Output};
 use super::serf;
 use super::swim;
