@@ -32,11 +32,24 @@ pub fn shipped_template() -> String {
 
 /// The shipped template, moved to loopback ports and a private directory, request logs off.
 pub fn loopback_template(dir: &Path, http: u16, stats: u16) -> String {
-    shipped_template()
+    hold_files(dir, &shipped_template())
         .replace("bind *:80", &format!("bind 127.0.0.1:{http}"))
         .replace("bind *:1936", &format!("bind 127.0.0.1:{stats}"))
         .replace("/run/haproxy/", &format!("{}/", dir.display()))
         .replace("    log global\n", "")
+}
+
+/// Copies the hold's files (haproxy/muster-hold.lua, starting.html) into `dir` and points
+/// `text` at them there instead of /etc/haproxy/.
+fn hold_files(dir: &Path, text: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["muster-hold.lua", "starting.html"] {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("haproxy")
+            .join(f);
+        std::fs::copy(from, dir.join(f)).unwrap();
+    }
+    text.replace("/etc/haproxy/", &format!("{}/", dir.display()))
 }
 
 /// A running load balancer.
