@@ -105,10 +105,10 @@ pub enum LogProtocol {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenFull {
     /// The services' output waits (their writes block): nothing is lost, but a collector
-    /// away for long stalls every piped service.
+    /// away for long stalls every piped service (the default).
     Block,
-    /// The oldest queued line is dropped and counted (the default: the services keep
-    /// running whatever the collector does).
+    /// The oldest queued line is dropped and counted: the services keep running whatever
+    /// the collector does.
     DropOldest,
 }
 
@@ -597,9 +597,9 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
         target: logship_target(t, v),
         protocol: LogProtocol::Relp,
         queue: 100_000,
-        queue_bytes: 8 << 20,
+        queue_bytes: 32 << 20,
         ack_timeout: Duration::from_secs(5),
-        when_full: WhenFull::DropOldest,
+        when_full: WhenFull::Block,
         hostname: v.string("logship.hostname", t.get("hostname")),
         facility: 1,
     };

@@ -351,11 +351,7 @@ fn logship_section() {
     .unwrap();
     assert_eq!(
         (d.when_full, d.queue_bytes, d.ack_timeout),
-        (
-            WhenFull::DropOldest,
-            8 << 20,
-            std::time::Duration::from_secs(5)
-        )
+        (WhenFull::Block, 32 << 20, std::time::Duration::from_secs(5))
     );
     let t = Config::parse(
         "[logship]\ntarget = \"c:1\"\nack_timeout = \"750ms\"\nwhen_full = \"block\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
