@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::config::networks::Network;
 use crate::config::{self, Config, Profile};
 use crate::control;
 use crate::gossip::driver::{self, Command, Publish, Settings};
@@ -65,7 +66,8 @@ async fn wire_and_run(
         Some(h) => {
             let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
             let service = config.services.iter().find(|s| s.name == "haproxy");
-            start_haproxy_sync(h, service, children.clone(), view, seeds).await?
+            let trusted = trusted_networks(h, config.gossip.as_ref());
+            start_haproxy_sync(h, service, children.clone(), view, seeds, trusted).await?
         }
         None => None,
     };
@@ -160,6 +162,21 @@ fn row(m: &Member) -> control::Member {
     }
 }
 
+/// The networks whose members may become servers: `[haproxy] trusted_networks`, or those of
+/// this host's interfaces (loopback's only when gossip itself is on loopback: tests, one host).
+fn trusted_networks(h: &config::Haproxy, gossip: Option<&config::Gossip>) -> Vec<Network> {
+    if let Some(list) = &h.trusted_networks {
+        return list.clone();
+    }
+    let loopback = gossip.is_some_and(|g| {
+        g.bind.ip().is_loopback() || g.advertise.is_some_and(|a| a.ip().is_loopback())
+    });
+    let nets = crate::host::networks(loopback);
+    let shown: Vec<String> = nets.iter().map(Network::to_string).collect();
+    tracing::info!(networks = ?shown, "haproxy: members outside this host's networks become no server (set haproxy.trusted_networks to choose)");
+    nets
+}
+
 /// Renders HAProxy's first config from the membership known after a short wait (so an LB
 /// that restarts comes back with every live server), then follows membership in a task;
 /// returns what stops that task (it takes the time by which the task must be done).
@@ -169,6 +186,7 @@ async fn start_haproxy_sync(
     helpers: Children,
     view: Option<watch::Receiver<Vec<Member>>>,
     seeds: bool,
+    trusted: Vec<Network>,
 ) -> anyhow::Result<Option<oneshot::Sender<Instant>>> {
     for dir in [h.config.parent(), h.master_socket.parent()]
         .into_iter()
@@ -183,6 +201,8 @@ async fn start_haproxy_sync(
         selection: Selection {
             role: h.role.clone(),
             default_port: h.port,
+            hold_timeout_ms: u64::try_from(h.hold_timeout.as_millis()).unwrap_or(u64::MAX),
+            trusted,
         },
         master_socket: h.master_socket.clone(),
         haproxy: h.program.clone(),
@@ -201,7 +221,13 @@ async fn start_haproxy_sync(
         drop(sync);
         return Ok(None);
     };
-    if seeds {
+    // A restart of this container finds the config its last run wrote (newer than the
+    // template: not the one a package installed): HAProxy starts on it at once, and the first
+    // join renders it anew (see `Syncer::resume`).
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let resume = seeds
+        && matches!((modified(&h.config), modified(&h.template)), (Some(c), Some(t)) if c > t);
+    if seeds && !resume {
         // The first join brings the whole membership (push/pull): wait for it, briefly.
         let wait = view.wait_for(|members| members.len() > 1);
         let _ = tokio::time::timeout(h.start_wait, wait).await;
@@ -209,9 +235,12 @@ async fn start_haproxy_sync(
     // Forwarded from now on: a change while the first config is rendered is not missed.
     let members = follow_members(view);
     let first = members.borrow().clone();
-    let sync = Syncer::start(settings, runner, first)
-        .await
-        .context("haproxy")?;
+    let sync = if resume {
+        Syncer::resume(settings, runner, first, Instant::now() + h.start_wait).await
+    } else {
+        Syncer::start(settings, runner, first).await
+    }
+    .context("haproxy")?;
     let (stop, stopped) = oneshot::channel();
     tokio::spawn(sync.run(members, stopped));
     Ok(Some(stop))
@@ -336,12 +365,19 @@ fn start_gossip(
             ..serf::Config::default()
         },
     };
-    tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, "gossip starting");
+    let keyring = match g.keys.0.as_slice() {
+        [] => None,
+        keys => Some(
+            crate::gossip::crypto::Keyring::new(keys)
+                .map_err(|e| BadConfig(format!("gossip.encrypt: {e}")))?,
+        ),
+    };
+    tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, encrypted = keyring.is_some(), keys = g.keys.0.len(), "gossip starting");
     let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let publish = Publish { view };
     tokio::spawn(async move {
-        if let Err(error) = driver::run(settings, publish, commands_rx).await {
+        if let Err(error) = driver::run_keyed(settings, keyring, publish, commands_rx).await {
             tracing::error!(%error, "gossip stopped");
         }
     });

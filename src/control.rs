@@ -3,7 +3,10 @@
 //! (`members` or `members json`, at most 1 KiB) and reads the answer to end of file; an
 //! answer that starts with `error: ` is an error message.
 //!
-//! The server knows nothing of gossip: it is given a [`Members`] function that `app.rs`
+//! At most [`MAX_CONNECTIONS`] connections are open at once (a new one closes the oldest),
+//! each for at most [`REQUEST_TIMEOUT`], and accepting pauses after an error (EMFILE).
+//!
+//! The server knows nothing of gossip (it borrows only gossip's listener `limits`): it is given a [`Members`] function that `app.rs`
 //! builds on top of the gossip driver.
 
 use std::collections::BTreeMap;
@@ -16,6 +19,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
+
+use crate::gossip::limits::{AcceptBackoff, Slots};
 
 /// One member as `muster members` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +41,10 @@ pub type Members =
 
 /// Longest request line read.
 const MAX_REQUEST: u64 = 1024;
+/// Most connections open at once; a new one closes the oldest.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection may take to send its request and read the answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the client waits for an answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,25 +57,77 @@ pub fn serve(path: &Path, members: Option<Members>) -> std::io::Result<()> {
     // A socket file left by an earlier run (the container restarted) is ours to replace.
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let members = members.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                let mut reader = BufReader::new(read.take(MAX_REQUEST));
-                if reader.read_line(&mut line).await.is_err() {
-                    return;
-                }
-                let reply = answer(line.trim(), members.as_ref()).await;
-                let _ = write.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
+    tokio::spawn(accept_loop(listener, members));
     Ok(())
+}
+
+/// Accepts connections for ever: at most [`MAX_CONNECTIONS`] are open (a new one closes the
+/// oldest), each bounded by [`REQUEST_TIMEOUT`]; after an accept error (EMFILE) accepting
+/// pauses, longer at each error in a row, instead of spinning.
+async fn accept_loop(listener: UnixListener, members: Option<Members>) {
+    // Unix peers have no address: one "address" for all, so the oldest is closed first.
+    let everyone = std::net::IpAddr::from([0, 0, 0, 0]);
+    let mut slots = Slots::new(MAX_CONNECTIONS, MAX_CONNECTIONS);
+    let mut open = std::collections::HashMap::new();
+    let mut backoff = AcceptBackoff::default();
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut next = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            Some(id) = done.recv() => {
+                slots.release(id);
+                open.remove(&id);
+                continue;
+            }
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                backoff.succeeded();
+                stream
+            }
+            Err(error) => {
+                let pause = backoff.failed();
+                if let Some(errors) = backoff.log_due(tokio::time::Instant::now().into_std()) {
+                    tracing::warn!(%error, errors, "control socket: cannot accept, pausing (logged at most once a minute)");
+                }
+                // Out of descriptors: the oldest connection makes room for the next.
+                if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    if let Some(task) = slots.evict().and_then(|old| open.remove(&old)) {
+                        tokio::task::AbortHandle::abort(&task);
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        let id = next;
+        next += 1;
+        if let Some(old) = slots.admit(id, everyone) {
+            if let Some(task) = open.remove(&old) {
+                tokio::task::AbortHandle::abort(&task);
+            }
+        }
+        let members = members.clone();
+        let done_tx = done_tx.clone();
+        let task = tokio::spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve_one(stream, members)).await;
+            let _ = done_tx.send(id);
+        });
+        open.insert(id, task.abort_handle());
+    }
+}
+
+/// Reads one request line and writes its answer.
+async fn serve_one(stream: tokio::net::UnixStream, members: Option<Members>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::with_capacity(MAX_REQUEST as usize, read.take(MAX_REQUEST));
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let reply = answer(line.trim(), members.as_ref()).await;
+    let _ = write.write_all(reply.as_bytes()).await;
 }
 
 /// The answer to one request line.

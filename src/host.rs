@@ -1,5 +1,6 @@
 //! What muster asks of the host it runs on: its name (the default gossip name and log
-//! hostname) and the address to advertise when gossip binds to every interface.
+//! hostname), the address to advertise when gossip binds to every interface, and the networks
+//! of its interfaces (whom the load balancer trusts by default).
 
 /// The host name, as the kernel holds it for this UTS namespace (a container's own name).
 ///
@@ -41,8 +42,71 @@ pub fn first_ipv4() -> Option<std::net::Ipv4Addr> {
     }
 }
 
+/// The networks of this host's interfaces that are up (address and netmask, IPv4 and IPv6),
+/// loopback's only when `loopback` is set.
+pub fn networks(loopback: bool) -> Vec<crate::config::networks::Network> {
+    use crate::config::networks::Network;
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we walk read-only and free with freeifaddrs; each
+    // address and netmask is read as the sockaddr type its family says.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            cur = ifa.ifa_next;
+            let up = ifa.ifa_flags & libc::IFF_UP as u32 != 0;
+            let is_lo = ifa.ifa_flags & libc::IFF_LOOPBACK as u32 != 0;
+            if !up || (is_lo && !loopback) || ifa.ifa_addr.is_null() || ifa.ifa_netmask.is_null() {
+                continue;
+            }
+            let net = match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in);
+                    Network {
+                        addr: std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)).into(),
+                        prefix: u32::from_be(m.sin_addr.s_addr).count_ones() as u8,
+                    }
+                }
+                libc::AF_INET6 => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let m = &*(ifa.ifa_netmask as *const libc::sockaddr_in6);
+                    Network {
+                        addr: std::net::Ipv6Addr::from(a.sin6_addr.s6_addr).into(),
+                        prefix: u128::from_be_bytes(m.sin6_addr.s6_addr).count_ones() as u8,
+                    }
+                }
+                _ => continue,
+            };
+            if !out.contains(&net) {
+                out.push(net);
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn interface_networks_hold_the_interfaces_own_addresses() {
+        let with_lo = super::networks(true);
+        assert!(
+            with_lo.iter().any(|n| n.contains([127, 0, 0, 1].into())),
+            "{with_lo:?}"
+        );
+        let without = super::networks(false);
+        assert!(!without.iter().any(|n| n.contains([127, 0, 0, 1].into())));
+        if let Some(ip) = super::first_ipv4() {
+            assert!(without.iter().any(|n| n.contains(ip.into())));
+        }
+    }
+
     #[test]
     fn the_host_name_is_what_uname_reports() {
         let name = super::name().expect("host name");

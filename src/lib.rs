@@ -15,13 +15,15 @@
 //!
 //! The subsystems are folders: `supervisor/`, `gossip/`, `haproxy/`, `logship/`. Each knows
 //! only [`config`] and its own folder. Beside them: [`control`] (the control socket's server
-//! and client, given a function for the members), [`host`] (host name, address to advertise)
+//! and client, given a function for the members), [`host`] (host name, address to advertise, its interfaces' networks)
 //! and [`logging`] (muster's own log lines).
 //!
 //! - [`config`]: the TOML file, read into a table and validated key by key into typed values,
 //!   so `check-config` reports every problem at once; `users` resolves `user` from
 //!   `/etc/passwd` and `/etc/group` without NSS (muster is static); `names` holds what a member
-//!   name and a tag may be, for muster's own configuration and for what peers announce.
+//!   name and a tag may be, for muster's own configuration and for what peers announce; `networks`
+//!   reads `[haproxy] trusted_networks` (CIDR), the addresses a member may have to be a server;
+//!   `keys` reads the gossip keys (`encrypt`, `encrypt_file`, `keyring_file`).
 //! - [`supervisor::core`]: the pure state machine. It is fed `(now, Input)` (spawned, exited,
 //!   ready, signal, left, tick) and answers with `Action`s (spawn, probe, signal, sweep
 //!   strays, leave, suspend, foreground, exit). Start order, readiness gating, restart
@@ -61,10 +63,14 @@
 //!   SWIM + Lifeguard core (`handle(now, input)`, `poll_output()`, `poll_timeout()`, seeded
 //!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`); `serf`, Serf's
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
-//!   push/pull state, reconnect, reap); `node`, the two composed into one sans-IO node fed
+//!   push/pull state, reconnect, reap); `crypto`, memberlist's AES-GCM keyring and framing
+//!   (datagrams and streams, versions 0 and 1); `node`, the two composed into one sans-IO node fed
 //!   bytes and time (framing, push/pull state, join timer, leave); and `driver`, the tokio
 //!   shell around `node` (UDP + TCP push/pull, DNS for seeds), which logs every event and
-//!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). The
+//!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). `limits` is what its listener lets a peer hold: at most 128
+//!   inbound push/pull streams, 16 per address (a new one closes the oldest of the address
+//!   holding most), and the back-off after an accept error (EMFILE); the control socket uses
+//!   it too (`tests/hostile_limits.rs`). The
 //!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` reads node meta against
 //!   the character sets and limits of `config::names`; `swim` applies them to everything
 //!   announced, admits a new name only once it answers a probe, holds a third party's
@@ -79,7 +85,7 @@
 //! - [`haproxy`]: the HAProxy sync on the load balancer. It knows only `config`: it follows its
 //!   own `model::Member`s (`app.rs` maps the gossip view into them) and runs `haproxy -c`
 //!   through a `check::Runner` (`app.rs` builds one on `supervisor::children`). Pure cores:
-//!   `model` (the alive and leaving members of one role with valid names and tags, sorted, plus
+//!   `model` (the alive and leaving members of one role with valid names and tags at trusted addresses, sorted, plus
 //!   the lab's `addresses`), `template` (handlebars, strict, no escaping), `bisect` (the search
 //!   by halves for the members a config cannot hold), `cfg` (a rendered config read back into
 //!   servers and skeleton; `plan(old, new)` gives runtime operations, or a reload for a

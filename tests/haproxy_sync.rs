@@ -32,11 +32,24 @@ fn shipped_template() -> String {
 
 /// The shipped template, moved to loopback ports and a private directory, request logs off.
 fn loopback_template(dir: &Path, http: u16, stats: u16) -> String {
-    shipped_template()
+    hold_files(dir, &shipped_template())
         .replace("bind *:80", &format!("bind 127.0.0.1:{http}"))
         .replace("bind *:1936", &format!("bind 127.0.0.1:{stats}"))
         .replace("/run/haproxy/", &format!("{}/", dir.display()))
         .replace("    log global\n", "")
+}
+
+/// Copies the hold's files (haproxy/muster-hold.lua, starting.html) into `dir` and points
+/// `text` at them there instead of /etc/haproxy/.
+fn hold_files(dir: &Path, text: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["muster-hold.lua", "starting.html"] {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("haproxy")
+            .join(f);
+        std::fs::copy(from, dir.join(f)).unwrap();
+    }
+    text.replace("/etc/haproxy/", &format!("{}/", dir.display()))
 }
 
 struct Lb {
@@ -71,6 +84,7 @@ template = "{template}"
 config = "{d}/haproxy.cfg"
 master_socket = "{d}/master.sock"
 drain_timeout = "3s"
+hold_timeout = "1s"
 "#,
             template = template.display(),
             d = dir.display()
@@ -215,9 +229,17 @@ fn served_by(lb: &Lb, name: &str) -> bool {
 fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
     let dir = tempfile::tempdir().unwrap();
     let lb = start_lb(dir.path());
-    // An empty backend answers 503, not a connection error.
+    // An empty backend holds the request for hold_timeout (1 s here), then answers a clear
+    // 503, not a connection error; the hold counts it as timed out.
+    let asked = Instant::now();
     let r = Client::new(lb.http).get("/").unwrap();
     assert_eq!(r.status, 503);
+    assert!(r.body.contains("within the hold timeout"), "{}", r.body);
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     let [a, b] = start_backends(dir.path(), &lb, ["web-a", "web-b"]);
     assert!(served_by(&lb, "web-a") && served_by(&lb, "web-b"));
     // No reload for membership: only the first start.
@@ -440,6 +462,8 @@ fn render(n: usize) -> String {
         &Selection {
             role: Some("backend".into()),
             default_port: 80,
+            hold_timeout_ms: 15_000,
+            trusted: Selection::everywhere(),
         },
     );
     Template::compile(&shipped_template(), "haproxy.cfg.hbs")
@@ -472,7 +496,8 @@ fn the_shipped_template_renders_byte_stable_configs_that_haproxy_accepts() {
         let path = dir.path().join(format!("haproxy-{n}.cfg"));
         std::fs::write(
             &path,
-            text.replace("/run/haproxy/", &format!("{}/", dir.path().display())),
+            hold_files(dir.path(), &text)
+                .replace("/run/haproxy/", &format!("{}/", dir.path().display())),
         )
         .unwrap();
         let out = Command::new("haproxy")
@@ -615,6 +640,8 @@ fn scale_render_and_apply_at_many_members() {
         selection: Selection {
             role: Some("backend".into()),
             default_port: 80,
+            hold_timeout_ms: 15_000,
+            trusted: Selection::everywhere(),
         },
         master_socket: dir.path().join("master.sock"),
         haproxy: "haproxy".into(),
@@ -927,6 +954,8 @@ impl Seam {
             selection: Selection {
                 role: Some("backend".into()),
                 default_port: 80,
+                hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
             master_socket: dir.path().join("master.sock"),
             haproxy: "haproxy".into(),

@@ -575,3 +575,84 @@ fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
         assert_eq!(json_field(&r.body, "host").as_deref(), Some(host.as_str()));
     }
 }
+
+/// Issue 12: with a single webapp, the lifecycles users go through every day (a deploy that
+/// recreates it, stop and start, restart) fail no request: HAProxy holds them until the webapp is back in service,
+/// counts them on the stats page's /hold, and logs each episode once.
+#[test]
+fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
+    build_images();
+    let lab = Lab::new("muster-e2e-hold", 234);
+    lab.scale(1);
+    wait_for(
+        "the webapp served through ha",
+        Duration::from_secs(60),
+        || hosts_now(&lab, 1).len() == 1,
+    );
+    let load = Load::start(
+        SocketAddr::from(([127, 0, 0, 1], lab.http)),
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(120),
+        2_000_000,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    // A deploy: the only webapp recreated.
+    let before = lab.ids("webapp");
+    assert!(
+        lab.compose(&["up", "-d", "--force-recreate", "--no-deps", "webapp"])
+            .status
+            .success()
+    );
+    wait_for("the new webapp served", Duration::from_secs(30), || {
+        hosts_now(&lab, 1).len() == 1 && lab.ids("webapp") != before
+    });
+    // Stop, 3 s with no webapp at all, start.
+    assert!(lab.compose(&["stop", "webapp"]).status.success());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(lab.compose(&["start", "webapp"]).status.success());
+    wait_for("the webapp back", Duration::from_secs(30), || {
+        hosts_now(&lab, 1).len() == 1
+    });
+    // `docker restart` of the only webapp.
+    let web = lab.ids("webapp").remove(0);
+    docker(&["restart", &web]);
+    wait_for("the webapp back again", Duration::from_secs(30), || {
+        hosts_now(&lab, 1).len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let stats = load.finish();
+    eprintln!("load: {} ok, {} failed", stats.ok, stats.failed);
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
+    assert!(stats.ok > 500, "the load ran: {stats:?}");
+
+    // HAProxy's hold counted them: held, all released, none timed out.
+    let (code, body) = lab.get(lab.stats, "/hold").expect("/hold");
+    assert_eq!(code, 200, "{body}");
+    let row: Vec<u64> = body
+        .lines()
+        .find_map(|l| l.strip_prefix("nodes "))
+        .expect("a line for backend nodes")
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let (held, released, timed_out, episodes) = (row[0], row[1], row[2], row[4]);
+    assert!(held >= 4, "the 4 clients were held at least once: {body}");
+    assert_eq!((released, timed_out), (held, 0), "{body}");
+    // One log line when an episode starts and one when it ends, not one per request (HAProxy
+    // echoes Lua's log lines on stderr too, as `[warning] … : muster hold: …`).
+    let logs = lab.compose(&["logs", "--no-color", "ha"]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    let starts = logs
+        .matches("] muster hold: backend nodes has no server in service")
+        .count();
+    let ends = logs
+        .matches("] muster hold: backend nodes has a server again after")
+        .count();
+    assert_eq!(starts as u64, episodes, "{body}\n{logs}");
+    assert!(ends >= 1 && (ends as u64) <= episodes, "{body}\n{logs}");
+    assert!(
+        held > episodes,
+        "more requests held than episodes logged: {body}"
+    );
+}

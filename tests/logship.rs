@@ -226,7 +226,7 @@ fn collector_restarts_mid_stream_lose_nothing() {
         started.elapsed()
     );
     assert!(stats.contains("undelivered=0"), "{stats}");
-    let lost = run.count("collector connection lost");
+    let lost = run.count("log collector unavailable");
     assert!(
         lost >= restarts as usize,
         "each restart broke the connection mid-stream ({lost} of {restarts})"

@@ -8,6 +8,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use muster::gossip::crypto::Keyring;
 use muster::gossip::driver::{self, Command as Cmd, Publish, Settings};
 use muster::gossip::serf::{self as serf_layer, Status};
 use muster::gossip::swim;
@@ -28,6 +30,17 @@ struct Node {
 
 impl Node {
     fn start(name: &str, seeds: Vec<String>, tags: &[(&str, &str)]) -> Node {
+        Node::start_keyed(name, seeds, tags, None)
+    }
+
+    /// A node of an encrypted cluster when `key` is given (base64, as `serf -encrypt`).
+    fn start_keyed(
+        name: &str,
+        seeds: Vec<String>,
+        tags: &[(&str, &str)],
+        key: Option<&str>,
+    ) -> Node {
+        let keyring = key.map(|k| Keyring::new(&[b64(k)]).unwrap());
         let port = free_port();
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
         let settings = Settings {
@@ -51,7 +64,7 @@ impl Node {
             .build()
             .unwrap();
         let publish = Publish { view: view_tx };
-        let task = runtime.spawn(driver::run(settings, publish, commands_rx));
+        let task = runtime.spawn(driver::run_keyed(settings, keyring, publish, commands_rx));
         Node {
             port,
             runtime,
@@ -180,6 +193,12 @@ impl Drop for Serf {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn b64(key: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap()
 }
 
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
@@ -476,4 +495,125 @@ fn mixed_cluster_of_three_serf_and_three_muster_agrees() {
         "left",
         Duration::from_secs(1),
     );
+}
+
+/// Keys as `serf keygen` makes them (16 bytes), and a 32-byte one.
+const KEY: &str = "5K9OtfjNP9lbeR7vqmUYtA==";
+const OTHER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+#[test]
+fn encrypted_serf_and_muster_form_one_cluster_both_ways() {
+    // serf joins muster: serf's join is an encrypted push/pull to muster.
+    let mut m1 = Node::start_keyed("emuster1", vec![], &[("role", "balancer")], Some(KEY));
+    let join = format!("127.0.0.1:{}", m1.port);
+    let serf_port = free_port();
+    let serf = Serf::start_with(
+        "eserf1",
+        serf_port,
+        &["role=backend"],
+        &["-encrypt", KEY, "-join", &join],
+    );
+    wait_for(
+        "encrypted serf lists emuster1 alive",
+        Duration::from_secs(15),
+        || {
+            serf.status_of("emuster1")
+                .is_some_and(|(s, _)| s == "alive")
+        },
+    );
+    m1.until(Status::Alive, "eserf1", Duration::from_secs(5))
+        .expect("emuster1 saw eserf1 join");
+
+    // muster joins serf: m2's only seed is serf; it learns m1 from serf's push/pull answer
+    // (m1 and m2 never exchanged anything before), and serf sees m2.
+    let mut m2 = Node::start_keyed(
+        "emuster2",
+        vec![format!("127.0.0.1:{serf_port}")],
+        &[("role", "backend")],
+        Some(KEY),
+    );
+    m2.until(Status::Alive, "eserf1", Duration::from_secs(15))
+        .expect("emuster2 joined eserf1");
+    m2.until(Status::Alive, "emuster1", Duration::from_secs(5))
+        .expect("emuster2 learned emuster1 through serf");
+    m1.until(Status::Alive, "emuster2", Duration::from_secs(10))
+        .expect("emuster1 learned emuster2");
+    wait_for(
+        "encrypted serf lists emuster2 alive",
+        Duration::from_secs(10),
+        || {
+            serf.status_of("emuster2")
+                .is_some_and(|(s, _)| s == "alive")
+        },
+    );
+
+    // Probes are encrypted too: every member stays alive over several probe rounds (serf
+    // would suspect, then fail, a member whose acks it cannot read).
+    std::thread::sleep(Duration::from_secs(6));
+    for name in ["emuster1", "emuster2", "eserf1"] {
+        assert_eq!(
+            serf.status_of(name).map(|s| s.0).as_deref(),
+            Some("alive"),
+            "{name}"
+        );
+        assert_eq!(
+            m1.status_of(name).map(|s| s.0).as_deref(),
+            Some("alive"),
+            "{name}"
+        );
+        assert_eq!(
+            m2.status_of(name).map(|s| s.0).as_deref(),
+            Some("alive"),
+            "{name}"
+        );
+    }
+    // A graceful leave travels encrypted.
+    m2.leave();
+    wait_for(
+        "encrypted serf sees emuster2 left",
+        Duration::from_secs(5),
+        || serf.status_of("emuster2").is_some_and(|(s, _)| s == "left"),
+    );
+}
+
+#[test]
+fn a_wrong_key_and_a_plaintext_serf_are_kept_out() {
+    // An encrypted serf, and a muster with another key that tries to join it.
+    let serf_port = free_port();
+    let keyed_serf = Serf::start_with("kserf", serf_port, &[], &["-encrypt", KEY]);
+    let wrong = Node::start_keyed(
+        "wrongkey",
+        vec![format!("127.0.0.1:{serf_port}")],
+        &[],
+        Some(OTHER_KEY),
+    );
+    // A keyed muster, and a plaintext serf that tries to join it.
+    let keyed = Node::start_keyed("kmuster", vec![], &[], Some(KEY));
+    let plain_serf = Serf::start("plainserf", free_port(), &[]);
+    wait_for(
+        "both serf agents answer RPC",
+        Duration::from_secs(10),
+        || keyed_serf.status_of("kserf").is_some() && plain_serf.status_of("plainserf").is_some(),
+    );
+    // `serf join` (a plaintext push/pull) fails: the keyed muster does not answer it.
+    let out = Command::new("serf")
+        .args(["join", "-rpc-addr", &plain_serf.rpc])
+        .arg(format!("127.0.0.1:{}", keyed.port))
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "serf join succeeded: {said}");
+    eprintln!("plaintext serf join: {}", said.trim());
+    // The wrong-key muster keeps re-joining every second meanwhile.
+    std::thread::sleep(Duration::from_secs(6));
+    let names = |rows: Vec<(String, String, String)>| -> Vec<String> {
+        rows.into_iter().map(|r| r.0).collect()
+    };
+    assert_eq!(names(keyed_serf.members()), vec!["kserf"]);
+    assert_eq!(names(plain_serf.members()), vec!["plainserf"]);
+    let view =
+        |n: &Node| -> Vec<String> { n.view.borrow().iter().map(|m| m.name.clone()).collect() };
+    assert_eq!(view(&wrong), vec!["wrongkey"]);
+    assert_eq!(view(&keyed), vec!["kmuster"]);
 }

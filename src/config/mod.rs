@@ -3,7 +3,10 @@
 //! is about (`services.app.restart: ...`). Nothing here binds, spawns or signals; the only I/O is
 //! reading the file and, for `user`, `/etc/passwd` and `/etc/group`.
 
+mod keys;
+pub use keys::GossipKeys;
 pub mod names;
+pub mod networks;
 mod policy;
 pub mod users;
 mod value;
@@ -58,6 +61,11 @@ pub struct Haproxy {
     pub drain_timeout: Duration,
     /// Longest wait at start for the first membership (with gossip seeds) before HAProxy starts.
     pub start_wait: Duration,
+    /// Longest wait of a request for a server in service (the template's hold).
+    pub hold_timeout: Duration,
+    /// Networks a member's address must be in to become a server; `None`: the networks of
+    /// this host's interfaces (`app.rs` reads them at start).
+    pub trusted_networks: Option<Vec<networks::Network>>,
 }
 
 /// Where the control socket is when the configuration does not say.
@@ -72,8 +80,11 @@ pub struct Logship {
     pub protocol: LogProtocol,
     /// Lines held in memory while the collector is slow or away.
     pub queue: usize,
-    /// Bytes of line text held at most in that queue.
+    /// Bytes held at most in that queue (each line's text plus a fixed overhead).
     pub queue_bytes: usize,
+    /// Longest wait for the collector's answer to RELP `open` or to any message in flight
+    /// (and for a write to go through) before the connection is given up and made again.
+    pub ack_timeout: Duration,
     /// What happens when the queue is full.
     pub when_full: WhenFull,
     /// HOSTNAME of the messages; the host name when unset.
@@ -94,9 +105,11 @@ pub enum LogProtocol {
 /// Policy when the shipping queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenFull {
-    /// The services' output waits (their writes block): nothing is lost.
+    /// The services' output waits (their writes block): nothing is lost, but a collector
+    /// away for long stalls every piped service (the default).
     Block,
-    /// The oldest queued line is dropped and counted.
+    /// The oldest queued line is dropped and counted: the services keep running whatever
+    /// the collector does.
     DropOldest,
 }
 
@@ -127,6 +140,9 @@ pub struct Gossip {
     pub max_members: usize,
     /// New names admitted per second.
     pub new_members_per_second: u32,
+    /// Encryption keys (`encrypt`, `encrypt_file`, `keyring_file`), primary first; empty for
+    /// a plaintext cluster.
+    pub keys: GossipKeys,
 }
 
 /// Gossip timing profiles.
@@ -428,6 +444,8 @@ const HAPROXY_KEYS: &[&str] = &[
     "debounce",
     "drain_timeout",
     "start_wait",
+    "hold_timeout",
+    "trusted_networks",
 ];
 
 fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
@@ -458,6 +476,8 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
         debounce: Duration::from_millis(10),
         drain_timeout: Duration::from_secs(10),
         start_wait: Duration::from_secs(2),
+        hold_timeout: Duration::from_secs(15),
+        trusted_networks: None,
     };
     if let Some(r) = v.string("haproxy.role", t.get("role")) {
         h.role = if r.is_empty() { None } else { Some(r) };
@@ -480,10 +500,41 @@ fn haproxy(raw: &toml::Value, v: &mut value::Validator) -> Option<Haproxy> {
     if let Some(d) = v.duration("haproxy.start_wait", t.get("start_wait")) {
         h.start_wait = d;
     }
+    if let Some(d) = v.duration("haproxy.hold_timeout", t.get("hold_timeout")) {
+        if d > Duration::from_secs(300) {
+            v.problem(
+                "haproxy.hold_timeout",
+                "is more than 300s: clients give up long before",
+            );
+        }
+        h.hold_timeout = d;
+    }
+    if let Some(list) = v.string_list("haproxy.trusted_networks", t.get("trusted_networks")) {
+        h.trusted_networks = trusted_networks(v, &list);
+    }
     if h.template == h.config {
         v.problem("haproxy.config", "is the template itself");
     }
     Some(h)
+}
+
+/// `[haproxy] trusted_networks`: every entry a network, and at least one.
+fn trusted_networks(v: &mut value::Validator, list: &[String]) -> Option<Vec<networks::Network>> {
+    if list.is_empty() {
+        v.problem(
+            "haproxy.trusted_networks",
+            "is empty: no member could become a server (\"0.0.0.0/0\" trusts every IPv4 address)",
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        match networks::Network::parse(text) {
+            Ok(n) => out.push(n),
+            Err(e) => v.problem(&format!("haproxy.trusted_networks[{i}]"), &e),
+        }
+    }
+    Some(out)
 }
 
 /// The HAProxy service a `[haproxy]` table brings when no `[services.haproxy]` is declared:
@@ -544,6 +595,7 @@ const LOGSHIP_KEYS: &[&str] = &[
     "protocol",
     "queue",
     "queue_bytes",
+    "ack_timeout",
     "when_full",
     "hostname",
     "facility",
@@ -557,6 +609,7 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
         protocol: LogProtocol::Relp,
         queue: 100_000,
         queue_bytes: 32 << 20,
+        ack_timeout: Duration::from_secs(5),
         when_full: WhenFull::Block,
         hostname: v.string("logship.hostname", t.get("hostname")),
         facility: 1,
@@ -570,6 +623,13 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
     }
     if let Some(n) = v.integer("logship.queue_bytes", t.get("queue_bytes"), 65_536, 1 << 40) {
         l.queue_bytes = n as usize;
+    }
+    if let Some(d) = v.duration("logship.ack_timeout", t.get("ack_timeout")) {
+        if d < Duration::from_millis(100) {
+            v.problem("logship.ack_timeout", "must be at least 100ms");
+        } else {
+            l.ack_timeout = d;
+        }
     }
     let policies = [
         ("block", WhenFull::Block),
@@ -647,7 +707,8 @@ const GOSSIP_KEYS: &[&str] = &[
 
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
     let t = v.table("gossip", Some(raw))?;
-    v.only_keys("gossip", t, GOSSIP_KEYS);
+    let known: Vec<&str> = GOSSIP_KEYS.iter().chain(keys::KEYS).copied().collect();
+    v.only_keys("gossip", t, &known);
     let mut g = Gossip {
         name: v.string("gossip.name", t.get("name")),
         bind: socket_addr(t, v, "bind", 7946)
@@ -664,6 +725,7 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         reap_left: Duration::from_secs(300),
         max_members: 5000,
         new_members_per_second: 1000,
+        keys: keys::gossip_keys(t, v),
     };
     if let Some(name) = &g.name {
         if let Err(e) = names::name(name) {

@@ -34,6 +34,7 @@ fn sample_config_parses() {
     assert!(!c.services[2].main);
     let h = c.haproxy.as_ref().expect("[haproxy]");
     assert_eq!(h.drain_timeout, Duration::from_secs(10));
+    assert_eq!(h.hold_timeout, Duration::from_secs(15));
     assert_eq!(h.role.as_deref(), Some("backend"));
     let app = &c.services[1];
     assert!(app.main);
@@ -340,6 +341,38 @@ fn logship_section() {
         "[logship]\ntarget = \"collector\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
     );
     assert!(p.iter().any(|x| x.contains("is not host:port")), "{p:?}");
+    // Defaults: the app keeps running whatever the collector does, in bounded memory.
+    let d = Config::parse(
+        "[logship]\ntarget = \"c:1\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+        &NoUsers,
+    )
+    .unwrap()
+    .logship
+    .unwrap();
+    assert_eq!(
+        (d.when_full, d.queue_bytes, d.ack_timeout),
+        (WhenFull::Block, 32 << 20, std::time::Duration::from_secs(5))
+    );
+    let t = Config::parse(
+        "[logship]\ntarget = \"c:1\"\nack_timeout = \"750ms\"\nwhen_full = \"block\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+        &NoUsers,
+    )
+    .unwrap()
+    .logship
+    .unwrap();
+    assert_eq!(
+        (t.when_full, t.ack_timeout),
+        (WhenFull::Block, std::time::Duration::from_millis(750))
+    );
+    for bad in ["\"10ms\"", "\"soon\"", "5"] {
+        let p = problems(&format!(
+            "[logship]\ntarget = \"c:1\"\nack_timeout = {bad}\n[services.a]\ncommand = [\"true\"]\nmain = true\n"
+        ));
+        assert!(
+            p.iter().any(|x| x.contains("logship.ack_timeout")),
+            "{bad}: {p:?}"
+        );
+    }
 }
 
 #[test]
@@ -376,16 +409,66 @@ fn haproxy_table_brings_its_service() {
 }
 
 #[test]
+fn haproxy_hold_timeout_is_a_bounded_duration() {
+    assert_eq!(
+        problems("[haproxy]\nhold_timeout = \"10m\"\n"),
+        vec!["haproxy.hold_timeout: is more than 300s: clients give up long before"]
+    );
+    let got = problems("[haproxy]\nhold_timeout = 15\n");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("haproxy.hold_timeout: "), "{got:?}");
+    let c = Config::parse("[haproxy]\nhold_timeout = \"2500ms\"\n", &NoUsers).expect("valid");
+    let h = c.haproxy.expect("[haproxy]");
+    assert_eq!(h.hold_timeout, Duration::from_millis(2500));
+}
+
+#[test]
 fn haproxy_table_problems() {
     let got =
         problems("[haproxy]\nport = 0\ntemplate = \"rel.hbs\"\ndebounce = \"5s\"\ncolor = 1\n");
     assert_eq!(
         got,
         vec![
-            "haproxy.color: unknown key (known keys: template, config, role, port, master_socket, program, debounce, drain_timeout, start_wait)",
+            "haproxy.color: unknown key (known keys: template, config, role, port, master_socket, program, debounce, drain_timeout, start_wait, hold_timeout, trusted_networks)",
             "haproxy.template: \"rel.hbs\" is not an absolute path",
             "haproxy.port: 0 is outside 1..=65535",
             "haproxy.debounce: is more than 1s: changes would wait too long",
         ]
+    );
+}
+
+#[test]
+fn trusted_networks_are_checked_key_by_key() {
+    let c = Config::parse(
+        "[haproxy]\ntrusted_networks = [\"192.168.42.0/24\", \"fd00::/8\"]\n",
+        &NoUsers,
+    )
+    .expect("valid");
+    let nets = c.haproxy.unwrap().trusted_networks.expect("set");
+    assert_eq!(nets.len(), 2);
+    assert!(nets[0].contains([192, 168, 42, 9].into()));
+    let default = Config::parse("[haproxy]\n", &NoUsers).expect("valid");
+    assert_eq!(default.haproxy.unwrap().trusted_networks, None);
+    let p = problems("[haproxy]\ntrusted_networks = [\"10.0.0.0/8\", \"10.0.0.0/40\", \"x\"]\n");
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("haproxy.trusted_networks[1]: ")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("haproxy.trusted_networks[2]: ")),
+        "{p:?}"
+    );
+    let p = problems("[haproxy]\ntrusted_networks = []\n");
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("haproxy.trusted_networks: is empty")),
+        "{p:?}"
+    );
+    let p = problems("[haproxy]\ntrusted_networks = \"10.0.0.0/8\"\n");
+    assert!(
+        p.iter().any(|x| x.starts_with("haproxy.trusted_networks")),
+        "{p:?}"
     );
 }

@@ -15,19 +15,28 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::crypto::{self, Keyring};
+use super::limits::{self, AcceptBackoff, Slots};
 use super::node::{self, Input, Node, Output};
 use super::serf;
 use super::swim;
 use super::wire;
 
-/// How long a push/pull exchange may take.
-const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a push/pull exchange may take (memberlist's `TCPTimeout` on a LAN): a stream that
+/// stalls is closed then, if [`limits::Slots`] did not close it before.
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from a stream at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long our push/pull answer is reused for streams that arrive meanwhile (unless the view
+/// changed), so a flood of connections does not encode the whole view once each.
+const ANSWER_REUSE: Duration = Duration::from_millis(100);
 
 /// What the driver needs to know.
 #[derive(Debug, Clone)]
@@ -118,29 +127,85 @@ impl Refusals {
     }
 }
 
-/// Reads one push/pull from a stream, as bytes arrive, bounded in size.
-async fn read_push_pull(stream: &mut TcpStream, max_members: usize) -> io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
+/// How often refused encrypted (or plaintext) traffic is logged, with the counts.
+const CRYPTO_SUMMARY: Duration = Duration::from_secs(60);
+
+/// Traffic the keyring refused: the first refusal is logged at once, then a count at most
+/// once per [`CRYPTO_SUMMARY`].
+struct CryptoLog {
+    logged: node::CryptoRefused,
+    next: Option<Instant>,
+}
+
+impl CryptoLog {
+    fn note(&mut self, now: Instant, seen: node::CryptoRefused) {
+        if seen == self.logged || self.next.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next = Some(now + CRYPTO_SUMMARY);
+        let was = std::mem::replace(&mut self.logged, seen);
+        tracing::warn!(
+            packets = seen.packets - was.packets,
+            streams = seen.streams - was.streams,
+            total_packets = seen.packets,
+            total_streams = seen.streams,
+            "gossip traffic refused: not encrypted, or with no installed key (logged at most once a minute)"
+        );
+    }
+}
+
+/// 12 bytes from the operating system's randomness, the seed of the GCM nonces.
+fn nonce_seed() -> io::Result<[u8; crypto::NONCE]> {
+    let mut seed = [0u8; crypto::NONCE];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut seed))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read /dev/urandom: {e}")))?;
+    Ok(seed)
+}
+
+/// Reads one push/pull from a stream, as bytes arrive, bounded in size: nothing is allocated
+/// before the first bytes come, and a stream longer than [`wire::max_stream_bytes`] (or one
+/// whose parts pass their own limits) is cut there.
+async fn read_push_pull(
+    stream: &mut TcpStream,
+    max_members: usize,
+    keyed: bool,
+) -> io::Result<Vec<u8>> {
+    // An encrypted stream carries its header, version, nonce and tag beside the push/pull.
+    let limit = wire::max_stream_bytes(max_members) + if keyed { 64 } else { 0 };
+    let mut buf = Vec::new();
     loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "stream closed early",
-            ));
+        stream.readable().await?;
+        // Everything that came is read before decoding again, so a large stream is not
+        // parsed once per chunk.
+        loop {
+            if buf.capacity() - buf.len() < READ_CHUNK {
+                buf.reserve(READ_CHUNK.max(buf.len() / 2).min(limit + 1 - buf.len()));
+            }
+            let spare = buf.capacity() - buf.len();
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream closed early",
+                    ));
+                }
+                Ok(_) if buf.len() > limit => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("push/pull longer than {limit} bytes"),
+                    ));
+                }
+                Ok(n) if n < spare => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() > wire::MAX_STREAM_PAYLOAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "push/pull too large",
-            ));
-        }
-        match node::stream_complete(&buf, max_members) {
+        match node::stream_complete_keyed(&buf, max_members, keyed) {
             Ok(true) => return Ok(buf),
             Ok(false) => continue,
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
     }
 }
@@ -165,49 +230,100 @@ async fn resolve(seeds: &[String]) -> Vec<SocketAddr> {
     out
 }
 
+/// A finished exchange: the inbound stream's slot (none for ours), the peer, and its side of
+/// the push/pull when it came whole.
+type Finished = (Option<u64>, SocketAddr, Option<Vec<u8>>);
+
+/// Whether an encrypted stream opens with one of the keys to a whole push/pull.
+fn opens_to_push_pull(keyring: &Keyring, stream: &[u8], max_members: usize) -> bool {
+    keyring
+        .open_stream(stream)
+        .is_ok_and(|plain| node::stream_complete(&plain, max_members) == Ok(true))
+}
+
 /// One push/pull on a stream, bounded in time: `first` is written before reading when we
 /// opened it; `answer` after reading when the peer did. The peer's side goes to `done`.
 fn exchange(
     stream: impl std::future::Future<Output = io::Result<TcpStream>> + Send + 'static,
-    peer: SocketAddr,
+    (slot, peer): (Option<u64>, SocketAddr),
     first: Option<Vec<u8>>,
-    answer: Option<Vec<u8>>,
+    answer: Option<Arc<Vec<u8>>>,
     max_members: usize,
-    done: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
-) {
+    keyring: Option<Arc<Keyring>>,
+    done: mpsc::UnboundedSender<Finished>,
+) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
         let work = async {
             let mut s = stream.await?;
             if let Some(bytes) = &first {
                 s.write_all(bytes).await?;
             }
-            let theirs = read_push_pull(&mut s, max_members).await?;
-            if let Some(bytes) = &answer {
+            let theirs = read_push_pull(&mut s, max_members, keyring.is_some()).await?;
+            // A keyed node answers only a push/pull one of its keys opens (the node refuses,
+            // and counts, the others): a peer without the key gets nothing back.
+            if let Some(bytes) = answer.as_ref().filter(|_| {
+                keyring
+                    .as_ref()
+                    .is_none_or(|k| opens_to_push_pull(k, &theirs, max_members))
+            }) {
                 s.write_all(bytes).await?;
             }
             io::Result::Ok(theirs)
         };
-        match tokio::time::timeout(STREAM_TIMEOUT, work).await {
-            Ok(Ok(theirs)) => {
-                let _ = done.send((peer, theirs));
+        let theirs = match tokio::time::timeout(STREAM_TIMEOUT, work).await {
+            Ok(Ok(theirs)) => Some(theirs),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "push/pull failed");
+                None
             }
-            Ok(Err(error)) => tracing::debug!(%peer, %error, "push/pull failed"),
-            Err(_) => tracing::debug!(%peer, "push/pull timed out"),
-        }
-    });
+            Err(_) => {
+                tracing::debug!(%peer, "push/pull timed out");
+                None
+            }
+        };
+        let _ = done.send((slot, peer, theirs));
+    })
+    .abort_handle()
 }
 
 /// Runs the node until the command channel closes; membership goes to `publish`.
 pub async fn run(
     settings: Settings,
     publish: Publish,
+    commands: mpsc::UnboundedReceiver<Command>,
+) -> io::Result<()> {
+    run_keyed(settings, None, publish, commands).await
+}
+
+/// [`run`] in an encrypted cluster when `keyring` is given (Serf's `-encrypt` or keyring).
+pub async fn run_keyed(
+    settings: Settings,
+    keyring: Option<Keyring>,
+    publish: Publish,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> io::Result<()> {
+    let mut settings = settings;
+    let seed = match keyring {
+        Some(_) => {
+            // Room for the version, nonce and tag in every datagram, as memberlist leaves.
+            settings.profile.packet_size = settings
+                .profile
+                .packet_size
+                .saturating_sub(crypto::OVERHEAD);
+            Some(nonce_seed()?)
+        }
+        None => None,
+    };
     let udp = UdpSocket::bind(settings.bind).await?;
     let tcp = TcpListener::bind(settings.bind).await?;
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
     let mut shell = Shell::new(settings, publish, udp, streams_tx);
+    if let (Some(ring), Some(seed)) = (keyring, seed) {
+        shell.keyring = Some(Arc::new(ring.clone()));
+        shell.node = shell.node.with_keyring(ring, seed);
+    }
     let mut buf = vec![0u8; 65_536];
+    let mut paused: Option<Instant> = None;
     loop {
         shell.carry_out().await;
         tokio::select! {
@@ -215,11 +331,14 @@ pub async fn run(
                 let Ok((n, from)) = r else { continue };
                 shell.node.handle(Instant::now(), Input::Datagram { from, bytes: &buf[..n] });
             }
-            r = tcp.accept() => {
-                let Ok((stream, peer)) = r else { continue };
-                shell.answer(stream, peer);
+            r = tcp.accept(), if paused.is_none() => match r {
+                Ok((stream, peer)) => shell.answer(stream, peer),
+                Err(error) => paused = Some(shell.accept_failed(&error)),
+            },
+            _ = tokio::time::sleep_until(paused.unwrap_or_else(Instant::now).into()), if paused.is_some() => {
+                paused = None;
             }
-            Some((peer, bytes)) = streams.recv() => shell.stream(peer, &bytes),
+            Some((slot, peer, bytes)) = streams.recv() => shell.finished(slot, peer, bytes),
             c = commands.recv() => match c {
                 None => return Ok(()),
                 Some(c) => shell.command(c),
@@ -237,10 +356,25 @@ struct Shell {
     seeds: Vec<String>,
     publish: Publish,
     /// Where finished push/pull exchanges send the peer's side.
-    streams: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+    streams: mpsc::UnboundedSender<Finished>,
+    /// The inbound streams open now, and how to close each.
+    slots: Slots,
+    open: std::collections::HashMap<u64, tokio::task::AbortHandle>,
+    next_slot: u64,
+    /// Our push/pull answer and when it was encoded.
+    answer: Option<(Instant, Arc<Vec<u8>>)>,
+    /// Accept errors in a row, and the pause they give.
+    backoff: AcceptBackoff,
+    /// Inbound streams closed to make room, since the last summary.
+    evicted: u64,
+    /// When closing streams may be logged again.
+    evicted_logged: Instant,
     /// The reply to the leave under way, sent when the node says it is done.
     leave_done: Option<oneshot::Sender<()>>,
     refusals: Refusals,
+    crypto_log: CryptoLog,
+    /// The keyring, for the stream tasks to check a peer's side before answering.
+    keyring: Option<Arc<Keyring>>,
     /// The most members a push/pull may announce.
     max_members: usize,
 }
@@ -250,7 +384,7 @@ impl Shell {
         settings: Settings,
         publish: Publish,
         udp: UdpSocket,
-        streams: mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
+        streams: mpsc::UnboundedSender<Finished>,
     ) -> Shell {
         // The boot time as incarnation: a restarted node supersedes its predecessor at once.
         let incarnation = std::time::SystemTime::now()
@@ -275,11 +409,23 @@ impl Shell {
             seeds: settings.seeds,
             publish,
             streams,
+            slots: Slots::new(limits::MAX_INBOUND_STREAMS, limits::MAX_STREAMS_PER_IP),
+            open: std::collections::HashMap::new(),
+            next_slot: 0,
+            answer: None,
+            backoff: AcceptBackoff::default(),
+            evicted: 0,
+            evicted_logged: Instant::now(),
             leave_done: None,
             refusals: Refusals {
                 logged: std::collections::HashSet::new(),
                 last: swim::Stats::default(),
                 next_summary: Instant::now() + REFUSED_SUMMARY,
+            },
+            keyring: None,
+            crypto_log: CryptoLog {
+                logged: node::CryptoRefused::default(),
+                next: None,
             },
             max_members,
         }
@@ -298,10 +444,11 @@ impl Shell {
                     let stream = TcpStream::connect(to);
                     exchange(
                         stream,
-                        to,
+                        (None, to),
                         Some(bytes),
                         None,
                         self.max_members,
+                        self.keyring.clone(),
                         self.streams.clone(),
                     );
                 }
@@ -312,6 +459,8 @@ impl Shell {
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
                 }
                 Output::ViewChanged => {
+                    // A peer that opens a stream from now on gets the new view.
+                    self.answer = None;
                     self.publish
                         .view
                         .send_replace(self.node.members().cloned().collect());
@@ -333,30 +482,84 @@ impl Shell {
         }
     }
 
-    /// A peer opened a push/pull: it gets our side once its own is read.
-    fn answer(&self, stream: TcpStream, peer: SocketAddr) {
-        let answer = self.node.push_pull_answer();
+    /// A peer opened a push/pull: it gets our side once its own is read. It takes a slot,
+    /// which may close the oldest stream of whoever holds the most.
+    fn answer(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.backoff.succeeded();
+        let now = Instant::now();
+        let answer = match &self.answer {
+            Some((at, bytes)) if now.duration_since(*at) < ANSWER_REUSE => bytes.clone(),
+            _ => {
+                let bytes = Arc::new(self.node.push_pull_answer());
+                self.answer = Some((now, bytes.clone()));
+                bytes
+            }
+        };
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        if let Some(old) = self.slots.admit(slot, peer.ip()) {
+            if let Some(task) = self.open.remove(&old) {
+                task.abort();
+            }
+            if self.evicted == 0 && now >= self.evicted_logged {
+                tracing::warn!(%peer, open = self.slots.len(), "gossip tcp: too many streams open, closing the oldest of the address holding most (logged once a minute)");
+                self.evicted_logged = now + REFUSED_SUMMARY;
+            }
+            self.evicted += 1;
+        }
         let stream = std::future::ready(Ok(stream));
-        exchange(
+        let task = exchange(
             stream,
-            peer,
+            (Some(slot), peer),
             None,
             Some(answer),
             self.max_members,
+            self.keyring.clone(),
             self.streams.clone(),
         );
+        self.open.insert(slot, task);
+    }
+
+    /// Accepting failed (at the descriptor limit, EMFILE): when to try again; logged at most
+    /// once a minute with the count.
+    fn accept_failed(&mut self, error: &io::Error) -> Instant {
+        let pause = self.backoff.failed();
+        let now = Instant::now();
+        if let Some(errors) = self.backoff.log_due(now) {
+            tracing::warn!(%error, errors, open = self.slots.len(), "gossip tcp: cannot accept, pausing (logged at most once a minute)");
+        }
+        // Out of descriptors: the oldest stream of whoever holds most makes room for the next.
+        if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+            if let Some(task) = self.slots.evict().and_then(|old| self.open.remove(&old)) {
+                task.abort();
+                self.evicted += 1;
+            }
+        }
+        now + pause
+    }
+
+    /// An exchange ended: its slot is free, and the peer's side, if whole, goes to the node.
+    fn finished(&mut self, slot: Option<u64>, peer: SocketAddr, bytes: Option<Vec<u8>>) {
+        if let Some(slot) = slot {
+            self.slots.release(slot);
+            self.open.remove(&slot);
+        }
+        if let Some(bytes) = bytes {
+            self.stream(peer, &bytes);
+        }
     }
 
     /// The peer's side of a finished push/pull.
     fn stream(&mut self, peer: SocketAddr, bytes: &[u8]) {
-        if !self.node.joined() {
+        let was = self.node.joined();
+        self.node
+            .handle(Instant::now(), Input::Stream { from: peer, bytes });
+        if !was && self.node.joined() {
             tracing::info!(
                 members = self.node.swim().members().count(),
                 "joined the cluster"
             );
         }
-        self.node
-            .handle(Instant::now(), Input::Stream { from: peer, bytes });
     }
 
     fn command(&mut self, command: Command) {
@@ -375,5 +578,13 @@ impl Shell {
         let now = Instant::now();
         self.node.handle(now, Input::Tick);
         self.refusals.summary(now, self.node.swim().stats());
+        if self.evicted > 0 && now >= self.evicted_logged {
+            self.evicted_logged = now + REFUSED_SUMMARY;
+            tracing::warn!(
+                evicted = std::mem::take(&mut self.evicted),
+                "gossip tcp: streams closed to make room for new ones (too many open)"
+            );
+        }
+        self.crypto_log.note(now, self.node.crypto_refused());
     }
 }

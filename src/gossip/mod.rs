@@ -14,15 +14,22 @@
 //!   resolved at every (re-)join; it logs every event and publishes the whole view on a `watch`
 //!   at once (no coalescing delay). `tests/serf_interop.rs` runs Debian's serf against it.
 //!
+//! - `limits`, what the listener lets a peer hold (streams open at once, per address, the
+//!   pause after an accept error);
 //! - `validate`, what a name and tags may hold, checked where they enter.
 //!
 //! What a peer may do without a key is in the README's Security section.
 //!
-//! Not done: encrypted clusters (refused with a clear error), Serf's user events and queries,
+//! - `crypto`, memberlist's AES-GCM keyring: with a key, `node` seals everything it sends
+//!   and reads only what a key opens (Serf's `-encrypt` and keyring files interoperate).
+//!
+//! Not done: Serf's user events and queries,
 //! and Serf's RPC protocol (so `serf members -rpc-addr` cannot query muster; `muster members`
 //! does that job).
 
+pub mod crypto;
 pub mod driver;
+pub mod limits;
 pub mod lzw;
 pub mod msgpack;
 pub mod node;

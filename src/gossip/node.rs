@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::crypto::{self, Keyring, Nonces};
 use super::serf::{self, Serf};
 use super::swim::{self, Msg, RemoteNode, State, Swim};
 use super::wire::{self, NodeState};
@@ -131,6 +132,46 @@ pub fn stream_complete(buf: &[u8], max_members: usize) -> Result<bool, wire::Wir
     }
 }
 
+/// [`stream_complete`] for a node with a keyring (`keyed`): an encrypted stream is whole once
+/// its announced length is read (it is opened by [`Node::handle`]); a plaintext one is
+/// "whole" at its first byte, since the node refuses it (and counts it) without reading more.
+pub fn stream_complete_keyed(buf: &[u8], max_members: usize, keyed: bool) -> Result<bool, String> {
+    if !keyed {
+        return stream_complete(buf, max_members).map_err(|e| e.to_string());
+    }
+    match crypto::stream_length(buf) {
+        Ok(None) => Ok(false),
+        Ok(Some(n)) => Ok(buf.len() >= n),
+        Err(crypto::CryptoError::Plaintext) => Ok(true),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// What a keyring-holding node refused: plaintext, wrong-key or damaged traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CryptoRefused {
+    /// Datagrams that no installed key opens.
+    pub packets: u64,
+    /// Streams that are plaintext or that no installed key opens.
+    pub streams: u64,
+}
+
+/// The keyring and the nonces it seals with.
+struct Crypt {
+    keyring: Keyring,
+    /// In a `Cell` so that [`Node::push_pull_answer`] can seal through `&self`.
+    nonces: std::cell::Cell<Nonces>,
+}
+
+impl Crypt {
+    fn nonce(&self) -> [u8; crypto::NONCE] {
+        let mut n = self.nonces.get();
+        let out = n.next_nonce();
+        self.nonces.set(n);
+        out
+    }
+}
+
 /// A graceful leave under way.
 struct Leave {
     /// When it is reported done: [`LEAVE_PROPAGATE`] after it began, or its deadline if
@@ -157,6 +198,10 @@ pub struct Node {
     max_members: usize,
     /// Datagrams, and messages in them, that could not be decoded.
     undecodable: u64,
+    /// The keyring, when the cluster is encrypted.
+    crypt: Option<Crypt>,
+    /// What the keyring refused.
+    refused: CryptoRefused,
 }
 
 impl Node {
@@ -192,9 +237,32 @@ impl Node {
             leave: None,
             max_members,
             undecodable: 0,
+            crypt: None,
+            refused: CryptoRefused::default(),
         };
         node.outputs.push_back(Output::ViewChanged);
         node
+    }
+
+    /// The same node in an encrypted cluster: everything it sends is sealed with the keyring's
+    /// primary key, and only what one of its keys opens is read. `nonce_seed` must be random
+    /// (the operating system's), so that no nonce is used twice with a key.
+    pub fn with_keyring(mut self, keyring: Keyring, nonce_seed: [u8; crypto::NONCE]) -> Node {
+        self.crypt = Some(Crypt {
+            keyring,
+            nonces: std::cell::Cell::new(Nonces::new(nonce_seed)),
+        });
+        self
+    }
+
+    /// Whether the node holds a keyring.
+    pub fn keyed(&self) -> bool {
+        self.crypt.is_some()
+    }
+
+    /// What the keyring refused so far.
+    pub fn crypto_refused(&self) -> CryptoRefused {
+        self.refused
     }
 
     /// Serf's view: every member, self included, by name.
@@ -228,11 +296,15 @@ impl Node {
     }
 
     fn push_pull_bytes(&self, join: bool) -> Vec<u8> {
-        wire::encode_push_pull(
+        let plain = wire::encode_push_pull(
             join,
             &to_wire_state(&self.swim.local_state()),
             &self.serf.local_state(),
-        )
+        );
+        match &self.crypt {
+            Some(c) => c.keyring.seal_stream(&c.nonce(), &plain),
+            None => plain,
+        }
     }
 
     /// The next thing to do.
@@ -312,6 +384,20 @@ impl Node {
     }
 
     fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let opened;
+        let bytes = match &self.crypt {
+            None => bytes,
+            Some(c) => match c.keyring.open(bytes, b"") {
+                Ok(plain) => {
+                    opened = plain;
+                    &opened[..]
+                }
+                Err(_) => {
+                    self.refused.packets += 1;
+                    return;
+                }
+            },
+        };
         let Ok(parts) = wire::decode_packet(bytes) else {
             self.undecodable += 1;
             return;
@@ -340,6 +426,24 @@ impl Node {
     }
 
     fn stream(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let opened;
+        let bytes = match &self.crypt {
+            None => bytes,
+            Some(c) => match c.keyring.open_stream(bytes) {
+                Ok(plain) => {
+                    opened = plain;
+                    &opened[..]
+                }
+                Err(e) => {
+                    self.refused.streams += 1;
+                    self.outputs.push_back(Output::BadStream {
+                        from,
+                        why: e.to_string(),
+                    });
+                    return;
+                }
+            },
+        };
         let pp = match wire::decode_stream_bounded(bytes, self.max_members) {
             Ok(pp) => pp,
             Err(e) => {
@@ -397,7 +501,12 @@ impl Node {
             };
             match out {
                 swim::Output::Send { to, msgs } => {
-                    let bytes = frame(&msgs);
+                    let mut bytes = frame(&msgs);
+                    if let Some(c) = &self.crypt {
+                        bytes = c
+                            .keyring
+                            .seal(crypto::SEND_VERSION, &c.nonce(), &bytes, b"");
+                    }
                     self.outputs.push_back(Output::Transmit { to, bytes });
                 }
                 swim::Output::PushPull { to, join } => {

@@ -76,8 +76,30 @@ pub mod serf_kind {
 
 /// Largest decompressed UDP payload accepted (a packet is at most 64 KiB on the wire).
 pub const MAX_PACKET_PAYLOAD: usize = 1 << 20;
-/// Largest decompressed stream accepted (memberlist's own cap is 2 × 20 MiB).
-pub const MAX_STREAM_PAYLOAD: usize = 40 << 20;
+/// Largest stream accepted, read or decompressed, whatever `max_members` allows (memberlist
+/// 0.6's `maxPushStateBytes`, 20 MiB); [`max_stream_bytes`] is the bound actually used.
+pub const MAX_STREAM_PAYLOAD: usize = 20 << 20;
+/// Largest node state in a push/pull: a name of 128 bytes, meta of 512, an address and
+/// memberlist's fields fit with room to spare; a longer one ends the stream at once.
+pub const MAX_NODE_STATE_BYTES: usize = 1024;
+/// Serf's state in a push/pull may hold this much beside [`USER_STATE_PER_NODE`] per member
+/// announced (recent events and queries).
+pub const USER_STATE_BASE: usize = 256 << 10;
+/// Serf's state per member announced: its name in the status times and the left members.
+pub const USER_STATE_PER_NODE: usize = 320;
+
+/// The most bytes a push/pull announcing at most `max_nodes` members may take, on the wire or
+/// decompressed: a stream longer than that is cut, not read whole.
+pub fn max_stream_bytes(max_nodes: usize) -> usize {
+    let per = MAX_NODE_STATE_BYTES + USER_STATE_PER_NODE;
+    max_nodes
+        .saturating_mul(per)
+        .saturating_add(USER_STATE_BASE + 4096)
+        .min(MAX_STREAM_PAYLOAD)
+}
+/// Most messages one packet may carry, compound parts of every level together (a compound
+/// header counts at most 255; nesting could multiply that).
+pub const MAX_PACKET_PARTS: usize = 512;
 /// Deepest nesting of wrappers (CRC, compression, compound) accepted.
 const MAX_LAYERS: usize = 4;
 
@@ -113,6 +135,12 @@ pub enum WireError {
     /// A push/pull announces more members than this node keeps.
     #[error("push/pull of {0} members, more than the {1} kept")]
     TooMany(u64, usize),
+    /// A packet carries more messages than [`MAX_PACKET_PARTS`].
+    #[error("more than {0} messages in one packet")]
+    TooManyParts(usize),
+    /// A part of a stream is longer than its limit (the stream is cut there).
+    #[error("{0} longer than {1} bytes")]
+    TooBig(&'static str, usize),
     /// A field is missing or of the wrong type.
     #[error("{message}: field {field} missing or of the wrong type")]
     Field {
@@ -133,13 +161,23 @@ pub struct Part {
 }
 
 /// Splits a UDP packet into its messages, unwrapping label, CRC, compression and compound.
+///
+/// Bounded as a whole: all the decompressions of one packet together yield at most
+/// [`MAX_PACKET_PAYLOAD`] bytes (so compound parts that are each a compression bomb share one
+/// budget), and a packet holds at most [`MAX_PACKET_PARTS`] messages.
 pub fn decode_packet(buf: &[u8]) -> Result<Vec<Part>, WireError> {
     let mut parts = Vec::new();
-    unwrap_packet(buf, 0, &mut parts)?;
+    let mut budget = MAX_PACKET_PAYLOAD;
+    unwrap_packet(buf, 0, &mut parts, &mut budget)?;
     Ok(parts)
 }
 
-fn unwrap_packet(buf: &[u8], depth: usize, parts: &mut Vec<Part>) -> Result<(), WireError> {
+fn unwrap_packet(
+    buf: &[u8],
+    depth: usize,
+    parts: &mut Vec<Part>,
+    budget: &mut usize,
+) -> Result<(), WireError> {
     if depth > MAX_LAYERS {
         return Err(WireError::TooDeep);
     }
@@ -150,7 +188,7 @@ fn unwrap_packet(buf: &[u8], depth: usize, parts: &mut Vec<Part>) -> Result<(), 
             let rest = rest
                 .get(usize::from(len)..)
                 .ok_or(WireError::Truncated("label"))?;
-            unwrap_packet(rest, depth + 1, parts)
+            unwrap_packet(rest, depth + 1, parts, budget)
         }
         kind::HAS_CRC => {
             if rest.len() < 4 {
@@ -160,11 +198,12 @@ fn unwrap_packet(buf: &[u8], depth: usize, parts: &mut Vec<Part>) -> Result<(), 
             if crc32(&rest[4..]) != want {
                 return Err(WireError::BadCrc);
             }
-            unwrap_packet(&rest[4..], depth + 1, parts)
+            unwrap_packet(&rest[4..], depth + 1, parts, budget)
         }
         kind::COMPRESS => {
-            let inner = decompress(rest, MAX_PACKET_PAYLOAD)?;
-            unwrap_packet(&inner, depth + 1, parts)
+            let inner = decompress(rest, *budget)?;
+            *budget -= inner.len();
+            unwrap_packet(&inner, depth + 1, parts, budget)
         }
         kind::COMPOUND => {
             let (&count, rest) = rest.split_first().ok_or(WireError::Truncated("compound"))?;
@@ -179,13 +218,16 @@ fn unwrap_packet(buf: &[u8], depth: usize, parts: &mut Vec<Part>) -> Result<(), 
                 let Some(part) = body.get(..len) else {
                     return Err(WireError::Truncated("compound part"));
                 };
-                unwrap_packet(part, depth + 1, parts)?;
+                unwrap_packet(part, depth + 1, parts, budget)?;
                 body = &body[len..];
             }
             Ok(())
         }
         kind::ENCRYPT => Err(WireError::Encrypted),
         _ => {
+            if parts.len() >= MAX_PACKET_PARTS {
+                return Err(WireError::TooManyParts(MAX_PACKET_PARTS));
+            }
             parts.push(Part {
                 kind: t,
                 body: rest.to_vec(),
@@ -474,7 +516,7 @@ pub fn decode_stream_bounded(stream: &[u8], max_nodes: usize) -> Result<PushPull
     let (&t, rest) = stream.split_first().ok_or(WireError::Truncated("stream"))?;
     match t {
         kind::COMPRESS => {
-            let inner = decompress(rest, MAX_STREAM_PAYLOAD)?;
+            let inner = decompress(rest, max_stream_bytes(max_nodes))?;
             if inner.first() == Some(&kind::COMPRESS) {
                 return Err(WireError::TooDeep);
             }
@@ -500,14 +542,29 @@ pub fn decode_stream_bounded(stream: &[u8], max_nodes: usize) -> Result<PushPull
                 .get("UserStateLen")
                 .and_then(Value::as_u64)
                 .unwrap_or(0);
+            let most_user = USER_STATE_PER_NODE
+                .saturating_mul(n as usize)
+                .saturating_add(USER_STATE_BASE);
+            if user_len > most_user as u64 {
+                return Err(WireError::TooBig("push/pull user state", most_user));
+            }
             let join = header.get("Join") == Some(&Value::Bool(true));
             let mut nodes = Vec::new();
             for _ in 0..n {
-                let (v, len) =
-                    msgpack::decode(&rest[used..]).map_err(|error| WireError::Msgpack {
-                        what: "push/pull node",
-                        error,
-                    })?;
+                let node = &rest[used..];
+                let (v, len) = msgpack::decode(node).map_err(|error| {
+                    if node.len() > MAX_NODE_STATE_BYTES {
+                        WireError::TooBig("push/pull node", MAX_NODE_STATE_BYTES)
+                    } else {
+                        WireError::Msgpack {
+                            what: "push/pull node",
+                            error,
+                        }
+                    }
+                })?;
+                if len > MAX_NODE_STATE_BYTES {
+                    return Err(WireError::TooBig("push/pull node", MAX_NODE_STATE_BYTES));
+                }
                 used += len;
                 nodes.push(NodeState::from_value("push/pull node", &v)?);
             }
@@ -640,6 +697,38 @@ mod tests {
     }
 
     #[test]
+    fn streams_are_cut_at_their_bounds() {
+        let node = |name: &str| NodeState {
+            name: name.to_owned(),
+            addr: vec![127, 0, 0, 1],
+            port: 7946,
+            meta: Vec::new(),
+            incarnation: 1,
+            state: Some(0),
+            vsn: vec![1, 5, 2, 0, 0, 0],
+        };
+        // A node state longer than its limit ends the stream once that much has come,
+        // long before the rest.
+        let long = encode_push_pull(false, &[node(&"a".repeat(1 << 20))], &[]);
+        let early = &long[..4 * MAX_NODE_STATE_BYTES];
+        assert!(matches!(
+            decode_stream_bounded(early, 10),
+            Err(WireError::TooBig("push/pull node", _))
+        ));
+        // Serf's state is bounded by the members announced, from the header on.
+        let big_user = encode_push_pull(false, &[node("x")], &vec![0; USER_STATE_BASE + 400]);
+        assert!(matches!(
+            decode_stream_bounded(&big_user[..64], 10),
+            Err(WireError::TooBig("push/pull user state", _))
+        ));
+        // A real one passes, and the whole-stream bound grows with max_members up to 20 MiB.
+        let ok = encode_push_pull(false, &[node("x")], &[0x80]);
+        assert!(decode_stream_bounded(&ok, 10).is_ok());
+        assert!(max_stream_bytes(5000) < 8 << 20);
+        assert_eq!(max_stream_bytes(1_000_000), MAX_STREAM_PAYLOAD);
+    }
+
+    #[test]
     fn damaged_or_hostile_packets_are_errors() {
         let mut p = with_crc(&[kind::PING, 0x80]);
         p[6] ^= 1;
@@ -659,6 +748,19 @@ mod tests {
             nested = with_crc(&nested);
         }
         assert_eq!(decode_packet(&nested), Err(WireError::TooDeep));
+        // Compound parts that are each a compression bomb share one budget.
+        let half = compress(&vec![0u8; MAX_PACKET_PAYLOAD / 2 + 1]);
+        let shared = compound(&[half.clone(), half]);
+        assert!(matches!(decode_packet(&shared), Err(WireError::Lzw(_))));
+        // A compound of compounds cannot multiply the messages past the limit.
+        let pings: Vec<Vec<u8>> = (0..255).map(|_| vec![kind::PING]).collect();
+        let inner = compound(&pings);
+        let outer = compound(&[inner.clone(), inner.clone(), inner]);
+        assert_eq!(
+            decode_packet(&outer),
+            Err(WireError::TooManyParts(MAX_PACKET_PARTS))
+        );
+        assert_eq!(decode_packet(&compound(&pings)).map(|p| p.len()), Ok(255));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! {
 //!   "role": "backend",
 //!   "members":   [ { "name", "id", "address", "port", "status", "tags": { … } }, … ],
-//!   "addresses": [ { "host", "ip" }, … ]        // the HEIG-VD lab's own template reads these
+//!   "addresses": [ { "host", "ip" }, … ],       // the HEIG-VD lab's own template reads these
+//!   "hold_timeout_ms": 15000                     // [haproxy] hold_timeout, in ms
 //! }
 //! ```
 //!
@@ -26,6 +27,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::config::names as validate;
+use crate::config::networks::Network;
 
 /// A member of the cluster as the HAProxy sync follows it: what may become a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +81,22 @@ pub struct Selection {
     pub role: Option<String>,
     /// Port of a member without a valid `port` tag.
     pub default_port: u16,
+    /// How long a request waits for a server in service (`[haproxy] hold_timeout`), in ms:
+    /// the template's `hold_timeout_ms`.
+    pub hold_timeout_ms: u64,
+    /// Networks a member's address must be in (`[haproxy] trusted_networks`, or the load
+    /// balancer's own): a member elsewhere is refused, whatever it announces.
+    pub trusted: Vec<Network>,
+}
+
+impl Selection {
+    /// Every address, IPv4 and IPv6: for tests and `trusted_networks = ["0.0.0.0/0", "::/0"]`.
+    pub fn everywhere() -> Vec<Network> {
+        ["0.0.0.0/0", "::/0"]
+            .iter()
+            .filter_map(|n| Network::parse(n).ok())
+            .collect()
+    }
 }
 
 /// One member as templates see it.
@@ -116,6 +134,8 @@ pub struct Model {
     pub members: Vec<ModelMember>,
     /// The same members as the lab's `{host, ip}` pairs.
     pub addresses: Vec<Address>,
+    /// `[haproxy] hold_timeout` in milliseconds (a number: safe in the config).
+    pub hold_timeout_ms: u64,
 }
 
 /// Server ids are drawn from 1..=ID_SPACE.
@@ -131,7 +151,8 @@ pub fn server_id(name: &str) -> u32 {
     h % ID_SPACE + 1
 }
 
-/// A selected member left out of the model because its name or tags are invalid.
+/// A selected member left out of the model because its name or tags are invalid, or its
+/// address is outside the trusted networks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// Its name, cut and escaped ([`validate::printable`]): safe in a log line.
@@ -164,6 +185,9 @@ impl Model {
             .filter(|m| {
                 let why = match validate::name(&m.name) {
                     Err(e) => Some(format!("name {e}")),
+                    Ok(()) if !selection.trusted.iter().any(|n| n.contains(m.addr)) => Some(
+                        format!("address {} is outside the trusted networks", m.addr),
+                    ),
                     Ok(()) => validate::tags(&m.tags).err().map(|e| e.to_string()),
                 };
                 match why {
@@ -212,6 +236,7 @@ impl Model {
             role: selection.role.clone(),
             members,
             addresses,
+            hold_timeout_ms: selection.hold_timeout_ms,
         };
         (model, refused)
     }
@@ -230,6 +255,7 @@ impl Model {
             role: self.role.clone(),
             members,
             addresses,
+            hold_timeout_ms: self.hold_timeout_ms,
         }
     }
 }
@@ -273,6 +299,8 @@ mod tests {
         let selection = Selection {
             role: Some("backend".to_owned()),
             default_port: 3000,
+            hold_timeout_ms: 15_000,
+            trusted: Selection::everywhere(),
         };
         let model = Model::new(&view, &selection);
         let names: Vec<(&str, u16)> = model
@@ -304,9 +332,27 @@ mod tests {
             &Selection {
                 role: None,
                 default_port: 1,
+                hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
         );
         assert_eq!(all.members.len(), 5);
+        // Only members inside the trusted networks become servers; the others are refused.
+        let lan = Selection {
+            role: Some("backend".to_owned()),
+            default_port: 3000,
+            hold_timeout_ms: 15_000,
+            trusted: vec![Network::parse("10.0.0.0/30").unwrap()],
+        };
+        let (model, refused) = Model::checked(&view, &lan);
+        let names: Vec<&str> = model.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["web-a", "web-b"]);
+        let out: Vec<&str> = refused.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(out, ["web-c", "web-e"]);
+        assert_eq!(
+            refused[0].reason,
+            "address 10.0.0.4 is outside the trusted networks"
+        );
     }
 
     #[test]
@@ -338,6 +384,8 @@ mod tests {
         let selection = Selection {
             role: Some("backend".to_owned()),
             default_port: 3000,
+            hold_timeout_ms: 15_000,
+            trusted: Selection::everywhere(),
         };
         let (model, refused) = Model::checked(&view, &selection);
         let names: Vec<&str> = model.members.iter().map(|m| m.name.as_str()).collect();
@@ -368,6 +416,8 @@ mod tests {
             &Selection {
                 role: None,
                 default_port: 80,
+                hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
         );
         let some = all.only(|m| m.name != "b");
@@ -395,6 +445,8 @@ mod tests {
             &Selection {
                 role: None,
                 default_port: 80,
+                hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
         );
         let ids: Vec<u32> = m.members.iter().map(|m| m.id).collect();

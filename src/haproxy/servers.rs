@@ -143,6 +143,10 @@ enum Pending {
     Returning { since: Instant },
     /// Draining until it has no session or the deadline passes.
     Draining { deadline: Instant },
+    /// Its member is leaving, but it is the last server of its backend in service while
+    /// another is on its way in: it stays in service until another one is (then it drains),
+    /// its own check fails (its app is gone: out of rotation), or the deadline passes.
+    HeldBack { since: Instant, deadline: Instant },
     /// In maintenance; deleted once HAProxy lets go of it.
     Removing { since: Instant },
 }
@@ -328,6 +332,8 @@ pub struct Servers {
     next_fill: Option<Instant>,
     /// When the pending servers were last looked at.
     last_round: Option<Instant>,
+    /// How many drains were held back (a leaving last server kept in service), ever.
+    held_back: u64,
 }
 
 impl Servers {
@@ -348,7 +354,14 @@ impl Servers {
             queued: None,
             next_fill: None,
             last_round: None,
+            held_back: 0,
         }
+    }
+
+    /// How many drains were held back so far: a leaving member's server kept in service, as
+    /// the last one of its backend, until another was.
+    pub fn held_back(&self) -> u64 {
+        self.held_back
     }
 
     /// What the running HAProxy holds (`None` before the first config).
@@ -491,6 +504,14 @@ impl Servers {
             Plan::Runtime(ops) => {
                 for op in &ops {
                     let script = match op {
+                        Op::Remove {
+                            backend,
+                            name,
+                            gently: true,
+                        } if self.last_in_service(&new, &ops, backend, name) => {
+                            self.hold_back((backend.clone(), name.clone()));
+                            continue;
+                        }
                         Op::Add(s) => self.add(s),
                         Op::Move(s) => Script {
                             key: key(s),
@@ -521,6 +542,53 @@ impl Servers {
         }
     }
 
+    /// Whether draining `backend/name` (its member leaving) would leave its backend with no
+    /// server in service while another is on its way in: no other server of the backend stays
+    /// settled (held, not on its way in or out, not disabled), and one is joining or coming
+    /// back. With no server on its way, the drain goes ahead: HAProxy's hold (the template's
+    /// `muster_hold`) makes requests wait for the next server rather than the app going.
+    fn last_in_service(&self, new: &Rendered, ops: &[Op], backend: &str, name: &str) -> bool {
+        let others = |k: &&Key| k.0 == backend && k.1 != name;
+        let Some(running) = &self.running else {
+            return false;
+        };
+        let settled = running
+            .servers
+            .iter()
+            .filter(|(k, _)| others(k))
+            .any(|(k, s)| {
+                new.servers.get(k) == Some(s) && !s.disabled() && !self.pending.contains_key(k)
+            });
+        if settled {
+            return false;
+        }
+        let added = |k: &Key| {
+            ops.iter()
+                .any(|op| matches!(op, Op::Add(s) if key(s) == *k))
+        };
+        new.servers.iter().filter(|(k, _)| others(k)).any(|(k, s)| {
+            !s.disabled()
+                && (added(k)
+                    || matches!(
+                        self.pending.get(k),
+                        Some(Pending::Joining { .. } | Pending::Returning { .. })
+                    ))
+        })
+    }
+
+    /// Keeps a leaving member's server in service (see [`Pending::HeldBack`]).
+    fn hold_back(&mut self, key: Key) {
+        let (since, deadline) = (self.now, self.now + self.drain_timeout);
+        self.held_back += 1;
+        tracing::info!(
+            server = %label(&key),
+            held_back = self.held_back,
+            "drain held back: the last server in service stays until another is"
+        );
+        self.pending
+            .insert(key, Pending::HeldBack { since, deadline });
+    }
+
     fn start_reload(&mut self, new: Rendered, why: String) {
         self.behind = false;
         self.job = Some(Job::Reload(Reload {
@@ -539,10 +607,12 @@ impl Servers {
             self.pending.clear();
             return;
         }
-        let states = self
-            .pending
-            .values()
-            .any(|p| matches!(p, Pending::Joining { .. } | Pending::Returning { .. }));
+        let states = self.pending.values().any(|p| {
+            matches!(
+                p,
+                Pending::Joining { .. } | Pending::Returning { .. } | Pending::HeldBack { .. }
+            )
+        });
         let sessions = self
             .pending
             .values()
@@ -865,9 +935,49 @@ impl Servers {
                     command: format!("del server {id}"),
                     expect: Expect::Deleted { since },
                 },
+                Pending::HeldBack { since, deadline } => {
+                    if let Some(script) = self.held_back_next(&key, since, deadline, o) {
+                        self.scripts.push_back(script);
+                    }
+                    continue;
+                }
             };
             self.scripts.push_back(Script::one(key, step));
         }
+    }
+
+    /// A held-back server's next step: drained once another server of its backend is in
+    /// service (or at the deadline), out of rotation when its own check failed.
+    fn held_back_next(
+        &mut self,
+        key: &Key,
+        since: Instant,
+        deadline: Instant,
+        o: &Observation,
+    ) -> Option<Script> {
+        let id = label(key);
+        let after_ms = ms(self.now - since);
+        let Some(own) = o.states.get(key) else {
+            self.pending.remove(key);
+            return None;
+        };
+        let other = o
+            .states
+            .iter()
+            .any(|(k, st)| k.0 == key.0 && k != key && st.in_service());
+        if other {
+            tracing::info!(server = %id, after_ms, "drain held back until now: another server is in service");
+        } else if !own.in_service() {
+            tracing::info!(server = %id, after_ms, "drain held back until now: its app is gone");
+            self.pending.remove(key);
+            return Some(remove(key.clone(), false));
+        } else if self.now >= deadline {
+            tracing::warn!(server = %id, after_ms, "drain held back until the drain timeout");
+        } else {
+            return None;
+        }
+        self.pending.remove(key);
+        Some(remove(key.clone(), true))
     }
 
     fn procs(&mut self, answer: Result<Procs, String>) {

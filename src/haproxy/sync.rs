@@ -140,6 +140,9 @@ pub struct Syncer {
     /// When the update under way started, and how long its render and check took (for the
     /// log).
     timing: Option<(Instant, Duration)>,
+    /// Started from the file a previous run left (see [`Syncer::resume`]): until this
+    /// instant, a view with no other member than this one renders nothing.
+    provisional: Option<Instant>,
 }
 
 /// Why a render could not be used.
@@ -224,24 +227,7 @@ impl Syncer {
         runner: Box<dyn Runner>,
         members: Vec<Member>,
     ) -> Result<Syncer, RenderError> {
-        let servers = Servers::new(Instant::now(), settings.drain_timeout);
-        let mut s = Syncer {
-            settings,
-            runner,
-            reaping: Reaping::NotYet,
-            text: None,
-            last_error: None,
-            members,
-            template: None,
-            refused_template: None,
-            next_generation: 0,
-            included: BTreeMap::new(),
-            left_out: BTreeMap::new(),
-            invalid: BTreeMap::new(),
-            servers,
-            admin: None,
-            timing: None,
-        };
+        let mut s = Syncer::new(settings, runner, members);
         let rendered = match s.settle().await {
             Ok(text) => s.commit(&text).map(|()| text),
             Err(e) => Err(e),
@@ -263,6 +249,52 @@ impl Syncer {
         let servers = s.servers.running().map_or(0, |r| r.servers.len());
         tracing::info!(servers, config = %s.settings.config.display(), "haproxy config ready");
         Ok(s)
+    }
+
+    /// Starts HAProxy on the config file a previous run of this container left (its last
+    /// known servers), without waiting for the membership: a restarted load balancer listens
+    /// as soon as HAProxy has started. The first view that holds another member than this one
+    /// (the first push/pull), or any view after `until`, renders the file anew and applies the
+    /// difference through the runtime API. With no file, this is [`Syncer::start`].
+    pub async fn resume(
+        settings: Settings,
+        runner: Box<dyn Runner>,
+        members: Vec<Member>,
+        until: Instant,
+    ) -> Result<Syncer, RenderError> {
+        let Ok(old) = std::fs::read_to_string(&settings.config) else {
+            return Syncer::start(settings, runner, members).await;
+        };
+        let mut s = Syncer::new(settings, runner, members);
+        s.reaping = Reaping::Supervisor;
+        s.text = Some(old.clone());
+        s.provisional = Some(until);
+        s.follow(&old).await;
+        let servers = s.servers.running().map_or(0, |r| r.servers.len());
+        tracing::info!(servers, config = %s.settings.config.display(), "haproxy starts with the last config it ran; the first membership renders it anew");
+        Ok(s)
+    }
+
+    fn new(settings: Settings, runner: Box<dyn Runner>, members: Vec<Member>) -> Syncer {
+        let servers = Servers::new(Instant::now(), settings.drain_timeout);
+        Syncer {
+            settings,
+            runner,
+            reaping: Reaping::NotYet,
+            text: None,
+            last_error: None,
+            members,
+            template: None,
+            refused_template: None,
+            next_generation: 0,
+            included: BTreeMap::new(),
+            left_out: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            servers,
+            admin: None,
+            timing: None,
+            provisional: None,
+        }
     }
 
     /// Follows the members until their sender is gone or `stop` gives a deadline (muster is
@@ -603,6 +635,12 @@ impl Syncer {
 
     /// Renders for the current members and applies what changed.
     async fn update(&mut self) {
+        if let Some(until) = self.provisional {
+            if self.members.len() <= 1 && Instant::now() < until {
+                return;
+            }
+            self.provisional = None;
+        }
         let started = Instant::now();
         let text = match self.settle().await {
             Ok(t) => t,
@@ -796,6 +834,8 @@ mod tests {
             selection: Selection {
                 role: None,
                 default_port: 80,
+                hold_timeout_ms: 15_000,
+                trusted: Selection::everywhere(),
             },
             master_socket: dir.join("master.sock"),
             haproxy: "haproxy".to_owned(),
@@ -858,6 +898,66 @@ mod tests {
 
     /// Generous: the work cut short would have taken 15 s or more.
     const PROMPTLY: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn resume_starts_on_the_file_left_and_renders_only_once_members_come_or_time_is_up() {
+        let dir = tempfile::tempdir().expect("dir");
+        let set = settings(dir.path());
+        let config = set.config.clone();
+        let left = format!(
+            "global\n    stats socket {}/admin.sock level admin\nbackend nodes\n    server web-old 10.0.0.9:80 check\n",
+            dir.path().display()
+        );
+        std::fs::write(&config, &left).expect("config");
+        runtime().block_on(async {
+            let slow = Arc::new(AtomicBool::new(false));
+            let runner = Box::new(Accepting { slow });
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut sync = Syncer::resume(set, runner, vec![member("ha")], until)
+                .await
+                .expect("resume");
+            // HAProxy starts on the file as it was, with its last known server.
+            assert_eq!(std::fs::read_to_string(&config).expect("config"), left);
+            let running = sync.servers.running().expect("running");
+            assert!(running.servers.keys().any(|(_, n)| n == "web-old"));
+            // A view of this member alone (no push/pull yet) renders nothing.
+            tokio::time::timeout(PROMPTLY, sync.update())
+                .await
+                .expect("update");
+            assert_eq!(std::fs::read_to_string(&config).expect("config"), left);
+            // The first view with another member renders the file anew.
+            sync.members = vec![member("ha"), member("web-a")];
+            tokio::time::timeout(PROMPTLY, sync.update())
+                .await
+                .expect("update");
+            let text = std::fs::read_to_string(&config).expect("config");
+            assert!(
+                text.contains("server web-a ") && !text.contains("web-old"),
+                "{text}"
+            );
+        });
+        // Time up: even a view of this member alone renders.
+        let dir = tempfile::tempdir().expect("dir");
+        let set = settings(dir.path());
+        let config = set.config.clone();
+        std::fs::write(&config, &left).expect("config");
+        runtime().block_on(async {
+            let runner = Box::new(Accepting {
+                slow: Arc::new(AtomicBool::new(false)),
+            });
+            let mut sync = Syncer::resume(set, runner, vec![member("ha")], Instant::now())
+                .await
+                .expect("resume");
+            tokio::time::timeout(PROMPTLY, sync.update())
+                .await
+                .expect("update");
+            let text = std::fs::read_to_string(&config).expect("config");
+            assert!(
+                text.contains("server ha ") && !text.contains("web-old"),
+                "{text}"
+            );
+        });
+    }
 
     #[test]
     fn stop_ends_the_wait_for_haproxy_by_its_deadline() {

@@ -62,6 +62,7 @@ mod tests {
                 ip: m.address,
             }],
             members: vec![m],
+            hold_timeout_ms: 15_000,
         }
     }
 

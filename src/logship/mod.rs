@@ -21,6 +21,7 @@
 //! This module knows only [`crate::config`]: `app.rs` turns the supervisor's lines into
 //! [`ship::Line`]s.
 
+pub mod episode;
 pub mod relp;
 pub mod ship;
 pub mod syslog;

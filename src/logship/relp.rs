@@ -233,6 +233,12 @@ impl Client {
         self.waiting.len() + self.in_flight.len()
     }
 
+    /// Whether the server owes an answer: to `open`, or to a message in flight (the shell
+    /// times these out).
+    pub fn outstanding(&self) -> bool {
+        matches!(self.session, Session::Opening(_)) || !self.in_flight.is_empty()
+    }
+
     /// Messages sent again after a reconnect, in all.
     pub fn resent(&self) -> u64 {
         self.resent
@@ -431,6 +437,7 @@ mod tests {
         }
         assert!(c.poll_write().is_empty(), "nothing before a connection");
         c.connected();
+        assert!(c.outstanding(), "open awaits its answer");
         let open = sent(&mut c);
         assert_eq!((open[0].txnr, open[0].command.as_str()), (1, "open"));
         assert_eq!(c.received(&ack(1)), [Reply::Opened]);
@@ -443,6 +450,7 @@ mod tests {
             "window of two"
         );
         // One ack opens one slot.
+        assert!(c.outstanding());
         assert_eq!(c.received(&ack(2)), [Reply::Acked(vec![0])]);
         assert_eq!(sent(&mut c)[0].data, b"m2");
         // The collector restarts: m1 and m2 were never acknowledged.
@@ -473,6 +481,7 @@ mod tests {
         c.received(&ack(4));
         c.received(&ack(5));
         assert_eq!(c.unacked(), 0);
+        assert!(!c.outstanding(), "open, nothing in flight: nothing owed");
     }
 
     #[test]

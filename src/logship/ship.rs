@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 
+use super::episode::{Admit, Backoff, Budget, Drops, Note, Outage};
 use super::relp::{Client, Reply};
 use super::syslog::{self, Severity};
 use crate::config::{LogProtocol, Logship, WhenFull};
@@ -29,10 +30,9 @@ pub const FLUSH_CAP: Duration = Duration::from_secs(3);
 const WINDOW: usize = 1024;
 /// Largest RELP data accepted from the collector.
 const MAX_DATA: usize = 128 * 1024;
-/// Back-off between connection attempts: from this, doubling, up to `BACKOFF_MAX`.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A session that was healthy this long resets the reconnect back-off when it ends.
+const HEALTHY_SESSION: Duration = Duration::from_secs(1);
 /// Why a connection was given up at the end.
 const DEADLINE_PASSED: &str = "the stop deadline passed";
 
@@ -103,24 +103,42 @@ struct Entry {
 
 struct Queue {
     lines: VecDeque<Entry>,
-    /// Bytes of text in `lines`.
-    bytes: usize,
+    /// Lines and bytes against the bounds, and the full-queue episodes.
+    budget: Budget,
     next_seq: u64,
 }
 
 impl Queue {
     fn pop(&mut self) -> Option<Entry> {
         let e = self.lines.pop_front()?;
-        self.bytes -= e.line.text.len();
+        if let Some(Drops::Ended(dropped)) = self.budget.removed(e.line.text.len()) {
+            tracing::info!(dropped, "log queue has room again");
+        }
         Some(e)
     }
 
     /// Puts entries taken earlier back at the front, in their order.
     fn unpop(&mut self, entries: Vec<Entry>) {
         for e in entries.into_iter().rev() {
-            self.bytes += e.line.text.len();
+            self.budget.added(e.line.text.len());
             self.lines.push_front(e);
         }
+    }
+
+    /// Drops the oldest line to make room; says so when drops start.
+    fn drop_oldest(&mut self) -> bool {
+        let Some(e) = self.lines.pop_front() else {
+            return false;
+        };
+        if self.budget.dropped(e.line.text.len()) == Some(Drops::Started) {
+            let (lines, bytes) = self.budget.held();
+            tracing::warn!(
+                lines,
+                bytes,
+                "log queue full: dropping the oldest lines (counted) until the collector catches up"
+            );
+        }
+        true
     }
 }
 
@@ -130,8 +148,6 @@ struct Shared {
     room: Condvar,
     /// Wakes the shipping task when lines arrive.
     arrived: Notify,
-    capacity: usize,
-    capacity_bytes: usize,
     when_full: WhenFull,
     counters: Counters,
     /// Set when muster is exiting: a full queue then drops (and counts) instead of blocking,
@@ -144,13 +160,11 @@ impl Shared {
         Shared {
             queue: Mutex::new(Queue {
                 lines: VecDeque::new(),
-                bytes: 0,
+                budget: Budget::new(settings.queue, settings.queue_bytes),
                 next_seq: 1,
             }),
             room: Condvar::new(),
             arrived: Notify::new(),
-            capacity: settings.queue,
-            capacity_bytes: settings.queue_bytes,
             when_full: settings.when_full,
             counters: Counters::default(),
             closing: AtomicBool::new(false),
@@ -162,9 +176,7 @@ impl Shared {
         let Ok(mut q) = self.queue.lock() else {
             return;
         };
-        while !q.lines.is_empty()
-            && (q.lines.len() >= self.capacity || q.bytes + line.text.len() > self.capacity_bytes)
-        {
+        while q.budget.admit(line.text.len()) == Admit::Full {
             let policy = if self.closing.load(Ordering::Relaxed) {
                 WhenFull::DropOldest
             } else {
@@ -172,10 +184,17 @@ impl Shared {
             };
             match policy {
                 WhenFull::DropOldest => {
-                    q.pop();
+                    if !q.drop_oldest() {
+                        break;
+                    }
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
                 WhenFull::Block => {
+                    if q.budget.blocked() == Some(Drops::Started) {
+                        tracing::warn!(
+                            "log queue full: the services' output waits for the collector (when_full = \"block\")"
+                        );
+                    }
                     // Wait for room; the timeout only re-checks, it never gives up.
                     q = match self.room.wait_timeout(q, Duration::from_millis(500)) {
                         Ok((q, _)) => q,
@@ -186,7 +205,7 @@ impl Shared {
         }
         let seq = q.next_seq;
         q.next_seq += 1;
-        q.bytes += line.text.len();
+        q.budget.added(line.text.len());
         q.lines.push_back(Entry { seq, line });
         drop(q);
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -261,7 +280,10 @@ pub fn start(settings: Logship, host: &str) -> (Feed, Shipper) {
             at: None,
         },
         client: Client::new(WINDOW, MAX_DATA),
-        backoff: BACKOFF_MIN,
+        backoff: Backoff::default(),
+        outage: Outage::default(),
+        origin: Instant::now(),
+        healthy_since: None,
         buf: vec![0u8; 16 * 1024],
     };
     let task = tokio::spawn(task.run());
@@ -373,6 +395,8 @@ enum Event {
     Read(std::io::Result<usize>),
     /// Lines were queued.
     Arrived,
+    /// An answer owed did not come in time.
+    Silent,
 }
 
 /// The shipping task.
@@ -385,8 +409,15 @@ struct Task {
     deadline: Deadline,
     /// RELP's window, kept across connections so what was not acknowledged is sent again.
     client: Client,
-    /// The next pause between connection attempts.
-    backoff: Duration,
+    /// The pause before the next connection attempt.
+    backoff: Backoff,
+    /// Whether the collector is away, for one warning and one "back" line per episode.
+    outage: Outage,
+    /// The origin of the times given to `outage`.
+    origin: Instant,
+    /// When this session proved healthy (RELP: lines acknowledged, or `open` accepted with
+    /// nothing to send; TCP: a batch written).
+    healthy_since: Option<Instant>,
     /// What the collector sends.
     buf: Vec<u8>,
 }
@@ -404,16 +435,70 @@ impl Task {
             }
             let attempt =
                 tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.settings.target));
-            match self.deadline.wake(attempt).await {
+            let why = match self.deadline.wake(attempt).await {
                 Some(Ok(Ok(stream))) => self.session(stream).await,
-                Some(Ok(Err(error))) => {
-                    tracing::debug!(target = %self.settings.target, %error, "collector unreachable");
-                    self.back_off().await;
-                }
-                Some(Err(_)) => self.back_off().await,
+                Some(Ok(Err(error))) => format!("cannot connect: {error}"),
+                Some(Err(_)) => format!("cannot connect: no answer in {CONNECT_TIMEOUT:?}"),
                 // The deadline is known (or passed): see whether the flush is done.
-                None => {}
+                None => String::new(),
+            };
+            if !why.is_empty() && why != DEADLINE_PASSED {
+                self.failed(&why);
+                self.back_off().await;
             }
+        }
+    }
+
+    /// A connection attempt or a session failed: the first failure of an episode is logged.
+    fn failed(&mut self, why: &str) {
+        let c = &self.shared.counters;
+        let (resent, dropped) = (
+            c.resent.load(Ordering::Relaxed),
+            c.dropped.load(Ordering::Relaxed),
+        );
+        if let Some(Note::Away { reason }) =
+            self.outage
+                .failed(self.origin.elapsed(), why, resent, dropped)
+        {
+            tracing::warn!(
+                target = %self.settings.target,
+                %reason,
+                unacked = self.client.unacked(),
+                queued = self.shared.queued(),
+                "log collector unavailable: retrying with back-off (logged once until it is back)"
+            );
+        } else {
+            tracing::debug!(target = %self.settings.target, reason = %why, "log collector still unavailable");
+        }
+    }
+
+    /// The session proved healthy: an episode, if one was open, ends with one line.
+    fn healthy(&mut self) {
+        if self.healthy_since.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        self.healthy_since = Some(now);
+        let c = &self.shared.counters;
+        let (resent, dropped) = (
+            c.resent.load(Ordering::Relaxed),
+            c.dropped.load(Ordering::Relaxed),
+        );
+        if let Some(Note::Back {
+            failures,
+            away,
+            resent,
+            dropped,
+        }) = self.outage.healthy(self.origin.elapsed(), resent, dropped)
+        {
+            tracing::info!(
+                target = %self.settings.target,
+                failures,
+                away_ms = away.as_millis() as u64,
+                resent,
+                dropped,
+                "log collector back"
+            );
         }
     }
 
@@ -425,14 +510,17 @@ impl Task {
     /// Waits before the next connection attempt (not past the deadline), then doubles the
     /// wait for the one after.
     async fn back_off(&mut self) {
-        let _ = self.deadline.wake(tokio::time::sleep(self.backoff)).await;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let wait = self.backoff.failed();
+        let _ = self.deadline.wake(tokio::time::sleep(wait)).await;
     }
 
-    /// One connection to the collector, until it breaks or the flush is done.
-    async fn session(&mut self, mut stream: TcpStream) {
+    /// One connection to the collector, until it breaks or the flush is done; returns why it
+    /// ended (empty when the flush is done). A session that was healthy long enough resets
+    /// the back-off.
+    async fn session(&mut self, mut stream: TcpStream) -> String {
         let _ = stream.set_nodelay(true);
-        tracing::info!(target = %self.settings.target, "connected to the collector");
+        tracing::debug!(target = %self.settings.target, "connected to the collector");
+        self.healthy_since = None;
         let resent_before = self.client.resent();
         if self.relp {
             self.client.connected();
@@ -445,16 +533,24 @@ impl Task {
                 .resent
                 .fetch_add(self.client.resent() - resent_before, Ordering::Relaxed);
         }
-        if !why.is_empty() {
-            tracing::warn!(target = %self.settings.target, reason = %why, unacked = self.client.unacked(), "collector connection lost; will resend");
+        if self
+            .healthy_since
+            .is_some_and(|t| t.elapsed() >= HEALTHY_SESSION)
+        {
+            self.backoff.healthy();
         }
+        why
     }
 
     /// Moves lines to the collector and reads its replies; returns why the connection ends
-    /// (empty when the flush is done).
+    /// (empty when the flush is done). An answer owed (to `open`, to a message in flight) that
+    /// does not come within `ack_timeout` ends it too.
     async fn exchange(&mut self, stream: &mut TcpStream) -> String {
         // RELP sends lines once the collector accepted `open`; plain TCP at once.
         let mut open = !self.relp;
+        let limit = self.settings.ack_timeout;
+        // Since when an answer is owed (reset by every answer).
+        let mut owed_since: Option<Instant> = None;
         loop {
             if open {
                 if let Err(why) = self.send_queued(stream).await {
@@ -463,7 +559,7 @@ impl Task {
             }
             let out = self.client.poll_write();
             if !out.is_empty() {
-                if let Err(why) = write(&mut self.deadline, stream, &out).await {
+                if let Err(why) = write(&mut self.deadline, stream, &out, limit).await {
                     return why;
                 }
             }
@@ -475,21 +571,37 @@ impl Task {
                     return DEADLINE_PASSED.to_owned();
                 }
             }
+            owed_since = match (self.client.outstanding(), owed_since) {
+                (false, _) => None,
+                (true, None) => Some(Instant::now()),
+                (true, since) => since,
+            };
             let more = open && self.client.unacked() < WINDOW;
             let (buf, arrived) = (&mut self.buf, &self.shared.arrived);
             let event = self.deadline.wake(async {
-                tokio::select! {
-                    r = stream.read(buf) => Event::Read(r),
-                    () = arrived.notified(), if more => Event::Arrived,
+                let wait = async {
+                    tokio::select! {
+                        r = stream.read(buf) => Event::Read(r),
+                        () = arrived.notified(), if more => Event::Arrived,
+                    }
+                };
+                match owed_since {
+                    Some(since) => tokio::time::timeout_at((since + limit).into(), wait)
+                        .await
+                        .unwrap_or(Event::Silent),
+                    None => wait.await,
                 }
             });
             match event.await {
                 Some(Event::Read(Ok(0))) => return "the collector closed the connection".into(),
                 Some(Event::Read(Err(error))) => return error.to_string(),
-                Some(Event::Read(Ok(n))) => {
-                    if let Err(why) = self.replies(n, &mut open) {
-                        return why;
-                    }
+                Some(Event::Read(Ok(n))) => match self.replies(n, &mut open) {
+                    Err(why) => return why,
+                    Ok(true) => owed_since = None,
+                    Ok(false) => {}
+                },
+                Some(Event::Silent) => {
+                    return format!("no answer from the collector in {limit:?}");
                 }
                 // Lines arrived, or the deadline became known or passed: go round.
                 Some(Event::Arrived) | None => {}
@@ -516,7 +628,14 @@ impl Task {
         for e in &batch {
             syslog::octet_counted(&self.format(e), &mut frames);
         }
-        if let Err(why) = write(&mut self.deadline, stream, &frames).await {
+        if let Err(why) = write(
+            &mut self.deadline,
+            stream,
+            &frames,
+            self.settings.ack_timeout,
+        )
+        .await
+        {
             // Not written (or not all): queue the batch again, in order. Plain TCP has no
             // acknowledgements, so what the collector had read may arrive twice, and what it
             // read but did not store is lost.
@@ -527,27 +646,38 @@ impl Task {
             .counters
             .delivered
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.healthy();
         Ok(())
     }
 
-    /// Handles the `n` bytes the collector sent (RELP replies).
-    fn replies(&mut self, n: usize, open: &mut bool) -> Result<(), String> {
-        for reply in self.client.received(&self.buf[..n]) {
+    /// Handles the `n` bytes the collector sent (RELP replies); returns whether any answer
+    /// was complete.
+    fn replies(&mut self, n: usize, open: &mut bool) -> Result<bool, String> {
+        if !self.relp {
+            return Err("the collector sent data on a plain TCP connection".into());
+        }
+        let replies = self.client.received(&self.buf[..n]);
+        let answered = !replies.is_empty();
+        for reply in replies {
             match reply {
                 Reply::Opened => {
                     *open = true;
-                    self.backoff = BACKOFF_MIN;
+                    // Nothing waits for an acknowledgement: open is all the proof there is.
+                    if self.client.unacked() == 0 && self.shared.queued() == 0 {
+                        self.healthy();
+                    }
                 }
                 Reply::Acked(ids) => {
                     self.shared
                         .counters
                         .delivered
                         .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                    self.healthy();
                 }
                 Reply::Reconnect(why) => return Err(why),
             }
         }
-        Ok(())
+        Ok(answered)
     }
 
     /// The RFC 5424 message of a queued line.
@@ -580,15 +710,19 @@ impl Task {
     }
 }
 
-/// Writes all of `bytes`, giving up when the deadline passes.
+/// Writes all of `bytes`, giving up when the deadline passes or after `limit` (a collector
+/// that stopped reading).
 async fn write(
     deadline: &mut Deadline,
     stream: &mut TcpStream,
     bytes: &[u8],
+    limit: Duration,
 ) -> Result<(), String> {
-    match deadline.bounded(stream.write_all(bytes)).await {
-        Some(Ok(())) => Ok(()),
-        Some(Err(error)) => Err(error.to_string()),
+    let work = tokio::time::timeout(limit, stream.write_all(bytes));
+    match deadline.bounded(work).await {
+        Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(error))) => Err(error.to_string()),
+        Some(Err(_)) => Err(format!("the collector read nothing for {limit:?}")),
         None => Err(DEADLINE_PASSED.to_owned()),
     }
 }
@@ -603,6 +737,7 @@ mod tests {
             protocol: LogProtocol::Relp,
             queue,
             queue_bytes: 1 << 20,
+            ack_timeout: Duration::from_secs(5),
             when_full,
             hostname: Some("web-1".to_owned()),
             facility: 1,

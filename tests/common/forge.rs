@@ -232,8 +232,17 @@ impl Udp {
         Self::start(false)
     }
 
+    /// A socket that acks pings, at `ip` (another loopback address, as a host elsewhere).
+    pub fn responder_at(ip: [u8; 4]) -> Udp {
+        Self::start_at(true, ip)
+    }
+
     fn start(answer: bool) -> Udp {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::start_at(answer, [127, 0, 0, 1])
+    }
+
+    fn start_at(answer: bool, ip: [u8; 4]) -> Udp {
+        let sock = UdpSocket::bind(SocketAddr::from((ip, 0))).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let addr = sock.local_addr().unwrap();
@@ -319,7 +328,12 @@ pub struct HttpCounter {
 
 impl HttpCounter {
     pub fn start() -> HttpCounter {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_at([127, 0, 0, 1])
+    }
+
+    /// The app at `ip`.
+    pub fn start_at(ip: [u8; 4]) -> HttpCounter {
+        let listener = TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicU64::new(0));

@@ -32,11 +32,24 @@ pub fn shipped_template() -> String {
 
 /// The shipped template, moved to loopback ports and a private directory, request logs off.
 pub fn loopback_template(dir: &Path, http: u16, stats: u16) -> String {
-    shipped_template()
+    hold_files(dir, &shipped_template())
         .replace("bind *:80", &format!("bind 127.0.0.1:{http}"))
         .replace("bind *:1936", &format!("bind 127.0.0.1:{stats}"))
         .replace("/run/haproxy/", &format!("{}/", dir.display()))
         .replace("    log global\n", "")
+}
+
+/// Copies the hold's files (haproxy/muster-hold.lua, starting.html) into `dir` and points
+/// `text` at them there instead of /etc/haproxy/.
+fn hold_files(dir: &Path, text: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["muster-hold.lua", "starting.html"] {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("haproxy")
+            .join(f);
+        std::fs::copy(from, dir.join(f)).unwrap();
+    }
+    text.replace("/etc/haproxy/", &format!("{}/", dir.display()))
 }
 
 /// A running load balancer.
@@ -89,6 +102,11 @@ impl Server {
 impl Lb {
     /// Starts a load balancer in `dir/lb` and waits until HAProxy listens.
     pub fn start(dir: &Path) -> Lb {
+        Self::start_with(dir, "")
+    }
+
+    /// [`Lb::start`] with more lines in its `[haproxy]` table.
+    pub fn start_with(dir: &Path, haproxy: &str) -> Lb {
         let dir = dir.join("lb");
         std::fs::create_dir_all(&dir).unwrap();
         let (http, stats, gossip) = (free_port(), free_port(), free_port());
@@ -112,6 +130,7 @@ template = "{template}"
 config = "{d}/haproxy.cfg"
 master_socket = "{d}/master.sock"
 drain_timeout = "3s"
+{haproxy}
 "#,
                 control = control.display(),
                 template = template.display(),

@@ -145,3 +145,187 @@ fn a_leaving_node_stops_joining() {
     node.handle(later, Input::Tick);
     assert!(!drain(&mut node).contains(&Output::JoinDue));
 }
+
+fn keyed(name: &str, ip: u8, key: u8, now: Instant) -> Node {
+    let ring = Keyring::new(&[[key; 32]]).expect("key");
+    Node::new(settings(name, ip), false, now).with_keyring(ring, [ip; crypto::NONCE])
+}
+
+/// The first datagram `node` sends within `secs` seconds of ticks.
+fn first_datagram(node: &mut Node, mut now: Instant, secs: u64) -> Vec<u8> {
+    for _ in 0..secs * 10 {
+        now += Duration::from_millis(100);
+        node.handle(now, Input::Tick);
+        for out in drain(node) {
+            if let Output::Transmit { bytes, .. } = out {
+                return bytes;
+            }
+        }
+    }
+    panic!("no datagram in {secs} s");
+}
+
+#[test]
+fn keyed_nodes_read_each_other_and_refuse_plaintext_and_wrong_keys() {
+    let now = Instant::now();
+    let b = keyed("b", 2, 9, now);
+    let from = b.swim().member("b").map(|m| m.addr).unwrap();
+    let answer = b.push_pull_answer();
+    assert_eq!(answer[0], wire::kind::ENCRYPT, "push/pull is sealed");
+    assert_eq!(stream_complete_keyed(&answer, 100, true), Ok(true));
+    assert_eq!(
+        stream_complete_keyed(&answer[..answer.len() - 1], 100, true),
+        Ok(false)
+    );
+
+    // Same key: b is learned through push/pull.
+    let mut a = keyed("a", 1, 9, now);
+    a.handle(
+        now,
+        Input::Stream {
+            from,
+            bytes: &answer,
+        },
+    );
+    assert!(a.swim().member("b").is_some());
+    assert_eq!(a.crypto_refused(), CryptoRefused::default());
+
+    // Wrong key, and plaintext: nothing learned, both counted.
+    let mut c = keyed("c", 3, 8, now);
+    c.handle(
+        now,
+        Input::Stream {
+            from,
+            bytes: &answer,
+        },
+    );
+    let plain = Node::new(settings("p", 4), false, now).push_pull_answer();
+    assert_eq!(stream_complete_keyed(&plain[..1], 100, true), Ok(true));
+    c.handle(
+        now,
+        Input::Stream {
+            from: SocketAddr::from(([10, 0, 0, 4], 7946)),
+            bytes: &plain,
+        },
+    );
+    assert_eq!(c.swim().members().count(), 1, "c knows only itself");
+    assert_eq!(c.crypto_refused().streams, 2);
+
+    // Datagrams: a's probe of b is sealed; b opens it, c does not, and a plaintext one is
+    // refused.
+    let sealed = first_datagram(&mut a, now, 5);
+    assert_eq!(sealed[0], crypto::SEND_VERSION);
+    let ring = Keyring::new(&[[9u8; 32]]).expect("key");
+    let inner = ring.open(&sealed, b"").expect("opens with the key");
+    assert_eq!(inner[0], wire::kind::HAS_CRC);
+    let a_addr = SocketAddr::from(([10, 0, 0, 1], 7946));
+    let mut b = b;
+    b.handle(
+        now,
+        Input::Datagram {
+            from: a_addr,
+            bytes: &sealed,
+        },
+    );
+    assert_eq!(b.crypto_refused(), CryptoRefused::default());
+    assert_eq!(b.undecodable(), 0);
+    drain(&mut c);
+    c.handle(
+        now,
+        Input::Datagram {
+            from: a_addr,
+            bytes: &sealed,
+        },
+    );
+    c.handle(
+        now,
+        Input::Datagram {
+            from: a_addr,
+            bytes: &inner,
+        },
+    );
+    assert_eq!(c.crypto_refused().packets, 2);
+    assert!(
+        drain(&mut c)
+            .iter()
+            .all(|o| !matches!(o, Output::Transmit { .. } | Output::ViewChanged)),
+        "c answers nothing and changes nothing"
+    );
+}
+
+/// The datagrams and stream directions of the captured serf session, as bytes.
+fn golden() -> Vec<(bool, Vec<u8>)> {
+    include_str!("../../../tests/golden/serf-0.9.4-join-tags-leave.txt")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let udp = match f.next()? {
+                "udp" => true,
+                "tcp" => false,
+                _ => return None,
+            };
+            let hex = f.nth(1)?;
+            let bytes = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+                .collect::<Option<Vec<u8>>>()?;
+            Some((udp, bytes))
+        })
+        .collect()
+}
+
+#[test]
+fn a_keyed_node_survives_damaged_sealed_and_unsealed_serf_traffic() {
+    // serf's real traffic, damaged at random, fed to a keyed node both sealed with its key
+    // (so the decoders under the encryption see it) and as is (refused): never a panic, never
+    // more members than kept, and every unsealed input counted as refused.
+    let now = Instant::now();
+    let mut node = keyed("k", 1, 9, now);
+    let ring = Keyring::new(&[[9u8; 32]]).expect("key");
+    let mut nonces = Nonces::new([3; crypto::NONCE]);
+    let from = SocketAddr::from(([10, 0, 0, 2], 7946));
+    let golden = golden();
+    assert!(golden.len() > 40, "{} captured inputs", golden.len());
+    let mut x = 0x9e37_79b9_u32;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    let mut unsealed = 0;
+    for round in 0..3000 {
+        let (udp, base) = &golden[round % golden.len()];
+        let mut bytes = base.clone();
+        for _ in 0..rand() % 4 {
+            if bytes.is_empty() {
+                break;
+            }
+            let i = rand() as usize % bytes.len();
+            match rand() % 3 {
+                0 => bytes[i] ^= 1 << (rand() % 8),
+                1 => bytes.truncate(i),
+                _ => bytes.insert(i, rand() as u8),
+            }
+        }
+        let sealed = if *udp {
+            ring.seal(rand() as u8 % 2, &nonces.next_nonce(), &bytes, b"")
+        } else {
+            ring.seal_stream(&nonces.next_nonce(), &bytes)
+        };
+        for b in [&sealed, &bytes] {
+            let input = if *udp {
+                Input::Datagram { from, bytes: b }
+            } else {
+                Input::Stream { from, bytes: b }
+            };
+            node.handle(now, input);
+        }
+        unsealed += 1;
+        drain(&mut node);
+        assert!(node.swim().members().count() <= swim::Config::lan().max_members);
+    }
+    let refused = node.crypto_refused();
+    assert_eq!(refused.packets + refused.streams, unsealed);
+    // A sealed push/pull was opened and decoded (only that sets `joined`).
+    assert!(node.joined(), "the sealed serf streams were read");
+}

@@ -722,3 +722,72 @@ fn without_an_admin_socket_a_change_of_servers_reloads() {
          Reload"
     );
 }
+
+#[test]
+fn the_last_server_in_service_is_not_drained_while_another_joins_until_that_one_is_in_service() {
+    let mut h = Harness::running(&[A]);
+    let out = h.config(&[B], &["a"]);
+    assert!(!out.contains("nodes/a state"), "{out}");
+    assert!(out.contains("drain held back"), "{out}");
+    assert!(out.contains("add server nodes/b"), "{out}");
+    assert_eq!(h.m.held_back(), 1);
+    // b waits for its first good check: a stays in service.
+    let out = h.after(POLL * 5);
+    assert!(!out.contains("nodes/a state"), "{out}");
+    assert!(h.held("a").is_some_and(|s| !s.maint && !s.drain));
+    h.pass_check("b");
+    let out = h.after(POLL);
+    assert!(out.contains("set server nodes/b state ready"), "{out}");
+    // Now that b is in service, a drains, then goes.
+    let out = h.after(POLL);
+    assert!(
+        out.contains("another server is in service")
+            && out.contains("set server nodes/a state drain"),
+        "{out}"
+    );
+    h.after(POLL * 3);
+    assert!(h.held("a").is_none());
+    assert!(!h.m.following());
+}
+
+#[test]
+fn a_held_back_server_whose_app_is_gone_goes_out_of_rotation_at_once() {
+    let mut h = Harness::running(&[A]);
+    h.config(&[B], &["a"]);
+    // a's check fails (its app stopped): no point keeping it, no point draining it.
+    h.haproxy.servers.get_mut(&nodes("a")).expect("a").passed = false;
+    let out = h.after(POLL);
+    assert!(
+        out.contains("its app is gone") && out.contains("set server nodes/a state maint"),
+        "{out}"
+    );
+    assert!(!out.contains("nodes/a state drain"), "{out}");
+}
+
+#[test]
+fn a_held_back_drain_goes_ahead_at_the_drain_timeout() {
+    let mut h = Harness::running(&[A]);
+    h.config(&[B], &["a"]);
+    let out = h.after(DRAIN - POLL);
+    assert!(!out.contains("nodes/a state"), "{out}");
+    let out = h.after(POLL * 2);
+    assert!(
+        out.contains("until the drain timeout") && out.contains("set server nodes/a state drain"),
+        "{out}"
+    );
+}
+
+#[test]
+fn with_another_server_in_service_or_none_on_its_way_a_leaving_server_drains_at_once() {
+    // Another one in service: drained at once (nothing is held back).
+    let mut h = Harness::running(&[A, B]);
+    let out = h.config(&[B, "c 10.0.0.3:3000 id 3 check"], &["a"]);
+    assert!(out.contains("set server nodes/a state drain"), "{out}");
+    assert_eq!(h.m.held_back(), 0);
+    // The only one, with no server on its way in: drained at once (HAProxy's hold makes the
+    // requests wait for the next server).
+    let mut h = Harness::running(&[A]);
+    let out = h.config(&[], &["a"]);
+    assert!(out.contains("set server nodes/a state drain"), "{out}");
+    assert_eq!(h.m.held_back(), 0);
+}

@@ -733,4 +733,24 @@ fn the_single_command_has_the_whole_stop_timeout_as_grace() {
     assert_eq!(s.core.poll_timeout(), Some(s.at(Duration::from_secs(8))));
 }
 
+#[test]
+fn crash_limit_zero_never_gives_up() {
+    let mut side = svc("side");
+    side.crash_limit = 0;
+    side.restart_delay_max = ms(2000);
+    let mut s = Sim::new(vec![main_svc("app"), side]);
+    assert_eq!(s.drain(), vec![Action::Spawn(0), Action::Spawn(1)]);
+    s.spawned(T0, 0, 10);
+    let mut t = T0;
+    for pid in 20..70 {
+        s.feed(t, Input::Spawned { service: 1, pid });
+        s.exited(t + ms(10), pid, ExitStatus::Code(2));
+        let due = s.core.poll_timeout().expect("a restart is always due");
+        assert!(due <= s.at(t + ms(10 + 2000)), "back-off capped");
+        t = due - s.start;
+        assert_eq!(s.feed(t, Input::Tick), vec![Action::Spawn(1)]);
+    }
+    assert!(!s.core.stopping(), "50 crashes and still running");
+}
+
 mod policy;
