@@ -1,5 +1,6 @@
 //! What startup checks beyond the configuration file's own text: files that must exist,
-//! templates that must compile, a host name that must do as a node name. `muster check-config`
+//! templates that must compile, a host name that must do as a node name, gossip keys that
+//! make a keyring. `muster check-config`
 //! and `muster run` both call [`problems`], so a file that check-config accepts does not fail
 //! at startup for one of these, and both report it with the same line and exit 64.
 
@@ -25,6 +26,11 @@ pub fn problems(config: &Config) -> Vec<String> {
         }
     }
     if let Some(g) = &config.gossip {
+        if !g.keys.0.is_empty() {
+            if let Err(e) = crate::gossip::crypto::Keyring::new(&g.keys.0) {
+                out.push(format!("gossip.encrypt: {e}"));
+            }
+        }
         if g.name.is_none() {
             match host::name() {
                 Err(e) => out.push(format!(
