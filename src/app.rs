@@ -21,7 +21,11 @@ use crate::control;
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
-use crate::haproxy::{self, model::Selection, sync::Syncer};
+use crate::haproxy::{
+    self,
+    model::Selection,
+    sync::{ServerStates, Syncer},
+};
 use crate::host;
 use crate::logship;
 use crate::supervisor::children::Children;
@@ -62,17 +66,18 @@ async fn wire_and_run(
         None => (None, None),
     };
     let children = Children::new(inherited);
-    let sync_stop = match &config.haproxy {
+    let (sync_stop, states) = match &config.haproxy {
         Some(h) => {
             let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
             let service = config.services.iter().find(|s| s.name == "haproxy");
             let trusted = trusted_networks(h, config.gossip.as_ref());
             start_haproxy_sync(h, service, children.clone(), view, seeds, trusted).await?
         }
-        None => None,
+        None => (None, None),
     };
     if let Some(path) = &config.control_socket {
-        if let Err(error) = control::serve(path, gossip.clone().map(members_of)) {
+        let members = gossip.clone().map(|g| members_of(g, states));
+        if let Err(error) = control::serve(path, members) {
             tracing::warn!(socket = %path.display(), %error, "no control socket");
         }
     }
@@ -139,26 +144,32 @@ fn leave_first(
     }))
 }
 
-/// The control socket's view of the members, asked of the gossip driver.
-fn members_of(gossip: mpsc::UnboundedSender<Command>) -> control::Members {
+/// The control socket's view of the members, asked of the gossip driver; on a load balancer,
+/// with each member's HAProxy server state.
+fn members_of(
+    gossip: mpsc::UnboundedSender<Command>,
+    states: Option<watch::Receiver<ServerStates>>,
+) -> control::Members {
     std::sync::Arc::new(move || {
         let gossip = gossip.clone();
+        let states = states.as_ref().map(|s| s.borrow().clone());
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             gossip.send(Command::Members(tx)).ok()?;
             let members = rx.await.ok()?;
-            Some(members.iter().map(row).collect())
+            Some(members.iter().map(|m| row(m, states.as_ref())).collect())
         })
     })
 }
 
 /// A gossip member as the control socket shows it.
-fn row(m: &Member) -> control::Member {
+fn row(m: &Member, states: Option<&ServerStates>) -> control::Member {
     control::Member {
         name: m.name.clone(),
         addr: m.addr.to_string(),
         status: m.status.as_str().to_owned(),
         tags: m.tags.clone(),
+        server: states.map(|s| s.get(&m.name).copied().unwrap_or("-").to_owned()),
     }
 }
 
@@ -187,7 +198,10 @@ async fn start_haproxy_sync(
     view: Option<watch::Receiver<Vec<Member>>>,
     seeds: bool,
     trusted: Vec<Network>,
-) -> anyhow::Result<Option<oneshot::Sender<Instant>>> {
+) -> anyhow::Result<(
+    Option<oneshot::Sender<Instant>>,
+    Option<watch::Receiver<ServerStates>>,
+)> {
     for dir in [h.config.parent(), h.master_socket.parent()]
         .into_iter()
         .flatten()
@@ -219,7 +233,7 @@ async fn start_haproxy_sync(
             .await
             .context("haproxy")?;
         drop(sync);
-        return Ok(None);
+        return Ok((None, None));
     };
     // A restart of this container finds the config its last run wrote (newer than the
     // template: not the one a package installed): HAProxy starts on it at once, and the first
@@ -241,9 +255,11 @@ async fn start_haproxy_sync(
         Syncer::start(settings, runner, first).await
     }
     .context("haproxy")?;
+    let mut sync = sync;
+    let states = sync.states();
     let (stop, stopped) = oneshot::channel();
     tokio::spawn(sync.run(members, stopped));
-    Ok(Some(stop))
+    Ok((Some(stop), Some(states)))
 }
 
 /// The gossip view as the HAProxy sync follows it.

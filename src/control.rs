@@ -33,6 +33,11 @@ pub struct Member {
     pub status: String,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
+    /// On a load balancer, its HAProxy server's state as muster commanded it (`in-service`,
+    /// `joining`, `returning`, `held-back`, `draining`, `maintenance`; `-` when it is no
+    /// server); `None` elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 /// Asks for the current members; `None` when gossip has stopped.
@@ -148,25 +153,44 @@ async fn answer(request: &str, members: Option<&Members>) -> String {
     }
 }
 
-/// One line per member: name, address, status, tags (as `serf members` prints them).
+/// One line per member: name, address, status, tags (as `serf members` prints them); on a
+/// load balancer, `server=STATE` follows the tags.
 pub fn members_text(members: &[Member]) -> String {
-    let rows: Vec<[String; 4]> = members
+    let rows: Vec<Vec<String>> = members
         .iter()
         .map(|m| {
             let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            [
+            let mut row = vec![
                 m.name.clone(),
                 m.addr.clone(),
                 m.status.clone(),
                 tags.join(","),
-            ]
+            ];
+            row.extend(m.server.as_ref().map(|s| format!("server={s}")));
+            row
         })
         .collect();
-    let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
-    let (w0, w1, w2) = (width(0), width(1), width(2));
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r.get(i).map_or(0, String::len))
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..5).map(width).collect();
     rows.iter()
         .map(|r| {
-            format!("{:w0$}  {:w1$}  {:w2$}  {}\n", r[0], r[1], r[2], r[3]).replace("  \n", "\n")
+            let last = r.len() - 1;
+            let mut line = String::new();
+            for (i, cell) in r.iter().enumerate() {
+                if i == last {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:w$}  ", w = widths[i]));
+                }
+            }
+            line.truncate(line.trim_end().len());
+            line.push('\n');
+            line
         })
         .collect()
 }
@@ -213,6 +237,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            server: None,
         }
     }
 
@@ -226,6 +251,16 @@ mod tests {
             members_text(&list),
             "web-1  10.0.0.2:7946  alive  port=3000,role=backend\nha     10.0.0.2:7946  alive\n"
         );
+        // On a load balancer, each member's server state follows its tags.
+        let mut lb = list.clone();
+        lb[0].server = Some("held-back".to_owned());
+        lb[1].server = Some("-".to_owned());
+        assert_eq!(
+            members_text(&lb),
+            "web-1  10.0.0.2:7946  alive  port=3000,role=backend  server=held-back\n\
+             ha     10.0.0.2:7946  alive                          server=-\n"
+        );
+        assert!(members_json(&lb).contains("\"server\":\"held-back\""));
         let odd = [member("a\"b", &[("k", "v\\")])];
         assert_eq!(
             members_json(&odd),

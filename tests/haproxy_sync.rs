@@ -62,11 +62,20 @@ struct Lb {
 }
 
 fn start_lb(dir: &Path) -> Lb {
+    start_lb_with(dir, "1s", None)
+}
+
+/// A load balancer whose requests wait at most `hold_timeout` for a server; `page` replaces
+/// the shipped "app is starting" page, as a user's own file would.
+fn start_lb_with(dir: &Path, hold_timeout: &str, page: Option<&str>) -> Lb {
     let dir = dir.join("lb");
     std::fs::create_dir_all(&dir).unwrap();
     let (http, stats, gossip) = (free_port(), free_port(), free_port());
     let template = dir.join("haproxy.cfg.hbs");
     std::fs::write(&template, loopback_template(&dir, http, stats)).unwrap();
+    if let Some(page) = page {
+        std::fs::write(dir.join("starting.html"), page).unwrap();
+    }
     let cfg = config(
         &dir,
         &format!(
@@ -84,7 +93,7 @@ template = "{template}"
 config = "{d}/haproxy.cfg"
 master_socket = "{d}/master.sock"
 drain_timeout = "3s"
-hold_timeout = "1s"
+hold_timeout = "{hold_timeout}"
 "#,
             template = template.display(),
             d = dir.display()
@@ -268,6 +277,65 @@ fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
     assert!(served_by(&lb, "web-c"));
     assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
     drop(c);
+}
+
+/// A GET of `/` with these extra header lines, on a fresh connection: status, head, body, and
+/// how long the answer took.
+fn get_with(addr: SocketAddr, headers: &str) -> (u16, String, String, Duration) {
+    use std::io::{Read, Write};
+    let asked = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(LONG)).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: lb\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned(), asked.elapsed())
+}
+
+#[test]
+fn a_held_request_goes_as_soon_as_a_server_is_in_service_and_a_browser_gets_the_starting_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb_with(dir.path(), "10s", None);
+    // A browser that has waited 3 s gets the shipped page: a 503 that reloads itself, never
+    // cached.
+    let (status, head, body, took) = get_with(lb.http, "Accept: text/html,*/*;q=0.8\r\n");
+    assert_eq!(status, 503, "{head}");
+    assert!(body.contains("The app is starting") && body.contains("http-equiv=\"refresh\""));
+    let head = head.to_lowercase();
+    assert!(
+        head.contains("retry-after: 2") && head.contains("cache-control: no-store"),
+        "{head}"
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    // A request without `text/html` waits; a backend starting meanwhile answers it.
+    let waiting = std::thread::spawn({
+        let http = lb.http;
+        move || get_with(http, "")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let b = start_backend(dir.path(), "web-a", free_port(), lb.gossip);
+    let (status, head, body, took) = waiting.join().unwrap();
+    assert_eq!((status, body.trim()), (200, "web-a"), "{head}");
+    eprintln!("held for {took:?} until web-a was in service");
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    drop(b);
+    drop(lb);
+
+    // A user's own page replaces the shipped one.
+    let dir = tempfile::tempdir().unwrap();
+    let page = "<html><body>Back soon (our own page)</body></html>\n";
+    let lb = start_lb_with(dir.path(), "10s", Some(page));
+    let (status, _, body, _) = get_with(lb.http, "Accept: text/html\r\n");
+    assert_eq!((status, body.as_str()), (503, page));
 }
 
 #[test]

@@ -655,4 +655,41 @@ fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
         held > episodes,
         "more requests held than episodes logged: {body}"
     );
+    // On the load balancer, `muster members` shows each member's server as muster commanded it.
+    let ha = lab.ids("ha").remove(0);
+    let members = docker(&["exec", &ha, "muster", "members"]);
+    let row = members.lines().find(|l| l.contains("role=backend"));
+    assert!(
+        row.is_some_and(|r| r.ends_with("server=in-service")),
+        "{members}"
+    );
+
+    // The load balancer's own restart: only its listening gap fails (connections refused or
+    // reset while no HAProxy listens), never an answer; it comes back with the server.
+    let load = Load::start(
+        SocketAddr::from(([127, 0, 0, 1], lab.http)),
+        4,
+        Duration::from_millis(5),
+        Duration::from_secs(60),
+        2_000_000,
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    docker(&["restart", &ha]);
+    wait_for("ha serving again", Duration::from_secs(30), || {
+        hosts_now(&lab, 1).len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let stats = load.finish();
+    let gap = stats.failing.map_or(0.0, |(a, b)| b - a);
+    eprintln!(
+        "ha restart: {} ok, {} failed, failing for {:.0} ms",
+        stats.ok,
+        stats.failed,
+        gap * 1000.0
+    );
+    assert!(
+        stats.statuses.is_empty(),
+        "answers that were errors: {stats:?}"
+    );
+    assert!(stats.ok > 100, "the load ran: {stats:?}");
 }

@@ -364,6 +364,35 @@ impl Servers {
         self.held_back
     }
 
+    /// Each server's state as muster has commanded it, by server name (for `muster members`
+    /// on a load balancer): `joining` (in maintenance until its first good check),
+    /// `returning`, `in-service`, `held-back` (leaving, but the last one in service),
+    /// `draining`, `maintenance`. A name in several backends shows its first backend's.
+    pub fn states(&self) -> BTreeMap<String, &'static str> {
+        let mut out = BTreeMap::new();
+        // A leaving server is out of the config already but still in HAProxy: pending.
+        for (k, p) in &self.pending {
+            let state = match p {
+                Pending::Joining { .. } => "joining",
+                Pending::Returning { .. } => "returning",
+                Pending::Draining { .. } => "draining",
+                Pending::HeldBack { .. } => "held-back",
+                Pending::Removing { .. } => "maintenance",
+            };
+            out.entry(k.1.clone()).or_insert(state);
+        }
+        let servers = self.running.iter().flat_map(|r| &r.servers);
+        for ((_, name), s) in servers {
+            let state = if s.disabled() {
+                "maintenance"
+            } else {
+                "in-service"
+            };
+            out.entry(name.clone()).or_insert(state);
+        }
+        out
+    }
+
     /// What the running HAProxy holds (`None` before the first config).
     pub fn running(&self) -> Option<&Rendered> {
         self.running.as_ref()

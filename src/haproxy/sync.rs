@@ -143,7 +143,13 @@ pub struct Syncer {
     /// Started from the file a previous run left (see [`Syncer::resume`]): until this
     /// instant, a view with no other member than this one renders nothing.
     provisional: Option<Instant>,
+    /// Where the servers' states go (see [`Syncer::states`]).
+    states: Option<watch::Sender<ServerStates>>,
 }
+
+/// Each server's state as the sync has commanded it, by server name (see
+/// [`Servers::states`]).
+pub type ServerStates = BTreeMap<String, &'static str>;
 
 /// Why a render could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +300,27 @@ impl Syncer {
             admin: None,
             timing: None,
             provisional: None,
+            states: None,
+        }
+    }
+
+    /// The servers' states from now on, updated as they change (for `muster members`).
+    pub fn states(&mut self) -> watch::Receiver<ServerStates> {
+        let (tx, rx) = watch::channel(self.servers.states());
+        self.states = Some(tx);
+        rx
+    }
+
+    fn publish_states(&self) {
+        if let Some(tx) = &self.states {
+            let now = self.servers.states();
+            tx.send_if_modified(|current| {
+                let changed = *current != now;
+                if changed {
+                    *current = now;
+                }
+                changed
+            });
         }
     }
 
@@ -318,6 +345,7 @@ impl Syncer {
         }
         self.servers.handle(Instant::now(), Input::Started);
         stop.bound(self.drive()).await;
+        self.publish_states();
         while !stop.came() {
             let wake = self.servers.poll_timeout();
             let at = wake.unwrap_or_else(|| Instant::now() + TEMPLATE_RECHECK);
@@ -345,6 +373,7 @@ impl Syncer {
                     stop.arrived(at);
                 }
             }
+            self.publish_states();
             if !self.servers.following() {
                 // Nothing under way: let go of the CLI session until the next change.
                 if let Some(a) = self.admin.as_mut() {

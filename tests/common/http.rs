@@ -154,6 +154,10 @@ pub struct Stats {
     pub errors: Vec<String>,
     /// Answers per body text (the backends answer with their name).
     pub by_body: BTreeMap<String, u64>,
+    /// Answers other than 200, by status (the rest of the failures are connection errors).
+    pub statuses: BTreeMap<u16, u64>,
+    /// When the first and the last failed request were sent, in seconds since the start.
+    pub failing: Option<(f64, f64)>,
 }
 
 /// A bounded load: `conns` keep-alive clients without cookies, each pausing `pause` between requests, until
@@ -188,8 +192,13 @@ impl Load {
                         if stop.load(Ordering::Relaxed) || started.elapsed() > max_time {
                             break;
                         }
+                        let sent = started.elapsed().as_secs_f64();
                         let r = c.get("/");
                         let mut s = stats.lock().unwrap();
+                        if !matches!(&r, Ok(r) if r.status == 200) {
+                            let (first, last) = s.failing.unwrap_or((sent, sent));
+                            s.failing = Some((first.min(sent), last.max(sent)));
+                        }
                         match r {
                             Ok(r) if r.status == 200 => {
                                 s.ok += 1;
@@ -197,6 +206,7 @@ impl Load {
                             }
                             Ok(r) => {
                                 s.failed += 1;
+                                *s.statuses.entry(r.status).or_default() += 1;
                                 if s.errors.len() < 20 {
                                     let t = started.elapsed().as_secs_f64();
                                     s.errors.push(format!("{t:.3}s: status {}", r.status));

@@ -735,6 +735,8 @@ fn the_last_server_in_service_is_not_drained_while_another_joins_until_that_one_
     let out = h.after(POLL * 5);
     assert!(!out.contains("nodes/a state"), "{out}");
     assert!(h.held("a").is_some_and(|s| !s.maint && !s.drain));
+    let states = h.m.states();
+    assert_eq!((states["a"], states["b"]), ("held-back", "joining"));
     h.pass_check("b");
     let out = h.after(POLL);
     assert!(out.contains("set server nodes/b state ready"), "{out}");
@@ -745,6 +747,8 @@ fn the_last_server_in_service_is_not_drained_while_another_joins_until_that_one_
             && out.contains("set server nodes/a state drain"),
         "{out}"
     );
+    let states = h.m.states();
+    assert_eq!((states["a"], states["b"]), ("draining", "in-service"));
     h.after(POLL * 3);
     assert!(h.held("a").is_none());
     assert!(!h.m.following());
