@@ -207,7 +207,7 @@ impl Session {
     }
 
     /// The next step, `None` until more bytes come. After a `Close`, always `None`.
-    pub fn next(&mut self) -> Option<Step> {
+    pub fn step(&mut self) -> Option<Step> {
         if self.closed {
             return None;
         }
@@ -276,7 +276,7 @@ impl Session {
             return Some(self.close(Some(reply), why));
         }
         self.header = Some((command, seq));
-        self.next()
+        self.step()
     }
 
     fn on_body(&mut self, command: &str, seq: u64, body: &Value) -> Option<Step> {

@@ -2,9 +2,12 @@ use super::*;
 
 const GOLDEN: &str = include_str!("../../../tests/golden/serf-0.9.4-rpc.txt");
 
-/// The captured connections: for each, the CLI's reads and the agent's, in order.
-fn connections() -> Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
-    let mut out: Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)> = Vec::new();
+/// One captured connection: the CLI's reads and the agent's, in order.
+type Conn = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// The captured connections.
+fn connections() -> Vec<Conn> {
+    let mut out: Vec<Conn> = Vec::new();
     for line in GOLDEN.lines().filter(|l| !l.starts_with('#')) {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {
@@ -55,7 +58,7 @@ fn steps(reads: &[Vec<u8>], auth: Option<&str>) -> Vec<Step> {
     let mut out = Vec::new();
     for r in reads {
         s.feed(r);
-        while let Some(step) = s.next() {
+        while let Some(step) = s.step() {
             out.push(step);
         }
     }
@@ -237,14 +240,14 @@ fn bad_bodies_and_oversized_objects_close_the_connection() {
     let mut session = Session::new(None);
     session.feed(&hello);
     session.feed(&version);
-    assert!(matches!(session.next(), Some(Step::Reply(_))));
+    assert!(matches!(session.step(), Some(Step::Reply(_))));
     let mut big = vec![0xdb];
     big.extend_from_slice(&(1u32 << 20).to_be_bytes());
     session.feed(&big);
     let mut step = None;
     for _ in 0..(MAX_OBJECT / 4096 + 2) {
         session.feed(&[b'x'; 4096]);
-        step = session.next();
+        step = session.step();
         if step.is_some() {
             break;
         }
@@ -255,7 +258,7 @@ fn bad_bodies_and_oversized_objects_close_the_connection() {
     );
     assert!(session.buf.is_empty());
     session.feed(b"more");
-    assert_eq!(session.next(), None);
+    assert_eq!(session.step(), None);
     // Garbage.
     let s = steps(&[vec![0xc1, 0x00]], None);
     assert!(matches!(&s[0], Step::Close { why, .. } if why.contains("MessagePack")));
