@@ -391,6 +391,26 @@ fn start_gossip(
     tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, encrypted = keyring.is_some(), keys = g.keys.0.len(), "gossip starting");
     let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
+    if let Some(addr) = g.rpc_addr {
+        if !addr.ip().is_loopback() && g.rpc_auth.is_none() {
+            tracing::warn!(%addr, "serf rpc beyond loopback without [gossip] rpc_auth: whoever reaches it can list members and join");
+        }
+        let agent = crate::gossip::agent::Agent {
+            name: settings.name.clone(),
+            auth: g.rpc_auth.clone(),
+            encrypted: keyring.is_some(),
+            tags: g.tags.clone(),
+            commands: commands.clone(),
+        };
+        match crate::gossip::agent::serve(addr, agent) {
+            Ok(local) => {
+                tracing::info!(addr = %local, "serf rpc listening (serf members -rpc-addr=…)")
+            }
+            Err(error) => {
+                tracing::warn!(%addr, %error, "serf rpc: cannot listen; the serf CLI cannot reach this muster (set [gossip] rpc_addr, or false)")
+            }
+        }
+    }
     let publish = Publish { view };
     tokio::spawn(async move {
         if let Err(error) = driver::run_keyed(settings, keyring, publish, commands_rx).await {

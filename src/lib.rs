@@ -71,7 +71,10 @@
 //!   inbound push/pull streams, 16 per address (a new one closes the oldest of the address
 //!   holding most), and the back-off after an accept error (EMFILE); the control socket uses
 //!   it too (`tests/hostile_limits.rs`). The
-//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` reads node meta against
+//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `rpc` is Serf's agent RPC (a sans-IO
+//!   session: handshake, auth, bounded objects, typed requests, Serf's answers) and `agent`
+//!   its TCP server on `[gossip] rpc_addr`, talking to the driver by command, so Debian's
+//!   `serf` CLI works against muster (`tests/serf_cli.rs`). `validate` reads node meta against
 //!   the character sets and limits of `config::names`; `swim` applies them to everything
 //!   announced, admits a new name only once it answers a probe, holds a third party's
 //!   harmful claims about a live member while the member can refute them, and never sends a

@@ -143,6 +143,11 @@ pub struct Gossip {
     /// Encryption keys (`encrypt`, `encrypt_file`, `keyring_file`), primary first; empty for
     /// a plaintext cluster.
     pub keys: GossipKeys,
+    /// Where Serf's agent RPC listens (`rpc_addr`, default `127.0.0.1:7373`); `None`: nowhere
+    /// (`rpc_addr = false`).
+    pub rpc_addr: Option<SocketAddr>,
+    /// The key RPC clients must give (`rpc_auth`, as `serf agent -rpc-auth`).
+    pub rpc_auth: Option<String>,
 }
 
 /// Gossip timing profiles.
@@ -703,6 +708,8 @@ const GOSSIP_KEYS: &[&str] = &[
     "reap_left",
     "max_members",
     "new_members_per_second",
+    "rpc_addr",
+    "rpc_auth",
 ];
 
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
@@ -726,7 +733,18 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         max_members: 5000,
         new_members_per_second: 1000,
         keys: keys::gossip_keys(t, v),
+        rpc_addr: match t.get("rpc_addr") {
+            Some(toml::Value::Boolean(false)) => None,
+            _ => Some(
+                socket_addr(t, v, "rpc_addr", 7373)
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7373))),
+            ),
+        },
+        rpc_auth: v.string("gossip.rpc_auth", t.get("rpc_auth")),
     };
+    if g.rpc_auth.as_deref() == Some("") {
+        v.problem("gossip.rpc_auth", "is empty: leave it out for no auth key");
+    }
     if let Some(name) = &g.name {
         if let Err(e) = names::name(name) {
             v.problem("gossip.name", &format!("{name:?} {e}"));

@@ -472,3 +472,25 @@ fn trusted_networks_are_checked_key_by_key() {
         "{p:?}"
     );
 }
+
+#[test]
+fn the_rpc_address_defaults_to_serfs_and_can_be_turned_off() {
+    let parse = |extra: &str| {
+        let text = format!("[services.a]\ncommand = [\"true\"]\n[gossip]\n{extra}\n");
+        let c = Config::parse(&text, &NoUsers).expect("valid");
+        let g = c.gossip.expect("[gossip]");
+        (g.rpc_addr, g.rpc_auth)
+    };
+    let serf_default = SocketAddr::from(([127, 0, 0, 1], 7373));
+    assert_eq!(parse(""), (Some(serf_default), None));
+    assert_eq!(parse("rpc_addr = false"), (None, None));
+    assert_eq!(
+        parse("rpc_addr = \"127.0.0.1\"\nrpc_auth = \"k\""),
+        (Some(serf_default), Some("k".to_owned()))
+    );
+    let p = problems(
+        "[services.a]\ncommand = [\"true\"]\n[gossip]\nrpc_addr = \"nowhere\"\nrpc_auth = \"\"\n",
+    );
+    assert!(p.iter().any(|e| e.contains("gossip.rpc_addr")), "{p:?}");
+    assert!(p.iter().any(|e| e.contains("gossip.rpc_auth")), "{p:?}");
+}

@@ -79,6 +79,25 @@ pub enum Command {
     },
     /// The current view of every member.
     Members(oneshot::Sender<Vec<serf::Member>>),
+    /// Join through these addresses (`host[:port]`, resolved now): the reply is how many
+    /// answered a push/pull within [`JOIN_WAIT`], or why none could be tried.
+    Join {
+        /// The addresses.
+        seeds: Vec<String>,
+        /// Where the reply goes.
+        done: oneshot::Sender<Result<usize, String>>,
+    },
+}
+
+/// How long a [`Command::Join`] waits for its push/pulls.
+pub const JOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// A [`Command::Join`] waiting for its push/pulls.
+struct PendingJoin {
+    waiting: std::collections::HashSet<SocketAddr>,
+    answered: usize,
+    by: Instant,
+    done: oneshot::Sender<Result<usize, String>>,
 }
 
 /// Most senders remembered for "logged once per sender".
@@ -341,7 +360,7 @@ pub async fn run_keyed(
             Some((slot, peer, bytes)) = streams.recv() => shell.finished(slot, peer, bytes),
             c = commands.recv() => match c {
                 None => return Ok(()),
-                Some(c) => shell.command(c),
+                Some(c) => shell.command(c).await,
             },
             _ = tokio::time::sleep_until(shell.node.poll_timeout().into()) => shell.tick(),
         }
@@ -377,6 +396,8 @@ struct Shell {
     keyring: Option<Arc<Keyring>>,
     /// The most members a push/pull may announce.
     max_members: usize,
+    /// Joins asked for by command, waiting for their push/pulls.
+    joins: Vec<PendingJoin>,
 }
 
 impl Shell {
@@ -428,6 +449,7 @@ impl Shell {
                 next: None,
             },
             max_members,
+            joins: Vec::new(),
         }
     }
 
@@ -543,6 +565,13 @@ impl Shell {
         if let Some(slot) = slot {
             self.slots.release(slot);
             self.open.remove(&slot);
+        } else {
+            for j in &mut self.joins {
+                if j.waiting.remove(&peer) && bytes.is_some() {
+                    j.answered += 1;
+                }
+            }
+            self.joins_done(Instant::now());
         }
         if let Some(bytes) = bytes {
             self.stream(peer, &bytes);
@@ -562,8 +591,34 @@ impl Shell {
         }
     }
 
-    fn command(&mut self, command: Command) {
+    /// Replies to the joins whose push/pulls all ended, or whose time is up.
+    fn joins_done(&mut self, now: Instant) {
+        let (done, waiting) = std::mem::take(&mut self.joins)
+            .into_iter()
+            .partition(|j| j.waiting.is_empty() || now >= j.by);
+        self.joins = waiting;
+        for j in done {
+            let _ = j.done.send(Ok(j.answered));
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
         match command {
+            Command::Join { seeds, done } => {
+                let addrs = resolve(&seeds).await;
+                if addrs.is_empty() {
+                    let _ = done.send(Err(format!("no address of {seeds:?} resolves")));
+                    return;
+                }
+                let now = Instant::now();
+                self.joins.push(PendingJoin {
+                    waiting: addrs.iter().copied().collect(),
+                    answered: 0,
+                    by: now + JOIN_WAIT,
+                    done,
+                });
+                self.node.handle(now, Input::Join(addrs));
+            }
             Command::Leave { by, done } => {
                 self.leave_done = Some(done);
                 self.node.handle(Instant::now(), Input::Leave { by });
@@ -586,5 +641,6 @@ impl Shell {
             );
         }
         self.crypto_log.note(now, self.node.crypto_refused());
+        self.joins_done(now);
     }
 }

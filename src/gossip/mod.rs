@@ -23,10 +23,12 @@
 //! - `crypto`, memberlist's AES-GCM keyring: with a key, `node` seals everything it sends
 //!   and reads only what a key opens (Serf's `-encrypt` and keyring files interoperate).
 //!
-//! Not done: Serf's user events and queries,
-//! and Serf's RPC protocol (so `serf members -rpc-addr` cannot query muster; `muster members`
-//! does that job).
+//! - `rpc`, Serf's agent RPC (the pure session and answers), and `agent`, its TCP server on
+//!   `[gossip] rpc_addr`, so the `serf` CLI works against muster (`tests/serf_cli.rs`).
+//!
+//! Not done: Serf's user events and queries, and the RPC commands built on them.
 
+pub mod agent;
 pub mod crypto;
 pub mod driver;
 pub mod limits;

@@ -473,7 +473,11 @@ fn text_map(b: &Value, key: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// At most 64 characters of a client's text, for the log.
 fn clip(s: &str) -> String {
-    s.chars().take(64).collect::<String>().escape_debug().to_string()
+    s.chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -553,7 +557,10 @@ pub fn join_body(num: usize) -> Vec<u8> {
 /// The body of `get-coordinate` when the node has none (muster keeps no network
 /// coordinates): `{Coord: nil, Ok: false}`; `serf rtt` then says it found none.
 pub fn no_coordinate_body() -> Vec<u8> {
-    msgpack::to_vec(&Value::map([("Coord", Value::Nil), ("Ok", Value::Bool(false))]))
+    msgpack::to_vec(&Value::map([
+        ("Coord", Value::Nil),
+        ("Ok", Value::Bool(false)),
+    ]))
 }
 
 /// The body of `stats`: sections (`agent`, `runtime`, `serf`, `tags`) of string pairs.

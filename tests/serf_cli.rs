@@ -1,0 +1,192 @@
+//! Debian's `serf` CLI against a running muster, through Serf's agent RPC (`[gossip]
+//! rpc_addr`): `serf join`, `serf members` (plain, `-format=json`, `-status`, `-tag`,
+//! `-name`), `serf info`, `serf rtt`; the auth key (`rpc_auth`); commands muster does not serve
+//! yet answered with an error that says so; and clients that break the protocol or hold
+//! connections open.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+mod common;
+
+use common::{Run, config, eventually, free_port, muster};
+
+const LONG: Duration = Duration::from_secs(20);
+
+/// A muster node with gossip and the RPC on loopback, tagged role=backend port=3000.
+fn start_muster(dir: &Path, name: &str, extra: &str) -> (Run, u16, u16) {
+    let (gossip, rpc) = (free_port(), free_port());
+    let cfg = config(
+        dir,
+        &format!(
+            r#"
+[supervisor]
+control_socket = false
+[services.app]
+main = true
+command = ["sleep", "600"]
+[gossip]
+name = "{name}"
+bind = "127.0.0.1:{gossip}"
+profile = "local"
+tags = {{ role = "backend", port = "3000" }}
+rpc_addr = "127.0.0.1:{rpc}"
+{extra}
+"#
+        ),
+    );
+    let run = Run::start(muster(), &["--config", cfg.to_str().unwrap()]);
+    run.wait_line("serf rpc listening", LONG);
+    (run, gossip, rpc)
+}
+
+/// A real `serf agent` on loopback; its gossip port.
+fn start_serf(name: &str) -> (Child, u16) {
+    let (gossip, rpc) = (free_port(), free_port());
+    let child = common::owned(
+        Command::new("serf")
+            .args(["agent", &format!("-node={name}")])
+            .arg(format!("-bind=127.0.0.1:{gossip}"))
+            .arg(format!("-rpc-addr=127.0.0.1:{rpc}"))
+            .args(["-tag", "role=balancer"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .spawn()
+    .expect("serf is installed (tests/run installs it)");
+    (child, gossip)
+}
+
+/// `serf ARGS -rpc-addr=127.0.0.1:RPC`: exit code and stdout + stderr.
+fn serf(rpc: u16, args: &[&str]) -> (i32, String) {
+    // Go's flags end at the first argument that is not one: the address comes first.
+    let out = Command::new("serf")
+        .arg(args[0])
+        .arg(format!("-rpc-addr=127.0.0.1:{rpc}"))
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// The member names of a `serf members` listing.
+fn names(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_m, _, rpc) = start_muster(dir.path(), "m1", "");
+    let (mut agent, serf_gossip) = start_serf("s1");
+    eventually("serf agent listening", LONG, || {
+        std::net::UdpSocket::bind(("127.0.0.1", serf_gossip)).is_err()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (code, out) = serf(rpc, &["join", &format!("127.0.0.1:{serf_gossip}")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Successfully joined cluster by contacting 1 nodes"),
+        "{out}"
+    );
+    eventually("s1 alive in serf members", LONG, || {
+        let (_, out) = serf(rpc, &["members"]);
+        out.lines()
+            .any(|l| l.starts_with("s1 ") && l.contains(" alive"))
+    });
+    let (code, out) = serf(rpc, &["members"]);
+    assert_eq!(code, 0);
+    let m1 = out.lines().find(|l| l.starts_with("m1 ")).unwrap();
+    assert!(
+        m1.contains("alive") && m1.contains("port=3000,role=backend"),
+        "{out}"
+    );
+
+    let (code, json) = serf(rpc, &["members", "-format=json"]);
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let members = v["members"].as_array().unwrap();
+    let m1 = members.iter().find(|m| m["name"] == "m1").unwrap();
+    assert_eq!(m1["tags"]["role"], "backend");
+    assert_eq!(m1["status"], "alive");
+    assert!(m1["addr"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(members.len(), 2);
+
+    assert_eq!(
+        names(&serf(rpc, &["members", "-tag", "role=back.*"]).1),
+        ["m1"]
+    );
+    assert_eq!(
+        names(&serf(rpc, &["members", "-status=alive", "-name=s.*"]).1),
+        ["s1"]
+    );
+    assert!(names(&serf(rpc, &["members", "-tag", "role=back"]).1).is_empty());
+
+    let (code, info) = serf(rpc, &["info"]);
+    assert_eq!(code, 0, "{info}");
+    assert!(
+        info.contains("name = m1") && info.contains("members = 2"),
+        "{info}"
+    );
+    let (_, rtt) = serf(rpc, &["rtt", "s1"]);
+    assert!(rtt.contains("Could not find a coordinate"), "{rtt}");
+
+    // Not served yet: said so, and the CLI fails as it does on any agent error.
+    let (code, out) = serf(rpc, &["event", "deploy"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("muster does not serve event yet"), "{out}");
+
+    // serf dies: muster's listing says failed, as serf's own would.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    eventually("s1 failed", LONG, || {
+        names(&serf(rpc, &["members", "-status=failed"]).1) == ["s1"]
+    });
+}
+
+#[test]
+fn the_auth_key_is_required_and_broken_or_idle_clients_do_not_block_the_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, _, rpc) = start_muster(dir.path(), "m2", r#"rpc_auth = "sesame""#);
+    let (code, out) = serf(rpc, &["members"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("Authentication required"), "{out}");
+    let (code, out) = serf(rpc, &["members", "-rpc-auth=wrong"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("Invalid authentication token"), "{out}");
+    let (code, out) = serf(rpc, &["members", "-rpc-auth=sesame"]);
+    assert_eq!((code, names(&out)), (0, vec!["m2".to_owned()]), "{out}");
+
+    // Garbage is answered by closing the connection.
+    let mut s = TcpStream::connect(("127.0.0.1", rpc)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&[0xc1; 64]).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+    // 200 idle connections: the oldest are closed, and the CLI still gets through.
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(("127.0.0.1", rpc)).unwrap())
+        .collect();
+    let (code, out) = serf(rpc, &["members", "-rpc-auth=sesame"]);
+    assert_eq!(code, 0, "{out}");
+    let open = std::fs::read_dir(format!("/proc/{}/fd", m.child.id()))
+        .unwrap()
+        .count();
+    assert!(open < 120, "{open} descriptors open in muster");
+    drop(idle);
+}
