@@ -20,6 +20,8 @@ use super::msgpack::{self, Value};
 use super::swim::{self, EventKind as SwimKind, Rng};
 use super::wire::{self, WireError, serf_kind};
 
+pub mod user;
+
 /// Reconnect and reap timings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
