@@ -73,6 +73,11 @@ struct Sim {
     events: Vec<(Duration, usize, EventKind, String)>,
     /// What Serf's layers reported.
     serf_events: Vec<SerfEvent>,
+    /// User events delivered: (time, node, event name, Lamport time).
+    user_events: Vec<(Duration, usize, String, u64)>,
+    /// Queries delivered, and answers the askers took: (time, node, query name).
+    queries: Vec<(Duration, usize, String)>,
+    answers: Vec<(Duration, usize, String)>,
     /// When each graceful leave was reported done: (time, node).
     left: Vec<(Duration, usize)>,
     packets: u64,
@@ -104,6 +109,9 @@ impl Sim {
             latency: Duration::from_micros(300),
             events: Vec::new(),
             serf_events: Vec::new(),
+            user_events: Vec::new(),
+            queries: Vec::new(),
+            answers: Vec::new(),
             left: Vec::new(),
             packets: 0,
             bytes: 0,
@@ -239,7 +247,10 @@ impl Sim {
                 self.events
                     .push((self.now, i, e.kind, e.member.name.clone()));
             }
-            Output::ViewChanged => {}
+            Output::ViewChanged | Output::QueryDone { .. } => {}
+            Output::UserEvent(e) => self.user_events.push((self.now, i, e.name, e.ltime)),
+            Output::Query(q) => self.queries.push((self.now, i, q.name)),
+            Output::QueryAnswer(r) => self.answers.push((self.now, i, r.from)),
             Output::Refused { name, why, .. } => {
                 panic!("seed {}: node {i} refused {name:?}: {why}", self.seed)
             }
@@ -896,4 +907,75 @@ fn many_nodes_converge_after_joins() {
         sim.bytes as f64 / n as f64 / took.as_secs_f64()
     );
     assert_eq!(sim.failures(), 0, "seed {seed}");
+}
+
+/// Sends a user event from node `i` now, and carries out what it asks.
+fn send_event(sim: &mut Sim, i: usize, name: &str) {
+    let now = sim.start + sim.now;
+    let node = sim.nodes[i].as_mut().unwrap();
+    node.user_event(now, name, b"payload", false).unwrap();
+    sim.handle(i, None);
+}
+
+#[test]
+fn a_user_event_reaches_every_node_once_even_with_loss() {
+    for (seed, n, loss) in [(61, 100, 0.0), (62, 100, 0.05)] {
+        let (mut sim, _) = converged(seed, n, Config::lan(), Duration::from_secs(70));
+        sim.loss = loss;
+        let sent = sim.now;
+        send_event(&mut sim, 0, "deploy");
+        sim.run_until(sent + Duration::from_secs(20));
+        let got: Vec<&(Duration, usize, String, u64)> =
+            sim.user_events.iter().filter(|e| e.2 == "deploy").collect();
+        let nodes: HashSet<usize> = got.iter().map(|e| e.1).collect();
+        let last = got.iter().map(|e| e.0 - sent).max().unwrap();
+        eprintln!(
+            "seed {seed}: {n} nodes, loss {loss}: delivered {} times to {} nodes, the last after {last:?}",
+            got.len(),
+            nodes.len()
+        );
+        assert_eq!(
+            nodes.len(),
+            n,
+            "seed {seed}: every node, the sender included"
+        );
+        assert_eq!(got.len(), n, "seed {seed}: no node twice");
+    }
+}
+
+#[test]
+fn a_query_reaches_only_the_nodes_its_filter_selects_and_they_acknowledge() {
+    let seed = 63;
+    let (mut sim, _) = converged(seed, 40, Config::lan(), Duration::from_secs(70));
+    let now = sim.start + sim.now;
+    let ask = serf::Ask {
+        name: "uptime".into(),
+        ack: true,
+        timeout: Duration::from_secs(5),
+        filters: vec![serf::user::QueryFilter::Nodes(vec![
+            "n3".into(),
+            "n7".into(),
+        ])],
+        ..serf::Ask::default()
+    };
+    sim.nodes[0].as_mut().unwrap().query(now, ask, 42).unwrap();
+    sim.handle(0, None);
+    sim.run_until(sim.now + Duration::from_secs(6));
+    let delivered: HashSet<usize> = sim.queries.iter().map(|q| q.1).collect();
+    assert_eq!(
+        delivered,
+        HashSet::from([3, 7]),
+        "seed {seed}: only the selected"
+    );
+    let acks: HashSet<&String> = sim
+        .answers
+        .iter()
+        .filter(|a| a.1 == 0)
+        .map(|a| &a.2)
+        .collect();
+    assert_eq!(
+        acks.len(),
+        2,
+        "seed {seed}: acks from the two selected: {acks:?}"
+    );
 }

@@ -87,7 +87,49 @@ pub enum Command {
         /// Where the reply goes.
         done: oneshot::Sender<Result<usize, String>>,
     },
+    /// Send a user event (`serf event`).
+    UserEvent {
+        /// Its name.
+        name: String,
+        /// Its payload.
+        payload: Vec<u8>,
+        /// Whether handlers may coalesce it.
+        coalesce: bool,
+        /// Refused (too large) or sent.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Ask a query (`serf query`): its acknowledgements and answers go to `answers`, then
+    /// [`Answer::Done`].
+    Query {
+        /// The query.
+        ask: serf::Ask,
+        /// Where its answers go.
+        answers: mpsc::UnboundedSender<Answer>,
+        /// Refused or sent.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Answer a query a subscriber heard, by its handle.
+    Respond {
+        /// The handle [`Heard::Query`] gave.
+        handle: u64,
+        /// The answer.
+        payload: Vec<u8>,
+        /// Sent, or why not.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Hear membership events, user events and queries from now on; `false` in `done` when
+    /// there are too many subscribers.
+    Subscribe {
+        /// Where they go.
+        to: mpsc::Sender<Heard>,
+        /// Whether it was taken.
+        done: oneshot::Sender<bool>,
+    },
 }
+
+pub mod hub;
+
+pub use hub::{Answer, Heard};
 
 /// How long a [`Command::Join`] waits for its push/pulls.
 pub const JOIN_WAIT: Duration = Duration::from_secs(5);
@@ -398,6 +440,10 @@ struct Shell {
     max_members: usize,
     /// Joins asked for by command, waiting for their push/pulls.
     joins: Vec<PendingJoin>,
+    /// Subscribers and open queries.
+    hub: hub::Hub,
+    /// State of the generator of query ids.
+    query_ids: u64,
 }
 
 impl Shell {
@@ -450,6 +496,8 @@ impl Shell {
             },
             max_members,
             joins: Vec::new(),
+            hub: hub::Hub::default(),
+            query_ids: seed | 1,
         }
     }
 
@@ -476,7 +524,18 @@ impl Shell {
                 }
                 Output::Event(e) => {
                     tracing::info!(member = %e.member.name, addr = %e.member.addr, status = e.member.status.as_str(), event = ?e.kind, "membership");
+                    self.hub.member(&e);
                 }
+                Output::UserEvent(e) => {
+                    tracing::info!(name = %e.name, ltime = e.ltime, bytes = e.payload.len(), "user event");
+                    self.hub.user(e);
+                }
+                Output::Query(q) => {
+                    tracing::info!(name = %q.name, from = %q.source, ltime = q.ltime, "query");
+                    self.hub.query(Instant::now(), q);
+                }
+                Output::QueryAnswer(r) => self.hub.answer(r),
+                Output::QueryDone { ltime, id } => self.hub.done(ltime, id),
                 Output::Detector(e) => {
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
                 }
@@ -602,8 +661,60 @@ impl Shell {
         }
     }
 
+    /// A random query id (xorshift; Serf draws them at random too).
+    fn query_id(&mut self) -> u32 {
+        let mut x = self.query_ids;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.query_ids = x;
+        (x >> 33) as u32
+    }
+
+    /// The commands of the agent RPC and the event handlers.
+    fn agent_command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::UserEvent {
+                name,
+                payload,
+                coalesce,
+                done,
+            } => {
+                let _ = done.send(self.node.user_event(now, &name, &payload, coalesce));
+            }
+            Command::Query { ask, answers, done } => {
+                let id = self.query_id();
+                let r = self
+                    .node
+                    .query(now, ask, id)
+                    .map(|q| self.hub.asked(&q, answers));
+                let _ = done.send(r);
+            }
+            Command::Respond {
+                handle,
+                payload,
+                done,
+            } => {
+                let r = match self.hub.delivered(now, handle) {
+                    Some(q) => self.node.respond(now, &q, &payload),
+                    None => Err("no open query with that id".into()),
+                };
+                let _ = done.send(r);
+            }
+            Command::Subscribe { to, done } => {
+                let _ = done.send(self.hub.subscribe(to));
+            }
+            _ => {}
+        }
+    }
+
     async fn command(&mut self, command: Command) {
         match command {
+            c @ (Command::UserEvent { .. }
+            | Command::Query { .. }
+            | Command::Respond { .. }
+            | Command::Subscribe { .. }) => self.agent_command(c),
             Command::Join { seeds, done } => {
                 let addrs = resolve(&seeds).await;
                 if addrs.is_empty() {

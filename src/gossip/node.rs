@@ -112,6 +112,19 @@ pub enum Output {
     /// The graceful leave has had its time (or reached its deadline): the driver may report
     /// it done. Every [`Input::Leave`] gets one.
     Left,
+    /// A user event to deliver (handlers, RPC streams).
+    UserEvent(serf::user::UserEvent),
+    /// A query for this node to answer ([`Node::respond`]).
+    Query(serf::user::Query),
+    /// An answer to a query this node asked.
+    QueryAnswer(serf::user::QueryResponse),
+    /// A query this node asked is closed.
+    QueryDone {
+        /// Its Lamport time.
+        ltime: u64,
+        /// Its id.
+        id: u32,
+    },
     /// A push/pull or stream could not be read (the driver logs it at debug level).
     BadStream {
         /// The peer.
@@ -491,6 +504,18 @@ impl Node {
                         self.swim.forget(&name);
                     }
                     serf::Output::Changed => changed = true,
+                    serf::Output::UserEvent(e) => self.outputs.push_back(Output::UserEvent(e)),
+                    serf::Output::Query(q) => self.outputs.push_back(Output::Query(q)),
+                    serf::Output::QueryAnswer(r) => {
+                        self.outputs.push_back(Output::QueryAnswer(r));
+                    }
+                    serf::Output::QueryDone { ltime, id } => {
+                        self.outputs.push_back(Output::QueryDone { ltime, id });
+                    }
+                    serf::Output::SendTo { to, body } => {
+                        let bytes = self.seal(frame(&[Msg::User(body)]));
+                        self.outputs.push_back(Output::Transmit { to, bytes });
+                    }
                 }
             }
             if changed {
@@ -501,12 +526,7 @@ impl Node {
             };
             match out {
                 swim::Output::Send { to, msgs } => {
-                    let mut bytes = frame(&msgs);
-                    if let Some(c) = &self.crypt {
-                        bytes = c
-                            .keyring
-                            .seal(crypto::SEND_VERSION, &c.nonce(), &bytes, b"");
-                    }
+                    let bytes = self.seal(frame(&msgs));
                     self.outputs.push_back(Output::Transmit { to, bytes });
                 }
                 swim::Output::PushPull { to, join } => {
@@ -522,6 +542,59 @@ impl Node {
                 }
             }
         }
+    }
+}
+
+impl Node {
+    /// A datagram as it goes out: sealed with the primary key in an encrypted cluster.
+    fn seal(&self, bytes: Vec<u8>) -> Vec<u8> {
+        match &self.crypt {
+            Some(c) => c
+                .keyring
+                .seal(crypto::SEND_VERSION, &c.nonce(), &bytes, b""),
+            None => bytes,
+        }
+    }
+
+    /// Sends a user event (`serf event`); see [`Serf::user_event`].
+    pub fn user_event(
+        &mut self,
+        now: Instant,
+        name: &str,
+        payload: &[u8],
+        coalesce: bool,
+    ) -> Result<(), String> {
+        let r = self.serf.user_event(name, payload, coalesce);
+        self.pump(now);
+        r
+    }
+
+    /// Asks a query (`serf query`) with this id; see [`Serf::query`].
+    pub fn query(
+        &mut self,
+        now: Instant,
+        ask: serf::Ask,
+        id: u32,
+    ) -> Result<serf::user::Query, String> {
+        let addr = self.swim.member(self.swim.name()).map(|m| m.addr);
+        let Some(addr) = addr else {
+            return Err("this node has no address yet".into());
+        };
+        let r = self.serf.query(now, addr, ask, id);
+        self.pump(now);
+        r
+    }
+
+    /// Answers a query delivered by [`Output::Query`].
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        q: &serf::user::Query,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        let r = self.serf.respond(q, payload);
+        self.pump(now);
+        r
     }
 }
 

@@ -20,7 +20,10 @@ use super::msgpack::{self, Value};
 use super::swim::{self, EventKind as SwimKind, Rng};
 use super::wire::{self, WireError, serf_kind};
 
+mod events;
 pub mod user;
+
+pub use events::Ask;
 
 /// Reconnect and reap timings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +134,27 @@ pub enum Output {
     Forget(String),
     /// Something in the view changed (status or suspicion): publish it.
     Changed,
+    /// A user event to deliver (handlers, RPC streams): new, and not from before our join.
+    UserEvent(user::UserEvent),
+    /// A query this node is to answer (its filters select us; not an internal one): deliver
+    /// it, and give answers through [`Serf::respond`].
+    Query(user::Query),
+    /// An answer to a query this node asked, still open.
+    QueryAnswer(user::QueryResponse),
+    /// A query this node asked is closed: no more answers.
+    QueryDone {
+        /// Its Lamport time.
+        ltime: u64,
+        /// Its id.
+        id: u32,
+    },
+    /// Send this Serf message straight to this address (a query's answers).
+    SendTo {
+        /// The asker's gossip address.
+        to: SocketAddr,
+        /// The message, type byte first.
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,7 +324,29 @@ pub struct Serf {
     next_reap: Instant,
     rng: Rng,
     leaving: bool,
+    /// The user-event clock and what it has seen (names and payloads per Lamport time).
+    event_clock: u64,
+    events: user::Seen<(String, Vec<u8>)>,
+    /// The query clock and the query ids it has seen.
+    query_clock: u64,
+    queries: user::Seen<u32>,
+    /// Queries this node asked, by (Lamport time, id): when answers stop being taken, and who
+    /// has acknowledged and answered (each once).
+    asked: BTreeMap<(u64, u32), Asked>,
+    /// Whether a push/pull has been merged (the first one sets where events start).
+    merged: bool,
 }
+
+/// A query this node asked, open until `until`.
+#[derive(Debug)]
+struct Asked {
+    until: Instant,
+    acks: std::collections::BTreeSet<String>,
+    answers: std::collections::BTreeSet<String>,
+}
+
+/// Most queries of this node open at once.
+const MAX_ASKED: usize = 64;
 
 impl Serf {
     /// The layer for the node `me` at `addr` with `tags`.
@@ -336,6 +382,13 @@ impl Serf {
             outputs: VecDeque::new(),
             rng: Rng::new(seed),
             leaving: false,
+            // Serf starts both clocks at 1.
+            event_clock: 1,
+            events: user::Seen::default(),
+            query_clock: 1,
+            queries: user::Seen::default(),
+            asked: BTreeMap::new(),
+            merged: false,
         }
     }
 
@@ -361,7 +414,9 @@ impl Serf {
 
     /// When `tick` is next due.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_reconnect.min(self.next_reap)
+        let asked = self.asked.values().map(|a| a.until).min();
+        let t = self.next_reconnect.min(self.next_reap);
+        asked.map_or(t, |a| a.min(t))
     }
 
     fn witness(&mut self, t: u64) {
@@ -497,14 +552,22 @@ impl Serf {
         self.emit(kind, name);
     }
 
-    /// A Serf user message from gossip (a join or leave intent; other kinds are ignored).
-    /// Returns whether it was new, in which case it was queued for rebroadcast.
+    /// A Serf user message from gossip: an intent, a user event, a query or an answer (other
+    /// kinds are ignored). Returns whether it was new, in which case it was queued for
+    /// rebroadcast (answers are not rebroadcast).
     pub fn on_user(&mut self, now: Instant, body: &[u8]) -> bool {
         let Some((&kind, rest)) = body.split_first() else {
             return false;
         };
-        if kind != serf_kind::JOIN && kind != serf_kind::LEAVE {
-            return false;
+        match kind {
+            serf_kind::USER_EVENT => return self.on_event(body, rest),
+            serf_kind::QUERY => return self.on_query(now, body, rest),
+            serf_kind::QUERY_RESPONSE => {
+                self.on_answer(rest);
+                return false;
+            }
+            serf_kind::JOIN | serf_kind::LEAVE => {}
+            _ => return false,
         }
         let Ok((v, _)) = msgpack::decode(rest) else {
             return false;
@@ -613,7 +676,9 @@ impl Serf {
                 .filter(|m| m.status == Status::Left)
                 .map(|m| m.name.clone())
                 .collect(),
-            ..PushPullState::default()
+            event_ltime: self.event_clock,
+            events: self.recent_events(),
+            query_ltime: self.query_clock,
         }
         .encode()
     }
@@ -628,6 +693,7 @@ impl Serf {
         if pp.ltime != 0 && self.plausible(pp.ltime) {
             self.witness(pp.ltime.wrapping_sub(1));
         }
+        self.merge_events(pp.event_ltime, pp.query_ltime, &pp.events);
         let left: std::collections::BTreeSet<&String> = pp.left_members.iter().collect();
         for (name, t) in &pp.status_ltimes {
             if super::validate::name(name).is_err() || !self.plausible(*t) {
@@ -660,6 +726,7 @@ impl Serf {
             self.next_reap = now + self.config.reap_interval;
             self.reap(now);
         }
+        self.close_queries(now);
     }
 
     fn reconnect(&mut self) {

@@ -302,7 +302,9 @@ fn raw_or_nil(b: &[u8]) -> Value {
 }
 
 fn bytes(v: Option<&Value>) -> Vec<u8> {
-    v.and_then(Value::as_bytes).map(<[u8]>::to_vec).unwrap_or_default()
+    v.and_then(Value::as_bytes)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
 }
 
 /// An event or query name: UTF-8 without control characters, at most 128 bytes. It reaches
@@ -335,7 +337,10 @@ impl<K: PartialEq> Seen<K> {
         if ltime < self.min_time || (now > BUFFER && ltime < now - BUFFER) {
             return false;
         }
-        let slot = self.slots.entry(ltime % BUFFER).or_insert((ltime, Vec::new()));
+        let slot = self
+            .slots
+            .entry(ltime % BUFFER)
+            .or_insert((ltime, Vec::new()));
         if slot.0 != ltime {
             *slot = (ltime, Vec::new());
         }
@@ -348,7 +353,11 @@ impl<K: PartialEq> Seen<K> {
 
     /// The slots in time order, for the push/pull (events only).
     pub fn recent(&self) -> impl Iterator<Item = (u64, &[K])> {
-        let mut all: Vec<(u64, &[K])> = self.slots.values().map(|(t, k)| (*t, k.as_slice())).collect();
+        let mut all: Vec<(u64, &[K])> = self
+            .slots
+            .values()
+            .map(|(t, k)| (*t, k.as_slice()))
+            .collect();
         all.sort_by_key(|(t, _)| *t);
         all.into_iter()
     }
