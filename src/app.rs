@@ -401,6 +401,7 @@ fn start_gossip(
             encrypted: keyring.is_some(),
             tags: g.tags.clone(),
             commands: commands.clone(),
+            monitor: Some(std::sync::Arc::new(crate::logging::monitor)),
         };
         match crate::gossip::agent::serve(addr, agent) {
             Ok(local) => {

@@ -26,7 +26,7 @@ pub fn init(default: LevelFilter, verbose: u8) {
     };
     tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Line(Vec::new()))
         .without_time()
         .with_target(false)
         .with_ansi(false)
@@ -36,6 +36,55 @@ pub fn init(default: LevelFilter, verbose: u8) {
         .init();
     if bad {
         tracing::warn!(value = %raw, "MUSTER_LOG is not one of error, warn, info, debug, trace, off; using the default");
+    }
+}
+
+/// Lines a monitor may leave unread before it loses some.
+const MONITOR_BACKLOG: usize = 512;
+
+/// Where muster's log lines also go: the `serf monitor` clients of the agent RPC.
+static MONITORS: std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<String>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Every log line muster writes from now on, as long as the receiver lives (a slow reader
+/// loses lines, never holds logging back).
+pub fn monitor() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(MONITOR_BACKLOG);
+    if let Ok(mut list) = MONITORS.lock() {
+        list.retain(|m| !m.is_closed());
+        list.push(tx);
+    }
+    rx
+}
+
+/// One formatted line: written to stderr whole when dropped, and passed to the monitors.
+struct Line(Vec<u8>);
+
+impl std::io::Write for Line {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), &self.0);
+        let Ok(mut list) = MONITORS.lock() else {
+            return;
+        };
+        if list.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.0).trim_end().to_owned();
+        list.retain(|m| !m.is_closed());
+        for m in list.iter() {
+            let _ = m.try_send(text.clone());
+        }
     }
 }
 

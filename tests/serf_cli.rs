@@ -47,6 +47,12 @@ rpc_addr = "127.0.0.1:{rpc}"
 
 /// A real `serf agent` on loopback; its gossip port.
 fn start_serf(name: &str) -> (Child, u16) {
+    let (child, gossip, _) = start_serf_with(name, &[]);
+    (child, gossip)
+}
+
+/// A real `serf agent` on loopback with these extra arguments; its gossip and RPC ports.
+fn start_serf_with(name: &str, extra: &[&str]) -> (Child, u16, u16) {
     let (gossip, rpc) = (free_port(), free_port());
     let child = common::owned(
         Command::new("serf")
@@ -54,12 +60,16 @@ fn start_serf(name: &str) -> (Child, u16) {
             .arg(format!("-bind=127.0.0.1:{gossip}"))
             .arg(format!("-rpc-addr=127.0.0.1:{rpc}"))
             .args(["-tag", "role=balancer"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     )
     .spawn()
     .expect("serf is installed (tests/run installs it)");
-    (child, gossip)
+    eventually("serf agent listening", LONG, || {
+        TcpStream::connect(("127.0.0.1", rpc)).is_ok()
+    });
+    (child, gossip, rpc)
 }
 
 /// `serf ARGS -rpc-addr=127.0.0.1:RPC`: exit code and stdout + stderr.
@@ -147,9 +157,12 @@ fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     assert!(rtt.contains("Could not find a coordinate"), "{rtt}");
 
     // Not served yet: said so, and the CLI fails as it does on any agent error.
-    let (code, out) = serf(rpc, &["event", "deploy"]);
+    let (code, out) = serf(rpc, &["force-leave", "nobody"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("muster does not serve event yet"), "{out}");
+    assert!(
+        out.contains("muster does not serve force-leave yet"),
+        "{out}"
+    );
 
     // serf dies: muster's listing says failed, as serf's own would.
     agent.kill().unwrap();
@@ -189,4 +202,86 @@ fn the_auth_key_is_required_and_broken_or_idle_clients_do_not_block_the_rpc() {
         .count();
     assert!(open < 120, "{open} descriptors open in muster");
     drop(idle);
+}
+
+#[test]
+fn user_events_and_queries_cross_between_serf_and_muster_and_serf_monitor_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_m, _, rpc) = start_muster(dir.path(), "m1", "");
+    // serf's handlers: user events appended to a file, `uptime` answered.
+    let seen = dir.path().join("seen");
+    let script = dir.path().join("handler.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$SERF_EVENT\" = query ]; then echo \"up from $SERF_SELF_NAME\"; else echo \"$SERF_EVENT $SERF_USER_EVENT $(cat)\" >> {}; fi\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", script.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let handler = format!("-event-handler={}", script.display());
+    let (_agent, serf_gossip, serf_rpc) = start_serf_with("s1", &[&handler]);
+    // `serf monitor` against muster: its log lines and the events it hears.
+    let monitor = common::owned(
+        Command::new("timeout")
+            .args([
+                "15",
+                "serf",
+                "monitor",
+                &format!("-rpc-addr=127.0.0.1:{rpc}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out) = serf(rpc, &["join", &format!("127.0.0.1:{serf_gossip}")]);
+    assert_eq!(code, 0, "{out}");
+
+    // muster → serf: the event reaches serf's handler with its payload.
+    let (code, out) = serf(rpc, &["event", "deploy", "v2"]);
+    assert_eq!(code, 0, "{out}");
+    eventually("serf's handler ran", LONG, || {
+        std::fs::read_to_string(&seen).is_ok_and(|t| t.contains("user deploy v2"))
+    });
+    // A query asked through muster: both acknowledge, serf's handler answers.
+    let (code, out) = serf(rpc, &["query", "-timeout=3s", "uptime"]);
+    assert_eq!(code, 0, "{out}");
+    for needle in [
+        "Ack from 'm1'",
+        "Ack from 's1'",
+        "Response from 's1': up from s1",
+    ] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    // serf → muster: its event reaches muster, its query is acknowledged by muster.
+    let (code, out) = serf(serf_rpc, &["event", "fromserf", "abc"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, out) = serf(serf_rpc, &["query", "-timeout=2s", "-node=m1", "uptime"]);
+    assert!(
+        out.contains("Ack from 'm1'") && !out.contains("Ack from 's1'"),
+        "{out}"
+    );
+    // Too large for Serf's limit: refused, as serf refuses it.
+    let big = "x".repeat(600);
+    let (code, out) = serf(rpc, &["event", "big", &big]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("exceeds the limit"), "{out}");
+
+    std::thread::sleep(Duration::from_millis(500));
+    common::signal(monitor.id() as i32, libc::SIGTERM);
+    let shown = String::from_utf8(monitor.wait_with_output().unwrap().stdout).unwrap();
+    for needle in [
+        "Name: \"fromserf\"",
+        "Payload: \"abc\"",
+        "Event: \"member-join\"",
+        "muster: info user event name=fromserf",
+    ] {
+        assert!(shown.contains(needle), "{needle}: {shown}");
+    }
 }

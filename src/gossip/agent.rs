@@ -19,9 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::driver::Command;
+use super::driver::{Answer, Command, Heard};
 use super::limits::{AcceptBackoff, Slots};
 use super::rpc::{self, MemberInfo, Request, Session, Step};
+use super::serf::EventKind;
+use super::serf::user::QueryFilter;
 
 /// Most RPC connections open at once.
 pub const MAX_CLIENTS: usize = 64;
@@ -43,7 +45,12 @@ pub struct Agent {
     pub tags: BTreeMap<String, String>,
     /// The gossip driver.
     pub commands: mpsc::UnboundedSender<Command>,
+    /// Gives muster's log lines from now on (`serf monitor`).
+    pub monitor: Option<Monitor>,
 }
+
+/// A source of muster's log lines, one receiver per monitor.
+pub type Monitor = std::sync::Arc<dyn Fn() -> mpsc::Receiver<String> + Send + Sync>;
 
 /// Listens on `addr` and serves RPC clients in a task (within a tokio runtime).
 pub fn serve(addr: SocketAddr, agent: Agent) -> std::io::Result<SocketAddr> {
@@ -101,54 +108,310 @@ async fn accept_loop(listener: TcpListener, agent: Agent) {
     }
 }
 
-/// One client: requests in, answers out, until it closes or breaks the protocol.
-async fn client(mut stream: TcpStream, peer: SocketAddr, agent: &Agent) {
-    let mut session = Session::new(agent.auth.clone());
-    let mut buf = vec![0u8; 16 * 1024];
-    let shaken_by = tokio::time::Instant::now() + HANDSHAKE_TIME;
-    let mut shaken = false;
-    loop {
-        let read = if shaken {
-            stream.read(&mut buf).await
-        } else {
-            match tokio::time::timeout_at(shaken_by, stream.read(&mut buf)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::debug!(%peer, "rpc: no handshake in time, closed");
-                    return;
-                }
-            }
-        };
-        let n = match read {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        session.feed(&buf[..n]);
-        while let Some(step) = session.step() {
-            let out = match step {
-                Step::Reply(bytes) => {
-                    shaken = true;
-                    bytes
-                }
-                Step::Close { reply, why } => {
-                    tracing::debug!(%peer, %why, "rpc: connection closed");
-                    if let Some(r) = reply {
-                        let _ = stream.write_all(&r).await;
-                    }
-                    return;
-                }
-                Step::Call { seq, request } => {
-                    match tokio::time::timeout(REQUEST_TIME, answer(agent, seq, request)).await {
-                        Ok(bytes) => bytes,
-                        Err(_) => rpc::header(seq, "muster: the request timed out"),
-                    }
-                }
-            };
-            if stream.write_all(&out).await.is_err() {
+/// Answers a slow client may leave unread before stream records are dropped for it.
+const CLIENT_BACKLOG: usize = 1024;
+/// Most streams and queries one connection runs at once.
+const MAX_STREAMS: usize = 16;
+/// Longest query a client may ask for.
+const MAX_QUERY_TIME: Duration = Duration::from_secs(300);
+
+/// One client: requests in, answers out (through a writer task, so streams and queries can
+/// send records while requests are read), until it closes or breaks the protocol.
+async fn client(stream: TcpStream, peer: SocketAddr, agent: &Agent) {
+    let (mut read, mut write) = stream.into_split();
+    let (out, mut outgoing) = mpsc::channel::<Vec<u8>>(CLIENT_BACKLOG);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = outgoing.recv().await {
+            if write.write_all(&bytes).await.is_err() {
                 return;
             }
         }
+    });
+    let mut streams: BTreeMap<u64, tokio::task::AbortHandle> = BTreeMap::new();
+    let mut session = Session::new(agent.auth.clone());
+    let mut buf = vec![0u8; 16 * 1024];
+    let shaken_by = tokio::time::Instant::now() + HANDSHAKE_TIME;
+    'conn: loop {
+        let n = match tokio::time::timeout_at(shaken_by, read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            Err(_) if session.shaken() => match read.read(&mut buf).await {
+                Ok(n) if n > 0 => n,
+                _ => break,
+            },
+            Err(_) => {
+                tracing::debug!(%peer, "rpc: no handshake in time, closed");
+                break;
+            }
+            _ => break,
+        };
+        session.feed(&buf[..n]);
+        while let Some(step) = session.step() {
+            let bytes = match step {
+                Step::Reply(bytes) => bytes,
+                Step::Close { reply, why } => {
+                    tracing::debug!(%peer, %why, "rpc: connection closed");
+                    if let Some(r) = reply {
+                        let _ = out.send(r).await;
+                    }
+                    break 'conn;
+                }
+                Step::Call { seq, request } => {
+                    streams.retain(|_, t| !t.is_finished());
+                    match call(agent, seq, request, &out, &mut streams).await {
+                        Some(bytes) => bytes,
+                        None => continue,
+                    }
+                }
+            };
+            if out.send(bytes).await.is_err() {
+                break 'conn;
+            }
+        }
     }
+    for t in streams.values() {
+        t.abort();
+    }
+    drop(out);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+}
+
+/// Carries out one request: the answer to send, or `None` when a stream or query task
+/// sends its own.
+async fn call(
+    agent: &Agent,
+    seq: u64,
+    request: Request,
+    out: &mpsc::Sender<Vec<u8>>,
+    streams: &mut BTreeMap<u64, tokio::task::AbortHandle>,
+) -> Option<Vec<u8>> {
+    let long = matches!(request, Request::Stream { .. } | Request::Query(_));
+    if long && streams.len() >= MAX_STREAMS {
+        return Some(rpc::header(
+            seq,
+            "too many streams and queries on this connection",
+        ));
+    }
+    match request {
+        Request::Stream { kind } => {
+            let Some(filter) = rpc::StreamFilter::parse(&kind) else {
+                return Some(rpc::header(seq, "Invalid event filter"));
+            };
+            if streams.contains_key(&seq) {
+                return Some(rpc::header(seq, "Stream with given sequence exists"));
+            }
+            let task = stream_events(agent.clone(), seq, filter, out.clone()).await;
+            match task {
+                Ok(t) => {
+                    streams.insert(seq, t);
+                    None
+                }
+                Err(e) => Some(rpc::header(seq, &e)),
+            }
+        }
+        Request::Query(q) => match start_query(agent, seq, q, out.clone()).await {
+            Ok(t) => {
+                streams.insert(seq, t);
+                None
+            }
+            Err(e) => Some(rpc::header(seq, &e)),
+        },
+        Request::Monitor { level } => {
+            let Some(min) = log_rank(&level) else {
+                return Some(rpc::header(
+                    seq,
+                    &format!("Unknown log level: {}", level.to_uppercase()),
+                ));
+            };
+            let Some(source) = &agent.monitor else {
+                return Some(rpc::header(seq, "muster's log is not available here"));
+            };
+            if streams.contains_key(&u64::MAX) {
+                return Some(rpc::header(seq, "Monitor already exists"));
+            }
+            let mut lines = source();
+            let _ = out.send(rpc::header(seq, "")).await;
+            let out = out.clone();
+            let task = tokio::spawn(async move {
+                while let Some(line) = lines.recv().await {
+                    if line_rank(&line) < min {
+                        continue;
+                    }
+                    let record = [rpc::header(seq, ""), rpc::log_record(&line)].concat();
+                    if out.try_send(record).is_err() && out.is_closed() {
+                        return;
+                    }
+                }
+            });
+            // One monitor per connection, as Serf; `stop` names it by its own seq.
+            streams.insert(u64::MAX, task.abort_handle());
+            streams.insert(seq, task.abort_handle());
+            None
+        }
+        Request::Stop { seq: which } => {
+            if let Some(t) = streams.remove(&which) {
+                t.abort();
+            }
+            Some(rpc::header(seq, ""))
+        }
+        other => Some(
+            match tokio::time::timeout(REQUEST_TIME, answer(agent, seq, other)).await {
+                Ok(bytes) => bytes,
+                Err(_) => rpc::header(seq, "muster: the request timed out"),
+            },
+        ),
+    }
+}
+
+/// Subscribes to the driver and sends the events `filter` wants as records under `seq`
+/// (after the answer to the `stream` request itself).
+async fn stream_events(
+    agent: Agent,
+    seq: u64,
+    filter: rpc::StreamFilter,
+    out: mpsc::Sender<Vec<u8>>,
+) -> Result<tokio::task::AbortHandle, String> {
+    let (tx, mut heard) = mpsc::channel(super::driver::hub::SUBSCRIBER_BACKLOG);
+    let (done, taken) = oneshot::channel();
+    agent
+        .commands
+        .send(Command::Subscribe { to: tx, done })
+        .map_err(|_| "gossip has stopped".to_owned())?;
+    if !taken.await.unwrap_or(false) {
+        return Err("too many event streams".into());
+    }
+    let _ = out.send(rpc::header(seq, "")).await;
+    let task = tokio::spawn(async move {
+        while let Some(h) = heard.recv().await {
+            let Some(record) = record_for(&filter, h) else {
+                continue;
+            };
+            // A client that does not read loses records; it never holds gossip back.
+            if out
+                .try_send([rpc::header(seq, ""), record].concat())
+                .is_err()
+                && out.is_closed()
+            {
+                return;
+            }
+        }
+    });
+    Ok(task.abort_handle())
+}
+
+/// The record a stream sends for what it heard, if its filter wants it.
+fn record_for(filter: &rpc::StreamFilter, h: Heard) -> Option<Vec<u8>> {
+    match h {
+        Heard::Member(e) => {
+            let kind = match e.kind {
+                EventKind::Join => "member-join",
+                EventKind::Leave => "member-leave",
+                EventKind::Failed => "member-failed",
+                EventKind::Update => "member-update",
+                EventKind::Reap => "member-reap",
+            };
+            filter.wants(kind, None).then(|| {
+                let m = MemberInfo {
+                    name: e.member.name,
+                    addr: e.member.addr,
+                    tags: e.member.tags,
+                    status: e.member.status.as_str(),
+                };
+                rpc::member_event_record(kind, &[m])
+            })
+        }
+        Heard::User(e) => filter
+            .wants("user", Some(&e.name))
+            .then(|| rpc::user_event_record(e.ltime, &e.name, &e.payload, e.coalesce)),
+        Heard::Query { handle, query } => filter
+            .wants("query", Some(&query.name))
+            .then(|| rpc::query_event_record(handle, query.ltime, &query.name, &query.payload)),
+    }
+}
+
+/// Asks a query and sends its acknowledgements, answers and end as records under `seq`.
+async fn start_query(
+    agent: &Agent,
+    seq: u64,
+    q: rpc::Query,
+    out: mpsc::Sender<Vec<u8>>,
+) -> Result<tokio::task::AbortHandle, String> {
+    let mut filters = Vec::new();
+    if !q.filter_nodes.is_empty() {
+        filters.push(QueryFilter::Nodes(q.filter_nodes));
+    }
+    for (tag, expr) in q.filter_tags {
+        filters.push(QueryFilter::Tag { tag, expr });
+    }
+    let timeout = match q.timeout_ns {
+        0 => default_query_timeout(members(agent).await.map_or(1, |m| m.len())),
+        ns => Duration::from_nanos(ns).min(MAX_QUERY_TIME),
+    };
+    let ask = crate::gossip::serf::Ask {
+        name: q.name,
+        payload: q.payload,
+        filters,
+        ack: q.request_ack,
+        timeout,
+    };
+    let (answers, mut heard) = mpsc::unbounded_channel();
+    let (done, sent) = oneshot::channel();
+    agent
+        .commands
+        .send(Command::Query { ask, answers, done })
+        .map_err(|_| "gossip has stopped".to_owned())?;
+    sent.await.map_err(|_| "gossip has stopped".to_owned())??;
+    let _ = out.send(rpc::header(seq, "")).await;
+    let task = tokio::spawn(async move {
+        while let Some(a) = heard.recv().await {
+            let record = match &a {
+                Answer::Ack(from) => rpc::query_record("ack", from, None),
+                Answer::Response(from, p) => rpc::query_record("response", from, Some(p)),
+                Answer::Done => rpc::query_record("done", "", None),
+            };
+            if out
+                .send([rpc::header(seq, ""), record].concat())
+                .await
+                .is_err()
+                || a == Answer::Done
+            {
+                return;
+            }
+        }
+    });
+    Ok(task.abort_handle())
+}
+
+/// Serf's log levels, lowest first (`ERR` is Serf's name for error).
+fn log_rank(level: &str) -> Option<u8> {
+    match level.to_ascii_uppercase().as_str() {
+        "TRACE" => Some(0),
+        "DEBUG" => Some(1),
+        "INFO" | "" => Some(2),
+        "WARN" => Some(3),
+        "ERR" | "ERROR" => Some(4),
+        _ => None,
+    }
+}
+
+/// The level of one of muster's lines (`muster: LEVEL …`, or JSON with `"level"`).
+fn line_rank(line: &str) -> u8 {
+    let word = line
+        .strip_prefix("muster: ")
+        .and_then(|l| l.split_whitespace().next())
+        .or_else(|| {
+            line.split("\"level\":\"")
+                .nth(1)
+                .and_then(|l| l.split('"').next())
+        })
+        .unwrap_or("info");
+    log_rank(word).unwrap_or(2)
+}
+
+/// Serf's default query timeout: gossip interval × 16 × ⌈log10(n + 1)⌉ (3.2 s below 10
+/// members with the LAN interval of 200 ms).
+fn default_query_timeout(n: usize) -> Duration {
+    let scale = ((n as f64 + 1.0).log10().ceil() as u32).max(1);
+    Duration::from_millis(200) * 16 * scale
 }
 
 /// The answer to one request: header and body.
@@ -183,7 +446,37 @@ async fn answer(agent: &Agent, seq: u64, request: Request) -> Vec<u8> {
             None => rpc::header(seq, "gossip has stopped"),
         },
         Request::GetCoordinate { .. } => with_body(rpc::no_coordinate_body()),
-        Request::Stop { .. } => rpc::header(seq, ""),
+        Request::Event {
+            name,
+            payload,
+            coalesce,
+        } => {
+            let (done, reply) = oneshot::channel();
+            let asked = agent.commands.send(Command::UserEvent {
+                name,
+                payload,
+                coalesce,
+                done,
+            });
+            match (asked, reply.await) {
+                (Ok(()), Ok(Ok(()))) => rpc::header(seq, ""),
+                (Ok(()), Ok(Err(e))) => rpc::header(seq, &e),
+                _ => rpc::header(seq, "gossip has stopped"),
+            }
+        }
+        Request::Respond { id, payload } => {
+            let (done, reply) = oneshot::channel();
+            let asked = agent.commands.send(Command::Respond {
+                handle: id,
+                payload,
+                done,
+            });
+            match (asked, reply.await) {
+                (Ok(()), Ok(Ok(()))) => rpc::header(seq, ""),
+                (Ok(()), Ok(Err(e))) => rpc::header(seq, &e),
+                _ => rpc::header(seq, "gossip has stopped"),
+            }
+        }
         other => rpc::header(seq, &format!("muster does not serve {} yet", name(&other))),
     }
 }

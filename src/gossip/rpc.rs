@@ -199,6 +199,11 @@ impl Session {
         }
     }
 
+    /// Whether the handshake was done.
+    pub fn shaken(&self) -> bool {
+        self.shaken
+    }
+
     /// Appends bytes the connection delivered.
     pub fn feed(&mut self, bytes: &[u8]) {
         if !self.closed {
@@ -580,6 +585,92 @@ pub fn stats_body(sections: &[(&str, Vec<(String, String)>)]) -> Vec<u8> {
 /// A `monitor` record: one log line.
 pub fn log_record(line: &str) -> Vec<u8> {
     msgpack::to_vec(&Value::map([("Log", Value::Raw(line.as_bytes().to_vec()))]))
+}
+
+/// A `stream` record for a membership event: `{Event: "member-join", Members: [...]}`.
+pub fn member_event_record(event: &str, members: &[MemberInfo]) -> Vec<u8> {
+    let list = members.iter().map(member_value).collect();
+    msgpack::to_vec(&Value::map([
+        ("Event", Value::Raw(event.as_bytes().to_vec())),
+        ("Members", Value::Array(list)),
+    ]))
+}
+
+/// A `stream` record for a user event: `{Event: "user", LTime, Name, Payload, Coalesce}`.
+pub fn user_event_record(ltime: u64, name: &str, payload: &[u8], coalesce: bool) -> Vec<u8> {
+    msgpack::to_vec(&Value::map([
+        ("Event", Value::Raw(b"user".to_vec())),
+        ("LTime", Value::Uint(ltime)),
+        ("Name", Value::Raw(name.as_bytes().to_vec())),
+        ("Payload", Value::Raw(payload.to_vec())),
+        ("Coalesce", Value::Bool(coalesce)),
+    ]))
+}
+
+/// A `stream` record for a query to answer with `respond {ID}`:
+/// `{Event: "query", ID, LTime, Name, Payload}`.
+pub fn query_event_record(id: u64, ltime: u64, name: &str, payload: &[u8]) -> Vec<u8> {
+    msgpack::to_vec(&Value::map([
+        ("Event", Value::Raw(b"query".to_vec())),
+        ("ID", Value::Uint(id)),
+        ("LTime", Value::Uint(ltime)),
+        ("Name", Value::Raw(name.as_bytes().to_vec())),
+        ("Payload", Value::Raw(payload.to_vec())),
+    ]))
+}
+
+/// A `query` record: `{Type: "ack" | "response" | "done", From, Payload}`.
+pub fn query_record(kind: &str, from: &str, payload: Option<&[u8]>) -> Vec<u8> {
+    msgpack::to_vec(&Value::map([
+        ("Type", Value::Raw(kind.as_bytes().to_vec())),
+        ("From", Value::Raw(from.as_bytes().to_vec())),
+        (
+            "Payload",
+            payload.map_or(Value::Nil, |p| Value::Raw(p.to_vec())),
+        ),
+    ]))
+}
+
+/// Which events a `stream` wants, in Serf's syntax: `*`, or a comma-separated list of
+/// `member-join`, `member-leave`, `member-failed`, `member-update`, `member-reap`, `user`,
+/// `user:NAME`, `query`, `query:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFilter(Vec<(String, Option<String>)>);
+
+impl StreamFilter {
+    /// Reads Serf's syntax; `None` when a part is not one of the above.
+    pub fn parse(text: &str) -> Option<StreamFilter> {
+        const KINDS: [&str; 8] = [
+            "*",
+            "member-join",
+            "member-leave",
+            "member-failed",
+            "member-update",
+            "member-reap",
+            "user",
+            "query",
+        ];
+        let mut parts = Vec::new();
+        for part in text.split(',') {
+            let (kind, name) = match part.split_once(':') {
+                Some((k @ ("user" | "query"), n)) if !n.is_empty() => (k, Some(n.to_owned())),
+                Some(_) => return None,
+                None => (part, None),
+            };
+            if !KINDS.contains(&kind) {
+                return None;
+            }
+            parts.push((kind.to_owned(), name));
+        }
+        Some(StreamFilter(parts))
+    }
+
+    /// Whether an event of `kind` (`member-join`…, `user`, `query`) named `name` passes.
+    pub fn wants(&self, kind: &str, name: Option<&str>) -> bool {
+        self.0
+            .iter()
+            .any(|(k, n)| k == "*" || (k == kind && n.as_deref().is_none_or(|n| Some(n) == name)))
+    }
 }
 
 /// Why a filter cannot be applied (a regular expression that does not compile).

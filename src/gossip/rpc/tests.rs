@@ -313,3 +313,17 @@ fn filters_match_as_serfs_do_anchored_regular_expressions() {
     };
     assert!(filter(all, &long).is_err());
 }
+
+#[test]
+fn stream_filters_read_serfs_syntax() {
+    let f = StreamFilter::parse("member-join,user:deploy,query").unwrap();
+    assert!(f.wants("member-join", None));
+    assert!(!f.wants("member-leave", None));
+    assert!(f.wants("user", Some("deploy")));
+    assert!(!f.wants("user", Some("other")));
+    assert!(f.wants("query", Some("uptime")));
+    assert!(StreamFilter::parse("*").unwrap().wants("member-reap", None));
+    for bad in ["", "members", "user:", "member-join:x", "user,,query"] {
+        assert_eq!(StreamFilter::parse(bad), None, "{bad}");
+    }
+}
