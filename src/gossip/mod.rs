@@ -26,7 +26,11 @@
 //! - `rpc`, Serf's agent RPC (the pure session and answers), and `agent`, its TCP server on
 //!   `[gossip] rpc_addr`, so the `serf` CLI works against muster (`tests/serf_cli.rs`).
 //!
-//! Not done: Serf's user events and queries, and the RPC commands built on them.
+//! - `serf::user` and `serf/events.rs`: Serf's user events and queries (wire format,
+//!   Lamport clocks, de-duplication, answers), and the driver's `hub` that hands them to RPC
+//!   streams.
+//!
+//! Not done: event handler scripts, Serf's key queries, `_serf_conflict`, relayed answers.
 
 pub mod agent;
 pub mod crypto;
