@@ -22,6 +22,9 @@
 //! [`ship::Line`]s.
 
 pub mod episode;
+pub mod overflow;
 pub mod relp;
+pub mod segment;
 pub mod ship;
+pub mod spool;
 pub mod syslog;
