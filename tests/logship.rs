@@ -32,6 +32,39 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn new(dir: &Path) -> Rsyslog {
+        let action = format!(
+            r#"action(type="omfile" file="{}/out.log" template="RSYSLOG_SyslogProtocol23Format")"#,
+            dir.display()
+        );
+        Rsyslog::with(dir, "", &action)
+    }
+
+    /// A collector that is healthy but slower than a fast writer: a main queue of 1,000
+    /// messages (imrelp acknowledges once a message is in it, and waits while it is full),
+    /// emptied by `omprog` into a program that writes `out.log` at about 5,000 lines a second.
+    fn slow(dir: &Path) -> Rsyslog {
+        std::fs::create_dir_all(dir).unwrap();
+        let program = dir.join("slow.py");
+        std::fs::write(
+            &program,
+            format!(
+                "import sys, time\nout = open('{}/out.log', 'a')\nfor i, l in enumerate(sys.stdin):\n    out.write(l)\n    if i % 50 == 0:\n        out.flush(); time.sleep(0.01)\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let action = format!(
+            r#"action(type="omprog" binary="/usr/bin/python3 {}" template="RSYSLOG_SyslogProtocol23Format")"#,
+            program.display()
+        );
+        Rsyslog::with(
+            dir,
+            "module(load=\"omprog\")\nmain_queue(queue.type=\"FixedArray\" queue.size=\"1000\")",
+            &action,
+        )
+    }
+
+    fn with(dir: &Path, queue: &str, action: &str) -> Rsyslog {
         assert!(
             Path::new("/usr/sbin/rsyslogd").exists(),
             "rsyslogd is missing: tests/run installs Debian's rsyslog and rsyslog-relp"
@@ -50,8 +83,9 @@ module(load="imrelp")
 module(load="imtcp")
 input(type="imrelp" port="{relp}" address="127.0.0.1" ruleset="remote" maxDataSize="64k")
 input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="remote" discardTruncatedMsg="on")
+{queue}
 ruleset(name="remote") {{
-    action(type="omfile" file="{dir}/out.log" template="RSYSLOG_SyslogProtocol23Format")
+    {action}
 }}
 "#,
             dir = dir.display(),
@@ -565,4 +599,180 @@ fn a_collector_that_stops_reading_does_not_hold_the_exit_past_the_deadline() {
         "exited {took:?} after the main service ended"
     );
     drop(listener);
+}
+
+/// The numbers of the `line N` messages the collector wrote, in the order it wrote them.
+fn line_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(" line ").and_then(|(_, n)| n.parse().ok()))
+        .collect()
+}
+
+/// A number in muster's last words on shipping (`queued=`, `dropped=`, …).
+fn stat(stats: &str, name: &str) -> u64 {
+    stats
+        .split(&format!(" {name}="))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {stats:?}"))
+}
+
+/// Writes `n` lines `line I` as fast as it can, says how long that took on stderr, then
+/// waits for the file `flag` (at most 60 s).
+fn chatty(n: u64, flag: &Path) -> String {
+    format!(
+        "import os, sys, time\nt = time.time()\nfor i in range(1, {n} + 1): sys.stdout.write('line %d\\n' % i)\nsys.stdout.flush()\nprint('wrote in %.2f s' % (time.time() - t), file=sys.stderr, flush=True)\nend = time.time() + 60\nwhile not os.path.exists('{}') and time.time() < end: time.sleep(0.02)\n",
+        flag.display()
+    )
+}
+
+#[test]
+fn a_collector_away_for_long_never_stalls_a_chatty_service_and_the_drops_are_counted() {
+    // The default policy, no spool: the oldest lines go while the collector is away.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let n = 300_000;
+    let flag = dir.path().join("done");
+    let cfg = muster_config(dir.path(), rsyslog.relp, "queue = 20000", &chatty(n, &flag));
+    let mut run = start(&cfg);
+    let took = run.wait_line("wrote in", LONG) - run.started;
+    assert!(
+        took < Duration::from_secs(20),
+        "the service was held back: {took:?}"
+    );
+    assert_eq!(run.count("collector away: log queue full, dropping"), 1);
+    // The collector comes back: the queue (the newest 20,000 lines) arrives, the drops are
+    // reported once.
+    rsyslog.start();
+    run.wait_line("collector away: dropped", LONG);
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let stats = shipping_stats(&run);
+    let dropped = stat(&stats, "dropped");
+    let got = line_numbers(&rsyslog.output());
+    eprintln!(
+        "collector away: {n} lines written in {took:?}, {dropped} dropped, {} delivered; {stats}",
+        got.len()
+    );
+    assert!(dropped > 0, "{stats}");
+    assert_eq!(stat(&stats, "undelivered"), 0, "{stats}");
+    let mut unique = got.clone();
+    unique.dedup();
+    assert_eq!(
+        unique,
+        (dropped + 1..=n).collect::<Vec<u64>>(),
+        "the oldest lines were the ones dropped, the rest arrived in order"
+    );
+    assert_eq!(run.count("collector away: dropped"), 1, "once per episode");
+}
+
+#[test]
+fn a_healthy_slow_collector_under_the_default_loses_nothing_the_service_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::slow(&dir.path().join("collector"));
+    let n = 40_000;
+    let flag = dir.path().join("done");
+    let cfg = muster_config(dir.path(), rsyslog.relp, "queue = 2000", &chatty(n, &flag));
+    let mut run = start(&cfg);
+    let took = run.wait_line("wrote in", LONG) - run.started;
+    eventually("every line reaches the slow collector", LONG, || {
+        line_numbers(&rsyslog.output()).len() as u64 >= n
+    });
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let stats = shipping_stats(&run);
+    eprintln!(
+        "slow collector: {n} lines written in {took:?} (held back by the collector); {stats}"
+    );
+    assert!(
+        run.count("the services' output waits for the collector") >= 1,
+        "the queue filled, so back-pressure was what kept the lines: {}",
+        run.text()
+    );
+    assert_eq!(stat(&stats, "dropped"), 0, "{stats}");
+    assert_eq!(
+        run.count("log collector unavailable"),
+        0,
+        "it stayed healthy"
+    );
+    // The lines and the service's "wrote in" on stderr.
+    complete(&rsyslog.output(), n + 1);
+    let got = line_numbers(&rsyslog.output());
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+}
+
+#[test]
+fn with_a_spool_a_long_outage_and_a_restart_of_muster_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let spool = dir.path().join("spool");
+    let n = 60_000;
+    // 16 MiB: segments of 2 MiB, so the lines span several.
+    let extra = format!(
+        "queue = 5000\nspool = \"{}\"\nspool_bytes = 16777216",
+        spool.display()
+    );
+    // First run: the collector is down all along; muster is stopped with SIGTERM.
+    let flag = dir.path().join("never");
+    let cfg = muster_config(dir.path(), rsyslog.relp, &extra, &chatty(n, &flag));
+    let mut run = start(&cfg);
+    let took = run.wait_line("wrote in", LONG) - run.started;
+    run.signal(libc::SIGTERM);
+    run.wait(LONG);
+    let first = shipping_stats(&run);
+    let segments = std::fs::read_dir(&spool).unwrap().count();
+    eprintln!("first run: {n} lines written in {took:?}; {first}; {segments} segment files");
+    assert!(segments > 0);
+    assert_eq!(stat(&first, "dropped"), 0, "{first}");
+    assert_eq!(stat(&first, "undelivered"), 0, "{first}");
+    // The lines and the service's "wrote in" on stderr.
+    assert_eq!(stat(&first, "spooled"), n + 1, "{first}");
+    // Second run, same spool, the collector up: the first run's lines arrive first.
+    rsyslog.start();
+    let flag = dir.path().join("done");
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        &extra,
+        &format!("{}print('line {}', flush=True)\n", wait_for(&flag), n + 1),
+    );
+    let started = Instant::now();
+    let mut run = start(&cfg);
+    run.wait_line("lines left by an earlier run are sent first", LONG);
+    eventually("the spooled lines arrive", LONG, || {
+        line_numbers(&rsyslog.output()).len() as u64 >= n
+    });
+    let replay = started.elapsed();
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let got = line_numbers(&rsyslog.output());
+    let second = shipping_stats(&run);
+    eprintln!(
+        "second run: {} lines delivered in {replay:?}; {second}",
+        got.len()
+    );
+    assert_eq!(
+        got,
+        (1..=n + 1).collect::<Vec<u64>>(),
+        "every line, in order, once"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "delivered segments are deleted"
+    );
+}
+
+/// Python that waits for the file `flag` (at most 60 s).
+fn wait_for(flag: &Path) -> String {
+    format!(
+        "import os, time\nend = time.time() + 60\nwhile not os.path.exists('{}') and time.time() < end: time.sleep(0.02)\n",
+        flag.display()
+    )
 }

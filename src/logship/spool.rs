@@ -182,12 +182,10 @@ impl Spool {
         let mut dropped = 0;
         while self.bytes > self.max_bytes {
             let last = self.segs.len().saturating_sub(1);
-            let Some(i) = self
-                .segs
-                .iter()
-                .enumerate()
-                .position(|(i, s)| !s.handed && !(i == last && self.writer.is_some()))
-            else {
+            let Some(i) = self.segs.iter().enumerate().position(|(i, s)| {
+                let written = i == last && self.writer.is_some();
+                !s.handed && !written
+            }) else {
                 break;
             };
             let Some(s) = self.segs.remove(i) else { break };
