@@ -776,3 +776,41 @@ fn wait_for(flag: &Path) -> String {
         flag.display()
     )
 }
+
+#[test]
+fn a_spool_directory_that_cannot_be_made_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let port = free_port();
+    for (spool, needle) in [
+        (file.join("spool"), "logship.spool: cannot create"),
+        (file.clone(), "a-file is not a directory"),
+    ] {
+        let cfg = muster_config(
+            dir.path(),
+            port,
+            &format!("spool = \"{}\"", spool.display()),
+            "print('never')",
+        );
+        let mut check = Run::start(muster(), &["check-config", cfg.to_str().unwrap()]);
+        assert_eq!(code(check.wait(LONG)), 64, "{}", check.text());
+        let mut run = start(&cfg);
+        assert_eq!(code(run.wait(LONG)), 64, "{}", run.text());
+        for r in [&check, &run] {
+            assert_eq!(r.count(needle), 1, "{}", r.text());
+        }
+        assert_eq!(run.count("never"), 0, "nothing started");
+    }
+    // A directory that can be made is made, by check-config too.
+    let spool = dir.path().join("new/spool");
+    let cfg = muster_config(
+        dir.path(),
+        port,
+        &format!("spool = \"{}\"", spool.display()),
+        "print('never')",
+    );
+    let mut check = Run::start(muster(), &["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(code(check.wait(LONG)), 0, "{}", check.text());
+    assert!(spool.is_dir());
+}

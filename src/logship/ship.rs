@@ -1023,6 +1023,69 @@ mod tests {
     }
 
     #[test]
+    fn drop_while_away_waits_for_a_present_collector_and_drops_once_it_is_away() {
+        let shared = Arc::new(shared(
+            &settings(String::new(), 2, WhenFull::DropWhileAway),
+            None,
+        ));
+        shared.set_present(true);
+        shared.enqueue(line("a"));
+        shared.enqueue(line("b"));
+        let writer = shared.clone();
+        let third = std::thread::spawn(move || writer.enqueue(line("c")));
+        std::thread::sleep(Duration::from_millis(200));
+        let c = &shared.counters;
+        assert_eq!(c.queued.load(Ordering::Relaxed), 2, "the writer waits");
+        assert!(!third.is_finished());
+        shared.set_present(false);
+        third.join().unwrap();
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 1, "the oldest went");
+        let seqs: Vec<u64> = shared.take(10).lines.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+    }
+
+    #[test]
+    fn with_a_spool_the_oldest_lines_go_to_disk_and_come_back_first_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let shared = shared(
+            &settings(String::new(), 2, WhenFull::DropWhileAway),
+            Some(spool),
+        );
+        for text in ["a", "b", "c", "d", "e"] {
+            shared.enqueue(line(text));
+        }
+        let c = &shared.counters;
+        assert_eq!(c.spooled.load(Ordering::Relaxed), 3);
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 0);
+        let batch = shared.take(2);
+        assert_eq!((batch.spooled.len(), batch.lines.len()), (2, 0));
+        let batch2 = shared.take(10);
+        assert_eq!(batch2.spooled.len(), 1);
+        let texts: Vec<String> = batch
+            .spooled
+            .iter()
+            .chain(&batch2.spooled)
+            .map(|(_, m)| {
+                String::from_utf8_lossy(m)
+                    .rsplit(' ')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .chain(
+                batch2
+                    .lines
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(&e.line.text).into_owned()),
+            )
+            .collect();
+        assert_eq!(texts, ["a", "b", "c", "d", "e"]);
+        shared.acked_spooled(batch.spooled.iter().chain(&batch2.spooled).map(|r| r.0));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn finishing_with_the_collector_down_reports_every_line_undelivered() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -386,10 +386,10 @@ fn write_file(path: &Path, msgs: &[Vec<u8>]) -> io::Result<u64> {
 
 /// Whether `dir` can hold the spool: created if missing, and a file can be written in it.
 pub fn check_dir(dir: &Path) -> Result<(), String> {
-    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if !dir.is_dir() {
+    if dir.exists() && !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let probe = dir.join(format!(".muster-probe-{}", std::process::id()));
     let wrote = File::create(&probe).and_then(|mut f| f.write_all(b"probe"));
     let _ = fs::remove_file(&probe);
