@@ -2,7 +2,13 @@
 //! with their per-boot sequence numbers; collector restarts mid-stream lose nothing; a
 //! collector that is down at start receives everything once it is up; a stalled collector
 //! with `drop-oldest` does not hold the service back and the drops are counted; binary data,
-//! invalid UTF-8 and a 1 MiB line arrive intact or cleanly split. Against a listener of the
+//! invalid UTF-8 and a 1 MiB line arrive intact or cleanly split. Under the default
+//! `drop-while-away`: a collector down (or frozen past `ack_timeout`) for long never holds a
+//! chatty service back, the oldest lines are the ones dropped and the count is logged once;
+//! a healthy collector slower than the service loses nothing (back-pressure). With the disk
+//! spool: a long outage and a SIGTERM restart of muster lose nothing and keep the order, a
+//! collector back in the same run gets the spool then the queue, and a spool directory that
+//! cannot be made is a configuration error (exit 64). Against a listener of the
 //! test's own: what muster sends parses as RFC 5424 (`syslog_rfc5424`) with every field as
 //! expected, and a collector that is down or stops reading does not hold muster's exit past
 //! the flush deadline.
@@ -813,4 +819,93 @@ fn a_spool_directory_that_cannot_be_made_is_a_configuration_error() {
     let mut check = Run::start(muster(), &["check-config", cfg.to_str().unwrap()]);
     assert_eq!(code(check.wait(LONG)), 0, "{}", check.text());
     assert!(spool.is_dir());
+}
+
+#[test]
+fn a_collector_that_stops_answering_is_away_after_ack_timeout_and_the_service_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    let (go, done) = (dir.path().join("go"), dir.path().join("done"));
+    let n = 200_000;
+    // 1,000 lines while the collector is healthy, then (on `go`) 200,000 more as fast as
+    // possible while it is frozen.
+    let script = format!(
+        "import sys\n{wait_go}for i in range(1, {n} + 1): sys.stdout.write('line %d\\n' % (1000 + i))\nsys.stdout.flush()\nprint('wrote in %.2f s' % (time.time() - t), file=sys.stderr, flush=True)\n{wait_done}",
+        wait_go = format!(
+            "import time\nfor i in range(1, 1001): print('line %d' % i)\nsys.stdout.flush()\n{}t = time.time()\n",
+            wait_for(&go)
+        ),
+        wait_done = wait_for(&done),
+    );
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        "queue = 20000\nack_timeout = \"1s\"",
+        &script,
+    );
+    let mut run = start(&cfg);
+    eventually("the first lines arrive", LONG, || {
+        line_numbers(&rsyslog.output()).len() >= 1000
+    });
+    rsyslog.signal(libc::SIGSTOP);
+    std::fs::write(&go, "").unwrap();
+    let line = run.wait_line("wrote in", LONG);
+    let wrote = run
+        .text()
+        .lines()
+        .find(|l| l.contains("wrote in"))
+        .unwrap_or_default()
+        .to_owned();
+    run.wait_line("no answer from the collector in 1s", LONG);
+    rsyslog.signal(libc::SIGCONT);
+    run.wait_line("collector away: dropped", LONG);
+    std::fs::write(&done, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    let stats = shipping_stats(&run);
+    let dropped = stat(&stats, "dropped");
+    eprintln!("collector frozen: {n} lines, service {wrote:?}; {stats}");
+    assert!(dropped > 0, "{stats}");
+    assert!(
+        line.duration_since(run.started) < Duration::from_secs(30),
+        "the service was held back"
+    );
+    assert_eq!(stat(&stats, "undelivered"), 0, "{stats}");
+}
+
+#[test]
+fn with_a_spool_a_collector_back_in_the_same_run_gets_the_spool_then_the_queue_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let spool = dir.path().join("spool");
+    let n = 50_000;
+    let flag = dir.path().join("done");
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        &format!(
+            "queue = 5000\nspool = \"{}\"\nspool_bytes = 8388608",
+            spool.display()
+        ),
+        &chatty(n, &flag),
+    );
+    let mut run = start(&cfg);
+    run.wait_line("wrote in", LONG);
+    rsyslog.start();
+    eventually("every line arrives", LONG, || {
+        line_numbers(&rsyslog.output()).len() as u64 >= n
+    });
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let stats = shipping_stats(&run);
+    eprintln!("spool, collector back in the same run: {stats}");
+    assert_eq!(
+        line_numbers(&rsyslog.output()),
+        (1..=n).collect::<Vec<u64>>(),
+        "every line, in order, once"
+    );
+    assert!(stat(&stats, "spooled") >= n - 5000, "{stats}");
+    assert_eq!(stat(&stats, "dropped"), 0, "{stats}");
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
 }
