@@ -909,3 +909,45 @@ fn with_a_spool_a_collector_back_in_the_same_run_gets_the_spool_then_the_queue_i
     assert_eq!(stat(&stats, "dropped"), 0, "{stats}");
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
 }
+
+#[test]
+fn a_full_spool_drops_its_oldest_lines_counts_them_and_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let spool = dir.path().join("spool");
+    // About 10 MB of messages for a spool of 1 MiB.
+    let n = 100_000;
+    let flag = dir.path().join("done");
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        &format!(
+            "queue = 5000\nspool = \"{}\"\nspool_bytes = 1048576",
+            spool.display()
+        ),
+        &chatty(n, &flag),
+    );
+    let mut run = start(&cfg);
+    run.wait_line("wrote in", LONG);
+    let on_disk: u64 = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    rsyslog.start();
+    run.wait_line("collector away: dropped", LONG);
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let stats = shipping_stats(&run);
+    let dropped = stat(&stats, "dropped");
+    eprintln!("spool of 1 MiB: {on_disk} bytes on disk once the lines were written; {stats}");
+    assert!(on_disk <= 1 << 20, "{on_disk}");
+    assert_eq!(run.count("log spool full"), 1, "once per episode");
+    let got = line_numbers(&rsyslog.output());
+    assert_eq!(
+        got,
+        (dropped + 1..=n).collect::<Vec<u64>>(),
+        "the oldest were dropped, the rest arrived in order"
+    );
+}
