@@ -84,7 +84,8 @@
 //!   files, and `ship`, a bounded queue filled through a `Feed` of logship's own lines and a
 //!   tokio task talking to the collector. `app.rs` starts it with
 //!   `[logship]`, feeds it from the output sink's `Tap`, and at exit gives it until a deadline
-//!   (3 s at most) to deliver what is queued.
+//!   (3 s at most) to deliver what is queued, then writes what is left to the disk spool
+//!   when `[logship] spool` is set.
 //! - [`haproxy`]: the HAProxy sync on the load balancer. It knows only `config`: it follows its
 //!   own `model::Member`s (`app.rs` maps the gossip view into them) and runs `haproxy -c`
 //!   through a `check::Runner` (`app.rs` builds one on `supervisor::children`). Pure cores:

@@ -643,11 +643,9 @@ fn a_collector_away_for_long_never_stalls_a_chatty_service_and_the_drops_are_cou
     let flag = dir.path().join("done");
     let cfg = muster_config(dir.path(), rsyslog.relp, "queue = 20000", &chatty(n, &flag));
     let mut run = start(&cfg);
+    // The service finishes writing while the collector is still down: under `block` it
+    // would wait here until the collector is back (it never is before this line).
     let took = run.wait_line("wrote in", LONG) - run.started;
-    assert!(
-        took < Duration::from_secs(20),
-        "the service was held back: {took:?}"
-    );
     assert_eq!(run.count("collector away: log queue full, dropping"), 1);
     // The collector comes back: the queue (the newest 20,000 lines) arrives, the drops are
     // reported once.
@@ -829,12 +827,12 @@ fn a_collector_that_stops_answering_is_away_after_ack_timeout_and_the_service_go
     let n = 200_000;
     // 1,000 lines while the collector is healthy, then (on `go`) 200,000 more as fast as
     // possible while it is frozen.
+    let first = format!(
+        "import time\nfor i in range(1, 1001): print('line %d' % i)\nsys.stdout.flush()\n{}t = time.time()\n",
+        wait_for(&go)
+    );
     let script = format!(
-        "import sys\n{wait_go}for i in range(1, {n} + 1): sys.stdout.write('line %d\\n' % (1000 + i))\nsys.stdout.flush()\nprint('wrote in %.2f s' % (time.time() - t), file=sys.stderr, flush=True)\n{wait_done}",
-        wait_go = format!(
-            "import time\nfor i in range(1, 1001): print('line %d' % i)\nsys.stdout.flush()\n{}t = time.time()\n",
-            wait_for(&go)
-        ),
+        "import sys\n{first}for i in range(1, {n} + 1): sys.stdout.write('line %d\\n' % (1000 + i))\nsys.stdout.flush()\nprint('wrote in %.2f s' % (time.time() - t), file=sys.stderr, flush=True)\n{wait_done}",
         wait_done = wait_for(&done),
     );
     let cfg = muster_config(
@@ -865,10 +863,8 @@ fn a_collector_that_stops_answering_is_away_after_ack_timeout_and_the_service_go
     let dropped = stat(&stats, "dropped");
     eprintln!("collector frozen: {n} lines, service {wrote:?}; {stats}");
     assert!(dropped > 0, "{stats}");
-    assert!(
-        line.duration_since(run.started) < Duration::from_secs(30),
-        "the service was held back"
-    );
+    // The service finished while the collector was still frozen (SIGCONT comes after).
+    assert!(line <= run.line_time("collector away: dropped").unwrap());
     assert_eq!(stat(&stats, "undelivered"), 0, "{stats}");
 }
 

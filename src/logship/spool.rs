@@ -77,8 +77,12 @@ impl Spool {
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let name = entry.file_name();
-            if let Some(id) = name.to_str().and_then(segment::parse_name) {
+            let name = name.to_str().unwrap_or_default();
+            if let Some(id) = segment::parse_name(name) {
                 found.push((id, entry.metadata()?.len()));
+            } else if name.ends_with(".seg.tmp") {
+                // A rewrite cut short at exit: the segment it was to replace is still there.
+                let _ = fs::remove_file(entry.path());
             }
         }
         found.sort_unstable();
