@@ -546,8 +546,8 @@ fn boot_id() -> String {
 }
 
 impl Shipper {
-    /// muster is stopping: from now on a full queue drops its oldest line (counted) rather
-    /// than making the services wait.
+    /// muster is stopping: from now on a full queue drops its oldest line (counted), or
+    /// moves it to the spool when there is one, rather than making the services wait.
     pub fn closing(&self) {
         self.shared.closing.store(true, Ordering::Relaxed);
         self.shared.room.notify_all();
