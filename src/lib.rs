@@ -80,11 +80,15 @@
 //!   harmful claims about a live member while the member can refute them, and never sends a
 //!   stranger more bytes than its packet carried (`tests/hostile_gossip.rs` attacks a load balancer this way).
 //! - [`logship`]: log shipping. Pure cores: RFC 5424 formatting (`syslog`), RELP frames and
-//!   the sans-IO client that resends what was not acknowledged (`relp`); and `ship`, the
-//!   shell: a bounded queue filled through a `Feed` of logship's own lines (block or
-//!   drop-oldest) and a tokio task talking to the collector. `app.rs` starts it with
+//!   the sans-IO client that resends what was not acknowledged (`relp`), the back-off and
+//!   episodes (`episode`), what a full queue does (`overflow`: wait, drop the oldest, or
+//!   spool it, from `when_full` and whether the collector is present) and the spool's
+//!   checksummed segment format (`segment`); the shells: `spool`, the disk spool's segment
+//!   files, and `ship`, a bounded queue filled through a `Feed` of logship's own lines and a
+//!   tokio task talking to the collector. `app.rs` starts it with
 //!   `[logship]`, feeds it from the output sink's `Tap`, and at exit gives it until a deadline
-//!   (3 s at most) to deliver what is queued.
+//!   (3 s at most) to deliver what is queued, then writes what is left to the disk spool
+//!   when `[logship] spool` is set.
 //! - [`haproxy`]: the HAProxy sync on the load balancer. It knows only `config`: it follows its
 //!   own `model::Member`s (`app.rs` maps the gossip view into them) and runs `haproxy -c`
 //!   through a `check::Runner` (`app.rs` builds one on `supervisor::children`). Pure cores:
@@ -132,7 +136,8 @@
 //! - **Only `supervisor/reaper.rs` calls `waitpid`.** No `tokio::process`, no
 //!   `std::process::Child::wait`: a second waiter would steal exit statuses (tested by
 //!   `tests/invariants.rs`).
-//! - **`supervisor/core.rs`, `gossip/` (but its `driver.rs`), `logship/` (but its `ship.rs`)
+//! - **`supervisor/core.rs`, `gossip/` (but its `driver.rs`), `logship/` (but its `ship.rs`
+//!   and `spool.rs`)
 //!   and `haproxy/` (but its `runtime.rs` and `sync.rs`) do no I/O and read no clock**: time (and, for gossip, the random seed) comes in as an argument.
 //! - **Decoders never panic and never allocate more than their input justifies**: every
 //!   length is checked against the bytes left or an explicit limit.

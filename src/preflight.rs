@@ -1,6 +1,7 @@
 //! What startup checks beyond the configuration file's own text: files that must exist,
 //! templates that must compile, a host name that must do as a node name, gossip keys that
-//! make a keyring. `muster check-config`
+//! make a keyring, a log spool directory that can be created and written (check-config
+//! creates it too). `muster check-config`
 //! and `muster run` both call [`problems`], so a file that check-config accepts does not fail
 //! at startup for one of these, and both report it with the same line and exit 64.
 
@@ -23,6 +24,11 @@ pub fn problems(config: &Config) -> Vec<String> {
                     out.push(format!("haproxy.template: does not compile: {e}"));
                 }
             }
+        }
+    }
+    if let Some(dir) = config.logship.as_ref().and_then(|l| l.spool.as_ref()) {
+        if let Err(e) = crate::logship::spool::check_dir(dir) {
+            out.push(format!("logship.spool: {e}"));
         }
     }
     if let Some(g) = &config.gossip {

@@ -2,7 +2,13 @@
 //! with their per-boot sequence numbers; collector restarts mid-stream lose nothing; a
 //! collector that is down at start receives everything once it is up; a stalled collector
 //! with `drop-oldest` does not hold the service back and the drops are counted; binary data,
-//! invalid UTF-8 and a 1 MiB line arrive intact or cleanly split. Against a listener of the
+//! invalid UTF-8 and a 1 MiB line arrive intact or cleanly split. Under the default
+//! `drop-while-away`: a collector down (or frozen past `ack_timeout`) for long never holds a
+//! chatty service back, the oldest lines are the ones dropped and the count is logged once;
+//! a healthy collector slower than the service loses nothing (back-pressure). With the disk
+//! spool: a long outage and a SIGTERM restart of muster lose nothing and keep the order, a
+//! collector back in the same run gets the spool then the queue, and a spool directory that
+//! cannot be made is a configuration error (exit 64). Against a listener of the
 //! test's own: what muster sends parses as RFC 5424 (`syslog_rfc5424`) with every field as
 //! expected, and a collector that is down or stops reading does not hold muster's exit past
 //! the flush deadline.
@@ -32,6 +38,39 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn new(dir: &Path) -> Rsyslog {
+        let action = format!(
+            r#"action(type="omfile" file="{}/out.log" template="RSYSLOG_SyslogProtocol23Format")"#,
+            dir.display()
+        );
+        Rsyslog::with(dir, "", &action)
+    }
+
+    /// A collector that is healthy but slower than a fast writer: a main queue of 1,000
+    /// messages (imrelp acknowledges once a message is in it, and waits while it is full),
+    /// emptied by `omprog` into a program that writes `out.log` at about 5,000 lines a second.
+    fn slow(dir: &Path) -> Rsyslog {
+        std::fs::create_dir_all(dir).unwrap();
+        let program = dir.join("slow.py");
+        std::fs::write(
+            &program,
+            format!(
+                "import sys, time\nout = open('{}/out.log', 'a')\nfor i, l in enumerate(sys.stdin):\n    out.write(l)\n    if i % 50 == 0:\n        out.flush(); time.sleep(0.01)\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let action = format!(
+            r#"action(type="omprog" binary="/usr/bin/python3 {}" template="RSYSLOG_SyslogProtocol23Format")"#,
+            program.display()
+        );
+        Rsyslog::with(
+            dir,
+            "module(load=\"omprog\")\nmain_queue(queue.type=\"FixedArray\" queue.size=\"1000\")",
+            &action,
+        )
+    }
+
+    fn with(dir: &Path, queue: &str, action: &str) -> Rsyslog {
         assert!(
             Path::new("/usr/sbin/rsyslogd").exists(),
             "rsyslogd is missing: tests/run installs Debian's rsyslog and rsyslog-relp"
@@ -50,8 +89,9 @@ module(load="imrelp")
 module(load="imtcp")
 input(type="imrelp" port="{relp}" address="127.0.0.1" ruleset="remote" maxDataSize="64k")
 input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="remote" discardTruncatedMsg="on")
+{queue}
 ruleset(name="remote") {{
-    action(type="omfile" file="{dir}/out.log" template="RSYSLOG_SyslogProtocol23Format")
+    {action}
 }}
 "#,
             dir = dir.display(),
@@ -565,4 +605,345 @@ fn a_collector_that_stops_reading_does_not_hold_the_exit_past_the_deadline() {
         "exited {took:?} after the main service ended"
     );
     drop(listener);
+}
+
+/// The numbers of the `line N` messages the collector wrote, in the order it wrote them.
+fn line_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(" line ").and_then(|(_, n)| n.parse().ok()))
+        .collect()
+}
+
+/// A number in muster's last words on shipping (`queued=`, `dropped=`, …).
+fn stat(stats: &str, name: &str) -> u64 {
+    stats
+        .split(&format!(" {name}="))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {stats:?}"))
+}
+
+/// Writes `n` lines `line I` as fast as it can, says how long that took on stderr, then
+/// waits for the file `flag` (at most 60 s).
+fn chatty(n: u64, flag: &Path) -> String {
+    format!(
+        "import os, sys, time\nt = time.time()\nfor i in range(1, {n} + 1): sys.stdout.write('line %d\\n' % i)\nsys.stdout.flush()\nprint('wrote in %.2f s' % (time.time() - t), file=sys.stderr, flush=True)\nend = time.time() + 60\nwhile not os.path.exists('{}') and time.time() < end: time.sleep(0.02)\n",
+        flag.display()
+    )
+}
+
+#[test]
+fn a_collector_away_for_long_never_stalls_a_chatty_service_and_the_drops_are_counted() {
+    // The default policy, no spool: the oldest lines go while the collector is away.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let n = 300_000;
+    let flag = dir.path().join("done");
+    let cfg = muster_config(dir.path(), rsyslog.relp, "queue = 20000", &chatty(n, &flag));
+    let mut run = start(&cfg);
+    // The service finishes writing while the collector is still down: under `block` it
+    // would wait here until the collector is back (it never is before this line).
+    let took = run.wait_line("wrote in", LONG) - run.started;
+    assert_eq!(run.count("collector away: log queue full, dropping"), 1);
+    // The collector comes back: the queue (the newest 20,000 lines) arrives, the drops are
+    // reported once.
+    rsyslog.start();
+    run.wait_line("collector away: dropped", LONG);
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let stats = shipping_stats(&run);
+    let dropped = stat(&stats, "dropped");
+    let got = line_numbers(&rsyslog.output());
+    eprintln!(
+        "collector away: {n} lines written in {took:?}, {dropped} dropped, {} delivered; {stats}",
+        got.len()
+    );
+    assert!(dropped > 0, "{stats}");
+    assert_eq!(stat(&stats, "undelivered"), 0, "{stats}");
+    let mut unique = got.clone();
+    unique.dedup();
+    assert_eq!(
+        unique,
+        (dropped + 1..=n).collect::<Vec<u64>>(),
+        "the oldest lines were the ones dropped, the rest arrived in order"
+    );
+    assert_eq!(run.count("collector away: dropped"), 1, "once per episode");
+}
+
+#[test]
+fn a_healthy_slow_collector_under_the_default_loses_nothing_the_service_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::slow(&dir.path().join("collector"));
+    let n = 40_000;
+    let flag = dir.path().join("done");
+    let cfg = muster_config(dir.path(), rsyslog.relp, "queue = 2000", &chatty(n, &flag));
+    let mut run = start(&cfg);
+    let took = run.wait_line("wrote in", LONG) - run.started;
+    eventually("every line reaches the slow collector", LONG, || {
+        line_numbers(&rsyslog.output()).len() as u64 >= n
+    });
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let stats = shipping_stats(&run);
+    eprintln!(
+        "slow collector: {n} lines written in {took:?} (held back by the collector); {stats}"
+    );
+    assert!(
+        run.count("the services' output waits for the collector") >= 1,
+        "the queue filled, so back-pressure was what kept the lines: {}",
+        run.text()
+    );
+    assert_eq!(stat(&stats, "dropped"), 0, "{stats}");
+    assert_eq!(
+        run.count("log collector unavailable"),
+        0,
+        "it stayed healthy"
+    );
+    // The lines and the service's "wrote in" on stderr.
+    complete(&rsyslog.output(), n + 1);
+    let got = line_numbers(&rsyslog.output());
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+}
+
+#[test]
+fn with_a_spool_a_long_outage_and_a_restart_of_muster_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let spool = dir.path().join("spool");
+    let n = 60_000;
+    // 16 MiB: segments of 2 MiB, so the lines span several.
+    let extra = format!(
+        "queue = 5000\nspool = \"{}\"\nspool_bytes = 16777216",
+        spool.display()
+    );
+    // First run: the collector is down all along; muster is stopped with SIGTERM.
+    let flag = dir.path().join("never");
+    let cfg = muster_config(dir.path(), rsyslog.relp, &extra, &chatty(n, &flag));
+    let mut run = start(&cfg);
+    let took = run.wait_line("wrote in", LONG) - run.started;
+    run.signal(libc::SIGTERM);
+    run.wait(LONG);
+    let first = shipping_stats(&run);
+    let segments = std::fs::read_dir(&spool).unwrap().count();
+    eprintln!("first run: {n} lines written in {took:?}; {first}; {segments} segment files");
+    assert!(segments > 0);
+    assert_eq!(stat(&first, "dropped"), 0, "{first}");
+    assert_eq!(stat(&first, "undelivered"), 0, "{first}");
+    // The lines and the service's "wrote in" on stderr.
+    assert_eq!(stat(&first, "spooled"), n + 1, "{first}");
+    // Second run, same spool, the collector up: the first run's lines arrive first.
+    rsyslog.start();
+    let flag = dir.path().join("done");
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        &extra,
+        &format!("{}print('line {}', flush=True)\n", wait_for(&flag), n + 1),
+    );
+    let started = Instant::now();
+    let mut run = start(&cfg);
+    run.wait_line("lines left by an earlier run are sent first", LONG);
+    eventually("the spooled lines arrive", LONG, || {
+        line_numbers(&rsyslog.output()).len() as u64 >= n
+    });
+    let replay = started.elapsed();
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let got = line_numbers(&rsyslog.output());
+    let second = shipping_stats(&run);
+    eprintln!(
+        "second run: {} lines delivered in {replay:?}; {second}",
+        got.len()
+    );
+    assert_eq!(
+        got,
+        (1..=n + 1).collect::<Vec<u64>>(),
+        "every line, in order, once"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "delivered segments are deleted"
+    );
+}
+
+/// Python that waits for the file `flag` (at most 60 s).
+fn wait_for(flag: &Path) -> String {
+    format!(
+        "import os, time\nend = time.time() + 60\nwhile not os.path.exists('{}') and time.time() < end: time.sleep(0.02)\n",
+        flag.display()
+    )
+}
+
+#[test]
+fn a_spool_directory_that_cannot_be_made_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let port = free_port();
+    for (spool, needle) in [
+        (file.join("spool"), "logship.spool: cannot create"),
+        (file.clone(), "a-file is not a directory"),
+    ] {
+        let cfg = muster_config(
+            dir.path(),
+            port,
+            &format!("spool = \"{}\"", spool.display()),
+            "print('never')",
+        );
+        let mut check = Run::start(muster(), &["check-config", cfg.to_str().unwrap()]);
+        assert_eq!(code(check.wait(LONG)), 64, "{}", check.text());
+        let mut run = start(&cfg);
+        assert_eq!(code(run.wait(LONG)), 64, "{}", run.text());
+        for r in [&check, &run] {
+            assert_eq!(r.count(needle), 1, "{}", r.text());
+        }
+        assert_eq!(run.count("never"), 0, "nothing started");
+    }
+    // A directory that can be made is made, by check-config too.
+    let spool = dir.path().join("new/spool");
+    let cfg = muster_config(
+        dir.path(),
+        port,
+        &format!("spool = \"{}\"", spool.display()),
+        "print('never')",
+    );
+    let mut check = Run::start(muster(), &["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(code(check.wait(LONG)), 0, "{}", check.text());
+    assert!(spool.is_dir());
+}
+
+#[test]
+fn a_collector_that_stops_answering_is_away_after_ack_timeout_and_the_service_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    let (go, done) = (dir.path().join("go"), dir.path().join("done"));
+    let n = 200_000;
+    // 1,000 lines while the collector is healthy, then (on `go`) 200,000 more as fast as
+    // possible while it is frozen.
+    let first = format!(
+        "import time\nfor i in range(1, 1001): print('line %d' % i)\nsys.stdout.flush()\n{}t = time.time()\n",
+        wait_for(&go)
+    );
+    let script = format!(
+        "import sys\n{first}for i in range(1, {n} + 1): sys.stdout.write('line %d\\n' % (1000 + i))\nsys.stdout.flush()\nprint('wrote in %.2f s' % (time.time() - t), file=sys.stderr, flush=True)\n{wait_done}",
+        wait_done = wait_for(&done),
+    );
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        "queue = 20000\nack_timeout = \"1s\"",
+        &script,
+    );
+    let mut run = start(&cfg);
+    eventually("the first lines arrive", LONG, || {
+        line_numbers(&rsyslog.output()).len() >= 1000
+    });
+    rsyslog.signal(libc::SIGSTOP);
+    std::fs::write(&go, "").unwrap();
+    let line = run.wait_line("wrote in", LONG);
+    let wrote = run
+        .text()
+        .lines()
+        .find(|l| l.contains("wrote in"))
+        .unwrap_or_default()
+        .to_owned();
+    run.wait_line("no answer from the collector in 1s", LONG);
+    rsyslog.signal(libc::SIGCONT);
+    run.wait_line("collector away: dropped", LONG);
+    std::fs::write(&done, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    let stats = shipping_stats(&run);
+    let dropped = stat(&stats, "dropped");
+    eprintln!("collector frozen: {n} lines, service {wrote:?}; {stats}");
+    assert!(dropped > 0, "{stats}");
+    // The service finished while the collector was still frozen (SIGCONT comes after).
+    assert!(line <= run.line_time("collector away: dropped").unwrap());
+    assert_eq!(stat(&stats, "undelivered"), 0, "{stats}");
+}
+
+#[test]
+fn with_a_spool_a_collector_back_in_the_same_run_gets_the_spool_then_the_queue_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let spool = dir.path().join("spool");
+    let n = 50_000;
+    let flag = dir.path().join("done");
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        &format!(
+            "queue = 5000\nspool = \"{}\"\nspool_bytes = 8388608",
+            spool.display()
+        ),
+        &chatty(n, &flag),
+    );
+    let mut run = start(&cfg);
+    run.wait_line("wrote in", LONG);
+    rsyslog.start();
+    eventually("every line arrives", LONG, || {
+        line_numbers(&rsyslog.output()).len() as u64 >= n
+    });
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let stats = shipping_stats(&run);
+    eprintln!("spool, collector back in the same run: {stats}");
+    assert_eq!(
+        line_numbers(&rsyslog.output()),
+        (1..=n).collect::<Vec<u64>>(),
+        "every line, in order, once"
+    );
+    assert!(stat(&stats, "spooled") >= n - 5000, "{stats}");
+    assert_eq!(stat(&stats, "dropped"), 0, "{stats}");
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+}
+
+#[test]
+fn a_full_spool_drops_its_oldest_lines_counts_them_and_says_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rsyslog = Rsyslog::new(&dir.path().join("collector"));
+    rsyslog.stop();
+    let spool = dir.path().join("spool");
+    // About 10 MB of messages for a spool of 1 MiB.
+    let n = 100_000;
+    let flag = dir.path().join("done");
+    let cfg = muster_config(
+        dir.path(),
+        rsyslog.relp,
+        &format!(
+            "queue = 5000\nspool = \"{}\"\nspool_bytes = 1048576",
+            spool.display()
+        ),
+        &chatty(n, &flag),
+    );
+    let mut run = start(&cfg);
+    run.wait_line("wrote in", LONG);
+    let on_disk: u64 = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    rsyslog.start();
+    run.wait_line("collector away: dropped", LONG);
+    std::fs::write(&flag, "").unwrap();
+    assert_eq!(code(run.wait(LONG)), 0, "{}", run.text());
+    rsyslog.stop();
+    let stats = shipping_stats(&run);
+    let dropped = stat(&stats, "dropped");
+    eprintln!("spool of 1 MiB: {on_disk} bytes on disk once the lines were written; {stats}");
+    assert!(on_disk <= 1 << 20, "{on_disk}");
+    assert_eq!(run.count("log spool full"), 1, "once per episode");
+    let got = line_numbers(&rsyslog.output());
+    assert_eq!(
+        got,
+        (dropped + 1..=n).collect::<Vec<u64>>(),
+        "the oldest were dropped, the rest arrived in order"
+    );
 }

@@ -87,6 +87,13 @@ pub struct Logship {
     pub ack_timeout: Duration,
     /// What happens when the queue is full.
     pub when_full: WhenFull,
+    /// Directory of the disk spool (`spool`): lines the memory queue cannot hold while the
+    /// collector is away, and what is undelivered at exit, kept across restarts. None: no
+    /// spool.
+    pub spool: Option<PathBuf>,
+    /// Bytes the spool's segment files may hold at most (`spool_bytes`); beyond, the oldest
+    /// segment is dropped and its lines counted.
+    pub spool_bytes: u64,
     /// HOSTNAME of the messages; the host name when unset.
     pub hostname: Option<String>,
     /// Syslog facility number (1 = user, 16..=23 = local0..local7).
@@ -105,8 +112,13 @@ pub enum LogProtocol {
 /// Policy when the shipping queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenFull {
+    /// The default: while the collector is connected and acknowledging, the services'
+    /// output waits (back-pressure, nothing lost to a slower collector); while it is away
+    /// (not connected, in back-off, not answering within `ack_timeout`), the oldest line is
+    /// dropped and counted (or spooled), so the services never stall.
+    DropWhileAway,
     /// The services' output waits (their writes block): nothing is lost, but a collector
-    /// away for long stalls every piped service (the default).
+    /// away for long stalls every piped service.
     Block,
     /// The oldest queued line is dropped and counted: the services keep running whatever
     /// the collector does.
@@ -604,7 +616,14 @@ const LOGSHIP_KEYS: &[&str] = &[
     "when_full",
     "hostname",
     "facility",
+    "spool",
+    "spool_bytes",
 ];
+
+/// Default bound of the disk spool: 256 MiB.
+pub const DEFAULT_SPOOL_BYTES: u64 = 256 << 20;
+/// Smallest `spool_bytes`: 1 MiB (a few segments).
+const MIN_SPOOL_BYTES: i64 = 1 << 20;
 
 fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
     let t = v.table("logship", Some(raw))?;
@@ -615,7 +634,9 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
         queue: 100_000,
         queue_bytes: 32 << 20,
         ack_timeout: Duration::from_secs(5),
-        when_full: WhenFull::Block,
+        when_full: WhenFull::DropWhileAway,
+        spool: spool(t, v),
+        spool_bytes: DEFAULT_SPOOL_BYTES,
         hostname: v.string("logship.hostname", t.get("hostname")),
         facility: 1,
     };
@@ -636,7 +657,18 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
             l.ack_timeout = d;
         }
     }
+    let bytes = t.get("spool_bytes");
+    if let Some(n) = v.integer("logship.spool_bytes", bytes, MIN_SPOOL_BYTES, 1 << 50) {
+        l.spool_bytes = n as u64;
+        if !t.contains_key("spool") {
+            v.problem(
+                "logship.spool_bytes",
+                "is set but logship.spool (the spool directory) is not",
+            );
+        }
+    }
     let policies = [
+        ("drop-while-away", WhenFull::DropWhileAway),
         ("block", WhenFull::Block),
         ("drop-oldest", WhenFull::DropOldest),
     ];
@@ -647,6 +679,20 @@ fn logship(raw: &toml::Value, v: &mut value::Validator) -> Option<Logship> {
         l.facility = f;
     }
     Some(l)
+}
+
+/// `logship.spool`: an absolute directory path (whether it can be written is a preflight
+/// check).
+fn spool(t: &toml::Table, v: &mut value::Validator) -> Option<PathBuf> {
+    let text = v.string("logship.spool", t.get("spool"))?;
+    if !text.starts_with('/') {
+        v.problem(
+            "logship.spool",
+            &format!("{text:?} is not an absolute directory path"),
+        );
+        return None;
+    }
+    Some(PathBuf::from(text))
 }
 
 /// `logship.target`, required: `host:port` with a port above 0 (empty when it is not).

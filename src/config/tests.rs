@@ -325,7 +325,7 @@ fn logship_section() {
         (500, WhenFull::DropOldest, 19)
     );
     let p = problems(
-        "[logship]\nprotocol = \"udp\"\nqueue = 0\nwhen_full = \"panic\"\nfacility = \"local9\"\nspool = \"/x\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+        "[logship]\nprotocol = \"udp\"\nqueue = 0\nwhen_full = \"panic\"\nfacility = \"local9\"\nspool = \"spool\"\nspool_bytes = 1000\nsieve = 1\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
     );
     for key in [
         "logship.target",
@@ -333,10 +333,36 @@ fn logship_section() {
         "logship.queue",
         "logship.when_full",
         "logship.facility",
-        "logship.spool",
+        "logship.spool: \"spool\" is not an absolute directory path",
+        "logship.spool_bytes: 1000 is outside 1048576..=",
+        "logship.sieve",
     ] {
         assert!(p.iter().any(|x| x.contains(key)), "{key} in {p:?}");
     }
+    // The spool: a directory and its bound.
+    let s = Config::parse(
+        "[logship]\ntarget = \"c:1\"\nspool = \"/var/spool/muster\"\nspool_bytes = 2097152\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+        &NoUsers,
+    )
+    .unwrap()
+    .logship
+    .unwrap();
+    assert_eq!(
+        (s.spool.as_deref(), s.spool_bytes),
+        (Some(std::path::Path::new("/var/spool/muster")), 2 << 20)
+    );
+    let p = problems(
+        "[logship]\ntarget = \"c:1\"\nspool_bytes = 2097152\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+    );
+    assert!(
+        p.iter()
+            .any(|x| x.contains("logship.spool_bytes: is set but logship.spool")),
+        "{p:?}"
+    );
+    let p = problems(
+        "[logship]\ntarget = \"c:1\"\nspool = 5\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
+    );
+    assert!(p.iter().any(|x| x.contains("logship.spool")), "{p:?}");
     let p = problems(
         "[logship]\ntarget = \"collector\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
     );
@@ -351,7 +377,16 @@ fn logship_section() {
     .unwrap();
     assert_eq!(
         (d.when_full, d.queue_bytes, d.ack_timeout),
-        (WhenFull::Block, 32 << 20, std::time::Duration::from_secs(5))
+        (
+            WhenFull::DropWhileAway,
+            32 << 20,
+            std::time::Duration::from_secs(5)
+        )
+    );
+    assert_eq!(
+        (d.spool, d.spool_bytes),
+        (None, 256 << 20),
+        "no spool unless set"
     );
     let t = Config::parse(
         "[logship]\ntarget = \"c:1\"\nack_timeout = \"750ms\"\nwhen_full = \"block\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n",
@@ -364,6 +399,20 @@ fn logship_section() {
         (t.when_full, t.ack_timeout),
         (WhenFull::Block, std::time::Duration::from_millis(750))
     );
+    for (text, want) in [
+        ("drop-while-away", WhenFull::DropWhileAway),
+        ("block", WhenFull::Block),
+        ("drop-oldest", WhenFull::DropOldest),
+    ] {
+        let l = Config::parse(
+            &format!("[logship]\ntarget = \"c:1\"\nwhen_full = \"{text}\"\n[services.a]\ncommand = [\"true\"]\nmain = true\n"),
+            &NoUsers,
+        )
+        .unwrap()
+        .logship
+        .unwrap();
+        assert_eq!(l.when_full, want, "{text}");
+    }
     for bad in ["\"10ms\"", "\"soon\"", "5"] {
         let p = problems(&format!(
             "[logship]\ntarget = \"c:1\"\nack_timeout = {bad}\n[services.a]\ncommand = [\"true\"]\nmain = true\n"

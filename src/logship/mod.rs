@@ -12,16 +12,30 @@
 //!   the client's state machine: `open` handshake, a sliding window of transactions, every
 //!   unacknowledged message resent in order after a reconnect.
 //!
-//! - [`ship`]: the shell. A bounded queue of logship's own [`ship::Line`]s, filled through a
-//!   [`ship::Feed`] (policy `block` or `drop-oldest`), and a tokio task that connects with
-//!   back-off, keeps a sliding window of RELP transactions, resends after reconnects and at
-//!   shutdown flushes until the stop deadline or for [`ship::FLUSH_CAP`], whichever comes
-//!   first. Counters: queued, delivered, resent, dropped.
+//! - [`episode`]: the reconnect back-off, the collector's away/back episodes and the queue's
+//!   accounting;
+//! - [`overflow`]: what a full queue does with the next line (`drop-while-away`, `block`,
+//!   `drop-oldest`; spooled instead of dropped when a spool is set);
+//! - [`segment`]: the spool's record format (length, CRC-32, message), torn and damaged tails
+//!   detected.
+//!
+//! The shells:
+//!
+//! - [`spool`]: the disk spool's segment files: append, read back in order, delete once
+//!   acknowledged, bound by dropping the oldest, what is unacknowledged kept at exit;
+//! - [`ship`]: a bounded queue of logship's own [`ship::Line`]s, filled through a
+//!   [`ship::Feed`], and a tokio task that connects with back-off, keeps a sliding window of
+//!   RELP transactions (the spool's backlog first), resends after reconnects and at shutdown
+//!   flushes until the stop deadline or for [`ship::FLUSH_CAP`], whichever comes first, then
+//!   writes what is left to the spool. Counters: queued, delivered, resent, dropped, spooled.
 //!
 //! This module knows only [`crate::config`]: `app.rs` turns the supervisor's lines into
 //! [`ship::Line`]s.
 
 pub mod episode;
+pub mod overflow;
 pub mod relp;
+pub mod segment;
 pub mod ship;
+pub mod spool;
 pub mod syslog;

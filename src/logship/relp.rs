@@ -265,6 +265,13 @@ impl Client {
         }
     }
 
+    /// Ends the connection (as [`Client::disconnected`]) and takes every message not
+    /// acknowledged out of the client, in order: at exit, for the disk spool.
+    pub fn take_unacked(&mut self) -> Vec<(u64, Vec<u8>)> {
+        self.disconnected();
+        self.waiting.drain(..).collect()
+    }
+
     /// Bytes to write now (empty when there is nothing).
     pub fn poll_write(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.out)

@@ -18,7 +18,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{Notify, oneshot};
 
 use super::episode::{Admit, Backoff, Budget, Drops, Note, Outage};
+use super::overflow::{Collector, Overflow, on_full};
 use super::relp::{Client, Reply};
+use super::spool::{self, Spool};
 use super::syslog::{self, Severity};
 use crate::config::{LogProtocol, Logship, WhenFull};
 
@@ -35,6 +37,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HEALTHY_SESSION: Duration = Duration::from_secs(1);
 /// Why a connection was given up at the end.
 const DEADLINE_PASSED: &str = "the stop deadline passed";
+/// With a spool, the end of the flush that is kept for writing what is left to it.
+const SPOOL_RESERVE: Duration = Duration::from_millis(500);
 
 /// Which stream of a service a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +86,12 @@ pub struct Counters {
     pub delivered: AtomicU64,
     /// Lines sent again after a reconnect.
     pub resent: AtomicU64,
-    /// Lines dropped because the queue was full (`drop-oldest`).
+    /// Lines dropped: the queue was full (under `drop-oldest`, or `drop-while-away` with the
+    /// collector away), or the spool was (its oldest segments).
     pub dropped: AtomicU64,
+    /// Lines written to the disk spool (overflow while the collector was away, and what was
+    /// undelivered at exit).
+    pub spooled: AtomicU64,
 }
 
 impl Counters {
@@ -106,6 +114,26 @@ struct Queue {
     /// Lines and bytes against the bounds, and the full-queue episodes.
     budget: Budget,
     next_seq: u64,
+    /// The disk spool, when configured: every line in it is older than every line in
+    /// `lines`, so it is sent first.
+    spool: Option<Spool>,
+    /// A drop episode of the spool (its bound reached) is open: logged once.
+    spool_dropping: bool,
+    /// Writing the spool failed: logged once.
+    spool_failed: bool,
+}
+
+/// What the shipping task takes to send: spooled messages (older) first, then lines.
+#[derive(Default)]
+struct Batch {
+    spooled: Vec<(u64, Vec<u8>)>,
+    lines: Vec<Entry>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.spooled.len() + self.lines.len()
+    }
 }
 
 impl Queue {
@@ -126,24 +154,65 @@ impl Queue {
     }
 
     /// Drops the oldest line to make room; says so when drops start.
-    fn drop_oldest(&mut self) -> bool {
+    fn drop_oldest(&mut self, collector: Collector) -> bool {
         let Some(e) = self.lines.pop_front() else {
             return false;
         };
         if self.budget.dropped(e.line.text.len()) == Some(Drops::Started) {
             let (lines, bytes) = self.budget.held();
-            tracing::warn!(
-                lines,
-                bytes,
-                "log queue full: dropping the oldest lines (counted) until the collector catches up"
-            );
+            if collector == Collector::Away {
+                tracing::warn!(
+                    lines,
+                    bytes,
+                    "collector away: log queue full, dropping the oldest lines (counted; the total is logged when it is back)"
+                );
+            } else {
+                tracing::warn!(
+                    lines,
+                    bytes,
+                    "log queue full: dropping the oldest lines (counted) until the collector catches up"
+                );
+            }
         }
         true
+    }
+
+    /// Moves the oldest line to the spool (formatted); returns the lines spooled and
+    /// dropped doing it (the spool's bound, or a write that failed), or None when the queue
+    /// is empty.
+    fn spool_oldest(&mut self, stamp: &Stamp) -> Option<(u64, u64)> {
+        let e = self.pop()?;
+        let spool = self.spool.as_mut()?;
+        match spool.append(&stamp.format(&e)) {
+            Ok(0) => Some((1, 0)),
+            Ok(dropped) => {
+                if !self.spool_dropping {
+                    self.spool_dropping = true;
+                    tracing::warn!(
+                        bytes = spool.bytes(),
+                        dropped,
+                        "log spool full: dropping its oldest lines (counted; logged once until the collector is back)"
+                    );
+                }
+                Some((1, dropped))
+            }
+            Err(error) => {
+                if !self.spool_failed {
+                    self.spool_failed = true;
+                    tracing::error!(%error, "cannot write the log spool: dropping lines instead (counted, logged once)");
+                }
+                Some((0, 1))
+            }
+        }
     }
 }
 
 struct Shared {
     queue: Mutex<Queue>,
+    /// Whether the collector is connected and acknowledging (for `drop-while-away`).
+    present: AtomicBool,
+    /// How lines become messages (the spool holds messages).
+    stamp: Stamp,
     /// Signalled when the queue has room again (for `block`).
     room: Condvar,
     /// Wakes the shipping task when lines arrive.
@@ -156,13 +225,18 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(settings: &Logship) -> Shared {
+    fn new(settings: &Logship, stamp: Stamp, spool: Option<Spool>) -> Shared {
         Shared {
             queue: Mutex::new(Queue {
                 lines: VecDeque::new(),
                 budget: Budget::new(settings.queue, settings.queue_bytes),
                 next_seq: 1,
+                spool,
+                spool_dropping: false,
+                spool_failed: false,
             }),
+            present: AtomicBool::new(false),
+            stamp,
             room: Condvar::new(),
             arrived: Notify::new(),
             when_full: settings.when_full,
@@ -177,22 +251,31 @@ impl Shared {
             return;
         };
         while q.budget.admit(line.text.len()) == Admit::Full {
-            let policy = if self.closing.load(Ordering::Relaxed) {
-                WhenFull::DropOldest
+            let collector = if self.present.load(Ordering::Relaxed) {
+                Collector::Present
             } else {
-                self.when_full
+                Collector::Away
             };
-            match policy {
-                WhenFull::DropOldest => {
-                    if !q.drop_oldest() {
+            let closing = self.closing.load(Ordering::Relaxed);
+            match on_full(self.when_full, collector, closing, q.spool.is_some()) {
+                Overflow::DropOldest => {
+                    if !q.drop_oldest(collector) {
                         break;
                     }
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                WhenFull::Block => {
+                Overflow::SpoolOldest => {
+                    let Some((spooled, dropped)) = q.spool_oldest(&self.stamp) else {
+                        break;
+                    };
+                    let c = &self.counters;
+                    c.spooled.fetch_add(spooled, Ordering::Relaxed);
+                    c.dropped.fetch_add(dropped, Ordering::Relaxed);
+                }
+                Overflow::Wait => {
                     if q.budget.blocked() == Some(Drops::Started) {
                         tracing::warn!(
-                            "log queue full: the services' output waits for the collector (when_full = \"block\")"
+                            "log queue full: the services' output waits for the collector (nothing dropped)"
                         );
                     }
                     // Wait for room; the timeout only re-checks, it never gives up.
@@ -212,29 +295,159 @@ impl Shared {
         self.arrived.notify_one();
     }
 
-    /// Takes lines while `room` allows; wakes blocked writers.
-    fn take(&self, room: usize) -> Vec<Entry> {
+    /// Takes what `room` allows, the spool's backlog first (it is older); wakes blocked
+    /// writers.
+    fn take(&self, room: usize) -> Batch {
         let Ok(mut q) = self.queue.lock() else {
-            return Vec::new();
+            return Batch::default();
         };
-        let n = room.min(q.lines.len());
-        let taken: Vec<Entry> = (0..n).filter_map(|_| q.pop()).collect();
+        let mut batch = Batch::default();
+        if let Some(sp) = q.spool.as_mut() {
+            while batch.len() < room && sp.has_backlog() {
+                match sp.take(room - batch.len()) {
+                    Ok(got) if !got.is_empty() => batch.spooled.extend(got),
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "log spool: cannot read back");
+                        break;
+                    }
+                }
+            }
+            if sp.has_backlog() {
+                return batch;
+            }
+        }
+        let n = (room - batch.len()).min(q.lines.len());
+        batch.lines = (0..n).filter_map(|_| q.pop()).collect();
         drop(q);
-        if !taken.is_empty() {
+        if !batch.lines.is_empty() {
             self.room.notify_all();
         }
-        taken
+        batch
     }
 
-    /// Puts lines that could not be written back at the front of the queue.
-    fn give_back(&self, entries: Vec<Entry>) {
+    /// Puts what could not be written back at the front, in order.
+    fn give_back(&self, batch: Batch) {
         if let Ok(mut q) = self.queue.lock() {
-            q.unpop(entries);
+            q.unpop(batch.lines);
+            if let Some(sp) = q.spool.as_mut() {
+                sp.untake(batch.spooled);
+            }
         }
     }
 
+    /// Spooled messages were acknowledged (or written, over TCP): their segments may go.
+    fn acked_spooled(&self, keys: impl Iterator<Item = u64>) {
+        let Ok(mut q) = self.queue.lock() else {
+            return;
+        };
+        if let Some(sp) = q.spool.as_mut() {
+            for key in keys.filter(|k| spool::is_key(*k)) {
+                if let Err(error) = sp.acked(key) {
+                    tracing::warn!(%error, "log spool: cannot delete a delivered segment");
+                }
+            }
+        }
+    }
+
+    /// Lines queued in memory, plus one when the spool has a backlog.
     fn queued(&self) -> usize {
-        self.queue.lock().map_or(0, |q| q.lines.len())
+        self.queue.lock().map_or(0, |q| {
+            q.lines.len() + usize::from(q.spool.as_ref().is_some_and(Spool::has_backlog))
+        })
+    }
+
+    fn has_spool(&self) -> bool {
+        self.queue.lock().is_ok_and(|q| q.spool.is_some())
+    }
+
+    /// Whether the collector is connected and acknowledging; writers waiting for room look
+    /// again when it goes away.
+    fn set_present(&self, present: bool) {
+        if self.present.swap(present, Ordering::Relaxed) && !present {
+            self.room.notify_all();
+        }
+    }
+
+    /// At exit, with a spool: the RELP window's unacknowledged messages (`window`, in order)
+    /// and then the memory queue go to the spool, synced. Returns the lines that could not be
+    /// kept.
+    fn persist(&self, window: Vec<(u64, Vec<u8>)>) -> u64 {
+        let Ok(mut guard) = self.queue.lock() else {
+            return 0;
+        };
+        let q = &mut *guard;
+        let Some(sp) = q.spool.as_mut() else {
+            return 0;
+        };
+        let fresh = window.iter().filter(|w| !spool::is_key(w.0)).count() as u64;
+        let held = window.len() as u64 + q.lines.len() as u64;
+        let mut kept = 0;
+        let mut dropped = 0;
+        let result = sp
+            .keep_unacked(window.into_iter().map(|w| w.1).collect())
+            .and_then(|()| {
+                while let Some(e) = q.lines.pop_front() {
+                    dropped += sp.append(&self.stamp.format(&e))?;
+                    kept += 1;
+                }
+                sp.sync()
+            });
+        let c = &self.counters;
+        c.dropped.fetch_add(dropped, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                c.spooled.fetch_add(fresh + kept, Ordering::Relaxed);
+                tracing::info!(
+                    lines = held,
+                    bytes = sp.bytes(),
+                    "log lines not delivered are kept in the spool for the next run"
+                );
+                0
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot write the log spool at exit");
+                held.saturating_sub(kept)
+            }
+        }
+    }
+}
+
+/// How a queued line becomes an RFC 5424 message.
+struct Stamp {
+    hostname: String,
+    boot: String,
+    facility: u8,
+}
+
+impl Stamp {
+    /// The RFC 5424 message of a queued line.
+    fn format(&self, e: &Entry) -> Vec<u8> {
+        let line = &e.line;
+        let time = line
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or((0, 0), |d| (d.as_secs(), d.subsec_micros()));
+        let mut out = Vec::with_capacity(line.text.len() + 128);
+        syslog::format(
+            &syslog::Line {
+                facility: self.facility,
+                severity: match line.stream {
+                    Stream::Stdout => Severity::Info,
+                    Stream::Stderr => Severity::Error,
+                },
+                time,
+                hostname: &self.hostname,
+                app: &line.service,
+                pid: None,
+                boot: &self.boot,
+                seq: e.seq,
+                cont: line.cont,
+                text: &line.text,
+            },
+            &mut out,
+        );
+        out
     }
 }
 
@@ -264,16 +477,19 @@ pub struct Shipper {
 /// lines and the handle that flushes at exit. `host` is the HOSTNAME of every line unless
 /// `[logship] hostname` sets one.
 pub fn start(settings: Logship, host: &str) -> (Feed, Shipper) {
-    let shared = Arc::new(Shared::new(&settings));
     let hostname = settings.hostname.clone().unwrap_or_else(|| host.to_owned());
     let (finish_tx, finish_rx) = oneshot::channel();
     let boot = boot_id();
     tracing::info!(target = %settings.target, boot = %boot, "shipping logs");
+    let stamp = Stamp {
+        hostname,
+        boot,
+        facility: settings.facility,
+    };
+    let shared = Arc::new(Shared::new(&settings, stamp, open_spool(&settings)));
     let task = Task {
         relp: settings.protocol == LogProtocol::Relp,
         settings,
-        hostname,
-        boot,
         shared: shared.clone(),
         deadline: Deadline {
             rx: finish_rx,
@@ -298,6 +514,29 @@ pub fn start(settings: Logship, host: &str) -> (Feed, Shipper) {
     (feed, shipper)
 }
 
+/// The spool of `[logship] spool`, if set and it opens (preflight checked that it can);
+/// says what an earlier run left in it.
+fn open_spool(settings: &Logship) -> Option<Spool> {
+    let dir = settings.spool.as_ref()?;
+    match Spool::open(dir, settings.spool_bytes) {
+        Ok((spool, left)) => {
+            if left.segments > 0 {
+                tracing::info!(
+                    spool = %dir.display(),
+                    segments = left.segments,
+                    bytes = left.bytes,
+                    "log spool: lines left by an earlier run are sent first"
+                );
+            }
+            Some(spool)
+        }
+        Err(error) => {
+            tracing::error!(spool = %dir.display(), %error, "cannot open the log spool: shipping without it");
+            None
+        }
+    }
+}
+
 /// A per-boot id: the start time and the pid, in hex.
 fn boot_id() -> String {
     let nanos = SystemTime::now()
@@ -307,8 +546,8 @@ fn boot_id() -> String {
 }
 
 impl Shipper {
-    /// muster is stopping: from now on a full queue drops its oldest line (counted) rather
-    /// than making the services wait.
+    /// muster is stopping: from now on a full queue drops its oldest line (counted), or
+    /// moves it to the spool when there is one, rather than making the services wait.
     pub fn closing(&self) {
         self.shared.closing.store(true, Ordering::Relaxed);
         self.shared.room.notify_all();
@@ -324,8 +563,15 @@ impl Shipper {
     pub async fn finish(mut self, by: Instant) -> u64 {
         self.closing();
         let by = by.min(Instant::now() + FLUSH_CAP);
+        // With a spool, the task stops flushing early enough to write the rest to it.
+        let flush_by = if self.shared.has_spool() {
+            let left = by.saturating_duration_since(Instant::now());
+            by - SPOOL_RESERVE.min(left / 3)
+        } else {
+            by
+        };
         if let Some(f) = self.finish.take() {
-            let _ = f.send(by);
+            let _ = f.send(flush_by);
         }
         self.shared.arrived.notify_one();
         // The task keeps the deadline itself; this only makes sure of it.
@@ -343,6 +589,7 @@ impl Shipper {
             delivered = c.delivered.load(Ordering::Relaxed),
             resent = c.resent.load(Ordering::Relaxed),
             dropped = c.dropped.load(Ordering::Relaxed),
+            spooled = c.spooled.load(Ordering::Relaxed),
             undelivered,
             "log shipping stopped"
         );
@@ -403,8 +650,6 @@ enum Event {
 struct Task {
     settings: Logship,
     relp: bool,
-    hostname: String,
-    boot: String,
     shared: Arc<Shared>,
     deadline: Deadline,
     /// RELP's window, kept across connections so what was not acknowledged is sent again.
@@ -430,6 +675,9 @@ impl Task {
             if self.deadline.at.is_some() {
                 let pending = self.pending();
                 if pending == 0 || self.deadline.passed() {
+                    if pending > 0 && self.shared.has_spool() {
+                        return self.shared.persist(self.client.take_unacked());
+                    }
                     return pending as u64;
                 }
             }
@@ -477,6 +725,7 @@ impl Task {
         if self.healthy_since.is_some() {
             return;
         }
+        self.shared.set_present(true);
         let now = Instant::now();
         self.healthy_since = Some(now);
         let c = &self.shared.counters;
@@ -499,6 +748,17 @@ impl Task {
                 dropped,
                 "log collector back"
             );
+            if dropped > 0 {
+                let total = c.dropped.load(Ordering::Relaxed);
+                tracing::warn!(
+                    dropped,
+                    total,
+                    "collector away: dropped {dropped} lines (the collector is back; {total} dropped in all)"
+                );
+            }
+            if let Ok(mut q) = self.shared.queue.lock() {
+                q.spool_dropping = false;
+            }
         }
     }
 
@@ -526,6 +786,7 @@ impl Task {
             self.client.connected();
         }
         let why = self.exchange(&mut stream).await;
+        self.shared.set_present(false);
         if self.relp {
             self.client.disconnected();
             self.shared
@@ -615,18 +876,24 @@ impl Task {
         let room = WINDOW.saturating_sub(self.client.unacked());
         let batch = self.shared.take(room);
         if self.relp {
-            for e in batch {
-                let msg = self.format(&e);
+            for (key, msg) in batch.spooled {
+                self.client.queue(key, msg);
+            }
+            for e in batch.lines {
+                let msg = self.shared.stamp.format(&e);
                 self.client.queue(e.seq, msg);
             }
             return Ok(());
         }
-        if batch.is_empty() {
+        if batch.len() == 0 {
             return Ok(());
         }
         let mut frames = Vec::new();
-        for e in &batch {
-            syslog::octet_counted(&self.format(e), &mut frames);
+        for (_, msg) in &batch.spooled {
+            syslog::octet_counted(msg, &mut frames);
+        }
+        for e in &batch.lines {
+            syslog::octet_counted(&self.shared.stamp.format(e), &mut frames);
         }
         if let Err(why) = write(
             &mut self.deadline,
@@ -646,6 +913,8 @@ impl Task {
             .counters
             .delivered
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.shared
+            .acked_spooled(batch.spooled.iter().map(|(key, _)| *key));
         self.healthy();
         Ok(())
     }
@@ -672,41 +941,13 @@ impl Task {
                         .counters
                         .delivered
                         .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                    self.shared.acked_spooled(ids.into_iter());
                     self.healthy();
                 }
                 Reply::Reconnect(why) => return Err(why),
             }
         }
         Ok(answered)
-    }
-
-    /// The RFC 5424 message of a queued line.
-    fn format(&self, e: &Entry) -> Vec<u8> {
-        let line = &e.line;
-        let time = line
-            .time
-            .duration_since(UNIX_EPOCH)
-            .map_or((0, 0), |d| (d.as_secs(), d.subsec_micros()));
-        let mut out = Vec::with_capacity(line.text.len() + 128);
-        syslog::format(
-            &syslog::Line {
-                facility: self.settings.facility,
-                severity: match line.stream {
-                    Stream::Stdout => Severity::Info,
-                    Stream::Stderr => Severity::Error,
-                },
-                time,
-                hostname: &self.hostname,
-                app: &line.service,
-                pid: None,
-                boot: &self.boot,
-                seq: e.seq,
-                cont: line.cont,
-                text: &line.text,
-            },
-            &mut out,
-        );
-        out
     }
 }
 
@@ -739,9 +980,20 @@ mod tests {
             queue_bytes: 1 << 20,
             ack_timeout: Duration::from_secs(5),
             when_full,
+            spool: None,
+            spool_bytes: crate::config::DEFAULT_SPOOL_BYTES,
             hostname: Some("web-1".to_owned()),
             facility: 1,
         }
+    }
+
+    fn shared(settings: &Logship, spool: Option<Spool>) -> Shared {
+        let stamp = Stamp {
+            hostname: "web-1".into(),
+            boot: "b".into(),
+            facility: 1,
+        };
+        Shared::new(settings, stamp, spool)
     }
 
     fn line(text: &str) -> Line {
@@ -755,7 +1007,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_its_oldest_lines_and_counts_them() {
-        let shared = Shared::new(&settings(String::new(), 2, WhenFull::DropOldest));
+        let shared = shared(&settings(String::new(), 2, WhenFull::DropOldest), None);
         for text in ["a", "b", "c", "d"] {
             shared.enqueue(line(text));
         }
@@ -763,11 +1015,74 @@ mod tests {
         assert_eq!(c.queued.load(Ordering::Relaxed), 4);
         assert_eq!(c.dropped.load(Ordering::Relaxed), 2);
         let taken = shared.take(10);
-        let seqs: Vec<u64> = taken.iter().map(|e| e.seq).collect();
+        let seqs: Vec<u64> = taken.lines.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [3, 4], "the newest lines stay, numbered as they came");
         shared.give_back(taken);
         assert_eq!(shared.queued(), 2);
         assert_eq!(c.undelivered(), 2);
+    }
+
+    #[test]
+    fn drop_while_away_waits_for_a_present_collector_and_drops_once_it_is_away() {
+        let shared = Arc::new(shared(
+            &settings(String::new(), 2, WhenFull::DropWhileAway),
+            None,
+        ));
+        shared.set_present(true);
+        shared.enqueue(line("a"));
+        shared.enqueue(line("b"));
+        let writer = shared.clone();
+        let third = std::thread::spawn(move || writer.enqueue(line("c")));
+        std::thread::sleep(Duration::from_millis(200));
+        let c = &shared.counters;
+        assert_eq!(c.queued.load(Ordering::Relaxed), 2, "the writer waits");
+        assert!(!third.is_finished());
+        shared.set_present(false);
+        third.join().unwrap();
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 1, "the oldest went");
+        let seqs: Vec<u64> = shared.take(10).lines.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+    }
+
+    #[test]
+    fn with_a_spool_the_oldest_lines_go_to_disk_and_come_back_first_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let shared = shared(
+            &settings(String::new(), 2, WhenFull::DropWhileAway),
+            Some(spool),
+        );
+        for text in ["a", "b", "c", "d", "e"] {
+            shared.enqueue(line(text));
+        }
+        let c = &shared.counters;
+        assert_eq!(c.spooled.load(Ordering::Relaxed), 3);
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 0);
+        let batch = shared.take(2);
+        assert_eq!((batch.spooled.len(), batch.lines.len()), (2, 0));
+        let batch2 = shared.take(10);
+        assert_eq!(batch2.spooled.len(), 1);
+        let texts: Vec<String> = batch
+            .spooled
+            .iter()
+            .chain(&batch2.spooled)
+            .map(|(_, m)| {
+                String::from_utf8_lossy(m)
+                    .rsplit(' ')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .chain(
+                batch2
+                    .lines
+                    .iter()
+                    .map(|e| String::from_utf8_lossy(&e.line.text).into_owned()),
+            )
+            .collect();
+        assert_eq!(texts, ["a", "b", "c", "d", "e"]);
+        shared.acked_spooled(batch.spooled.iter().chain(&batch2.spooled).map(|r| r.0));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
