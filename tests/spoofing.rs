@@ -289,6 +289,7 @@ fn keyed_a_forged_new_member_in_plaintext_or_with_a_wrong_key_is_never_a_member(
     // Refused, counted and logged at once, then not again within the minute.
     assert_eq!(lb.run.count(REFUSED), 1, "{}", lb.run.text());
     assert!(lb.logged(REFUSED, "total_packets="), "{}", lb.run.text());
+    eprintln!("{}", refused_line(&lb));
 }
 
 #[test]
@@ -344,4 +345,15 @@ fn keyed_forged_alive_dead_suspect_and_leave_in_plaintext_or_with_a_wrong_key_ch
     assert_eq!(stats.failed, 0, "{:?}", stats.errors);
     assert_eq!(lb.reloads(), 0);
     assert_eq!(lb.run.count(REFUSED), 1, "{}", lb.run.text());
+    eprintln!("{}", refused_line(&lb));
+}
+
+/// The LB's log line about refused traffic.
+fn refused_line(lb: &Lb) -> String {
+    lb.run
+        .text()
+        .lines()
+        .find(|l| l.contains(REFUSED))
+        .unwrap_or_default()
+        .to_owned()
 }
