@@ -3,7 +3,8 @@
 //! another user cannot connect; HAProxy's admin and master sockets, as muster starts HAProxy
 //! with the shipped template, are 0600 Unix sockets of the user running it, and no `stats
 //! socket` listens on the network; the stats page is read-only (no admin form, a POSTed
-//! action is refused and changes no server).
+//! action is refused and changes no server). Run as root, like the rest of the suite: the
+//! other user is 65534, switched to with `setpriv`.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
