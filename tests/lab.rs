@@ -685,7 +685,8 @@ impl Drop for Intruders {
     }
 }
 
-/// Issue 13: the lab's gossip is encrypted with its key (a compose secret). A webapp container
+/// Issue 13: ha's sockets are root's only and its stats page refuses admin actions; the lab's
+/// gossip is encrypted with its key (a compose secret). A webapp container
 /// started by hand on the lab's network without the secret does not start (exit 64, the key
 /// named); one given another key, and one whose config has no key at all (plaintext), run and
 /// try to join `ha` but never become a member nor an HAProxy server, no request fails, and ha
@@ -702,6 +703,32 @@ fn lab_keeps_out_a_webapp_started_by_hand_without_the_key() {
     );
     let real = hosts_now(&lab, 1);
     let ha = lab.ids("ha").remove(0);
+
+    // ha's control surfaces: muster's and HAProxy's sockets are root's only, and the
+    // published stats page refuses an admin action.
+    for socket in [
+        "/run/muster/control.sock",
+        "/run/haproxy/admin.sock",
+        "/run/haproxy/master.sock",
+    ] {
+        let mode = docker(&["exec", &ha, "stat", "-c", "%a %U %F", socket]);
+        eprintln!("ha: {socket}: {mode}");
+        assert_eq!(mode, "600 root socket", "{socket}");
+    }
+    let body = format!("s={}&action=maint&b=nodes", real.first().unwrap());
+    let mut s = TcpStream::connect(("127.0.0.1", lab.stats)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.0\r\nHost: lab\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("st=DENY"), "{answer}");
+    assert_eq!(hosts_now(&lab, 5), real, "the webapp is still in service");
     let network = format!("{}-heig", lab.project);
     let tag = std::env::var("MUSTER_IMAGE_TAG").unwrap_or_else(|_| "dev".to_owned());
     let image = format!("muster/webapp:{tag}");
