@@ -704,49 +704,14 @@ fn lab_keeps_out_a_webapp_started_by_hand_without_the_key() {
     let real = hosts_now(&lab, 1);
     let ha = lab.ids("ha").remove(0);
 
-    // ha's control surfaces: muster's and HAProxy's sockets are root's only, and the
-    // published stats page refuses an admin action.
-    for socket in [
-        "/run/muster/control.sock",
-        "/run/haproxy/admin.sock",
-        "/run/haproxy/master.sock",
-    ] {
-        let mode = docker(&["exec", &ha, "stat", "-c", "%a %U %F", socket]);
-        eprintln!("ha: {socket}: {mode}");
-        assert_eq!(mode, "600 root socket", "{socket}");
-    }
-    let body = format!("s={}&action=maint&b=nodes", real.first().unwrap());
-    let mut s = TcpStream::connect(("127.0.0.1", lab.stats)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "POST / HTTP/1.0\r\nHost: lab\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = s.read_to_string(&mut answer);
-    assert!(answer.contains("st=DENY"), "{answer}");
-    assert_eq!(hosts_now(&lab, 5), real, "the webapp is still in service");
+    ha_control_surfaces_are_closed(&lab, &ha, &real);
     let network = format!("{}-heig", lab.project);
     let tag = std::env::var("MUSTER_IMAGE_TAG").unwrap_or_else(|_| "dev".to_owned());
     let image = format!("muster/webapp:{tag}");
     let name = |what: &str| format!("{}-intruder-{what}", lab.project);
 
     // Without the secret: muster refuses to start, naming the key.
-    let out = Command::new("timeout")
-        .args(["60", "docker", "run", "--rm", "--network", &network])
-        .args(["--hostname", "intruder-nokey", &image])
-        .output()
-        .expect("docker run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("docker run without the secret: {}\n{stderr}", out.status);
-    assert_eq!(out.status.code(), Some(64), "{stderr}");
-    assert!(
-        stderr.contains("gossip.encrypt_file: cannot read /run/secrets/gossip_key"),
-        "{stderr}"
-    );
+    refused_without_the_secret(&network, &image);
 
     // With another key, and with a config that has no key: they run and try to join.
     let dir = lab.secrets.path();
@@ -795,25 +760,7 @@ fn lab_keeps_out_a_webapp_started_by_hand_without_the_key() {
         },
     );
     // 15 s (more than the webapps' 10 s rejoin interval): never a member, never a server.
-    let start = Instant::now();
-    let mut requests = 0;
-    while start.elapsed() < Duration::from_secs(15) {
-        for who in &intruders.0 {
-            assert_eq!(
-                docker(&["inspect", "-f", "{{.State.Running}}", who]),
-                "true",
-                "{who} runs (it is kept out, not crashed)"
-            );
-        }
-        let members = docker(&["exec", &ha, "muster", "members"]);
-        assert!(!members.contains("intruder"), "{members}");
-        let (code, page) = lab.get(lab.stats, "/;csv").expect("stats csv");
-        assert_eq!(code, 200);
-        assert!(!page.contains("intruder"), "{page}");
-        assert_eq!(hosts_seen(&lab, 5), real, "only the real webapp serves");
-        requests += 5;
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let requests = kept_out(&lab, &ha, &intruders.0, &real, Duration::from_secs(15));
     let logs = lab.compose(&["logs", "--no-color", "ha"]);
     let logs = String::from_utf8_lossy(&logs.stdout);
     let refused: Vec<&str> = logs
@@ -835,4 +782,80 @@ fn lab_keeps_out_a_webapp_started_by_hand_without_the_key() {
             "{theirs}"
         );
     }
+}
+
+/// In `ha`: muster's and HAProxy's sockets are root's only (0600), and the published stats page
+/// refuses an admin action against the live webapp (`real`), which stays in service.
+fn ha_control_surfaces_are_closed(lab: &Lab, ha: &str, real: &BTreeSet<String>) {
+    for socket in [
+        "/run/muster/control.sock",
+        "/run/haproxy/admin.sock",
+        "/run/haproxy/master.sock",
+    ] {
+        let mode = docker(&["exec", ha, "stat", "-c", "%a %U %F", socket]);
+        eprintln!("ha: {socket}: {mode}");
+        assert_eq!(mode, "600 root socket", "{socket}");
+    }
+    let body = format!("s={}&action=maint&b=nodes", real.first().unwrap());
+    let mut s = TcpStream::connect(("127.0.0.1", lab.stats)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.0\r\nHost: lab\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("st=DENY"), "{answer}");
+    assert_eq!(&hosts_now(lab, 5), real, "the webapp is still in service");
+}
+
+/// `docker run` of the webapp image on the lab's network without the secret: muster does not
+/// start (exit 64), naming the key file it cannot read.
+fn refused_without_the_secret(network: &str, image: &str) {
+    let out = Command::new("timeout")
+        .args(["60", "docker", "run", "--rm", "--network", network])
+        .args(["--hostname", "intruder-nokey", image])
+        .output()
+        .expect("docker run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("docker run without the secret: {}\n{stderr}", out.status);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("gossip.encrypt_file: cannot read /run/secrets/gossip_key"),
+        "{stderr}"
+    );
+}
+
+/// For `window`: the `intruders` keep running, are never in `ha`'s members nor on the stats
+/// page, and every request is served by the `real` webapp. The requests sent.
+fn kept_out(
+    lab: &Lab,
+    ha: &str,
+    intruders: &[String],
+    real: &BTreeSet<String>,
+    window: Duration,
+) -> usize {
+    let start = Instant::now();
+    let mut requests = 0;
+    while start.elapsed() < window {
+        for who in intruders {
+            assert_eq!(
+                docker(&["inspect", "-f", "{{.State.Running}}", who]),
+                "true",
+                "{who} runs (it is kept out, not crashed)"
+            );
+        }
+        let members = docker(&["exec", ha, "muster", "members"]);
+        assert!(!members.contains("intruder"), "{members}");
+        let (code, page) = lab.get(lab.stats, "/;csv").expect("stats csv");
+        assert_eq!(code, 200);
+        assert!(!page.contains("intruder"), "{page}");
+        assert_eq!(&hosts_seen(lab, 5), real, "only the real webapp serves");
+        requests += 5;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    requests
 }
