@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::forge::{
-    Attacker, HttpCounter, Udp, alive, backend_tags, dead, packet, serf_leave, suspect,
+    Attacker, HttpCounter, Udp, alive, backend_tags, dead, node_state, packet, push_pull_stream,
+    serf_leave, stream_answer, suspect,
 };
 use common::http::Load;
 use common::lb::{Lb, Server, observe, start_backends, start_backends_with};
@@ -206,6 +207,14 @@ impl Sealer {
         }
     }
 
+    /// A push/pull stream's bytes: as is, or sealed as memberlist seals a stream.
+    fn stream(&mut self, how: Forger, plain: &[u8]) -> Vec<u8> {
+        match how {
+            Forger::Plaintext => plain.to_vec(),
+            Forger::WrongKey => self.ring.seal_stream(&self.nonces.next_nonce(), plain),
+        }
+    }
+
     fn datagram(&mut self, how: Forger, plain: &[u8]) -> Vec<u8> {
         match how {
             Forger::Plaintext => plain.to_vec(),
@@ -259,12 +268,25 @@ fn keyed_a_forged_new_member_in_plaintext_or_with_a_wrong_key_is_never_a_member(
         backend_tags(app.port),
         1,
     )])];
+    // The same member in a push/pull, which a peer with the key would answer with the view.
+    let pushed = push_pull_stream(&[node_state(
+        "evil",
+        responder.addr,
+        backend_tags(app.port),
+        1,
+    )]);
     for how in [Forger::Plaintext, Forger::WrongKey] {
+        let stream = Sealer::new().stream(how, &pushed);
+        let answer = stream_answer(lb.gossip_addr(), &stream, Duration::from_secs(3));
+        assert!(answer.is_empty(), "{how:?}: the LB answered a push/pull");
         let (seen, sent) = send_for_a_window(&lb, &before, how, &forged);
         let members = lb.members();
         eprintln!(
-            "keyed, new name, {how:?}: {sent} datagrams; server changes {seen:?}; `evil` in \
-             muster members: {:?}; attacker's app got {} requests; refusals logged {}x",
+            "keyed, new name, {how:?}: a push/pull of {} bytes answered with {} bytes, then {sent} \
+             datagrams; server changes {seen:?}; `evil` in muster members: {:?}; attacker's \
+             app got {} requests; refusals logged {}x",
+            stream.len(),
+            answer.len(),
             common::lb::member_row(&members, "evil"),
             app.requests(),
             lb.run.count(REFUSED)
