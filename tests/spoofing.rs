@@ -174,7 +174,12 @@ fn keyed(dir: &std::path::Path) -> String {
 /// included.
 fn keyed_lb(dir: &std::path::Path) -> (Lb, String) {
     let key = keyed(dir);
-    let lb = Lb::start_full(dir, "trusted_networks = [\"127.0.0.0/8\"]", &key);
+    let lb = Lb::start_full(
+        dir,
+        common::free_port(),
+        &key,
+        "trusted_networks = [\"127.0.0.0/8\"]",
+    );
     (lb, key)
 }
 
