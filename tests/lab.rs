@@ -784,8 +784,9 @@ fn lab_keeps_out_a_webapp_started_by_hand_without_the_key() {
     }
 }
 
-/// In `ha`: muster's and HAProxy's sockets are root's only (0600), and the published stats page
-/// refuses an admin action against the live webapp (`real`), which stays in service.
+/// In `ha`: muster's and HAProxy's sockets and the key are root's only (0600), the key is in no
+/// container's log, and the published stats page refuses an admin action against the live
+/// webapp (`real`), which stays in service.
 fn ha_control_surfaces_are_closed(lab: &Lab, ha: &str, real: &BTreeSet<String>) {
     for socket in [
         "/run/muster/control.sock",
@@ -796,6 +797,15 @@ fn ha_control_surfaces_are_closed(lab: &Lab, ha: &str, real: &BTreeSet<String>) 
         eprintln!("ha: {socket}: {mode}");
         assert_eq!(mode, "600 root socket", "{socket}");
     }
+    // The key: root's only inside the container, and never in a log.
+    let secret = docker(&["exec", ha, "stat", "-c", "%a %U", "/run/secrets/gossip_key"]);
+    assert_eq!(secret, "600 root", "/run/secrets/gossip_key");
+    let key = std::fs::read_to_string(lab.key()).unwrap();
+    let logs = lab.compose(&["logs", "--no-color"]);
+    assert!(
+        !String::from_utf8_lossy(&logs.stdout).contains(key.trim()),
+        "the gossip key is in the lab's logs"
+    );
     let body = format!("s={}&action=maint&b=nodes", real.first().unwrap());
     let mut s = TcpStream::connect(("127.0.0.1", lab.stats)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
