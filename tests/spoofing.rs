@@ -28,7 +28,7 @@ use common::forge::{
     serf_leave, stream_answer, suspect,
 };
 use common::http::Load;
-use common::lb::{Lb, Server, observe, start_backends, start_backends_with};
+use common::lb::{LONG, Lb, Server, observe, start_backends, start_backends_with};
 use muster::gossip::crypto::{Keyring, Nonces, SEND_VERSION};
 
 const WINDOW: Duration = Duration::from_secs(6);
@@ -164,23 +164,20 @@ fn forged_alive_dead_suspect_and_leave_for_real_members_change_no_server() {
     assert_eq!(lb.reloads(), 0);
 }
 
-/// A keyed cluster's `[gossip]` line, its key in a 0600 file in `dir`.
-fn keyed(dir: &std::path::Path) -> String {
-    let key = common::key_file(dir, "gossip.key", &common::random_key());
-    format!("encrypt_file = \"{}\"", key.display())
-}
-
 /// A load balancer of a keyed cluster that trusts all of loopback, the attacker's address
-/// included.
-fn keyed_lb(dir: &std::path::Path) -> (Lb, String) {
-    let key = keyed(dir);
+/// included: it, the `[gossip]` line of the cluster's key (in a 0600 file in `dir`), and the
+/// key in base64.
+fn keyed_lb(dir: &std::path::Path) -> (Lb, String, String) {
+    let key = common::random_key();
+    let file = common::key_file(dir, "gossip.key", &key);
+    let line = format!("encrypt_file = \"{}\"", file.display());
     let lb = Lb::start_full(
         dir,
         common::free_port(),
-        &key,
+        &line,
         "trusted_networks = [\"127.0.0.0/8\"]",
     );
-    (lb, key)
+    (lb, line, key)
 }
 
 /// How the attacker sends its forgeries to a keyed cluster.
@@ -193,7 +190,7 @@ enum Forger {
     WrongKey,
 }
 
-/// Seals datagrams with a random key of the attacker's.
+/// Seals datagrams and streams with a random key of the attacker's.
 struct Sealer {
     ring: Keyring,
     nonces: Nonces,
@@ -201,8 +198,13 @@ struct Sealer {
 
 impl Sealer {
     fn new() -> Sealer {
+        Sealer::with_key(&common::random_key())
+    }
+
+    /// Sealing with this base64 key.
+    fn with_key(key: &str) -> Sealer {
         let key = base64::engine::general_purpose::STANDARD
-            .decode(common::random_key())
+            .decode(key)
             .unwrap();
         let mut seed = [0u8; 12];
         seed.copy_from_slice(&key[..12]);
@@ -259,7 +261,7 @@ const REFUSED: &str = "gossip traffic refused";
 #[test]
 fn keyed_a_forged_new_member_in_plaintext_or_with_a_wrong_key_is_never_a_member() {
     let dir = tempfile::tempdir().unwrap();
-    let (lb, key) = keyed_lb(dir.path());
+    let (lb, key, cluster_key) = keyed_lb(dir.path());
     let _backends = start_backends_with(dir.path(), &lb, &["web-a", "web-b"], &key);
     let before = lb.servers();
     assert_eq!(lb.run.count(REFUSED), 0, "{}", lb.run.text());
@@ -305,7 +307,7 @@ fn keyed_a_forged_new_member_in_plaintext_or_with_a_wrong_key_is_never_a_member(
             "{how:?}: the attacker's app got requests"
         );
         assert_eq!(
-            responder.pings(),
+            responder.datagrams(),
             0,
             "{how:?}: the LB probed the forged member"
         );
@@ -317,12 +319,32 @@ fn keyed_a_forged_new_member_in_plaintext_or_with_a_wrong_key_is_never_a_member(
     assert_eq!(lb.run.count(REFUSED), 1, "{}", lb.run.text());
     assert!(lb.logged(REFUSED, "total_packets="), "{}", lb.run.text());
     eprintln!("{}", refused_line(&lb));
+    // The control: the same datagram sealed with the cluster's key is taken, and the LB probes
+    // the claimed address (the forgeries were well-formed; only the key kept them out). The
+    // responder acks in plaintext, which the LB refuses, so `evil` is still not confirmed.
+    let mut atk = Attacker::new();
+    let sealed = Sealer::with_key(&cluster_key).datagram(Forger::WrongKey, &forged[0]);
+    let sent = Instant::now();
+    common::eventually(
+        "the LB probing `evil` once sealed with the key",
+        LONG,
+        || {
+            atk.send(lb.gossip_addr(), &sealed);
+            std::thread::sleep(Duration::from_millis(100));
+            responder.datagrams() > 0
+        },
+    );
+    eprintln!(
+        "sealed with the cluster's key: the LB probed `evil`'s address after {:?} ({} datagrams)",
+        sent.elapsed(),
+        responder.datagrams()
+    );
 }
 
 #[test]
 fn keyed_forged_alive_dead_suspect_and_leave_in_plaintext_or_with_a_wrong_key_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (lb, key) = keyed_lb(dir.path());
+    let (lb, key, _) = keyed_lb(dir.path());
     let names = ["web-a", "web-b", "web-c", "web-d"];
     let _backends = start_backends_with(dir.path(), &lb, &names, &key);
     let before = lb.servers();
@@ -362,7 +384,7 @@ fn keyed_forged_alive_dead_suspect_and_leave_in_plaintext_or_with_a_wrong_key_ch
         }
         assert_eq!(app.requests(), 0, "{how:?}");
         assert_eq!(
-            responder.pings(),
+            responder.datagrams(),
             0,
             "{how:?}: the LB probed the forged address"
         );
