@@ -122,6 +122,10 @@ fn haproxys_sockets_are_its_users_only_and_none_is_on_the_network() {
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
     let master = lb.dir.join("master.sock");
+    // HAProxy may serve before its master has made the master socket.
+    eventually("haproxy's sockets", Duration::from_secs(10), || {
+        lb.admin_socket.exists() && master.exists()
+    });
     for socket in [&lb.admin_socket, &master] {
         assert_eq!(mode(socket), (0o600, me), "{}", socket.display());
         let refused = connect_as_nobody(socket).expect_err("user 65534 connected");
