@@ -32,5 +32,12 @@ else
 fi
 
 say "building the lab's images"
+# A build mounts no secret, but docker-compose warns about a secret file that does not exist
+# yet (compose/lab creates the lab's gossip key before `up`): an empty placeholder stands in.
+if [ ! -f "${MUSTER_GOSSIP_KEY_FILE:-compose/.secrets/gossip.key}" ]; then
+  placeholder=$(mktemp)
+  trap 'rm -f "$placeholder"' EXIT
+  export MUSTER_GOSSIP_KEY_FILE=$placeholder
+fi
 docker-compose -f compose/docker-compose.yml build --build-arg "BASE_IMAGE=$BASE_IMAGE"
 say "images ready"

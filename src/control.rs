@@ -3,6 +3,9 @@
 //! (`members` or `members json`, at most 1 KiB) and reads the answer to end of file; an
 //! answer that starts with `error: ` is an error message.
 //!
+//! The socket is its owner's only (mode 0600): muster binds it in a private directory and moves
+//! it into place, so no other user can connect to it, not even for a moment after the bind.
+//!
 //! At most [`MAX_CONNECTIONS`] connections are open at once (a new one closes the oldest),
 //! each for at most [`REQUEST_TIMEOUT`], and accepting pauses after an error (EMFILE).
 //!
@@ -61,9 +64,28 @@ pub fn serve(path: &Path, members: Option<Members>) -> std::io::Result<()> {
     }
     // A socket file left by an earlier run (the container restarted) is ours to replace.
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
-    tokio::spawn(accept_loop(listener, members));
+    let listener = bind_private(path)?;
+    listener.set_nonblocking(true)?;
+    tokio::spawn(accept_loop(UnixListener::from_std(listener)?, members));
     Ok(())
+}
+
+/// A listening socket at `path` with mode 0600: bound in a directory only its owner can enter
+/// (0700, beside `path`), made 0600 there, then renamed to `path`; the directory is removed.
+fn bind_private(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let private = dir.join(format!(".muster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let inner = private.join("s");
+    let bound = std::os::unix::net::UnixListener::bind(&inner).and_then(|l| {
+        std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&inner, path)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_dir_all(&private);
+    bound
 }
 
 /// Accepts connections for ever: at most [`MAX_CONNECTIONS`] are open (a new one closes the

@@ -14,8 +14,8 @@
 //! before-stop step that stops the sync and leaves the cluster.
 //!
 //! The subsystems are folders: `supervisor/`, `gossip/`, `haproxy/`, `logship/`. Each knows
-//! only [`config`] and its own folder. Beside them: [`control`] (the control socket's server
-//! and client, given a function for the members), [`host`] (host name, address to advertise, its interfaces' networks)
+//! only [`config`] and its own folder. Beside them: [`control`] (the control socket's server,
+//! mode 0600, and client, given a function for the members), [`host`] (host name, address to advertise, its interfaces' networks)
 //! and [`logging`] (muster's own log lines).
 //!
 //! - [`config`]: the TOML file, read into a table and validated key by key into typed values,

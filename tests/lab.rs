@@ -40,6 +40,9 @@ struct Lab {
     subnet: u8,
     http: u16,
     stats: u16,
+    /// Holds the lab's gossip key (`gossip.key`, mode 600), given to docker-compose as
+    /// `MUSTER_GOSSIP_KEY_FILE`: every lab is encrypted, as `compose/lab` makes it.
+    secrets: tempfile::TempDir,
 }
 
 impl Lab {
@@ -61,7 +64,9 @@ impl Lab {
             subnet: subnet - offset,
             http: free_port(),
             stats: free_port(),
+            secrets: tempfile::tempdir().unwrap(),
         };
+        common::key_file(lab.secrets.path(), "gossip.key", &common::random_key());
         lab.compose(&["down", "-v", "-t", "5"]);
         lab
     }
@@ -78,6 +83,7 @@ impl Lab {
             .env("MUSTER_NETWORK", format!("{}-heig", self.project))
             .env("MUSTER_SUBNET", format!("192.168.{}.0/24", self.subnet))
             .env("MUSTER_HA_IP", format!("192.168.{}.42", self.subnet))
+            .env("MUSTER_GOSSIP_KEY_FILE", self.key())
             .output()
             .expect("run docker-compose");
         eprintln!(
@@ -116,6 +122,11 @@ impl Lab {
 
     fn get(&self, port: u16, path: &str) -> Option<(u16, String)> {
         get(port, path)
+    }
+
+    /// The lab's gossip key file.
+    fn key(&self) -> std::path::PathBuf {
+        self.secrets.path().join("gossip.key")
     }
 }
 
@@ -692,4 +703,206 @@ fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
         "answers that were errors: {stats:?}"
     );
     assert!(stats.ok > 100, "the load ran: {stats:?}");
+}
+
+/// Containers started by hand (`docker run`), removed with the test.
+struct Intruders(Vec<String>);
+
+impl Drop for Intruders {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            if std::thread::panicking() {
+                eprintln!(
+                    "{name}'s logs:\n{}",
+                    docker(&["logs", "--tail", "30", name])
+                );
+            }
+            docker(&["rm", "-f", name]);
+        }
+    }
+}
+
+/// Issue 13: ha's sockets are root's only and its stats page refuses admin actions; the lab's
+/// gossip is encrypted with its key (a compose secret). A webapp container
+/// started by hand on the lab's network without the secret does not start (exit 64, the key
+/// named); one given another key, and one whose config has no key at all (plaintext), run and
+/// try to join `ha` but never become a member nor an HAProxy server, no request fails, and ha
+/// logs the refused traffic.
+#[test]
+fn lab_keeps_out_a_webapp_started_by_hand_without_the_key() {
+    build_images();
+    let lab = Lab::new("muster-e2e-key", 236);
+    lab.scale(1);
+    wait_for(
+        "the webapp served through ha",
+        Duration::from_secs(60),
+        || hosts_now(&lab, 1).len() == 1,
+    );
+    let real = hosts_now(&lab, 1);
+    let ha = lab.ids("ha").remove(0);
+
+    ha_control_surfaces_are_closed(&lab, &ha, &real);
+    let network = format!("{}-heig", lab.project);
+    let tag = std::env::var("MUSTER_IMAGE_TAG").unwrap_or_else(|_| "dev".to_owned());
+    let image = format!("muster/webapp:{tag}");
+    let name = |what: &str| format!("{}-intruder-{what}", lab.project);
+
+    // Without the secret: muster refuses to start, naming the key.
+    refused_without_the_secret(&network, &image);
+
+    // With another key, and with a config that has no key: they run and try to join.
+    let dir = lab.secrets.path();
+    let wrong = common::key_file(dir, "wrong.key", &common::random_key());
+    let plain_cfg = dir.join("plaintext.toml");
+    let shipped = std::fs::read_to_string(root().join("images/webapp/muster.toml")).unwrap();
+    let plaintext: String = shipped
+        .lines()
+        .filter(|l| !l.starts_with("encrypt_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(
+        plaintext.len(),
+        shipped.len(),
+        "the shipped config has a key"
+    );
+    std::fs::write(&plain_cfg, plaintext).unwrap();
+    let intruders = Intruders(vec![name("wrongkey"), name("plaintext")]);
+    let mounts = [
+        format!("{}:/run/secrets/gossip_key:ro", wrong.display()),
+        format!("{}:/etc/muster/muster.toml:ro", plain_cfg.display()),
+    ];
+    for (who, mount) in intruders.0.iter().zip(&mounts) {
+        let host = who.rsplit('-').next().unwrap();
+        let id = docker(&[
+            "run",
+            "-d",
+            "--network",
+            &network,
+            "--name",
+            who,
+            "--hostname",
+            &format!("intruder-{host}"),
+            "-v",
+            mount,
+            &image,
+        ]);
+        assert!(!id.is_empty(), "docker run {who}");
+    }
+    wait_for(
+        "ha logs refused gossip traffic",
+        Duration::from_secs(30),
+        || {
+            let logs = lab.compose(&["logs", "--no-color", "ha"]);
+            String::from_utf8_lossy(&logs.stdout).contains("gossip traffic refused")
+        },
+    );
+    // 15 s (more than the webapps' 10 s rejoin interval): never a member, never a server.
+    let requests = kept_out(&lab, &ha, &intruders.0, &real, Duration::from_secs(15));
+    let logs = lab.compose(&["logs", "--no-color", "ha"]);
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    let refused: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("gossip traffic refused"))
+        .collect();
+    eprintln!(
+        "kept out for 15 s, {requests} requests all served by {real:?}; ha logged:\n{}",
+        refused.join("\n")
+    );
+    // The intruders' own side: they never joined either.
+    for who in &intruders.0 {
+        let theirs = docker(&["exec", who, "muster", "members"]);
+        eprintln!("{who} sees:\n{theirs}");
+        assert!(
+            !theirs
+                .lines()
+                .any(|l| l.contains(" alive ") && l.contains("role=balancer")),
+            "{theirs}"
+        );
+    }
+}
+
+/// In `ha`: muster's and HAProxy's sockets and the key are root's only (0600), the key is in no
+/// container's log, and the published stats page refuses an admin action against the live
+/// webapp (`real`), which stays in service.
+fn ha_control_surfaces_are_closed(lab: &Lab, ha: &str, real: &BTreeSet<String>) {
+    for socket in [
+        "/run/muster/control.sock",
+        "/run/haproxy/admin.sock",
+        "/run/haproxy/master.sock",
+    ] {
+        let mode = docker(&["exec", ha, "stat", "-c", "%a %U %F", socket]);
+        eprintln!("ha: {socket}: {mode}");
+        assert_eq!(mode, "600 root socket", "{socket}");
+    }
+    // The key: root's only inside the container, and never in a log.
+    let secret = docker(&["exec", ha, "stat", "-c", "%a %U", "/run/secrets/gossip_key"]);
+    assert_eq!(secret, "600 root", "/run/secrets/gossip_key");
+    let key = std::fs::read_to_string(lab.key()).unwrap();
+    let logs = lab.compose(&["logs", "--no-color"]);
+    assert!(
+        !String::from_utf8_lossy(&logs.stdout).contains(key.trim()),
+        "the gossip key is in the lab's logs"
+    );
+    let body = format!("s={}&action=maint&b=nodes", real.first().unwrap());
+    let mut s = TcpStream::connect(("127.0.0.1", lab.stats)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.0\r\nHost: lab\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("st=DENY"), "{answer}");
+    assert_eq!(&hosts_now(lab, 5), real, "the webapp is still in service");
+}
+
+/// `docker run` of the webapp image on the lab's network without the secret: muster does not
+/// start (exit 64), naming the key file it cannot read.
+fn refused_without_the_secret(network: &str, image: &str) {
+    let out = Command::new("timeout")
+        .args(["60", "docker", "run", "--rm", "--network", network])
+        .args(["--hostname", "intruder-nokey", image])
+        .output()
+        .expect("docker run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("docker run without the secret: {}\n{stderr}", out.status);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("gossip.encrypt_file: cannot read /run/secrets/gossip_key"),
+        "{stderr}"
+    );
+}
+
+/// For `window`: the `intruders` keep running, are never in `ha`'s members nor on the stats
+/// page, and every request is served by the `real` webapp. The requests sent.
+fn kept_out(
+    lab: &Lab,
+    ha: &str,
+    intruders: &[String],
+    real: &BTreeSet<String>,
+    window: Duration,
+) -> usize {
+    let start = Instant::now();
+    let mut requests = 0;
+    while start.elapsed() < window {
+        for who in intruders {
+            assert_eq!(
+                docker(&["inspect", "-f", "{{.State.Running}}", who]),
+                "true",
+                "{who} runs (it is kept out, not crashed)"
+            );
+        }
+        let members = docker(&["exec", ha, "muster", "members"]);
+        assert!(!members.contains("intruder"), "{members}");
+        let (code, page) = lab.get(lab.stats, "/;csv").expect("stats csv");
+        assert_eq!(code, 200);
+        assert!(!page.contains("intruder"), "{page}");
+        assert_eq!(&hosts_seen(lab, 5), real, "only the real webapp serves");
+        requests += 5;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    requests
 }

@@ -18,6 +18,7 @@ join and kill samples). No figure is a pass/fail threshold.
 Usage: tests/bench/haproxy.py [--runs N] [--quick] [--out DIR]
 """
 
+import base64
 import http.client
 import json
 import os
@@ -26,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import datetime
@@ -58,9 +60,24 @@ def free_port():
 
 HTTP = free_port()
 STATS = free_port()
+
+
+def gossip_key_file():
+    """A random gossip key for the lab (mode 600, in a directory removed at exit): the lab is
+    encrypted, as compose/lab makes it."""
+    d = tempfile.TemporaryDirectory(prefix="muster-bench-key-")
+    path = Path(d.name) / "gossip.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    return d, path
+
+
+KEY_DIR, KEY_FILE = gossip_key_file()
 ENV = {**os.environ, "MUSTER_HTTP_PORT": str(HTTP), "MUSTER_STATS_PORT": str(STATS),
        "MUSTER_NETWORK": f"{PROJECT}-heig", "MUSTER_SUBNET": "192.168.245.0/24",
-       "MUSTER_HA_IP": "192.168.245.42"}
+       "MUSTER_HA_IP": "192.168.245.42",
+       "MUSTER_GOSSIP_KEY_FILE": str(KEY_FILE)}
 
 
 def compose(*args):

@@ -145,19 +145,10 @@ pub fn push_pull_within(
     nodes: &[NodeState],
     limit: Duration,
 ) -> std::io::Result<PushPull> {
-    let state = PushPullState {
-        ltime: 1,
-        status_ltimes: Vec::new(),
-        left_members: Vec::new(),
-        event_ltime: 1,
-        events: Vec::new(),
-        query_ltime: 1,
-    };
-    let user = state.encode();
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
     s.set_read_timeout(Some(limit))?;
     s.set_write_timeout(Some(limit))?;
-    s.write_all(&encode_push_pull(false, nodes, &user))?;
+    s.write_all(&push_pull_stream(nodes))?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
@@ -169,6 +160,34 @@ pub fn push_pull_within(
             Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         }
     }
+}
+
+/// The bytes of a push/pull stream carrying `nodes` and an empty Serf state, as [`push_pull`]
+/// sends them (plaintext).
+pub fn push_pull_stream(nodes: &[NodeState]) -> Vec<u8> {
+    let state = PushPullState {
+        ltime: 1,
+        status_ltimes: Vec::new(),
+        left_members: Vec::new(),
+        event_ltime: 1,
+        events: Vec::new(),
+        query_ltime: 1,
+    };
+    encode_push_pull(false, nodes, &state.encode())
+}
+
+/// Sends `bytes` on a new TCP stream to `to`, then reads until the peer closes or `limit`
+/// passes without a byte: everything it answered (a refused stream gets nothing).
+pub fn stream_answer(to: SocketAddr, bytes: &[u8], limit: Duration) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(5)) else {
+        return answer;
+    };
+    let _ = s.set_read_timeout(Some(limit));
+    // The peer may close before it has read everything: a failed write is an answer too.
+    let _ = s.write_all(bytes);
+    let _ = s.read_to_end(&mut answer);
+    answer
 }
 
 /// `name`'s incarnation as `lb` sees it (asked by push/pull).

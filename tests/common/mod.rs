@@ -248,3 +248,29 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// A random 32-byte gossip key, base64 as `serf keygen` writes it.
+pub fn random_key() -> String {
+    use base64::Engine;
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// `key` written to `dir/name` with mode 0600 (what `compose/lab` makes of the lab's key).
+pub fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    writeln!(f, "{key}").unwrap();
+    path
+}
