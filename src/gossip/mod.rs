@@ -33,6 +33,7 @@ pub mod limits;
 pub mod lzw;
 pub mod msgpack;
 pub mod node;
+pub mod secure;
 pub mod serf;
 pub mod swim;
 pub mod validate;

@@ -28,6 +28,7 @@ fn packet_from(s: &mut Swim, now: Instant, from: SocketAddr, msgs: Vec<Msg>) -> 
             from,
             msgs,
             size: 1400,
+            sender: None,
         },
     );
     let mut out = outputs(s);
@@ -62,6 +63,7 @@ fn packet_from(s: &mut Swim, now: Instant, from: SocketAddr, msgs: Vec<Msg>) -> 
                 from: to,
                 msgs: vec![ack],
                 size: 64,
+                sender: None,
             },
         );
         out.extend(outputs(s));
@@ -445,6 +447,7 @@ fn a_name_that_never_answers_is_never_a_member() {
             from: addr(9),
             msgs: vec![alive("ghost", 50, 1)],
             size: 200,
+            sender: None,
         },
     );
     let out = outputs(&mut s);
@@ -510,6 +513,7 @@ fn floods_are_capped_and_strangers_get_no_more_bytes_than_they_sent() {
             from: addr(9),
             msgs: flood,
             size: 100_000,
+            sender: None,
         },
     );
     outputs(&mut s);
@@ -531,6 +535,7 @@ fn floods_are_capped_and_strangers_get_no_more_bytes_than_they_sent() {
             from: addr(9),
             msgs: pings,
             size,
+            sender: None,
         },
     );
     let sent: usize = outputs(&mut s)
@@ -590,6 +595,7 @@ fn a_node_leaving_soon_after_joining_has_no_deadline_stuck_in_the_past() {
         t0,
         Input::Remote {
             from: Some(addr(2)),
+            sender: None,
             nodes: vec![RemoteNode {
                 name: "b".into(),
                 addr: addr(2),
