@@ -143,6 +143,9 @@ pub struct Gossip {
     /// Encryption keys (`encrypt`, `encrypt_file`, `keyring_file`), primary first; empty for
     /// a plaintext cluster.
     pub keys: GossipKeys,
+    /// Secure mode (muster-only clusters): replayed and stale traffic refused, a member's
+    /// address taken only from the member itself. Requires a key.
+    pub secure: bool,
 }
 
 /// Gossip timing profiles.
@@ -703,6 +706,7 @@ const GOSSIP_KEYS: &[&str] = &[
     "reap_left",
     "max_members",
     "new_members_per_second",
+    "secure",
 ];
 
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
@@ -726,7 +730,15 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         max_members: 5000,
         new_members_per_second: 1000,
         keys: keys::gossip_keys(t, v),
+        secure: v.bool("gossip.secure", t.get("secure")).unwrap_or(false),
     };
+    if g.secure && !keys::KEYS.iter().any(|k| t.contains_key(*k)) {
+        v.problem(
+            "gossip.secure",
+            "needs a key: set gossip.encrypt, gossip.encrypt_file or gossip.keyring_file \
+             (secure mode works on top of the keyring)",
+        );
+    }
     if let Some(name) = &g.name {
         if let Err(e) = names::name(name) {
             v.problem("gossip.name", &format!("{name:?} {e}"));

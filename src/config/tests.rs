@@ -472,3 +472,23 @@ fn trusted_networks_are_checked_key_by_key() {
         "{p:?}"
     );
 }
+
+#[test]
+fn secure_mode_needs_a_key() {
+    let base = "[services.a]\ncommand = [\"true\"]\n[gossip]\n";
+    let p = problems(&format!("{base}secure = true\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("gossip.secure") && p[0].contains("needs a key"), "{p:?}");
+    let p = problems(&format!("{base}secure = \"yes\"\n"));
+    assert!(p[0].contains("gossip.secure"), "{p:?}");
+    let c = Config::parse(
+        &format!("{base}secure = true\nencrypt = \"5K9OtfjNP9lbeR7vqmUYtA==\"\n"),
+        &NoUsers,
+    )
+    .expect("secure with a key");
+    let g = c.gossip.expect("[gossip]");
+    assert!(g.secure);
+    assert_eq!(g.keys.0.len(), 1);
+    let c = Config::parse(base, &NoUsers).expect("plain gossip");
+    assert!(!c.gossip.expect("[gossip]").secure);
+}

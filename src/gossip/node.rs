@@ -333,8 +333,14 @@ impl Node {
     /// `secure::WINDOW`), `own` the addresses peers may send to (the advertised one first).
     /// Without a keyring it stays as it is (the configuration requires a key).
     pub fn with_secure(mut self, wall_ms: u64, now: Instant, own: Vec<SocketAddr>) -> Node {
+        self.enable_secure(wall_ms, now, own);
+        self
+    }
+
+    /// [`Node::with_secure`] in place.
+    pub fn enable_secure(&mut self, wall_ms: u64, now: Instant, own: Vec<SocketAddr>) {
         if self.crypt.is_none() {
-            return self;
+            return;
         }
         self.swim.set_secure(true);
         self.secure = Some(SecureState {
@@ -347,7 +353,6 @@ impl Node {
             replay: Replay::new(self.max_members),
             outstanding: Outstanding::default(),
         });
-        self
     }
 
     /// Whether the node is in secure mode.
