@@ -378,7 +378,9 @@ fn start_gossip(
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let publish = Publish { view };
     tokio::spawn(async move {
-        if let Err(error) = driver::run_secure(settings, keyring, secure, publish, commands_rx).await {
+        if let Err(error) =
+            driver::run_secure(settings, keyring, secure, publish, commands_rx).await
+        {
             tracing::error!(%error, "gossip stopped");
         }
     });

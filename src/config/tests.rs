@@ -478,7 +478,10 @@ fn secure_mode_needs_a_key() {
     let base = "[services.a]\ncommand = [\"true\"]\n[gossip]\n";
     let p = problems(&format!("{base}secure = true\n"));
     assert_eq!(p.len(), 1, "{p:?}");
-    assert!(p[0].contains("gossip.secure") && p[0].contains("needs a key"), "{p:?}");
+    assert!(
+        p[0].contains("gossip.secure") && p[0].contains("needs a key"),
+        "{p:?}"
+    );
     let p = problems(&format!("{base}secure = \"yes\"\n"));
     assert!(p[0].contains("gossip.secure"), "{p:?}");
     let c = Config::parse(

@@ -400,7 +400,9 @@ pub async fn run_secure(
             shell.node.enable_secure(wall_ms(), Instant::now(), own);
             let answerer = shell.node.answerer(nonce_seed()?).map(Arc::new);
             shell.check = answerer.map_or(Check::None, Check::Secure);
-            tracing::info!("gossip secure mode: replayed, stale and misdirected traffic is refused; an address is taken only from its member (muster-only cluster)");
+            tracing::info!(
+                "gossip secure mode: replayed, stale and misdirected traffic is refused; an address is taken only from its member (muster-only cluster)"
+            );
         }
     }
     let mut buf = vec![0u8; 65_536];
