@@ -130,28 +130,35 @@ impl Refusals {
 /// How often refused encrypted (or plaintext) traffic is logged, with the counts.
 const CRYPTO_SUMMARY: Duration = Duration::from_secs(60);
 
-/// Traffic the keyring refused: the first refusal is logged at once, then a count at most
-/// once per [`CRYPTO_SUMMARY`].
+/// Traffic the keyring refused, in three kinds (another `secure` setting; stale or replayed;
+/// no key opens it): the first refusal of each kind is logged at once, then a count at most
+/// once per [`CRYPTO_SUMMARY`] each, so a flood of one kind hides no other.
 struct CryptoLog {
     logged: node::CryptoRefused,
-    next: Option<Instant>,
+    /// When each kind may be logged again.
+    next: [Option<Instant>; 3],
 }
 
 impl CryptoLog {
     fn note(&mut self, now: Instant, seen: node::CryptoRefused) {
-        if seen == self.logged || self.next.is_some_and(|t| now < t) {
-            return;
-        }
-        self.next = Some(now + CRYPTO_SUMMARY);
-        let was = std::mem::replace(&mut self.logged, seen);
-        if seen.mode_mismatch > was.mode_mismatch {
+        let was = self.logged;
+        let mut due = |i: usize, more: bool| {
+            let ok = more && self.next[i].is_none_or(|t| now >= t);
+            if ok {
+                self.next[i] = Some(now + CRYPTO_SUMMARY);
+            }
+            ok
+        };
+        if due(0, seen.mode_mismatch > was.mode_mismatch) {
+            self.logged.mode_mismatch = seen.mode_mismatch;
             tracing::warn!(
                 refused = seen.mode_mismatch - was.mode_mismatch,
                 total = seen.mode_mismatch,
                 "gossip traffic refused: a peer with our key but another `secure` setting (secure mode and Serf's framing do not mix; set [gossip] secure alike on every node) (logged at most once a minute)"
             );
         }
-        if seen.stale > was.stale || seen.replayed > was.replayed {
+        if due(1, seen.stale > was.stale || seen.replayed > was.replayed) {
+            (self.logged.stale, self.logged.replayed) = (seen.stale, seen.replayed);
             tracing::warn!(
                 stale = seen.stale - was.stale,
                 replayed = seen.replayed - was.replayed,
@@ -160,7 +167,8 @@ impl CryptoLog {
                 "gossip traffic refused: stale or replayed (secure mode) (logged at most once a minute)"
             );
         }
-        if seen.packets > was.packets || seen.streams > was.streams {
+        if due(2, seen.packets > was.packets || seen.streams > was.streams) {
+            (self.logged.packets, self.logged.streams) = (seen.packets, seen.streams);
             tracing::warn!(
                 packets = seen.packets - was.packets,
                 streams = seen.streams - was.streams,
@@ -508,7 +516,7 @@ impl Shell {
             check: Check::None,
             crypto_log: CryptoLog {
                 logged: node::CryptoRefused::default(),
-                next: None,
+                next: [None; 3],
             },
             max_members,
         }

@@ -211,7 +211,12 @@ impl Answerer {
                 .ok()
         })?;
         let env = secure::unwrap(&opened).ok()?;
-        if env.kind != Kind::Request || stream_complete(env.body, self.max_members) != Ok(true) {
+        // A stale request gets nothing (one replayed within the window gets an answer bound
+        // to it, which its requester no longer takes; the node refuses the request itself).
+        if env.kind != Kind::Request
+            || !secure::in_window(now_ms, env.time_ms)
+            || stream_complete(env.body, self.max_members) != Ok(true)
+        {
             return None;
         }
         let nonce = {

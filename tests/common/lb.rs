@@ -107,9 +107,15 @@ impl Lb {
 
     /// [`Lb::start`] with more lines in its `[haproxy]` table.
     pub fn start_with(dir: &Path, haproxy: &str) -> Lb {
+        Self::start_full(dir, free_port(), "", haproxy)
+    }
+
+    /// [`Lb::start`] on gossip port `gossip`, with more lines in its `[gossip]` table and its
+    /// `[haproxy]` table.
+    pub fn start_full(dir: &Path, gossip: u16, gossip_extra: &str, haproxy: &str) -> Lb {
         let dir = dir.join("lb");
         std::fs::create_dir_all(&dir).unwrap();
-        let (http, stats, gossip) = (free_port(), free_port(), free_port());
+        let (http, stats) = (free_port(), free_port());
         let template = dir.join("haproxy.cfg.hbs");
         std::fs::write(&template, loopback_template(&dir, http, stats)).unwrap();
         let control = dir.join("control.sock");
@@ -125,6 +131,7 @@ name = "lb"
 bind = "127.0.0.1:{gossip}"
 tags = {{ role = "balancer" }}
 profile = "local"
+{gossip_extra}
 [haproxy]
 template = "{template}"
 config = "{d}/haproxy.cfg"
@@ -331,6 +338,11 @@ impl Backend {
     /// A backend member: muster with gossip joining `lb_gossip`, supervising a tiny haproxy
     /// answering its name on a free port.
     pub fn start(dir: &Path, name: &str, lb_gossip: u16) -> Backend {
+        Self::start_full(dir, name, lb_gossip, "")
+    }
+
+    /// [`Backend::start`] with more lines in its `[gossip]` table.
+    pub fn start_full(dir: &Path, name: &str, lb_gossip: u16, gossip_extra: &str) -> Backend {
         let port = free_port();
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -358,6 +370,7 @@ bind = "127.0.0.1:{gossip}"
 join = ["127.0.0.1:{lb_gossip}"]
 tags = {{ role = "backend", port = "{port}" }}
 profile = "local"
+{gossip_extra}
 [services.app]
 main = true
 command = ["haproxy", "-db", "-f", "{app}"]

@@ -1,3 +1,5 @@
+#![allow(clippy::disallowed_methods)]
+
 use super::*;
 
 const NOW: u64 = 1_800_000_000_000;
