@@ -22,6 +22,9 @@
 //!
 //! - `crypto`, memberlist's AES-GCM keyring: with a key, `node` seals everything it sends
 //!   and reads only what a key opens (Serf's `-encrypt` and keyring files interoperate).
+//! - `secure`, secure mode (`[gossip] secure = true`, muster-only): an envelope inside the
+//!   seal (sender, time, sequence number) bound to the destination, so replayed, stale and
+//!   misdirected traffic is refused, and only a member's own answer binds its address.
 //!
 //! Not done: Serf's user events and queries,
 //! and Serf's RPC protocol (so `serf members -rpc-addr` cannot query muster; `muster members`
