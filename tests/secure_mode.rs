@@ -309,7 +309,12 @@ fn keyring() -> Keyring {
 
 /// A datagram as a key holder in secure mode would seal it for `to`, from `sender`.
 fn sealed(sender: &str, seq: u64, to: SocketAddr, body: &[u8]) -> Vec<u8> {
-    let msg = secure::wrap(Kind::Datagram, sender, now_ms(), seq, body);
+    sealed_at(now_ms(), sender, seq, to, body)
+}
+
+/// [`sealed`] with the sender's clock at `time_ms`.
+fn sealed_at(time_ms: u64, sender: &str, seq: u64, to: SocketAddr, body: &[u8]) -> Vec<u8> {
+    let msg = secure::wrap(Kind::Datagram, sender, time_ms, seq, body);
     let nonce = [
         seq as u8,
         (seq >> 8) as u8,
@@ -405,7 +410,7 @@ fn announce(lb: &Lb, sender: &str, body: &[u8], before: &BTreeMap<String, Server
         let d = sealed(sender, next_seq(), lb.gossip_addr(), body);
         sock.send_to(&d, lb.gossip_addr()).unwrap();
         for (name, s) in &lb.servers() {
-            let b = &before[name];
+            let Some(b) = before.get(name) else { continue };
             if b.addr != s.addr || b.port != s.port || !s.in_service() {
                 seen.push(format!("{:?} {name} {s:?}", at.elapsed()));
             }
@@ -457,6 +462,39 @@ fn a_key_holder_cannot_move_a_member_and_modes_do_not_mix() {
     assert_eq!(app.requests(), 0);
     // Refused by the sender check, not as replays.
     assert!(!lb.logged("stale or replayed", ""), "{}", lb.run.text());
+
+    // A new member "ghost" announcing itself, as captured an hour ago (its clock then): stale.
+    // The same, fresh, is taken (the control).
+    *responder.sender.lock().unwrap() = "ghost".to_owned();
+    let ghost = packet(&[alive("ghost", responder.addr, backend_tags(app.port), inc)]);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let hour_ago = now_ms() - 3_600_000;
+    for _ in 0..10 {
+        let d = sealed_at(hour_ago, "ghost", next_seq(), lb.gossip_addr(), &ghost);
+        sock.send_to(&d, lb.gossip_addr()).unwrap();
+    }
+    lb.run
+        .wait_line("stale or replayed", Duration::from_secs(10));
+    let line = lb.run.text();
+    let line = line
+        .lines()
+        .find(|l| l.contains("stale or replayed"))
+        .unwrap();
+    assert!(
+        line.contains(" stale=") && !line.contains(" stale=0 "),
+        "{line}"
+    );
+    observe(Duration::from_secs(2), EVERY, || {
+        assert!(lb.member("ghost").is_none(), "a stale alive was taken");
+    });
+    let d = sealed("ghost", next_seq(), lb.gossip_addr(), &ghost);
+    sock.send_to(&d, lb.gossip_addr()).unwrap();
+    eventually("a fresh ghost is a member", Duration::from_secs(10), || {
+        lb.member("ghost").is_some()
+    });
+    eprintln!(
+        "secure: 10 alives sealed an hour ago refused as stale (2 s observed); the same alive, fresh, taken"
+    );
     assert_eq!(stats.failed, 0, "{:?}", stats.errors);
 
     // A node with the key but without secure mode: no cluster, and the LB says why.
