@@ -2,8 +2,8 @@
 //! muster driving Debian's haproxy and backend musters, all in secure mode with one key.
 //! Between the backends and the load balancer sits a UDP and TCP forwarder of the test's (the
 //! LB advertises the forwarder's port, so everything sent to the LB passes it): it records
-//! every datagram and stream, which the test replays 2 s later and after a backend was
-//! killed, to the LB and to another backend. Then a key holder announces a real member's
+//! every datagram and stream, which the test replays 2 s later, after a backend was killed
+//! and after another left, to the LB and to another backend. Then a key holder announces a real member's
 //! `alive` at its own address, and a keyed node without secure mode tries to join.
 //! Assertions: the cluster forms, serves and detects the kill; no replay and no forgery
 //! changes an HAProxy server or fails a request; the mixed node forms no cluster, and says
@@ -278,7 +278,7 @@ fn a_secure_cluster_serves_detects_a_kill_and_ignores_every_replay() {
     let answered: usize = streams.iter().map(|s| replay_stream(s, lb_addr)).sum();
     let seen = changes(&lb, &before);
     let status = lb.member("web-c");
-    let stats = load.finish();
+    let stats = load.snapshot();
     eprintln!(
         "secure: replayed after the kill: {} server changes, web-c {status:?}, {answered} answer bytes, requests {} ok {} failed in all ({} before this replay)",
         seen.len(),
@@ -288,6 +288,45 @@ fn a_secure_cluster_serves_detects_a_kill_and_ignores_every_replay() {
     );
     assert!(seen.is_empty(), "a replay changed HAProxy: {seen:?}");
     assert!(status.is_some_and(|(_, s)| s != "alive"), "web-c came back");
+    assert_eq!(stats.failed, failed_before, "{:?}", stats.errors);
+    replay_after_a_leave(&lb, &fwd, &backends[1], backends[0].gossip_addr(), load);
+}
+
+/// `leaver` leaves gracefully; then everything it sent the LB (its leave included) is
+/// replayed to the LB and to `other`: it stays gone, nothing else moves, no request fails.
+fn replay_after_a_leave(lb: &Lb, fwd: &Forwarder, leaver: &Backend, other: SocketAddr, load: Load) {
+    let captured = fwd.datagrams_from(leaver.gossip_addr());
+    let left = Instant::now();
+    leaver.run.signal(libc::SIGTERM);
+    eventually("web-b left", Duration::from_secs(20), || {
+        lb.member("web-b").is_some_and(|(_, s)| s == "left")
+    });
+    eventually("web-b out of HAProxy", Duration::from_secs(20), || {
+        !lb.servers().get("web-b").is_some_and(Server::in_service)
+    });
+    let out = left.elapsed();
+    // Its leave included: what it sent while leaving.
+    let captured: Vec<Vec<u8>> = captured
+        .into_iter()
+        .chain(fwd.datagrams_from(leaver.gossip_addr()))
+        .collect();
+    let failed_before = load.snapshot().failed;
+    let before = lb.servers();
+    replay(&captured, lb.gossip_addr());
+    replay(&captured, other);
+    let seen = changes(lb, &before);
+    let status = lb.member("web-b");
+    let stats = load.finish();
+    eprintln!(
+        "secure: web-b left, out of HAProxy after {out:?}; its {} datagrams replayed to the LB and web-a: {} server changes, web-b {status:?}, requests {} ok {} failed in all ({} before this replay)",
+        captured.len(),
+        seen.len(),
+        stats.ok,
+        stats.failed,
+        failed_before
+    );
+    assert!(seen.is_empty(), "a replay changed HAProxy: {seen:?}");
+    assert!(status.is_some_and(|(_, s)| s == "left"), "web-b came back");
     assert_eq!(stats.failed, failed_before, "{:?}", stats.errors);
 }
 
