@@ -122,6 +122,7 @@ impl Refusals {
             absurd = stats.absurd - was.absurd,
             budget = stats.budget - was.budget,
             stranger_relays = stats.stranger_relays - was.stranger_relays,
+            not_itself = stats.not_itself - was.not_itself,
             "gossip refused or held back since the last summary"
         );
     }

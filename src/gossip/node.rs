@@ -7,6 +7,10 @@
 //! node states and the cores' types, the Serf state of a push/pull, the join retry timer and
 //! the time a leave is given to spread all live here, so the driver is a short `select!` loop
 //! and the simulator (`tests/gossip_sim.rs`) runs exactly what the driver runs.
+//!
+//! With a keyring it seals and opens everything (`crypto`); in secure mode (`with_secure`)
+//! it also writes and checks `secure`'s envelope: destination, time window, replay cache,
+//! answers taken once; the driver's stream tasks seal answers through an [`Answerer`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
