@@ -388,7 +388,8 @@ fn start_gossip(
                 .map_err(|e| BadConfig(format!("gossip.encrypt: {e}")))?,
         ),
     };
-    tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, encrypted = keyring.is_some(), keys = g.keys.0.len(), "gossip starting");
+    tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, encrypted = keyring.is_some(), keys = g.keys.0.len(), secure = g.secure, "gossip starting");
+    let secure = g.secure;
     let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
     if let Some(addr) = g.rpc_addr {
@@ -414,7 +415,9 @@ fn start_gossip(
     }
     let publish = Publish { view };
     tokio::spawn(async move {
-        if let Err(error) = driver::run_keyed(settings, keyring, publish, commands_rx).await {
+        if let Err(error) =
+            driver::run_secure(settings, keyring, secure, publish, commands_rx).await
+        {
             tracing::error!(%error, "gossip stopped");
         }
     });

@@ -64,7 +64,10 @@
 //!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`); `serf`, Serf's
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
 //!   push/pull state, reconnect, reap); `crypto`, memberlist's AES-GCM keyring and framing
-//!   (datagrams and streams, versions 0 and 1); `node`, the two composed into one sans-IO node fed
+//!   (datagrams and streams, versions 0 and 1); `secure`, secure mode's pure rules (the envelope with sender, time and
+//!   sequence number bound to the destination, the replay cache, answers bound to their request,
+//!   and `speaks_for`: only a member's own answer at its IP binds its name to an address;
+//!   `tests/secure_mode.rs`); `node`, the two composed into one sans-IO node fed
 //!   bytes and time (framing, push/pull state, join timer, leave); and `driver`, the tokio
 //!   shell around `node` (UDP + TCP push/pull, DNS for seeds), which logs every event and
 //!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). `limits` is what its listener lets a peer hold: at most 128

@@ -12,7 +12,8 @@
 //!   (push/pull, possibly compressed).
 //!
 //! The keyring's first key (the primary) seals; every key is tried to open. There is no replay
-//! protection, as in Serf: a captured packet opens again.
+//! protection, as in Serf: a captured packet opens again (secure mode, `secure`, adds it for
+//! muster-only clusters through the additional data and an envelope inside the plaintext).
 //!
 //! Everything here is pure: the nonces come from [`Nonces`], seeded by the caller from the
 //! operating system's randomness. Bad input is an error, never a panic, and nothing is
@@ -206,11 +207,18 @@ impl Keyring {
     /// A stream's bytes for `msg`: `[10][length u32 BE]` and the payload sealed with those five
     /// bytes as additional data.
     pub fn seal_stream(&self, nonce: &[u8; NONCE], msg: &[u8]) -> Vec<u8> {
+        self.seal_stream_with(nonce, msg, b"")
+    }
+
+    /// [`Keyring::seal_stream`] with `extra` after the header in the additional data (secure
+    /// mode's binding).
+    pub fn seal_stream_with(&self, nonce: &[u8; NONCE], msg: &[u8], extra: &[u8]) -> Vec<u8> {
         let len = VERSION + NONCE + msg.len() + TAG;
         let mut header = [0u8; STREAM_HEADER];
         header[0] = wire::kind::ENCRYPT;
         header[1..].copy_from_slice(&(len as u32).to_be_bytes());
-        let sealed = self.seal(SEND_VERSION, nonce, msg, &header);
+        let aad = [&header[..], extra].concat();
+        let sealed = self.seal(SEND_VERSION, nonce, msg, &aad);
         let mut out = Vec::with_capacity(STREAM_HEADER + sealed.len());
         out.extend_from_slice(&header);
         out.extend(sealed);
@@ -220,11 +228,17 @@ impl Keyring {
     /// The plaintext of a whole encrypted stream (see [`stream_length`]); bytes after the
     /// announced length are ignored.
     pub fn open_stream(&self, stream: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_stream_with(stream, b"")
+    }
+
+    /// [`Keyring::open_stream`] with `extra` after the header in the additional data.
+    pub fn open_stream_with(&self, stream: &[u8], extra: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let total = stream_length(stream)?.ok_or(CryptoError::Truncated)?;
         let body = stream
             .get(STREAM_HEADER..total)
             .ok_or(CryptoError::Truncated)?;
-        self.open(body, &stream[..STREAM_HEADER])
+        let aad = [&stream[..STREAM_HEADER], extra].concat();
+        self.open(body, &aad)
     }
 }
 

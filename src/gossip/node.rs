@@ -7,12 +7,17 @@
 //! node states and the cores' types, the Serf state of a push/pull, the join retry timer and
 //! the time a leave is given to spread all live here, so the driver is a short `select!` loop
 //! and the simulator (`tests/gossip_sim.rs`) runs exactly what the driver runs.
+//!
+//! With a keyring it seals and opens everything (`crypto`); in secure mode (`with_secure`)
+//! it also writes and checks `secure`'s envelope: destination, time window, replay cache,
+//! answers taken once; the driver's stream tasks seal answers through an [`Answerer`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::crypto::{self, Keyring, Nonces};
+use super::secure::{self, Kind, Outstanding, Replay};
 use super::serf::{self, Serf};
 use super::swim::{self, Msg, RemoteNode, State, Swim};
 use super::wire::{self, NodeState};
@@ -160,13 +165,87 @@ pub fn stream_complete_keyed(buf: &[u8], max_members: usize, keyed: bool) -> Res
     }
 }
 
-/// What a keyring-holding node refused: plaintext, wrong-key or damaged traffic.
+/// What a keyring-holding node refused: plaintext, wrong-key or damaged traffic, and in
+/// secure mode stale and replayed traffic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CryptoRefused {
-    /// Datagrams that no installed key opens.
+    /// Datagrams that no installed key opens (in secure mode: for this node's addresses).
     pub packets: u64,
     /// Streams that are plaintext or that no installed key opens.
     pub streams: u64,
+    /// Traffic sealed with our key by a peer whose `secure` setting differs from ours.
+    pub mode_mismatch: u64,
+    /// Secure mode: traffic outside the time window.
+    pub stale: u64,
+    /// Secure mode: traffic already seen (a `(sender, seq)` again), answers to no request
+    /// of ours, or senders beyond the replay cache's bound.
+    pub replayed: u64,
+}
+
+/// Secure mode's state: the clock, our sequence numbers, what we saw.
+struct SecureState {
+    /// The wall clock (milliseconds since the UNIX epoch) at `base`.
+    wall_ms: u64,
+    base: Instant,
+    /// The addresses that are ours: what a datagram or request must have been sent to.
+    own: Vec<SocketAddr>,
+    /// Our next sequence number.
+    next_seq: u64,
+    replay: Replay,
+    outstanding: Outstanding,
+}
+
+impl SecureState {
+    fn now_ms(&self, now: Instant) -> u64 {
+        self.wall_ms
+            .saturating_add(now.saturating_duration_since(self.base).as_millis() as u64)
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+}
+
+/// What seals a push/pull answer in secure mode, bound to the request it answers. The
+/// driver's stream tasks hold it (it has nonces of its own, from another random seed).
+pub struct Answerer {
+    keyring: Keyring,
+    me: String,
+    own: Vec<SocketAddr>,
+    max_members: usize,
+    nonces: std::sync::Mutex<Nonces>,
+}
+
+impl Answerer {
+    /// `plain` (our side, unsealed) sealed as the answer to `request`, when `request` is a
+    /// secure push/pull request sent to one of our addresses that a key opens; `now_ms` is
+    /// the wall clock. `None`: the peer gets no answer.
+    pub fn answer(&self, request: &[u8], plain: &[u8], now_ms: u64) -> Option<Vec<u8>> {
+        let opened = self.own.iter().find_map(|d| {
+            self.keyring
+                .open_stream_with(request, &secure::aad_to(Kind::Request, *d))
+                .ok()
+        })?;
+        let env = secure::unwrap(&opened).ok()?;
+        // A stale request gets nothing (one replayed within the window gets an answer bound
+        // to it, which its requester no longer takes; the node refuses the request itself).
+        if env.kind != Kind::Request
+            || !secure::in_window(now_ms, env.time_ms)
+            || stream_complete(env.body, self.max_members) != Ok(true)
+        {
+            return None;
+        }
+        let nonce = {
+            let mut n = self.nonces.lock().ok()?;
+            n.next_nonce()
+        };
+        let msg = secure::wrap(Kind::Answer, &self.me, now_ms, env.seq, plain);
+        Some(
+            self.keyring
+                .seal_stream_with(&nonce, &msg, &secure::aad_answer(env.sender)),
+        )
+    }
 }
 
 /// The keyring and the nonces it seals with.
@@ -215,6 +294,8 @@ pub struct Node {
     crypt: Option<Crypt>,
     /// What the keyring refused.
     refused: CryptoRefused,
+    /// Secure mode, when on.
+    secure: Option<SecureState>,
 }
 
 impl Node {
@@ -252,6 +333,7 @@ impl Node {
             undecodable: 0,
             crypt: None,
             refused: CryptoRefused::default(),
+            secure: None,
         };
         node.outputs.push_back(Output::ViewChanged);
         node
@@ -266,6 +348,60 @@ impl Node {
             nonces: std::cell::Cell::new(Nonces::new(nonce_seed)),
         });
         self
+    }
+
+    /// The same keyed node in secure mode (see `gossip::secure`): `wall_ms` is the wall
+    /// clock at `now` (milliseconds since the UNIX epoch; the nodes' clocks must agree within
+    /// `secure::WINDOW`), `own` the addresses peers may send to (the advertised one first).
+    /// Without a keyring it stays as it is (the configuration requires a key).
+    pub fn with_secure(mut self, wall_ms: u64, now: Instant, own: Vec<SocketAddr>) -> Node {
+        self.enable_secure(wall_ms, now, own);
+        self
+    }
+
+    /// [`Node::with_secure`] in place.
+    pub fn enable_secure(&mut self, wall_ms: u64, now: Instant, own: Vec<SocketAddr>) {
+        if self.crypt.is_none() {
+            return;
+        }
+        self.swim.set_secure(true);
+        self.secure = Some(SecureState {
+            wall_ms,
+            base: now,
+            own,
+            // From the boot time in microseconds: a restarted node counts on above its
+            // predecessor.
+            next_seq: wall_ms.saturating_mul(1000),
+            replay: Replay::new(self.max_members),
+            outstanding: Outstanding::default(),
+        });
+    }
+
+    /// Whether the node is in secure mode.
+    pub fn secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// What seals push/pull answers in secure mode, with nonces from `nonce_seed` (random,
+    /// and not the node's own seed).
+    pub fn answerer(&self, nonce_seed: [u8; crypto::NONCE]) -> Option<Answerer> {
+        let (c, s) = (self.crypt.as_ref()?, self.secure.as_ref()?);
+        Some(Answerer {
+            keyring: c.keyring.clone(),
+            me: self.swim.name().to_owned(),
+            own: s.own.clone(),
+            max_members: self.max_members,
+            nonces: std::sync::Mutex::new(Nonces::new(nonce_seed)),
+        })
+    }
+
+    /// Our side of a push/pull, unsealed (what an [`Answerer`] seals).
+    pub fn push_pull_plain(&self) -> Vec<u8> {
+        wire::encode_push_pull(
+            false,
+            &to_wire_state(&self.swim.local_state()),
+            &self.serf.local_state(),
+        )
     }
 
     /// Whether the node holds a keyring.
@@ -318,6 +454,42 @@ impl Node {
             Some(c) => c.keyring.seal_stream(&c.nonce(), &plain),
             None => plain,
         }
+    }
+
+    /// A framed datagram to `to`, sealed when the cluster is encrypted (in secure mode with
+    /// its envelope, bound to `to`).
+    fn seal_datagram(&mut self, now: Instant, to: SocketAddr, framed: Vec<u8>) -> Vec<u8> {
+        let Some(c) = &self.crypt else {
+            return framed;
+        };
+        let (msg, aad) = match &mut self.secure {
+            None => (framed, Vec::new()),
+            Some(s) => {
+                let (now_ms, seq) = (s.now_ms(now), s.seq());
+                let msg = secure::wrap(Kind::Datagram, self.swim.name(), now_ms, seq, &framed);
+                (msg, secure::aad_to(Kind::Datagram, to))
+            }
+        };
+        c.keyring.seal(crypto::SEND_VERSION, &c.nonce(), &msg, &aad)
+    }
+
+    /// Our push/pull request to `to` in secure mode, remembered until its answer comes.
+    fn secure_request(&mut self, now: Instant, to: SocketAddr, join: bool) -> Vec<u8> {
+        let plain = wire::encode_push_pull(
+            join,
+            &to_wire_state(&self.swim.local_state()),
+            &self.serf.local_state(),
+        );
+        let (Some(c), Some(s)) = (&self.crypt, &mut self.secure) else {
+            return plain;
+        };
+        let (now_ms, seq) = (s.now_ms(now), s.seq());
+        // The driver gives an exchange 10 s; a little more here for a late answer.
+        s.outstanding
+            .sent(seq, to, now + std::time::Duration::from_secs(15));
+        let msg = secure::wrap(Kind::Request, self.swim.name(), now_ms, seq, &plain);
+        c.keyring
+            .seal_stream_with(&c.nonce(), &msg, &secure::aad_to(Kind::Request, to))
     }
 
     /// The next thing to do.
@@ -396,20 +568,77 @@ impl Node {
         self.serf.tick(now);
     }
 
+    /// A datagram's plaintext (and in secure mode its sender), or `None` when it is refused
+    /// (counted).
+    fn open_datagram(&mut self, now: Instant, bytes: &[u8]) -> Option<(Vec<u8>, Option<String>)> {
+        let c = self.crypt.as_ref()?;
+        let Some(s) = &mut self.secure else {
+            if let Ok(plain) = c.keyring.open(bytes, b"") {
+                return Some((plain, None));
+            }
+            let me = self.swim.member(self.swim.name()).map(|m| m.addr);
+            if me.is_some_and(|d| {
+                c.keyring
+                    .open(bytes, &secure::aad_to(Kind::Datagram, d))
+                    .is_ok()
+            }) {
+                self.refused.mode_mismatch += 1;
+            } else {
+                self.refused.packets += 1;
+            }
+            return None;
+        };
+        let Some(plain) = s.own.iter().find_map(|d| {
+            c.keyring
+                .open(bytes, &secure::aad_to(Kind::Datagram, *d))
+                .ok()
+        }) else {
+            if c.keyring.open(bytes, b"").is_ok() {
+                self.refused.mode_mismatch += 1;
+            } else {
+                self.refused.packets += 1;
+            }
+            return None;
+        };
+        let now_ms = s.now_ms(now);
+        let checked = secure::unwrap(&plain).and_then(|e| {
+            if e.kind != Kind::Datagram {
+                return Err(secure::Refused::Kind);
+            }
+            s.replay.check(now_ms, e.sender, e.time_ms, e.seq)?;
+            Ok((e.body.to_vec(), e.sender.to_owned()))
+        });
+        match checked {
+            Ok((body, sender)) => Some((body, Some(sender))),
+            Err(e) => {
+                self.count_secure(e);
+                None
+            }
+        }
+    }
+
+    fn count_secure(&mut self, e: secure::Refused) {
+        match e {
+            secure::Refused::Stale => self.refused.stale += 1,
+            secure::Refused::Malformed | secure::Refused::Kind => self.refused.packets += 1,
+            secure::Refused::Replayed | secure::Refused::Full | secure::Refused::Unsolicited => {
+                self.refused.replayed += 1;
+            }
+        }
+    }
+
     fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let opened;
-        let bytes = match &self.crypt {
-            None => bytes,
-            Some(c) => match c.keyring.open(bytes, b"") {
-                Ok(plain) => {
-                    opened = plain;
-                    &opened[..]
-                }
-                Err(_) => {
-                    self.refused.packets += 1;
-                    return;
-                }
-            },
+        let mut sender = None;
+        let bytes = if self.crypt.is_none() {
+            bytes
+        } else {
+            let Some((plain, who)) = self.open_datagram(now, bytes) else {
+                return;
+            };
+            opened = plain;
+            sender = who;
+            &opened[..]
         };
         let Ok(parts) = wire::decode_packet(bytes) else {
             self.undecodable += 1;
@@ -434,21 +663,88 @@ impl Node {
                 from,
                 msgs,
                 size: bytes.len(),
+                sender,
             },
         );
     }
 
+    /// A secure stream's body and sender: our request's answer, or a peer's request.
+    fn open_secure_stream(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(Vec<u8>, String), String> {
+        let (Some(c), Some(s)) = (self.crypt.as_ref(), self.secure.as_mut()) else {
+            return Err("not in secure mode".to_owned());
+        };
+        let answer = secure::aad_answer(self.swim.name());
+        let plain = match c.keyring.open_stream_with(bytes, &answer) {
+            Ok(p) => p,
+            Err(_) => s
+                .own
+                .iter()
+                .find_map(|d| {
+                    let aad = secure::aad_to(Kind::Request, *d);
+                    c.keyring.open_stream_with(bytes, &aad).ok()
+                })
+                .ok_or_else(|| {
+                    if c.keyring.open_stream(bytes).is_ok() {
+                        self.refused.mode_mismatch += 1;
+                    } else {
+                        self.refused.streams += 1;
+                    }
+                    "no installed key opens it for this node in secure mode".to_owned()
+                })?,
+        };
+        let now_ms = s.now_ms(now);
+        let checked = secure::unwrap(&plain).and_then(|e| {
+            if !secure::in_window(now_ms, e.time_ms) {
+                return Err(secure::Refused::Stale);
+            }
+            match e.kind {
+                Kind::Answer => s.outstanding.answered(now, e.seq, from)?,
+                Kind::Request => s.replay.check(now_ms, e.sender, e.time_ms, e.seq)?,
+                Kind::Datagram => return Err(secure::Refused::Kind),
+            }
+            Ok((e.body.to_vec(), e.sender.to_owned()))
+        });
+        checked.map_err(|e| {
+            self.count_secure(e);
+            format!("secure stream refused: {e}")
+        })
+    }
+
     fn stream(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let opened;
+        let mut sender = None;
         let bytes = match &self.crypt {
             None => bytes,
+            Some(_) if self.secure.is_some() => match self.open_secure_stream(now, from, bytes) {
+                Ok((plain, who)) => {
+                    opened = plain;
+                    sender = Some(who);
+                    &opened[..]
+                }
+                Err(why) => {
+                    self.outputs.push_back(Output::BadStream { from, why });
+                    return;
+                }
+            },
             Some(c) => match c.keyring.open_stream(bytes) {
                 Ok(plain) => {
                     opened = plain;
                     &opened[..]
                 }
                 Err(e) => {
-                    self.refused.streams += 1;
+                    if self.swim.member(self.swim.name()).is_some_and(|m| {
+                        let aad = secure::aad_to(Kind::Request, m.addr);
+                        c.keyring.open_stream_with(bytes, &aad).is_ok()
+                    }) {
+                        self.refused.mode_mismatch += 1;
+                    } else {
+                        self.refused.streams += 1;
+                    }
                     self.outputs.push_back(Output::BadStream {
                         from,
                         why: e.to_string(),
@@ -476,6 +772,7 @@ impl Node {
             swim::Input::Remote {
                 from: Some(from),
                 nodes,
+                sender,
             },
         );
         if let Err(e) = self.serf.merge_remote_state(now, &pp.user_state) {
@@ -513,7 +810,7 @@ impl Node {
                         self.outputs.push_back(Output::QueryDone { ltime, id });
                     }
                     serf::Output::SendTo { to, body } => {
-                        let bytes = self.seal(frame(&[Msg::User(body)]));
+                        let bytes = self.seal_datagram(now, to, frame(&[Msg::User(body)]));
                         self.outputs.push_back(Output::Transmit { to, bytes });
                     }
                 }
@@ -526,11 +823,14 @@ impl Node {
             };
             match out {
                 swim::Output::Send { to, msgs } => {
-                    let bytes = self.seal(frame(&msgs));
+                    let bytes = self.seal_datagram(now, to, frame(&msgs));
                     self.outputs.push_back(Output::Transmit { to, bytes });
                 }
                 swim::Output::PushPull { to, join } => {
-                    let bytes = self.push_pull_bytes(join);
+                    let bytes = match self.secure.is_some() {
+                        true => self.secure_request(now, to, join),
+                        false => self.push_pull_bytes(join),
+                    };
                     self.outputs.push_back(Output::PushPull { to, bytes });
                 }
                 swim::Output::Event(e) => {
@@ -546,16 +846,6 @@ impl Node {
 }
 
 impl Node {
-    /// A datagram as it goes out: sealed with the primary key in an encrypted cluster.
-    fn seal(&self, bytes: Vec<u8>) -> Vec<u8> {
-        match &self.crypt {
-            Some(c) => c
-                .keyring
-                .seal(crypto::SEND_VERSION, &c.nonce(), &bytes, b""),
-            None => bytes,
-        }
-    }
-
     /// Sends a user event (`serf event`); see [`Serf::user_event`].
     pub fn user_event(
         &mut self,

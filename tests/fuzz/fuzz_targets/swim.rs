@@ -154,6 +154,7 @@ fuzz_target!(|data: &[u8]| {
                         from,
                         msgs,
                         size: bytes.len(),
+                        sender: None,
                     },
                 );
                 let sends = node.drain();
@@ -185,6 +186,7 @@ fuzz_target!(|data: &[u8]| {
                     Input::Remote {
                         from: Some(from),
                         nodes,
+                        sender: None,
                     },
                 );
                 let _ = node.serf.merge_remote_state(node.now, &pp.user_state);
@@ -204,6 +206,7 @@ fuzz_target!(|data: &[u8]| {
                             from: to,
                             msgs,
                             size: 64,
+                            sender: None,
                         },
                     );
                 }
