@@ -236,7 +236,11 @@ command = ["python3", "-m", "http.server", "{http}", "--bind", "127.0.0.1", "--d
         "silent collector, 8 s: {next} requests {statuses:?}, per second {per_second:?}; \
          muster RSS {rss_start} -> max {rss_max} KiB; the collector accepted {accepted} connections"
     );
-    assert_eq!(statuses.keys().collect::<Vec<_>>(), [&200], "every request answered 200");
+    assert_eq!(
+        statuses.keys().collect::<Vec<_>>(),
+        [&200],
+        "every request answered 200"
+    );
     assert!(
         per_second.iter().all(|&n| n > 0),
         "requests answered in every second: {per_second:?}"
@@ -252,7 +256,10 @@ command = ["python3", "-m", "http.server", "{http}", "--bind", "127.0.0.1", "--d
         "the RELP client gave up on the silent collector:\n{}",
         run.text()
     );
-    assert!(accepted >= 2, "and connected again ({accepted} connections)");
+    assert!(
+        accepted >= 2,
+        "and connected again ({accepted} connections)"
+    );
     assert_eq!(
         run.count("log collector unavailable"),
         1,
@@ -264,7 +271,11 @@ command = ["python3", "-m", "http.server", "{http}", "--bind", "127.0.0.1", "--d
     drop(silent);
     let rsyslog = Rsyslog::new(&dir.path().join("collector"), relp);
     let (end, statuses2, _) = load(http, next, 2);
-    assert_eq!(statuses2.keys().collect::<Vec<_>>(), [&200], "every request answered 200");
+    assert_eq!(
+        statuses2.keys().collect::<Vec<_>>(),
+        [&200],
+        "every request answered 200"
+    );
     run.wait_line("log collector back", LONG);
     let mut missing = Vec::new();
     eventually("every logged request at the collector", LONG, || {
@@ -351,5 +362,10 @@ command = ["python3", "-c", "import sys, time\nfor i in range(100000):\n    prin
         "{during} connections in 10 s: the back-off bounds them"
     );
     assert_eq!(warnings, 1, "one warning per episode:\n{}", run.text());
-    assert_eq!(collector_lines, 1, "and nothing per attempt:\n{}", run.text());
+    assert_eq!(
+        collector_lines,
+        1,
+        "and nothing per attempt:\n{}",
+        run.text()
+    );
 }
