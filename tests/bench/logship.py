@@ -17,7 +17,9 @@
             in the lines; beside them the fsync'd disk queue's lines/s (a short window)
   lab       (not with --quick) the same kills in the compose lab: the collector container
             `docker kill -s KILL` and `docker start` 10 times while muster on the host ships
-            to it, the image as built and the image with the configuration before
+            to it, the image as built and the image with the configuration before (its own
+            compose project and subnet 192.168.(228 - MUSTER_LAB_SUBNET_OFFSET).0/24; the
+            images of MUSTER_IMAGE_TAG, built by images/build.sh)
   restarts  (not with --quick) lost and duplicated lines when the collector is restarted
             five times while one million lines go through (tests/logship.rs's test)
 
