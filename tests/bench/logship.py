@@ -19,7 +19,7 @@
             `docker kill -s KILL` and `docker start` 10 times while muster on the host ships
             to it, the image as built and the image with the configuration before (its own
             compose project and subnet 192.168.(228 - MUSTER_LAB_SUBNET_OFFSET).0/24; the
-            images of MUSTER_IMAGE_TAG, built by images/build.sh)
+            images of MUSTER_IMAGE_TAG, built first by images/build.sh)
   restarts  (not with --quick) lost and duplicated lines when the collector is restarted
             five times while one million lines go through (tests/logship.rs's test)
 
@@ -538,6 +538,8 @@ def main():
         res["kills_local"] = {v: kills_local(tmp, v, kills, n, 100_000, 0.6)
                               for v in ("durable", "memory")}
         if not QUICK:
+            say("building the lab's images (images/build.sh)")
+            subprocess.run([str(ROOT / "images/build.sh")], check=True, stdout=subprocess.DEVNULL)
             say("the compose lab: docker kill -s KILL of the collector x10")
             res["kills_lab"] = {v: kills_lab(tmp, v, 10, 600_000, 20_000, 2.5)
                                 for v in ("durable", "memory")}
