@@ -19,7 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use base64::Engine;
+
 use super::driver::{Answer, Command, Heard};
+use super::node::internal;
+use super::rpc::KeyOp;
 use super::limits::{AcceptBackoff, Slots};
 use super::rpc::{self, MemberInfo, Request, Session, Step};
 use super::serf::EventKind;
@@ -477,8 +481,89 @@ async fn answer(agent: &Agent, seq: u64, request: Request) -> Vec<u8> {
                 _ => rpc::header(seq, "gossip has stopped"),
             }
         }
+        Request::Key { op, key } => {
+            let name = match op {
+                KeyOp::Install => "_serf_install-key",
+                KeyOp::Use => "_serf_use-key",
+                KeyOp::Remove => "_serf_remove-key",
+            };
+            match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
+                Ok(raw) => key_query(agent, seq, name, &raw).await,
+                Err(e) => rpc::header(seq, &format!("the key is not base64: {e}")),
+            }
+        }
+        Request::ListKeys => key_query(agent, seq, "_serf_list-keys", &[]).await,
         other => rpc::header(seq, &format!("muster does not serve {} yet", name(&other))),
     }
+}
+
+/// A key query (`serf keys`) to every member, and Serf's summary of the answers: per key how
+/// many members hold it, per member its error.
+async fn key_query(agent: &Agent, seq: u64, name: &str, key: &[u8]) -> Vec<u8> {
+    let Some(list) = members(agent).await else {
+        return rpc::header(seq, "gossip has stopped");
+    };
+    let nodes = list.iter().filter(|m| m.status == "alive").count();
+    let ask = crate::gossip::serf::Ask {
+        name: name.to_owned(),
+        payload: internal::key_request(key),
+        filters: Vec::new(),
+        ack: false,
+        timeout: default_query_timeout(list.len()),
+    };
+    let (answers, mut heard) = mpsc::unbounded_channel();
+    let (done, sent) = oneshot::channel();
+    if agent
+        .commands
+        .send(Command::Query { ask, answers, done })
+        .is_err()
+    {
+        return rpc::header(seq, "gossip has stopped");
+    }
+    match sent.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return rpc::header(seq, &e),
+        Err(_) => return rpc::header(seq, "gossip has stopped"),
+    }
+    let mut summary = rpc::KeySummary {
+        nodes,
+        ..rpc::KeySummary::default()
+    };
+    while let Some(a) = heard.recv().await {
+        let Answer::Response(from, payload) = a else {
+            if a == Answer::Done {
+                break;
+            }
+            continue;
+        };
+        summary.responses += 1;
+        match internal::KeyAnswer::decode(&payload) {
+            Some(k) if k.result => {
+                for key in k.keys {
+                    *summary.keys.entry(key).or_default() += 1;
+                }
+            }
+            Some(k) => {
+                summary.errors += 1;
+                summary.messages.insert(from, k.message);
+            }
+            None => {
+                summary.errors += 1;
+                summary.messages.insert(from, "invalid key query response".into());
+            }
+        }
+        if summary.responses >= nodes {
+            break;
+        }
+    }
+    let error = if summary.errors > 0 {
+        format!("{}/{} nodes reported failure", summary.errors, nodes)
+    } else if summary.responses != nodes {
+        format!("{}/{} nodes reported success", summary.responses, nodes)
+    } else {
+        String::new()
+    };
+    [rpc::header(seq, &error), rpc::key_body(&summary)].concat()
 }
 
 /// The members as the RPC shows them.

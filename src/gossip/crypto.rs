@@ -125,7 +125,20 @@ impl Cipher {
 #[derive(Clone)]
 pub struct Keyring {
     keys: Vec<Cipher>,
+    /// The raw keys, in the same order (for `serf keys -list` and rotation).
+    raw: Vec<Vec<u8>>,
 }
+
+/// Most keys a keyring holds (a rotation needs two or three; Serf sets no bound).
+pub const MAX_KEYS: usize = 16;
+
+impl PartialEq for Keyring {
+    fn eq(&self, other: &Keyring) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Keyring {}
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,11 +152,61 @@ impl Keyring {
         if keys.is_empty() {
             return Err(CryptoError::NoKey);
         }
+        let keys_raw: Vec<Vec<u8>> = keys.iter().map(|k| k.as_ref().to_vec()).collect();
         let keys = keys
             .iter()
             .map(|k| Cipher::new(k.as_ref()))
             .collect::<Result<_, _>>()?;
-        Ok(Keyring { keys })
+        Ok(Keyring {
+            keys,
+            raw: keys_raw,
+        })
+    }
+
+    /// The raw keys, primary first.
+    pub fn keys(&self) -> &[Vec<u8>] {
+        &self.raw
+    }
+
+    /// Adds a key (as memberlist's `AddKey`: one already there is left where it is).
+    pub fn install(&mut self, key: &[u8]) -> Result<(), String> {
+        if self.raw.iter().any(|k| k == key) {
+            return Ok(());
+        }
+        if self.raw.len() >= MAX_KEYS {
+            return Err(format!("the keyring holds {MAX_KEYS} keys already"));
+        }
+        let c = Cipher::new(key).map_err(|_| "key size must be 16, 24 or 32 bytes".to_owned())?;
+        self.keys.push(c);
+        self.raw.push(key.to_vec());
+        Ok(())
+    }
+
+    /// Makes an installed key the primary one (memberlist's `UseKey`).
+    pub fn use_key(&mut self, key: &[u8]) -> Result<(), String> {
+        let i = self
+            .raw
+            .iter()
+            .position(|k| k == key)
+            .ok_or_else(|| "Requested key is not in the keyring".to_owned())?;
+        let c = self.keys.remove(i);
+        let r = self.raw.remove(i);
+        self.keys.insert(0, c);
+        self.raw.insert(0, r);
+        Ok(())
+    }
+
+    /// Removes a key that is not the primary one (memberlist's `RemoveKey`; a key not held is
+    /// no error).
+    pub fn remove(&mut self, key: &[u8]) -> Result<(), String> {
+        if self.raw.first().is_some_and(|k| k == key) {
+            return Err("Removing the primary key is not allowed".into());
+        }
+        if let Some(i) = self.raw.iter().position(|k| k == key) {
+            self.keys.remove(i);
+            self.raw.remove(i);
+        }
+        Ok(())
     }
 
     /// How many keys it holds.

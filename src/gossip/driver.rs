@@ -627,6 +627,17 @@ impl Shell {
                     self.hub.query(Instant::now(), q);
                 }
                 Output::QueryAnswer(r) => self.hub.answer(r),
+                Output::KeyringChanged(ring) => {
+                    tracing::info!(keys = ring.len(), "gossip keyring changed (serf keys)");
+                    // The stream tasks check and answer with the new keyring from now on.
+                    self.check = match &self.check {
+                        Check::Secure(_) => nonce_seed()
+                            .ok()
+                            .and_then(|seed| self.node.answerer(seed))
+                            .map_or_else(|| self.check.clone(), |a| Check::Secure(Arc::new(a))),
+                        _ => Check::Keyring(Arc::new(ring)),
+                    };
+                }
                 Output::QueryDone { ltime, id } => self.hub.done(ltime, id),
                 Output::Detector(e) => {
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");

@@ -130,6 +130,8 @@ pub enum Output {
         /// Its id.
         id: u32,
     },
+    /// A key query changed the keyring (`serf keys`): this is the keyring from now on.
+    KeyringChanged(Keyring),
     /// A push/pull or stream could not be read (the driver logs it at debug level).
     BadStream {
         /// The peer.
@@ -803,6 +805,7 @@ impl Node {
                     serf::Output::Changed => changed = true,
                     serf::Output::UserEvent(e) => self.outputs.push_back(Output::UserEvent(e)),
                     serf::Output::Query(q) => self.outputs.push_back(Output::Query(q)),
+                    serf::Output::InternalQuery(q) => self.internal_query(&q),
                     serf::Output::QueryAnswer(r) => {
                         self.outputs.push_back(Output::QueryAnswer(r));
                     }
@@ -846,6 +849,21 @@ impl Node {
 }
 
 impl Node {
+    /// Answers one of Serf's internal queries (a key query changes our keyring).
+    fn internal_query(&mut self, q: &serf::user::Query) {
+        let ring = self.crypt.as_mut().map(|c| &mut c.keyring);
+        let (answer, changed) = internal::answer(q, ring);
+        if let Some(payload) = answer {
+            let _ = self.serf.respond(q, &payload);
+        }
+        if changed {
+            if let Some(c) = &self.crypt {
+                self.outputs
+                    .push_back(Output::KeyringChanged(c.keyring.clone()));
+            }
+        }
+    }
+
     /// Sends a user event (`serf event`); see [`Serf::user_event`].
     pub fn user_event(
         &mut self,
@@ -963,6 +981,8 @@ fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
         })
         .collect()
 }
+
+pub mod internal;
 
 #[cfg(test)]
 mod tests;

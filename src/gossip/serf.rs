@@ -139,6 +139,8 @@ pub enum Output {
     /// A query this node is to answer (its filters select us; not an internal one): deliver
     /// it, and give answers through [`Serf::respond`].
     Query(user::Query),
+    /// One of Serf's internal queries (`_serf_…`) for the node to answer.
+    InternalQuery(user::Query),
     /// An answer to a query this node asked, still open.
     QueryAnswer(user::QueryResponse),
     /// A query this node asked is closed: no more answers.

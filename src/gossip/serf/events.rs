@@ -171,8 +171,11 @@ impl Serf {
                 body: ack.encode(),
             });
         }
-        // Serf's internal queries (`_serf_ping` and the rest) are not for handlers.
-        if !q.name.starts_with("_serf_") {
+        // Serf's internal queries (`_serf_ping`, the key queries) are answered by the node,
+        // not by handlers.
+        if q.name.starts_with("_serf_") {
+            self.outputs.push_back(Output::InternalQuery(q));
+        } else {
             self.outputs.push_back(Output::Query(q));
         }
         true
