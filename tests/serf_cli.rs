@@ -285,3 +285,83 @@ fn user_events_and_queries_cross_between_serf_and_muster_and_serf_monitor_shows_
         assert!(shown.contains(needle), "{needle}: {shown}");
     }
 }
+
+/// `serf keygen`: a new random key, base64.
+fn keygen() -> String {
+    let out = Command::new("serf").arg("keygen").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn serf_keys_rotates_the_keys_of_a_mixed_cluster_of_three_serf_and_three_muster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (keygen(), keygen());
+    let keyed = format!("encrypt = \"{old}\"");
+    let mut musters = Vec::new();
+    for name in ["m1", "m2", "m3"] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        musters.push(start_muster(&sub, name, &keyed));
+    }
+    let rpc = musters[0].2;
+    let mut agents = Vec::new();
+    for name in ["s1", "s2", "s3"] {
+        agents.push(start_serf_with(name, &[&format!("-encrypt={old}")]));
+    }
+    for (_, gossip, _) in musters.iter().skip(1) {
+        assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{gossip}")]).0, 0);
+    }
+    for (_, gossip, _) in &agents {
+        assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{gossip}")]).0, 0);
+    }
+    let alive = |rpc: u16| {
+        serf(rpc, &["members", "-status=alive"])
+            .1
+            .lines()
+            .count()
+    };
+    eventually("six alive members", LONG, || alive(rpc) == 6);
+
+    // The rotation, asked through muster: every member answers each step.
+    for (step, done) in [
+        (format!("-install={new}"), "Successfully installed key"),
+        (format!("-use={new}"), "Successfully changed primary key"),
+        (format!("-remove={old}"), "Successfully removed key"),
+    ] {
+        let (code, out) = serf(rpc, &["keys", &step]);
+        assert_eq!(code, 0, "{step}: {out}");
+        assert!(out.contains(done), "{step}: {out}");
+    }
+    // Both kinds of agent list the new key alone, on all six.
+    for r in [rpc, agents[0].2] {
+        let (code, out) = serf(r, &["keys", "-list"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("{new}  [6/6]")), "{out}");
+        assert!(!out.contains(&old), "{out}");
+    }
+    // Refused as Serf refuses it.
+    let (code, out) = serf(rpc, &["keys", &format!("-remove={new}")]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("Removing the primary key is not allowed") && out.contains("6/6 nodes reported failure"),
+        "{out}"
+    );
+    // The cluster still talks, under the new key only: a kill is seen, and a node with only
+    // the old key is kept out.
+    let (mut s3, ..) = agents.pop().unwrap();
+    s3.kill().unwrap();
+    s3.wait().unwrap();
+    eventually("s3 failed", LONG, || {
+        names(&serf(rpc, &["members", "-status=failed"]).1) == ["s3"]
+    });
+    let late = dir.path().join("late");
+    std::fs::create_dir_all(&late).unwrap();
+    let (_late, late_gossip, late_rpc) = start_muster(&late, "late", &keyed);
+    let (code, _) = serf(late_rpc, &["join", &format!("127.0.0.1:{}", musters[0].1)]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !names(&serf(rpc, &["members"]).1).contains(&"late".to_owned()),
+        "a node with the removed key joined (join exit code {code})"
+    );
+    let _ = late_gossip;
+}
