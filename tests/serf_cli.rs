@@ -314,12 +314,7 @@ fn serf_keys_rotates_the_keys_of_a_mixed_cluster_of_three_serf_and_three_muster(
     for (_, gossip, _) in &agents {
         assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{gossip}")]).0, 0);
     }
-    let alive = |rpc: u16| {
-        serf(rpc, &["members", "-status=alive"])
-            .1
-            .lines()
-            .count()
-    };
+    let alive = |rpc: u16| serf(rpc, &["members", "-status=alive"]).1.lines().count();
     eventually("six alive members", LONG, || alive(rpc) == 6);
 
     // The rotation, asked through muster: every member answers each step.
@@ -343,7 +338,8 @@ fn serf_keys_rotates_the_keys_of_a_mixed_cluster_of_three_serf_and_three_muster(
     let (code, out) = serf(rpc, &["keys", &format!("-remove={new}")]);
     assert_eq!(code, 1);
     assert!(
-        out.contains("Removing the primary key is not allowed") && out.contains("6/6 nodes reported failure"),
+        out.contains("Removing the primary key is not allowed")
+            && out.contains("6/6 nodes reported failure"),
         "{out}"
     );
     // The cluster still talks, under the new key only: a kill is seen, and a node with only
@@ -364,4 +360,59 @@ fn serf_keys_rotates_the_keys_of_a_mixed_cluster_of_three_serf_and_three_muster(
         "a node with the removed key joined (join exit code {code})"
     );
     let _ = late_gossip;
+}
+
+#[test]
+fn a_node_down_during_a_rotation_gets_back_in_and_learns_the_new_primary_where_serf_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (keygen(), keygen());
+    let keyed = format!("encrypt = \"{old}\"");
+    let sub = |n: &str| {
+        let d = dir.path().join(n);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (_m1, m1_gossip, rpc) = start_muster(&sub("m1"), "m1", &keyed);
+    let (_s1, s1_gossip, s1_rpc) = start_serf_with("s1", &[&format!("-encrypt={old}")]);
+    assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{s1_gossip}")]).0, 0);
+    // The rotation, with the new key installed everywhere before the other two steps.
+    assert_eq!(serf(rpc, &["keys", &format!("-install={new}")]).0, 0);
+    assert_eq!(serf(rpc, &["keys", &format!("-use={new}")]).0, 0);
+    assert_eq!(serf(rpc, &["keys", &format!("-remove={old}")]).0, 0);
+    // A node that was down meanwhile comes back holding both keys, the old one primary (its
+    // keyring file as it was when it went down).
+    let ring = dir.path().join("keyring.json");
+    std::fs::write(&ring, format!("[\"{old}\", \"{new}\"]")).unwrap();
+    let file = format!(
+        "keyring_file = \"{}\"\njoin = [\"127.0.0.1:{m1_gossip}\"]",
+        ring.display()
+    );
+    let started = std::time::Instant::now();
+    let (_m2, _, _) = start_muster(&sub("m2"), "m2", &file);
+    eventually("m2 back in the cluster", LONG, || {
+        serf(rpc, &["members", "-status=alive"])
+            .1
+            .lines()
+            .any(|l| l.starts_with("m2 "))
+            && serf(s1_rpc, &["members", "-status=alive"])
+                .1
+                .lines()
+                .any(|l| l.starts_with("m2 "))
+    });
+    eprintln!("muster: back in after {:?}", started.elapsed());
+    let (_, keys) = serf(rpc, &["keys", "-list"]);
+    assert!(keys.contains(&format!("{new}  [3/3]")), "{keys}");
+
+    // A serf agent in the same state cannot get back in (serf#579).
+    let (mut s2, _, s2_rpc) =
+        start_serf_with("s2", &[&format!("-keyring-file={}", ring.display())]);
+    let (code, out) = serf(s2_rpc, &["join", &format!("127.0.0.1:{m1_gossip}")]);
+    eprintln!("serf's join with the old primary: exit {code}, {out}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !names(&serf(rpc, &["members"]).1).contains(&"s2".to_owned()),
+        "serf got in"
+    );
+    s2.kill().unwrap();
+    s2.wait().unwrap();
 }

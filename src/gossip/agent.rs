@@ -22,9 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use base64::Engine;
 
 use super::driver::{Answer, Command, Heard};
+use super::limits::{AcceptBackoff, Slots};
 use super::node::internal;
 use super::rpc::KeyOp;
-use super::limits::{AcceptBackoff, Slots};
 use super::rpc::{self, MemberInfo, Request, Session, Step};
 use super::serf::EventKind;
 use super::serf::user::QueryFilter;
@@ -549,7 +549,9 @@ async fn key_query(agent: &Agent, seq: u64, name: &str, key: &[u8]) -> Vec<u8> {
             }
             None => {
                 summary.errors += 1;
-                summary.messages.insert(from, "invalid key query response".into());
+                summary
+                    .messages
+                    .insert(from, "invalid key query response".into());
             }
         }
         if summary.responses >= nodes {

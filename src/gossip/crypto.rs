@@ -240,6 +240,18 @@ impl Keyring {
 
     /// The plaintext of an encrypted payload, trying every key (version 0's padding removed).
     pub fn open(&self, payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_which(payload, aad).map(|(_, plain)| plain)
+    }
+
+    /// Makes the next key the primary one, the primary going last (a node that cannot join
+    /// tries each key it holds in turn).
+    pub fn rotate(&mut self) {
+        self.keys.rotate_left(1);
+        self.raw.rotate_left(1);
+    }
+
+    /// [`Keyring::open`], and which key (0: the primary) opened it.
+    pub fn open_which(&self, payload: &[u8], aad: &[u8]) -> Result<(usize, Vec<u8>), CryptoError> {
         let (&version, _) = payload.split_first().ok_or(CryptoError::Short(0))?;
         let least = match version {
             0 => VERSION + NONCE + BLOCK + TAG,
@@ -251,10 +263,11 @@ impl Keyring {
         }
         let nonce = &payload[VERSION..VERSION + NONCE];
         let sealed = &payload[VERSION + NONCE..];
-        let mut plain = self
+        let (which, mut plain) = self
             .keys
             .iter()
-            .find_map(|k| k.open(nonce, sealed, aad))
+            .enumerate()
+            .find_map(|(i, k)| k.open(nonce, sealed, aad).map(|p| (i, p)))
             .ok_or(CryptoError::NoKeyOpens)?;
         if version == 0 {
             let pad = usize::from(*plain.last().ok_or(CryptoError::Padding)?);
@@ -264,7 +277,7 @@ impl Keyring {
             }
             plain.truncate(keep);
         }
-        Ok(plain)
+        Ok((which, plain))
     }
 
     /// A stream's bytes for `msg`: `[10][length u32 BE]` and the payload sealed with those five
@@ -296,12 +309,22 @@ impl Keyring {
 
     /// [`Keyring::open_stream`] with `extra` after the header in the additional data.
     pub fn open_stream_with(&self, stream: &[u8], extra: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_stream_which(stream, extra)
+            .map(|(_, plain)| plain)
+    }
+
+    /// [`Keyring::open_stream_with`], and which key (0: the primary) opened it.
+    pub fn open_stream_which(
+        &self,
+        stream: &[u8],
+        extra: &[u8],
+    ) -> Result<(usize, Vec<u8>), CryptoError> {
         let total = stream_length(stream)?.ok_or(CryptoError::Truncated)?;
         let body = stream
             .get(STREAM_HEADER..total)
             .ok_or(CryptoError::Truncated)?;
         let aad = [&stream[..STREAM_HEADER], extra].concat();
-        self.open(body, &aad)
+        self.open_which(body, &aad)
     }
 }
 

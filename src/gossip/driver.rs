@@ -628,7 +628,10 @@ impl Shell {
                 }
                 Output::QueryAnswer(r) => self.hub.answer(r),
                 Output::KeyringChanged(ring) => {
-                    tracing::info!(keys = ring.len(), "gossip keyring changed (serf keys)");
+                    tracing::info!(
+                        keys = ring.len(),
+                        "gossip keyring changed (serf keys, or the cluster's primary key learnt)"
+                    );
                     // The stream tasks check and answer with the new keyring from now on.
                     self.check = match &self.check {
                         Check::Secure(_) => nonce_seed()
@@ -763,7 +766,14 @@ impl Shell {
             .partition(|j| j.waiting.is_empty() || now >= j.by);
         self.joins = waiting;
         for j in done {
-            let _ = j.done.send(Ok(j.answered));
+            if j.answered == 0 {
+                // As Serf: a join that reached no one is an error. The next one tries the
+                // next key, should the cluster have moved to another.
+                self.node.join_failed();
+                let _ = j.done.send(Err("no address answered a push/pull".into()));
+            } else {
+                let _ = j.done.send(Ok(j.answered));
+            }
         }
     }
 

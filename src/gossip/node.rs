@@ -285,6 +285,8 @@ pub struct Node {
     /// Whether the node has seeds (the driver's `Join` inputs); the join timer runs if so.
     has_seeds: bool,
     next_join: Instant,
+    /// Join attempts so far (each after the first tries the next key until one works).
+    join_attempts: u32,
     rejoin_interval: Duration,
     /// The graceful leave, once asked for.
     leave: Option<Leave>,
@@ -329,6 +331,7 @@ impl Node {
             joined: false,
             has_seeds,
             next_join: now,
+            join_attempts: 0,
             rejoin_interval: settings.rejoin_interval,
             leave: None,
             max_members,
@@ -564,6 +567,10 @@ impl Node {
                 } else {
                     JOIN_RETRY
                 };
+            if !self.joined && self.join_attempts > 0 {
+                self.try_next_key();
+            }
+            self.join_attempts += 1;
             self.outputs.push_back(Output::JoinDue);
         }
         self.swim.handle(now, swim::Input::Tick);
@@ -575,7 +582,8 @@ impl Node {
     fn open_datagram(&mut self, now: Instant, bytes: &[u8]) -> Option<(Vec<u8>, Option<String>)> {
         let c = self.crypt.as_ref()?;
         let Some(s) = &mut self.secure else {
-            if let Ok(plain) = c.keyring.open(bytes, b"") {
+            if let Ok((which, plain)) = c.keyring.open_which(bytes, b"") {
+                self.adopt_key(which);
                 return Some((plain, None));
             }
             let me = self.swim.member(self.swim.name()).map(|m| m.addr);
@@ -733,9 +741,10 @@ impl Node {
                     return;
                 }
             },
-            Some(c) => match c.keyring.open_stream(bytes) {
-                Ok(plain) => {
+            Some(c) => match c.keyring.open_stream_which(bytes, b"") {
+                Ok((which, plain)) => {
                     opened = plain;
+                    self.adopt_key(which);
                     &opened[..]
                 }
                 Err(e) => {
@@ -849,6 +858,41 @@ impl Node {
 }
 
 impl Node {
+    /// A peer's traffic opened with our key `which`, not the primary: the cluster has moved on
+    /// to that key (a `serf keys -use` this node missed, or never heard because it was down),
+    /// so it becomes our primary too, and this node is heard again.
+    fn adopt_key(&mut self, which: usize) {
+        let Some(c) = &mut self.crypt else { return };
+        if which == 0 {
+            return;
+        }
+        let key = c.keyring.keys()[which].clone();
+        if c.keyring.use_key(&key).is_ok() {
+            self.outputs
+                .push_back(Output::KeyringChanged(c.keyring.clone()));
+        }
+    }
+
+    /// A join asked by command reached no one: before any join has worked, the next one
+    /// seals with the next key (see [`Node::try_next_key`]).
+    pub fn join_failed(&mut self) {
+        if !self.joined {
+            self.try_next_key();
+        }
+    }
+
+    /// No join has worked yet: with several keys, the next attempt seals with the next one
+    /// (the cluster may have moved to a key this node holds but does not use: serf#579).
+    fn try_next_key(&mut self) {
+        if let Some(c) = &mut self.crypt {
+            if c.keyring.len() > 1 {
+                c.keyring.rotate();
+                self.outputs
+                    .push_back(Output::KeyringChanged(c.keyring.clone()));
+            }
+        }
+    }
+
     /// Answers one of Serf's internal queries (a key query changes our keyring).
     fn internal_query(&mut self, q: &serf::user::Query) {
         let ring = self.crypt.as_mut().map(|c| &mut c.keyring);

@@ -96,7 +96,12 @@ fn requested_key(payload: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let (v, _) = msgpack::decode(rest).ok()?;
-    Some(v.get("Key").and_then(Value::as_bytes).unwrap_or(&[]).to_vec())
+    Some(
+        v.get("Key")
+            .and_then(Value::as_bytes)
+            .unwrap_or(&[])
+            .to_vec(),
+    )
 }
 
 /// Carries out an internal query on `keyring` (`None`: a plaintext node). Returns the answer
