@@ -45,12 +45,6 @@ rpc_addr = "127.0.0.1:{rpc}"
     (run, gossip, rpc)
 }
 
-/// A real `serf agent` on loopback; its gossip port.
-fn start_serf(name: &str) -> (Child, u16) {
-    let (child, gossip, _) = start_serf_with(name, &[]);
-    (child, gossip)
-}
-
 /// A real `serf agent` on loopback with these extra arguments; its gossip and RPC ports.
 fn start_serf_with(name: &str, extra: &[&str]) -> (Child, u16, u16) {
     let (gossip, rpc) = (free_port(), free_port());
@@ -102,11 +96,7 @@ fn names(listing: &str) -> Vec<String> {
 fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     let dir = tempfile::tempdir().unwrap();
     let (_m, _, rpc) = start_muster(dir.path(), "m1", "");
-    let (mut agent, serf_gossip) = start_serf("s1");
-    eventually("serf agent listening", LONG, || {
-        std::net::UdpSocket::bind(("127.0.0.1", serf_gossip)).is_err()
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut agent, serf_gossip, agent_rpc) = start_serf_with("s1", &[]);
 
     let (code, out) = serf(rpc, &["join", &format!("127.0.0.1:{serf_gossip}")]);
     assert_eq!(code, 0, "{out}");
@@ -156,13 +146,28 @@ fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     let (_, rtt) = serf(rpc, &["rtt", "s1"]);
     assert!(rtt.contains("Could not find a coordinate"), "{rtt}");
 
-    // Not served yet: said so, and the CLI fails as it does on any agent error.
+    // Tags, set and deleted, as on an agent; a tag peers would refuse is refused.
+    let (code, out) = serf(rpc, &["tags", "-set", "color=blue"]);
+    assert_eq!(code, 0, "{out}");
+    let has_blue = || serf(rpc, &["members", "-name=m1"]).1.contains("color=blue");
+    assert!(has_blue());
+    eventually("s1 sees the new tag", LONG, || {
+        serf(agent_rpc, &["members", "-name=m1", "-tag", "color=blue"])
+            .1
+            .starts_with("m1 ")
+    });
+    assert_eq!(serf(rpc, &["tags", "-delete", "color"]).0, 0);
+    assert!(!has_blue());
+    let (code, out) = serf(rpc, &["tags", "-set", "bad=a b"]);
+    assert_eq!(code, 1, "{out}");
+    // An unknown member cannot be forced out; the CLI fails as on any agent error.
     let (code, out) = serf(rpc, &["force-leave", "nobody"]);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("muster does not serve force-leave yet"),
-        "{out}"
-    );
+    assert!(out.contains("no member named"), "{out}");
+    // Not served: said so.
+    let (code, out) = serf(rpc, &["leave"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("docker stop"), "{out}");
 
     // serf dies: muster's listing says failed, as serf's own would.
     agent.kill().unwrap();
@@ -170,6 +175,9 @@ fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     eventually("s1 failed", LONG, || {
         names(&serf(rpc, &["members", "-status=failed"]).1) == ["s1"]
     });
+    // force-leave: failed becomes left.
+    assert_eq!(serf(rpc, &["force-leave", "s1"]).0, 0);
+    assert_eq!(names(&serf(rpc, &["members", "-status=left"]).1), ["s1"]);
 }
 
 #[test]

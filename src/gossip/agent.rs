@@ -493,7 +493,36 @@ async fn answer(agent: &Agent, seq: u64, request: Request) -> Vec<u8> {
             }
         }
         Request::ListKeys => key_query(agent, seq, "_serf_list-keys", &[]).await,
+        Request::ForceLeave { node, prune } => {
+            let (done, reply) = oneshot::channel();
+            let asked = agent
+                .commands
+                .send(Command::ForceLeave { node, prune, done });
+            done_or_error(seq, asked.is_ok(), reply.await)
+        }
+        Request::Tags { set, delete } => {
+            let (done, reply) = oneshot::channel();
+            let asked = agent.commands.send(Command::SetTags { set, delete, done });
+            done_or_error(seq, asked.is_ok(), reply.await.map(|r| r.map(|_| ())))
+        }
+        Request::Leave => rpc::header(
+            seq,
+            "muster leaves the cluster when it stops: docker stop (SIGTERM) leaves, then stops the services",
+        ),
         other => rpc::header(seq, &format!("muster does not serve {} yet", name(&other))),
+    }
+}
+
+/// The answer to a command that answers done or an error.
+fn done_or_error(
+    seq: u64,
+    asked: bool,
+    reply: Result<Result<(), String>, oneshot::error::RecvError>,
+) -> Vec<u8> {
+    match (asked, reply) {
+        (true, Ok(Ok(()))) => rpc::header(seq, ""),
+        (true, Ok(Err(e))) => rpc::header(seq, &e),
+        _ => rpc::header(seq, "gossip has stopped"),
     }
 }
 

@@ -117,6 +117,24 @@ pub enum Command {
         /// Sent, or why not.
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// `serf force-leave`: a failed member becomes left (forgotten at once with `prune`).
+    ForceLeave {
+        /// The member.
+        node: String,
+        /// Whether to forget it at once.
+        prune: bool,
+        /// Done, or why not.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// `serf tags`: set and delete this node's tags.
+    SetTags {
+        /// Tags to set.
+        set: BTreeMap<String, String>,
+        /// Tags to delete.
+        delete: Vec<String>,
+        /// The tags now, or why not.
+        done: oneshot::Sender<Result<BTreeMap<String, String>, String>>,
+    },
     /// Hear membership events, user events and queries from now on; `false` in `done` when
     /// there are too many subscribers.
     Subscribe {
@@ -821,6 +839,16 @@ impl Shell {
             Command::Subscribe { to, done } => {
                 let _ = done.send(self.hub.subscribe(to));
             }
+            Command::ForceLeave { node, prune, done } => {
+                let _ = done.send(self.node.force_leave(now, &node, prune));
+            }
+            Command::SetTags { set, delete, done } => {
+                let r = self.node.set_tags(now, &set, &delete);
+                if let Ok(tags) = &r {
+                    tracing::info!(?tags, "tags changed (serf tags)");
+                }
+                let _ = done.send(r);
+            }
             _ => {}
         }
     }
@@ -830,6 +858,8 @@ impl Shell {
             c @ (Command::UserEvent { .. }
             | Command::Query { .. }
             | Command::Respond { .. }
+            | Command::ForceLeave { .. }
+            | Command::SetTags { .. }
             | Command::Subscribe { .. }) => self.agent_command(c),
             Command::Join { seeds, done } => {
                 let addrs = resolve(&seeds).await;

@@ -20,6 +20,7 @@ use super::crypto::{self, Keyring, Nonces};
 use super::secure::{self, Kind, Outstanding, Replay};
 use super::serf::{self, Serf};
 use super::swim::{self, Msg, RemoteNode, State, Swim};
+use super::validate;
 use super::wire::{self, NodeState};
 
 /// How long a graceful leave keeps gossiping before it is reported done (unless its deadline
@@ -906,6 +907,45 @@ impl Node {
                     .push_back(Output::KeyringChanged(c.keyring.clone()));
             }
         }
+    }
+
+    /// `serf force-leave`; see [`Serf::force_leave`].
+    pub fn force_leave(&mut self, now: Instant, node: &str, prune: bool) -> Result<(), String> {
+        let r = self.serf.force_leave(now, node, prune);
+        self.pump(now);
+        r
+    }
+
+    /// `serf tags`: sets and deletes this node's tags, announced with a new incarnation. Tags
+    /// muster's peers would refuse are refused here too.
+    pub fn set_tags(
+        &mut self,
+        now: Instant,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut tags = self
+            .serf
+            .member(self.swim.name())
+            .map(|m| m.tags.clone())
+            .unwrap_or_default();
+        for k in delete {
+            tags.remove(k);
+        }
+        tags.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        validate::tags(&tags).map_err(|e| e.to_string())?;
+        let meta = wire::encode_tags(&tags);
+        if meta.len() > validate::MAX_META {
+            return Err(format!(
+                "the tags take {} bytes, more than {}",
+                meta.len(),
+                validate::MAX_META
+            ));
+        }
+        self.swim.set_meta(meta);
+        self.serf.set_own_tags(tags.clone());
+        self.pump(now);
+        Ok(tags)
     }
 
     /// Sends a user event (`serf event`); see [`Serf::user_event`].
