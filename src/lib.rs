@@ -160,6 +160,7 @@
 //! - **HAProxy's config file only ever holds a render that `haproxy -c` accepted**, written by
 //!   rename; a membership change never reloads HAProxy (tests/haproxy_sync.rs counts reloads).
 
+pub mod agent_cli;
 pub mod app;
 pub mod cli;
 pub mod config;

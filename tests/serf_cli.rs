@@ -424,3 +424,99 @@ fn a_node_down_during_a_rotation_gets_back_in_and_learns_the_new_primary_where_s
     s2.kill().unwrap();
     s2.wait().unwrap();
 }
+
+/// `muster ARGS` against the RPC at `rpc`: exit code and stdout + stderr.
+fn muster_cli(rpc: u16, args: &[&str]) -> (i32, String) {
+    let out = Command::new(muster())
+        .args(args)
+        .env("MUSTER_RPC_ADDR", format!("127.0.0.1:{rpc}"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn muster_event_query_keys_and_force_leave_do_what_the_serf_commands_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen();
+    let (_m, _, rpc) = start_muster(dir.path(), "m1", &format!("encrypt = \"{key}\""));
+    let seen = dir.path().join("seen");
+    let script = dir.path().join("handler.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$SERF_EVENT\" = query ]; then echo pong; else echo \"$SERF_USER_EVENT $(cat)\" >> {}; fi\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let (mut s1, s1_gossip, _) = start_serf_with(
+        "s1",
+        &[
+            &format!("-encrypt={key}"),
+            &format!("-event-handler={}", script.display()),
+        ],
+    );
+    assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{s1_gossip}")]).0, 0);
+
+    let (code, out) = muster_cli(rpc, &["event", "deploy", "v3"]);
+    assert_eq!(code, 0, "{out}");
+    eventually("serf's handler got it", LONG, || {
+        std::fs::read_to_string(&seen).is_ok_and(|t| t.contains("deploy v3"))
+    });
+    let (code, out) = muster_cli(rpc, &["query", "--timeout", "2s", "ping-me"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ack from m1") && out.contains("response from s1: pong"),
+        "{out}"
+    );
+    let (code, out) = muster_cli(
+        rpc,
+        &[
+            "query",
+            "--format",
+            "json",
+            "--node",
+            "s1",
+            "--timeout",
+            "1s",
+            "x",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["responses"]["s1"], "pong\n");
+    let (code, out) = muster_cli(rpc, &["keys", "--list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{key}  [2/2]")), "{out}");
+    let (code, out) = muster_cli(rpc, &["keys", "--remove", &key]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Removing the primary key is not allowed"),
+        "{out}"
+    );
+    assert_eq!(muster_cli(rpc, &["keys", "--list", "--use", &key]).0, 64);
+
+    s1.kill().unwrap();
+    s1.wait().unwrap();
+    eventually("s1 failed", LONG, || {
+        names(&serf(rpc, &["members", "-status=failed"]).1) == ["s1"]
+    });
+    let (code, out) = muster_cli(rpc, &["force-leave", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(names(&serf(rpc, &["members", "-status=left"]).1), ["s1"]);
+    // Nothing listening: a clear error, exit 1.
+    let (code, out) = muster_cli(common::free_port(), &["event", "x"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cannot reach the agent RPC"), "{out}");
+}

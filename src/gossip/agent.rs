@@ -29,6 +29,8 @@ use super::rpc::{self, MemberInfo, Request, Session, Step};
 use super::serf::EventKind;
 use super::serf::user::QueryFilter;
 
+pub mod client;
+
 /// Most RPC connections open at once.
 pub const MAX_CLIENTS: usize = 64;
 /// How long a new connection has to shake hands.
