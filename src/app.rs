@@ -403,6 +403,9 @@ fn start_gossip(
             tags: g.tags.clone(),
             commands: commands.clone(),
             monitor: Some(std::sync::Arc::new(crate::logging::monitor)),
+            stop: Some(std::sync::Arc::new(
+                crate::supervisor::signals::request_stop,
+            )),
         };
         match crate::gossip::agent::serve(addr, agent) {
             Ok(local) => {

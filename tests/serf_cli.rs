@@ -164,10 +164,6 @@ fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     let (code, out) = serf(rpc, &["force-leave", "nobody"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no member named"), "{out}");
-    // Not served: said so.
-    let (code, out) = serf(rpc, &["leave"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("docker stop"), "{out}");
 
     // serf dies: muster's listing says failed, as serf's own would.
     agent.kill().unwrap();
@@ -519,4 +515,23 @@ fn muster_event_query_keys_and_force_leave_do_what_the_serf_commands_do() {
     let (code, out) = muster_cli(common::free_port(), &["event", "x"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("cannot reach the agent RPC"), "{out}");
+}
+
+#[test]
+fn serf_leave_makes_muster_leave_the_cluster_and_stop_as_docker_stop_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut m, _, rpc) = start_muster(dir.path(), "m1", "");
+    let (_s1, s1_gossip, s1_rpc) = start_serf_with("s1", &[]);
+    assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{s1_gossip}")]).0, 0);
+    eventually("s1 sees m1", LONG, || {
+        names(&serf(s1_rpc, &["members", "-status=alive"]).1).contains(&"m1".to_owned())
+    });
+    let (code, out) = serf(rpc, &["leave"]);
+    assert_eq!(code, 0, "{out}");
+    let status = m.wait(LONG);
+    assert!(m.text().contains("stopping service=app"), "{}", m.text());
+    eprintln!("muster exited: {status:?}");
+    eventually("s1 sees m1 left, not failed", LONG, || {
+        names(&serf(s1_rpc, &["members", "-status=left"]).1) == ["m1"]
+    });
 }

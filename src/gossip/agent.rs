@@ -53,6 +53,8 @@ pub struct Agent {
     pub commands: mpsc::UnboundedSender<Command>,
     /// Gives muster's log lines from now on (`serf monitor`).
     pub monitor: Option<Monitor>,
+    /// Stops muster (`serf leave`: it leaves the cluster, then stops its services).
+    pub stop: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// A source of muster's log lines, one receiver per monitor.
@@ -507,10 +509,14 @@ async fn answer(agent: &Agent, seq: u64, request: Request) -> Vec<u8> {
             let asked = agent.commands.send(Command::SetTags { set, delete, done });
             done_or_error(seq, asked.is_ok(), reply.await.map(|r| r.map(|_| ())))
         }
-        Request::Leave => rpc::header(
-            seq,
-            "muster leaves the cluster when it stops: docker stop (SIGTERM) leaves, then stops the services",
-        ),
+        Request::Leave => match &agent.stop {
+            Some(stop) => {
+                tracing::info!("serf leave: leaving the cluster and stopping, as for docker stop");
+                stop();
+                rpc::header(seq, "")
+            }
+            None => rpc::header(seq, "this muster cannot be stopped through the RPC"),
+        },
         other => rpc::header(seq, &format!("muster does not serve {} yet", name(&other))),
     }
 }
