@@ -1112,3 +1112,74 @@ fn secure_mode_converges_detects_crashes_and_takes_a_restart_on_a_new_address() 
         sim.now - back
     );
 }
+
+/// User events and queries at scale (SIM_N nodes, default 60; tests/bench/events.py runs it
+/// at 1,000 in a release build and writes report/gossip-events.md): after the mass join,
+/// node 0 sends 5 user events and asks one query with acknowledgements, at 0 % and 5 % loss.
+/// Prints per run: deliveries, duplicates, time until every node had each event, and acks.
+#[test]
+fn user_events_and_queries_at_scale() {
+    let n: usize = std::env::var("SIM_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    for (seed, loss) in [(91u64, 0.0), (92, 0.05)] {
+        let started = Instant::now();
+        let (mut sim, _) = converged(seed, n, Config::lan(), Duration::from_secs(300));
+        sim.loss = loss;
+        let sent = sim.now;
+        for e in 0..5 {
+            send_event(&mut sim, 0, &format!("ev{e}"));
+        }
+        let now = sim.start + sim.now;
+        let ask = serf::Ask {
+            name: "uptime".into(),
+            ack: true,
+            timeout: Duration::from_secs(30),
+            ..serf::Ask::default()
+        };
+        sim.nodes[0].as_mut().unwrap().query(now, ask, 7).unwrap();
+        sim.handle(0, None);
+        sim.run_until(sent + Duration::from_secs(30));
+        let mut last = Duration::ZERO;
+        let mut duplicates = 0;
+        let mut delivered = 0;
+        for e in 0..5 {
+            let name = format!("ev{e}");
+            let got: Vec<&(Duration, usize, String, u64)> =
+                sim.user_events.iter().filter(|u| u.2 == name).collect();
+            let nodes: HashSet<usize> = got.iter().map(|u| u.1).collect();
+            assert_eq!(nodes.len(), n, "seed {seed}: {name} reached every node");
+            duplicates += got.len() - nodes.len();
+            delivered += got.len();
+            last = last.max(got.iter().map(|u| u.0 - sent).max().unwrap());
+        }
+        let acks: HashSet<&String> = sim
+            .answers
+            .iter()
+            .filter(|a| a.1 == 0)
+            .map(|a| &a.2)
+            .collect();
+        let ack_last = sim
+            .answers
+            .iter()
+            .filter(|a| a.1 == 0)
+            .map(|a| a.0 - sent)
+            .max()
+            .unwrap_or_default();
+        eprintln!(
+            "events at scale: {n} nodes, loss {loss}: 5 events delivered {delivered} times, {duplicates} duplicates, every node had all 5 after {:.3} s; query acks {} of {n}, the last after {:.3} s ({:.1} s to simulate)",
+            last.as_secs_f64(),
+            acks.len(),
+            ack_last.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(duplicates, 0, "seed {seed}");
+        // An acknowledgement is one datagram, sent once (as Serf's): loss takes its share.
+        assert!(
+            acks.len() * 10 >= n * 8,
+            "seed {seed}: acks from {} of {n}",
+            acks.len()
+        );
+    }
+}

@@ -343,6 +343,9 @@ async fn start_query(
     q: rpc::Query,
     out: mpsc::Sender<Vec<u8>>,
 ) -> Result<tokio::task::AbortHandle, String> {
+    if q.name.starts_with("_serf_") {
+        return Err("Queries cannot contain the '_serf_' prefix".into());
+    }
     let mut filters = Vec::new();
     if !q.filter_nodes.is_empty() {
         filters.push(QueryFilter::Nodes(q.filter_nodes));

@@ -896,6 +896,15 @@ impl Node {
 
     /// Answers one of Serf's internal queries (a key query changes our keyring).
     fn internal_query(&mut self, q: &serf::user::Query) {
+        if q.name == "_serf_conflict" {
+            // Who we believe holds a name (Serf's name-conflict resolution); not about us.
+            let name = String::from_utf8_lossy(&q.payload).into_owned();
+            if name != self.swim.name() {
+                let payload = internal::conflict_answer(self.serf.member(&name));
+                let _ = self.serf.respond(q, &payload);
+            }
+            return;
+        }
         let ring = self.crypt.as_mut().map(|c| &mut c.keyring);
         let (answer, changed) = internal::answer(q, ring);
         if let Some(payload) = answer {

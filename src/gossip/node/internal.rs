@@ -83,6 +83,56 @@ impl KeyAnswer {
     }
 }
 
+/// The answer to `_serf_conflict`: `[6][msgpack Member]` (nil when the name is unknown), the
+/// member as Serf encodes its `Member` (status as a number: 1 alive, 2 leaving, 3 left,
+/// 4 failed).
+pub fn conflict_answer(m: Option<&crate::gossip::serf::Member>) -> Vec<u8> {
+    use crate::gossip::serf::Status;
+    let mut out = vec![serf_kind::CONFLICT_RESPONSE];
+    let Some(m) = m else {
+        msgpack::encode(&Value::Nil, &mut out);
+        return out;
+    };
+    let addr = match m.addr.ip() {
+        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let status = match m.status {
+        Status::Alive => 1,
+        Status::Leaving => 2,
+        Status::Left => 3,
+        Status::Failed => 4,
+    };
+    let tags = Value::Map(
+        m.tags
+            .iter()
+            .map(|(k, v)| {
+                (
+                    Value::Raw(k.as_bytes().to_vec()),
+                    Value::Raw(v.as_bytes().to_vec()),
+                )
+            })
+            .collect(),
+    );
+    msgpack::encode(
+        &Value::map([
+            ("Name", Value::Raw(m.name.as_bytes().to_vec())),
+            ("Addr", Value::Raw(addr)),
+            ("Port", Value::Uint(u64::from(m.addr.port()))),
+            ("Tags", tags),
+            ("Status", Value::Uint(status)),
+            ("ProtocolMin", Value::Uint(1)),
+            ("ProtocolMax", Value::Uint(5)),
+            ("ProtocolCur", Value::Uint(2)),
+            ("DelegateMin", Value::Uint(2)),
+            ("DelegateMax", Value::Uint(5)),
+            ("DelegateCur", Value::Uint(5)),
+        ]),
+        &mut out,
+    );
+    out
+}
+
 /// A key query's payload: `[7][msgpack {Key}]` (an empty key for `list-keys`).
 pub fn key_request(key: &[u8]) -> Vec<u8> {
     let mut out = vec![serf_kind::KEY_REQUEST];
@@ -157,3 +207,6 @@ pub fn answer(
         Err(e) => (Some(KeyAnswer::failed(&e).encode()), false),
     }
 }
+
+#[cfg(test)]
+mod tests;
