@@ -49,6 +49,8 @@
 //! - [`supervisor::strays`]: signalling leftover processes: `kill(-1)` as PID 1, a walk of our
 //!   own descendants in `/proc` otherwise; muster's direct children, to tell a service that
 //!   daemonized.
+//! - [`agent_cli`]: `muster event`, `query`, `keys` and `force-leave`, the `serf` commands
+//!   through the agent RPC, for people without Serf installed.
 //! - [`preflight`]: what startup checks beyond the file's text (the HAProxy template reads and
 //!   compiles, the host name does as a node name), shared by `check-config` and `run`.
 //! - [`supervisor::signals`]: the inherited signal mask and ignored signals, and the one
@@ -77,7 +79,14 @@
 //!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `rpc` is Serf's agent RPC (a sans-IO
 //!   session: handshake, auth, bounded objects, typed requests, Serf's answers) and `agent`
 //!   its TCP server on `[gossip] rpc_addr`, talking to the driver by command, so Debian's
-//!   `serf` CLI works against muster (`tests/serf_cli.rs`). `validate` reads node meta against
+//!   `serf` CLI works against muster (`tests/serf_cli.rs`); `agent/client.rs` is the blocking
+//!   client [`agent_cli`] uses. `serf/user.rs` holds Serf's user events, queries and answers
+//!   on the wire and the Lamport-slot rings that de-duplicate them; `serf/events.rs` Serf's
+//!   rules for them (own clocks, delivery once, answers straight to the asker's member
+//!   address); `node/internal.rs` the internal queries a node answers (`_serf_ping`,
+//!   `_serf_conflict`, the key queries of `serf keys`, which change the keyring in use); and
+//!   `driver/hub.rs` hands membership events, user events and queries to subscribers (RPC
+//!   streams, `serf monitor`, event handlers) without ever stalling gossip. `validate` reads node meta against
 //!   the character sets and limits of `config::names`; `swim` applies them to everything
 //!   announced, admits a new name only once it answers a probe, holds a third party's
 //!   harmful claims about a live member while the member can refute them, and never sends a
