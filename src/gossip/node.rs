@@ -875,7 +875,7 @@ impl Node {
     }
 
     /// A join asked by command reached no one: before any join has worked, the next one
-    /// seals with the next key (see [`Node::try_next_key`]).
+    /// seals with the next key (the cluster may have moved to a key this node holds).
     pub fn join_failed(&mut self) {
         if !self.joined {
             self.try_next_key();
