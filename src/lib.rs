@@ -70,8 +70,8 @@
 //!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). `limits` is what its listener lets a peer hold: at most 128
 //!   inbound push/pull streams, 16 per address (a new one closes the oldest of the address
 //!   holding most), and the back-off after an accept error (EMFILE); the control socket uses
-//!   it too (`tests/hostile_limits.rs`). The
-//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` reads node meta against
+//!   it too (`tests/hostile_limits.rs`). The decoders, plaintext and behind the keyring, are
+//!   fuzzed by `tests/fuzz/` (cargo-fuzz). `validate` reads node meta against
 //!   the character sets and limits of `config::names`; `swim` applies them to everything
 //!   announced, admits a new name only once it answers a probe, holds a third party's
 //!   harmful claims about a live member while the member can refute them, and never sends a

@@ -319,8 +319,9 @@ fn sealed_golden_datagrams_give_the_plaintext_view_and_their_cost_is_measured() 
     // a keyed one: both decode all of them and answer alike (the keyed node's answers sealed),
     // nothing is refused. The CPU per datagram of
     // both paths (open + decode + SWIM and Serf, and sealing the answers) is printed for
-    // tests/bench/gossip.py; CRYPTO_COST_ROUNDS sets the passes (the bench runs release).
-    let rounds = std::env::var("CRYPTO_COST_ROUNDS").map_or(20, |v| v.parse().unwrap());
+    // tests/bench/gossip.py (the fastest of 20 slices); CRYPTO_COST_ROUNDS sets the passes
+    // (the bench runs release).
+    let rounds: usize = std::env::var("CRYPTO_COST_ROUNDS").map_or(20, |v| v.parse().unwrap());
     let ring = Keyring::new(&[b64(OTHER_KEY)]).unwrap();
     let plain = golden_datagrams();
     assert!(plain.len() > 20);
@@ -331,8 +332,38 @@ fn sealed_golden_datagrams_give_the_plaintext_view_and_their_cost_is_measured() 
         .collect();
     let now = std::time::Instant::now();
     let (mut a, mut b) = (cost_node(None, now), cost_node(Some(ring.clone()), now));
-    let (plain_ns, plain_sent) = receive_ns(&mut a, &plain, rounds);
-    let (keyed_ns, keyed_sent) = receive_ns(&mut b, &sealed, rounds);
+    // In 20 slices, the four measured in turn; the fastest slice of each is reported (the
+    // slices a busy host preempts are slower, never faster).
+    let slice = rounds.div_ceil(20);
+    let per = |t: std::time::Instant, n: usize| t.elapsed().as_nanos() as f64 / n as f64;
+    let (mut plain_sent, mut keyed_sent) = (Vec::new(), Vec::new());
+    let mut best = [f64::MAX; 4];
+    let (mut opened, mut out) = (0, 0);
+    for _ in 0..20 {
+        let (ns, sent) = receive_ns(&mut a, &plain, slice);
+        best[0] = best[0].min(ns);
+        plain_sent.extend(sent);
+        let (ns, sent) = receive_ns(&mut b, &sealed, slice);
+        best[1] = best[1].min(ns);
+        keyed_sent.extend(sent);
+        // The cipher alone.
+        let t = std::time::Instant::now();
+        for _ in 0..slice {
+            for s in &sealed {
+                opened += ring.open(s, b"").map_or(0, |p| p.len());
+            }
+        }
+        best[2] = best[2].min(per(t, slice * sealed.len()));
+        let t = std::time::Instant::now();
+        for _ in 0..slice {
+            for p in &plain {
+                out += ring.seal(1, &nonces.next_nonce(), p, b"").len();
+            }
+        }
+        best[3] = best[3].min(per(t, slice * plain.len()));
+    }
+    let [plain_ns, keyed_ns, open_ns, seal_ns] = best;
+    let rounds = slice * 20;
     assert_eq!(b.crypto_refused().packets, 0);
     assert_eq!((a.undecodable(), b.undecodable()), (0, 0));
     assert_eq!(plain_sent.len(), keyed_sent.len());
@@ -347,24 +378,7 @@ fn sealed_golden_datagrams_give_the_plaintext_view_and_their_cost_is_measured() 
             "an answer sent unsealed"
         );
     }
-    // The cipher alone.
-    let t = std::time::Instant::now();
-    let mut opened = 0;
-    for _ in 0..rounds {
-        for s in &sealed {
-            opened += ring.open(s, b"").map_or(0, |p| p.len());
-        }
-    }
-    let open_ns = t.elapsed().as_nanos() as f64 / (rounds * sealed.len()) as f64;
     assert_eq!(opened, rounds * plain.iter().map(Vec::len).sum::<usize>());
-    let t = std::time::Instant::now();
-    let mut out = 0;
-    for _ in 0..rounds {
-        for p in &plain {
-            out += ring.seal(1, &nonces.next_nonce(), p, b"").len();
-        }
-    }
-    let seal_ns = t.elapsed().as_nanos() as f64 / (rounds * plain.len()) as f64;
     assert_eq!(out, rounds * sealed.iter().map(Vec::len).sum::<usize>());
     let mean = plain.iter().map(Vec::len).sum::<usize>() / plain.len();
     println!(

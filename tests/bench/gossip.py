@@ -218,6 +218,10 @@ command = ["sleep", "100000"]
         self.proc.wait()
 
 
+class AgentGone(Exception):
+    """An agent ended by itself (or by something outside the bench): the run measures nothing."""
+
+
 def until(cond, limit):
     start = time.monotonic()
     while not cond():
@@ -243,6 +247,9 @@ def one_run(kind, tmp, muster):
         time.sleep(2)
         rss = agents[1].rss_kib()
         idle = idle_window(agents, tmp)
+        gone = [a.name for a in agents if a.proc.poll() is not None]
+        if gone:
+            raise AgentGone(f"{', '.join(gone)} exited during the run")
         # kill -9 of the last agent.
         victim = agents[-1]
         survivors = agents[:-1]
@@ -255,6 +262,9 @@ def one_run(kind, tmp, muster):
         t0 = time.monotonic()
         leaver.kill(signal.SIGINT if kind.startswith("serf") else signal.SIGTERM)
         left = until(lambda: all(a.members().get(leaver.name) == "left" for a in rest), 30)
+        gone = [a.name for a in rest if a.proc.poll() is not None]
+        if gone:
+            raise AgentGone(f"{', '.join(gone)} exited during the run")
         return {"join_s": join, "kill_to_failed_s": kill, "leave_to_left_s": left,
                 "rss_kib": rss, **idle}
     finally:
@@ -268,7 +278,9 @@ def idle_window(agents, tmp):
     pcap = Path(tmp) / "idle.pcap"
     dump = subprocess.Popen(["tcpdump", "-i", "lo", "-n", "-U", "-w", str(pcap), ports],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)  # tcpdump attaches before the window starts
+    # tcpdump attaches before the window starts (it creates the file once it has).
+    until(lambda: pcap.exists() and pcap.stat().st_size >= 24, 5)
+    time.sleep(0.2)
     cpu0 = [a.cpu_ns() for a in agents]
     t0 = time.monotonic()
     time.sleep(IDLE_S)
@@ -282,6 +294,13 @@ def idle_window(agents, tmp):
     # Threads alive at both ends; one that ended in between loses its share (rare when idle).
     cpu = sum(after[t] - before.get(t, 0) for before, after in zip(cpu0, cpu1) for t in after)
     n = len(agents)
+    if packets == 0:
+        # Nothing captured (tcpdump did not attach in time): no figure rather than a zero.
+        say("WARNING: the idle capture is empty; this run's idle figures are left out")
+        return {"idle_bytes_per_node_s": None, "idle_packets_per_node_s": None,
+                "idle_cpu_ms_per_node_s": round(cpu / 1e6 / elapsed / n, 3),
+                "cpu_us_per_packet": None, "udp_datagrams": None, "udp_sealed_with_key": None,
+                "sealed_as_configured": None}
     return {"idle_bytes_per_node_s": round(payload / elapsed / n, 1),
             "idle_packets_per_node_s": round(packets / elapsed / n, 2),
             "idle_cpu_ms_per_node_s": round(cpu / 1e6 / elapsed / n, 3),
@@ -346,13 +365,23 @@ def main():
         # kind are seconds apart and see the same load.
         for r in range(RUNS):
             for kind in KINDS:
-                say(f"{kind}: run {r + 1} of {RUNS}, {NODES} agents")
-                runs[kind].append(one_run(kind, tmp, MUSTER))
+                for attempt in range(3):
+                    say(f"{kind}: run {r + 1} of {RUNS}, {NODES} agents")
+                    try:
+                        runs[kind].append(one_run(kind, tmp, MUSTER))
+                        break
+                    except AgentGone as e:
+                        say(f"WARNING {kind}: {e}; run again")
+                        results["runs_repeated"] = results.get("runs_repeated", 0) + 1
     for kind, rs in runs.items():
+        if not rs:
+            continue
         results["kinds"][kind] = {
             "runs": rs,
             "median": {k: median([run[k] for run in rs]) for k in rs[0] if k != "sealed_as_configured"},
-            "sealed_as_configured": all(run["sealed_as_configured"] for run in rs),
+            # Every run with a capture sealed as configured (and at least one captured).
+            "sealed_as_configured": all(run["sealed_as_configured"] is not False for run in rs)
+            and any(run["sealed_as_configured"] for run in rs),
         }
         if not results["kinds"][kind]["sealed_as_configured"]:
             say(f"WARNING {kind}: not every run's datagrams were sealed as configured: "
@@ -435,7 +464,10 @@ def render(r):
         "",
         f"Run {r['date']} by `tests/bench/gossip.py`: clusters of {r['nodes']} agents on 127.0.0.1, "
         f"{r['runs']} runs each, medians; {r['cores']} cores, load average at start "
-        f"{r['load_avg_at_start']:.2f}. Times are seen through `serf members` / `muster members` "
+        f"{r['load_avg_at_start']:.2f}"
+        + (f"; {r['runs_repeated']} run(s) repeated because an agent exited during them"
+           if r.get("runs_repeated") else "")
+        + ". Times are seen through `serf members` / `muster members` "
         f"polled every {int(POLL * 1000)} ms, so they include up to that much polling delay.",
         "",
         "`-enc`: encrypted with one random 32-byte key (AES-256-GCM; serf `-encrypt`, muster "
