@@ -430,14 +430,15 @@ def simulate(n):
         cwd=ROOT, env={**os.environ, "SIM_N": str(n)}, capture_output=True, text=True,
         timeout=1800)
     m = re.search(r"(\d+) nodes converged in ([\d.]+)(ms|s) of simulated time \(([\d.]+)(ms|s) to "
-                  r"simulate\), (\d+) packets, (\d+) bytes/node/s", out.stdout + out.stderr)
+                  r"simulate\), (\d+) packets, (?:(\d+) push/pulls, )?(\d+) bytes/node/s",
+                  out.stdout + out.stderr)
     if not m:
         say("simulator run gave no figure:\n" + (out.stdout + out.stderr)[-2000:])
         return None
     secs = lambda v, u: float(v) / (1000 if u == "ms" else 1)
     return {"nodes": int(m[1]), "converged_sim_s": secs(m[2], m[3]),
             "cpu_s": round(secs(m[4], m[5]), 1), "packets": int(m[6]),
-            "bytes_per_node_s": int(m[7])}
+            "push_pulls": int(m[7]) if m[7] else None, "bytes_per_node_s": int(m[8])}
 
 
 def cost(kinds):
