@@ -75,8 +75,8 @@
 //!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). `limits` is what its listener lets a peer hold: at most 128
 //!   inbound push/pull streams, 16 per address (a new one closes the oldest of the address
 //!   holding most), and the back-off after an accept error (EMFILE); the control socket uses
-//!   it too (`tests/hostile_limits.rs`). The
-//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `rpc` is Serf's agent RPC (a sans-IO
+//!   it too (`tests/hostile_limits.rs`). The decoders, plaintext and
+//!   behind the keyring, are fuzzed by `tests/fuzz/` (cargo-fuzz). `rpc` is Serf's agent RPC (a sans-IO
 //!   session: handshake, auth, bounded objects, typed requests, Serf's answers) and `agent`
 //!   its TCP server on `[gossip] rpc_addr`, talking to the driver by command, so Debian's
 //!   `serf` CLI works against muster (`tests/serf_cli.rs`); `agent/client.rs` is the blocking
