@@ -363,6 +363,7 @@ async fn start_query(
         filters,
         ack: q.request_ack,
         timeout,
+        relay_factor: u8::try_from(q.relay_factor).unwrap_or(u8::MAX),
     };
     let (answers, mut heard) = mpsc::unbounded_channel();
     let (done, sent) = oneshot::channel();
@@ -550,6 +551,7 @@ async fn key_query(agent: &Agent, seq: u64, name: &str, key: &[u8]) -> Vec<u8> {
         filters: Vec::new(),
         ack: false,
         timeout: default_query_timeout(list.len()),
+        relay_factor: 0,
     };
     let (answers, mut heard) = mpsc::unbounded_channel();
     let (done, sent) = oneshot::channel();

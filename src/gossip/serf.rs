@@ -608,6 +608,10 @@ impl Serf {
                 self.on_answer(rest);
                 return false;
             }
+            serf_kind::RELAY => {
+                self.on_relay(rest);
+                return false;
+            }
             serf_kind::JOIN | serf_kind::LEAVE => {}
             _ => return false,
         }
