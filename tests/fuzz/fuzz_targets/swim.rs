@@ -65,6 +65,8 @@ impl Node {
                         self.swim.forget(&name);
                     }
                     serf::Output::Event(_) | serf::Output::Changed => {}
+                    // User events, queries and their answers: checked by the node targets.
+                    _ => {}
                 }
             }
             let Some(out) = self.swim.poll_output() else {
