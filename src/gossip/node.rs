@@ -440,6 +440,11 @@ impl Node {
         self.undecodable
     }
 
+    /// The keyring in use (`None`: plaintext); `serf keys` and a learnt primary change it.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.crypt.as_ref().map(|c| &c.keyring)
+    }
+
     /// Whether a push/pull has succeeded.
     pub fn joined(&self) -> bool {
         self.joined

@@ -78,12 +78,14 @@ pub fn node(now: Instant) -> Node {
 
 /// Everything the node asks for, each checked: with a keyring, nothing leaves unsealed.
 pub fn drain(n: &mut Node) -> Vec<Output> {
-    let ring = ring();
+    let mut ring = ring();
     let outs: Vec<Output> = std::iter::from_fn(|| n.poll_output())
         .take(100_000)
         .collect();
     for o in &outs {
         match o {
+            // A key query (from a member holding a key) changed the node's keyring.
+            Output::KeyringChanged(r) => ring = r.clone(),
             Output::Transmit { bytes, .. } => {
                 let plain = ring.open(bytes, b"").expect("a datagram sent unsealed");
                 wire::decode_packet(&plain).expect("a sealed datagram that does not decode");
@@ -112,7 +114,10 @@ pub fn check(n: &Node) {
     }
     let answer = n.push_pull_answer();
     assert_eq!(crypto::stream_length(&answer), Ok(Some(answer.len())));
-    ring().open_stream(&answer).expect("the answer is sealed");
+    n.keyring()
+        .expect("a keyed node")
+        .open_stream(&answer)
+        .expect("the answer is sealed");
 }
 
 /// A refused input changes nothing: counted once, no output, no member.
