@@ -669,9 +669,20 @@ fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
     // On the load balancer, `muster members` shows each member's server as muster commanded it.
     let ha = lab.ids("ha").remove(0);
     let members = docker(&["exec", &ha, "muster", "members"]);
-    let row = members.lines().find(|l| l.contains("role=backend"));
+    let alive: Vec<&str> = members
+        .lines()
+        .filter(|l| l.contains(" alive ") && l.contains("role=backend"))
+        .collect();
     assert!(
-        row.is_some_and(|r| r.ends_with("server=in-service")),
+        !alive.is_empty() && alive.iter().all(|r| r.ends_with("server=in-service")),
+        "{members}"
+    );
+    // A member that left (the recreated container's predecessor) is no server.
+    assert!(
+        members
+            .lines()
+            .filter(|l| l.contains(" left "))
+            .all(|l| l.ends_with("server=-")),
         "{members}"
     );
 

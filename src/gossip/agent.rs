@@ -550,8 +550,10 @@ async fn key_query(agent: &Agent, seq: u64, name: &str, key: &[u8]) -> Vec<u8> {
         payload: internal::key_request(key),
         filters: Vec::new(),
         ack: false,
-        timeout: default_query_timeout(list.len()),
-        relay_factor: 0,
+        // Twice Serf's default, and each answer relayed once more: a key change that reports
+        // a member missing when its answer was only late or lost would be retried for nothing.
+        timeout: default_query_timeout(list.len()) * 2,
+        relay_factor: 1,
     };
     let (answers, mut heard) = mpsc::unbounded_channel();
     let (done, sent) = oneshot::channel();
