@@ -35,8 +35,9 @@ pub mod client;
 pub const MAX_CLIENTS: usize = 64;
 /// How long a new connection has to shake hands.
 pub const HANDSHAKE_TIME: Duration = Duration::from_secs(5);
-/// How long one request may take (a join waits for its push/pulls).
-pub const REQUEST_TIME: Duration = Duration::from_secs(10);
+/// How long one request may take (a join waits for its push/pulls, a key change for every
+/// member's answer).
+pub const REQUEST_TIME: Duration = Duration::from_secs(30);
 
 /// What the RPC server knows of its node.
 #[derive(Clone)]
@@ -552,7 +553,7 @@ async fn key_query(agent: &Agent, seq: u64, name: &str, key: &[u8]) -> Vec<u8> {
         ack: false,
         // Twice Serf's default, and each answer relayed once more: a key change that reports
         // a member missing when its answer was only late or lost would be retried for nothing.
-        timeout: default_query_timeout(list.len()) * 2,
+        timeout: (default_query_timeout(list.len()) * 2).min(Duration::from_secs(25)),
         relay_factor: 1,
     };
     let (answers, mut heard) = mpsc::unbounded_channel();
