@@ -21,6 +21,7 @@ use crate::control;
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
+use crate::handlers;
 use crate::haproxy::{
     self,
     model::Selection,
@@ -58,14 +59,22 @@ async fn wire_and_run(
     inherited: Inherited,
     signals: Installed,
 ) -> anyhow::Result<i32> {
+    let children = Children::new(inherited);
     let (gossip, view) = match &config.gossip {
         Some(g) => {
-            let (commands, view) = start_gossip(g)?;
+            let (commands, view, name) = start_gossip(g)?;
+            let me = handlers::SelfNode {
+                name,
+                tags: g.tags.clone(),
+            };
+            let (list, timeout) = (g.event_handlers.clone(), g.handler_timeout);
+            handlers::start(list, timeout, me, commands.clone(), children.clone())
+                .await
+                .context("event handlers")?;
             (Some(commands), Some(view))
         }
         None => (None, None),
     };
-    let children = Children::new(inherited);
     let (sync_stop, states) = match &config.haproxy {
         Some(h) => {
             let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
@@ -329,9 +338,14 @@ impl haproxy::check::Runner for HelperChecks {
     }
 }
 
+/// Starts the gossip driver (and Serf's RPC); gives its commands, its view and the node name.
 fn start_gossip(
     g: &config::Gossip,
-) -> anyhow::Result<(mpsc::UnboundedSender<Command>, watch::Receiver<Vec<Member>>)> {
+) -> anyhow::Result<(
+    mpsc::UnboundedSender<Command>,
+    watch::Receiver<Vec<Member>>,
+    String,
+)> {
     let name = match &g.name {
         Some(n) => n.clone(),
         None => {
@@ -412,13 +426,14 @@ fn start_gossip(
             }
         }
     }
+    let name = settings.name.clone();
     let publish = Publish { view };
     tokio::spawn(async move {
         if let Err(error) = driver::run_keyed(settings, keyring, publish, commands_rx).await {
             tracing::error!(%error, "gossip stopped");
         }
     });
-    Ok((commands, view_rx))
+    Ok((commands, view_rx, name))
 }
 
 #[cfg(test)]

@@ -162,6 +162,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod gossip;
+pub mod handlers;
 pub mod haproxy;
 pub mod host;
 pub mod logging;
