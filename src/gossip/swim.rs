@@ -221,7 +221,12 @@ fn socket(ip: &[u8], port: u64) -> Option<SocketAddr> {
         16 => {
             let mut a = [0u8; 16];
             a.copy_from_slice(ip);
-            Some(SocketAddr::from((a, port)))
+            // Go writes an IPv4 address in 16 bytes too (serf bound to 0.0.0.0 does): it is
+            // the IPv4 address, reached through the IPv4 socket.
+            Some(SocketAddr::new(
+                std::net::Ipv6Addr::from(a).to_canonical(),
+                port,
+            ))
         }
         _ => None,
     }

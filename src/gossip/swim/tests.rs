@@ -770,3 +770,20 @@ fn messages_are_written_as_the_value_tree_encoded_them() {
         assert_eq!(m.to_wire(), reference(m), "{m:?}");
     }
 }
+
+#[test]
+fn an_ipv4_address_in_go_s_16_byte_form_is_the_ipv4_address() {
+    let mut mapped = [0u8; 16];
+    mapped[10] = 0xff;
+    mapped[11] = 0xff;
+    mapped[12..].copy_from_slice(&[172, 20, 0, 3]);
+    assert_eq!(
+        super::socket(&mapped, 7946),
+        Some(SocketAddr::from(([172, 20, 0, 3], 7946)))
+    );
+    let v6: [u8; 16] = std::net::Ipv6Addr::LOCALHOST.octets();
+    assert_eq!(
+        super::socket(&v6, 7946),
+        Some(SocketAddr::from((v6, 7946)))
+    );
+}
