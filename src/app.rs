@@ -21,6 +21,7 @@ use crate::control;
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
+use crate::gossip::wire;
 use crate::handlers;
 use crate::haproxy::{
     self,
@@ -175,7 +176,7 @@ fn members_of(
 fn row(m: &Member, states: Option<&ServerStates>) -> control::Member {
     control::Member {
         name: m.name.clone(),
-        addr: m.addr.to_string(),
+        addr: wire::canonical(m.addr).to_string(),
         status: m.status.as_str().to_owned(),
         tags: m.tags.clone(),
         server: states.map(|s| s.get(&m.name).copied().unwrap_or("-").to_owned()),
@@ -277,7 +278,7 @@ fn haproxy_members(view: &[Member]) -> Vec<haproxy::model::Member> {
     view.iter()
         .map(|m| haproxy::model::Member {
             name: m.name.clone(),
-            addr: m.addr.ip(),
+            addr: wire::canonical(m.addr).ip(),
             tags: m.tags.clone(),
             status: match m.status {
                 serf::Status::Alive => Status::Alive,

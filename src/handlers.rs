@@ -114,14 +114,15 @@ pub fn tag_variable(key: &str) -> String {
     out
 }
 
-/// One stdin line for a member: `name\taddr\trole\ttag=v,tag=v\n`.
+/// One stdin line for a member: `name\taddr\trole\ttag=v,tag=v\n` (an IPv4 address written as
+/// such, as Go prints one that came in 16 bytes).
 pub fn member_line(m: &Member) -> String {
     let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let role = m.tags.get("role").map(String::as_str).unwrap_or("");
     format!(
         "{}\t{}\t{}\t{}\n",
         clean(&m.name),
-        m.addr.ip(),
+        crate::gossip::wire::canonical(m.addr).ip(),
         clean(role),
         clean(&tags.join(","))
     )
@@ -319,7 +320,10 @@ mod tests {
             kind,
             member: Member {
                 name: name.into(),
-                addr: SocketAddr::from(([192, 168, 42, 3], 7946)),
+                addr: SocketAddr::from((
+                    std::net::Ipv4Addr::new(192, 168, 42, 3).to_ipv6_mapped(),
+                    7946,
+                )),
                 tags: tags
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

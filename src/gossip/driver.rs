@@ -506,11 +506,13 @@ impl Shell {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Transmit { to, bytes } => {
+                    let to = wire::canonical(to);
                     if let Err(error) = self.udp.send_to(&bytes, to).await {
                         tracing::debug!(%to, %error, "cannot send");
                     }
                 }
                 Output::PushPull { to, bytes } => {
+                    let to = wire::canonical(to);
                     let stream = TcpStream::connect(to);
                     exchange(
                         stream,

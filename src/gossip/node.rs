@@ -637,8 +637,7 @@ pub fn to_remote(n: &NodeState) -> Option<RemoteNode> {
         16 => {
             let mut a = [0u8; 16];
             a.copy_from_slice(&n.addr);
-            // An IPv4-mapped address (Go's 16-byte form of an IPv4 one) is the IPv4 address.
-            SocketAddr::new(std::net::Ipv6Addr::from(a).to_canonical(), n.port)
+            SocketAddr::from((a, n.port))
         }
         _ => return None,
     };

@@ -221,12 +221,7 @@ fn socket(ip: &[u8], port: u64) -> Option<SocketAddr> {
         16 => {
             let mut a = [0u8; 16];
             a.copy_from_slice(ip);
-            // Go writes an IPv4 address in 16 bytes too (serf bound to 0.0.0.0 does): it is
-            // the IPv4 address, reached through the IPv4 socket.
-            Some(SocketAddr::new(
-                std::net::Ipv6Addr::from(a).to_canonical(),
-                port,
-            ))
+            Some(SocketAddr::from((a, port)))
         }
         _ => None,
     }
@@ -1129,7 +1124,10 @@ impl Swim {
                 self.vouched = from.and_then(|f| {
                     nodes
                         .iter()
-                        .find(|n| n.state == State::Alive && n.addr.ip() == f.ip())
+                        .find(|n| {
+                            n.state == State::Alive
+                                && wire::canonical(n.addr).ip() == wire::canonical(f).ip()
+                        })
                         .map(|n| n.name.clone())
                 });
                 if self.early_syncs.0.is_none() && self.early_syncs.1 > 0 {
@@ -1936,7 +1934,7 @@ impl Swim {
         if stale(&mut self.stats, incarnation, m.incarnation) {
             return;
         }
-        let itself = by == name && from == Some(m.addr);
+        let itself = by == name && from.map(wire::canonical) == Some(wire::canonical(m.addr));
         let suspected_since = match m.state {
             State::Suspect => self.suspicions.get(name).map(|s| s.started),
             _ => None,

@@ -158,9 +158,7 @@ impl Query {
         let (v, _) = msgpack::decode(body).ok()?;
         let addr = match v.get("Addr")?.as_bytes()? {
             b if b.len() == 4 => IpAddr::from(<[u8; 4]>::try_from(b).ok()?),
-            b if b.len() == 16 => {
-                std::net::Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?).to_canonical()
-            }
+            b if b.len() == 16 => IpAddr::from(<[u8; 16]>::try_from(b).ok()?),
             _ => return None,
         };
         let filters = match v.get("Filters") {
