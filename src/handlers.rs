@@ -15,6 +15,7 @@
 //!   the leave after it reach the script in that order; entries run independently of each
 //!   other (Serf runs every handler of every event one after another in one loop, so one
 //!   slow script delays all).
+//! - **The node's own join first**, as Serf's handlers hear it at start.
 //! - **Every event on its own.** muster does not coalesce: a member failing and rejoining a
 //!   moment later gives `member-failed` then `member-join`, where Serf's agent coalescing
 //!   (3 s, quiet 1 s) keeps only the last; a script therefore gets one member line per run.
@@ -201,8 +202,24 @@ pub async fn start(
         tracing::info!(handler = %spec, "event handler ready");
         queues.push((h.filters, spec, q, 0u64));
     }
+    // Serf's handlers hear the node's own join first: so do these.
+    let (tx, rx) = oneshot::channel();
+    let own = match commands.send(Command::Members(tx)) {
+        Ok(()) => rx.await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let first = own.into_iter().find(|m| m.name == me.name).map(|member| {
+        Heard::Member(crate::gossip::serf::Event {
+            kind: EventKind::Join,
+            member,
+        })
+    });
     tokio::spawn(async move {
-        while let Some(h) = heard.recv().await {
+        let mut first = first;
+        while let Some(h) = match first.take() {
+            Some(h) => Some(h),
+            None => heard.recv().await,
+        } {
             let mut inv = None;
             for (filters, spec, q, dropped) in &mut queues {
                 if !matches(filters, &h) {

@@ -231,6 +231,10 @@ fn handlers_get_what_serf_s_handlers_get() {
             "{who}: the member lines muster's handler got, and serf's"
         );
     }
+    // Both hear their own join first.
+    let own = |text: &str, me: &str| member_events(text, me).first().map(|(e, _)| e.clone());
+    assert_eq!(own(&m_text, "m").as_deref(), Some("member-join"));
+    assert_eq!(own(&s_text, "s").as_deref(), Some("member-join"));
     assert_eq!(
         member_events(&m_text, "w1")[0].1,
         "w1\t127.0.0.1\tbackend\trole=backend"
