@@ -525,7 +525,7 @@ impl Shell {
                     );
                 }
                 Output::Event(e) => {
-                    tracing::info!(member = %e.member.name, addr = %e.member.addr, status = e.member.status.as_str(), event = ?e.kind, "membership");
+                    tracing::info!(member = %e.member.name, addr = %wire::canonical(e.member.addr), status = e.member.status.as_str(), event = ?e.kind, "membership");
                     self.hub.member(&e);
                 }
                 Output::UserEvent(e) => {
