@@ -200,7 +200,12 @@ pub async fn start(
         };
         tokio::spawn(worker.run(rx));
         tracing::info!(handler = %spec, "event handler ready");
-        queues.push((h.filters, spec, q, 0u64));
+        queues.push(Queue {
+            filters: h.filters,
+            spec,
+            tx: q,
+            dropped: 0,
+        });
     }
     // Serf's handlers hear the node's own join first: so do these.
     let (tx, rx) = oneshot::channel();
@@ -220,22 +225,34 @@ pub async fn start(
             Some(h) => Some(h),
             None => heard.recv().await,
         } {
-            let mut inv = None;
-            for (filters, spec, q, dropped) in &mut queues {
-                if !matches(filters, &h) {
-                    continue;
-                }
-                let i = inv.get_or_insert_with(|| invocation(&me, &h)).clone();
-                if q.try_send(i).is_err() {
-                    *dropped += 1;
-                    if dropped.is_power_of_two() {
-                        tracing::warn!(handler = %spec, dropped = *dropped, event = event_name(&h), "event handler behind: events dropped");
-                    }
-                }
-            }
+            dispatch(&mut queues, &me, &h);
         }
     });
     Ok(())
+}
+
+/// One entry's queue, as the dispatcher holds it.
+struct Queue {
+    filters: Vec<EventFilter>,
+    spec: Arc<str>,
+    tx: mpsc::Sender<Invocation>,
+    /// Events this entry lost because its queue was full.
+    dropped: u64,
+}
+
+/// Hands `h` to every entry it matches, never waiting: a full queue loses it (counted, logged
+/// at the first loss and each power of two).
+fn dispatch(queues: &mut [Queue], me: &SelfNode, h: &Heard) {
+    let mut inv = None;
+    for q in queues.iter_mut().filter(|q| matches(&q.filters, h)) {
+        let i = inv.get_or_insert_with(|| invocation(me, h)).clone();
+        if q.tx.try_send(i).is_err() {
+            q.dropped += 1;
+            if q.dropped.is_power_of_two() {
+                tracing::warn!(handler = %q.spec, dropped = q.dropped, event = event_name(h), "event handler behind: events dropped");
+            }
+        }
+    }
 }
 
 /// Runs one entry's script for each event in turn.
@@ -448,6 +465,43 @@ mod tests {
         assert_eq!(inv.respond, Some(42));
         check("query:uptime=/x", &q, true);
         check("query:load=/x", &q, false);
+    }
+
+    #[test]
+    fn a_full_queue_loses_events_and_counts_them_without_waiting() {
+        let entry = |spec: &str, n| {
+            let (tx, rx) = mpsc::channel(n);
+            let h = parse(spec).unwrap();
+            let q = Queue {
+                filters: h.filters,
+                spec: h.spec.into(),
+                tx,
+                dropped: 0,
+            };
+            (q, rx)
+        };
+        let (joins, mut joins_rx) = entry("member-join=/j", 2);
+        let (all, mut all_rx) = entry("/all", 8);
+        let mut queues = [joins, all];
+        for n in ["a", "b", "c"] {
+            dispatch(&mut queues, &me(), &member(EventKind::Join, n, &[]));
+        }
+        dispatch(&mut queues, &me(), &user("deploy", b""));
+        assert_eq!((queues[0].dropped, queues[1].dropped), (1, 0));
+        let first = joins_rx.try_recv().unwrap();
+        assert!(String::from_utf8_lossy(&first.stdin).starts_with("a\t"));
+        assert!(String::from_utf8_lossy(&joins_rx.try_recv().unwrap().stdin).starts_with("b\t"));
+        assert!(
+            joins_rx.try_recv().is_err(),
+            "c was dropped, the user event not matched"
+        );
+        let events: Vec<String> = std::iter::from_fn(|| all_rx.try_recv().ok())
+            .map(|i| i.env["SERF_EVENT"].clone())
+            .collect();
+        assert_eq!(
+            events,
+            ["member-join", "member-join", "member-join", "user"]
+        );
     }
 
     #[test]
