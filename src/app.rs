@@ -339,14 +339,15 @@ impl haproxy::check::Runner for HelperChecks {
     }
 }
 
-/// Starts the gossip driver (and Serf's RPC); gives its commands, its view and the node name.
-fn start_gossip(
-    g: &config::Gossip,
-) -> anyhow::Result<(
+/// The gossip driver's commands, its view and the node name.
+type Gossiping = (
     mpsc::UnboundedSender<Command>,
     watch::Receiver<Vec<Member>>,
     String,
-)> {
+);
+
+/// Starts the gossip driver (and Serf's RPC).
+fn start_gossip(g: &config::Gossip) -> anyhow::Result<Gossiping> {
     let name = match &g.name {
         Some(n) => n.clone(),
         None => {
@@ -403,7 +404,8 @@ fn start_gossip(
                 .map_err(|e| BadConfig(format!("gossip.encrypt: {e}")))?,
         ),
     };
-    tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, encrypted = keyring.is_some(), keys = g.keys.0.len(), "gossip starting");
+    tracing::info!(name = %settings.name, %advertise, seeds = ?settings.seeds, encrypted = keyring.is_some(), keys = g.keys.0.len(), secure = g.secure, "gossip starting");
+    let secure = g.secure;
     let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
     if let Some(addr) = g.rpc_addr {
@@ -417,6 +419,9 @@ fn start_gossip(
             tags: g.tags.clone(),
             commands: commands.clone(),
             monitor: Some(std::sync::Arc::new(crate::logging::monitor)),
+            stop: Some(std::sync::Arc::new(
+                crate::supervisor::signals::request_stop,
+            )),
         };
         match crate::gossip::agent::serve(addr, agent) {
             Ok(local) => {
@@ -430,7 +435,9 @@ fn start_gossip(
     let name = settings.name.clone();
     let publish = Publish { view };
     tokio::spawn(async move {
-        if let Err(error) = driver::run_keyed(settings, keyring, publish, commands_rx).await {
+        if let Err(error) =
+            driver::run_secure(settings, keyring, secure, publish, commands_rx).await
+        {
             tracing::error!(%error, "gossip stopped");
         }
     });

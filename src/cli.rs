@@ -19,6 +19,11 @@ Usage:
   muster check-config [PATH]           validate a configuration, print every problem
   muster members [--format json] [--socket PATH]
                                        the cluster as a running muster sees it (with [gossip])
+  muster event NAME [PAYLOAD]          send a user event (as serf event)
+  muster query NAME [PAYLOAD]          ask the cluster, print the answers (as serf query)
+  muster keys --list|--install K|--use K|--remove K
+                                       the cluster's gossip keys (as serf keys)
+  muster force-leave NODE              mark a failed member as left (as serf force-leave)
   muster version                       print the version
 
 Options:
@@ -111,6 +116,10 @@ enum Command {
     },
     Version,
     Help(&'static str),
+    /// `event`, `query`, `keys`, `force-leave`: through the agent RPC.
+    Agent(crate::agent_cli::Agent),
+    /// The help of one of those.
+    AgentHelp(String),
 }
 
 /// The options of a run, from the command line.
@@ -278,6 +287,12 @@ fn subcommand(v: &OsString, parser: &mut lexopt::Parser) -> Result<Option<Comman
             Some(other) => return Err(other.unexpected().to_string()),
         },
         Some("help") => Command::Help(HELP),
+        Some(name @ ("event" | "query" | "keys" | "force-leave")) => {
+            match crate::agent_cli::parse(name, parser)? {
+                Some(a) => Command::Agent(a),
+                None => Command::AgentHelp(crate::agent_cli::help(name)),
+            }
+        }
         _ => return Ok(None),
     };
     Ok(Some(command))
@@ -417,6 +432,11 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Command::Check(path) => check(&config_path(path)),
         Command::Run { config, flags } => run_config(config_path(config), flags),
         Command::Members { json, socket } => members(json, &socket),
+        Command::Agent(a) => crate::agent_cli::run(&a, |k| std::env::var(k).ok()),
+        Command::AgentHelp(text) => {
+            print!("{text}");
+            0
+        }
         Command::Single { argv, mut flags } => {
             if let Err(e) = from_environment(&mut flags, true, |k| std::env::var(k).ok()) {
                 eprintln!("muster: {e}");

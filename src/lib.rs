@@ -59,6 +59,8 @@
 //!   `supervisor::children` (`run_piped`: stdin, output lines to the log, SIGKILL to the
 //!   group at `handler_timeout`); a query's answer goes back by `Command::Respond`. Wired by
 //!   `app.rs` (`tests/serf_handlers.rs`, `tests/lab_handlers.rs`).
+//! - [`agent_cli`]: `muster event`, `query`, `keys` and `force-leave`, the `serf` commands
+//!   through the agent RPC, for people without Serf installed.
 //! - [`preflight`]: what startup checks beyond the file's text (the HAProxy template reads and
 //!   compiles, handler scripts exist, the host name does as a node name), shared by `check-config` and `run`.
 //! - [`supervisor::signals`]: the inherited signal mask and ignored signals, and the one
@@ -74,17 +76,27 @@
 //!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`); `serf`, Serf's
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
 //!   push/pull state, reconnect, reap); `crypto`, memberlist's AES-GCM keyring and framing
-//!   (datagrams and streams, versions 0 and 1); `node`, the two composed into one sans-IO node fed
+//!   (datagrams and streams, versions 0 and 1); `secure`, secure mode's pure rules (the envelope with sender, time and
+//!   sequence number bound to the destination, the replay cache, answers bound to their request,
+//!   and `speaks_for`: only a member's own answer at its IP binds its name to an address;
+//!   `tests/secure_mode.rs`); `node`, the two composed into one sans-IO node fed
 //!   bytes and time (framing, push/pull state, join timer, leave); and `driver`, the tokio
 //!   shell around `node` (UDP + TCP push/pull, DNS for seeds), which logs every event and
 //!   publishes the whole view on a `watch`, tested against Debian's real `serf agent` (`tests/serf_interop.rs`). `limits` is what its listener lets a peer hold: at most 128
 //!   inbound push/pull streams, 16 per address (a new one closes the oldest of the address
 //!   holding most), and the back-off after an accept error (EMFILE); the control socket uses
-//!   it too (`tests/hostile_limits.rs`). The
-//!   decoders are fuzzed by `tests/fuzz/` (cargo-fuzz). `rpc` is Serf's agent RPC (a sans-IO
+//!   it too (`tests/hostile_limits.rs`). The decoders, plaintext and
+//!   behind the keyring, are fuzzed by `tests/fuzz/` (cargo-fuzz). `rpc` is Serf's agent RPC (a sans-IO
 //!   session: handshake, auth, bounded objects, typed requests, Serf's answers) and `agent`
 //!   its TCP server on `[gossip] rpc_addr`, talking to the driver by command, so Debian's
-//!   `serf` CLI works against muster (`tests/serf_cli.rs`). `validate` reads node meta against
+//!   `serf` CLI works against muster (`tests/serf_cli.rs`); `agent/client.rs` is the blocking
+//!   client [`agent_cli`] uses. `serf/user.rs` holds Serf's user events, queries and answers
+//!   on the wire and the Lamport-slot rings that de-duplicate them; `serf/events.rs` Serf's
+//!   rules for them (own clocks, delivery once, answers straight to the asker's member
+//!   address); `node/internal.rs` the internal queries a node answers (`_serf_ping`,
+//!   `_serf_conflict`, the key queries of `serf keys`, which change the keyring in use); and
+//!   `driver/hub.rs` hands membership events, user events and queries to subscribers (RPC
+//!   streams, `serf monitor`, event handlers) without ever stalling gossip. `validate` reads node meta against
 //!   the character sets and limits of `config::names`; `swim` applies them to everything
 //!   announced, admits a new name only once it answers a probe, holds a third party's
 //!   harmful claims about a live member while the member can refute them, and never sends a
@@ -167,6 +179,7 @@
 //! - **HAProxy's config file only ever holds a render that `haproxy -c` accepted**, written by
 //!   rename; a membership change never reloads HAProxy (tests/haproxy_sync.rs counts reloads).
 
+pub mod agent_cli;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -1,7 +1,9 @@
 //! The real muster binary with gossip encryption: a bad key stops it at start (exit 64, the
 //! key named), two nodes holding the key (one from `encrypt_file`, one from `keyring_file`)
 //! see each other, a node with another key is kept out and logged as refused, and a stream no
-//! key opens (plaintext or wrong key) gets no answer while a sealed one gets the sealed state.
+//! key opens (plaintext or wrong key) gets no answer while a sealed one gets the sealed state;
+//! serf's golden datagrams sealed give a keyed node the view they give a plain one, and the
+//! CPU per datagram of both paths is measured (tests/bench/gossip.py prints it).
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -246,4 +248,143 @@ fn one_keyring_file_serves_serf_and_muster() {
     let _ = serf.kill();
     let _ = serf.wait();
     drop(m);
+}
+
+/// The golden serf datagrams (`tests/golden/`), as captured.
+fn golden_datagrams() -> Vec<Vec<u8>> {
+    include_str!("golden/serf-0.9.4-join-tags-leave.txt")
+        .lines()
+        .filter_map(|l| l.strip_prefix("udp "))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|hex| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+/// A node as the driver makes it, keyed or not, with nothing pending.
+fn cost_node(keyring: Option<Keyring>, now: std::time::Instant) -> muster::gossip::node::Node {
+    use muster::gossip::node::{Node, Settings};
+    use muster::gossip::{serf, swim};
+    let settings = Settings {
+        name: "me".to_owned(),
+        advertise: "10.0.0.1:7946".parse().unwrap(),
+        tags: Default::default(),
+        profile: swim::Config::lan(),
+        serf: serf::Config::default(),
+        rejoin_interval: Duration::from_secs(30),
+        incarnation: 1,
+        seed: 1,
+    };
+    let n = Node::new(settings, false, now);
+    let mut n = match keyring {
+        Some(k) => n.with_keyring(k, [5; muster::gossip::crypto::NONCE]),
+        None => n,
+    };
+    while n.poll_output().is_some() {}
+    n
+}
+
+/// Nanoseconds per datagram for the node to take `packets` (and carry out what it asks, its
+/// answers sealed when keyed), over `rounds` passes; and the datagrams it sent in answer.
+fn receive_ns(
+    node: &mut muster::gossip::node::Node,
+    packets: &[Vec<u8>],
+    rounds: usize,
+) -> (f64, Vec<Vec<u8>>) {
+    use muster::gossip::node::{Input, Output};
+    let from = "10.0.0.2:7946".parse().unwrap();
+    let mut sent = Vec::new();
+    let start = std::time::Instant::now();
+    for _ in 0..rounds {
+        for p in packets {
+            node.handle(start, Input::Datagram { from, bytes: p });
+            while let Some(o) = node.poll_output() {
+                if let Output::Transmit { bytes, .. } = o {
+                    sent.push(bytes);
+                }
+            }
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / (rounds * packets.len()) as f64;
+    (ns, sent)
+}
+
+#[test]
+fn sealed_golden_datagrams_give_the_plaintext_view_and_their_cost_is_measured() {
+    // The real serf datagrams, in plaintext to a plain node and sealed (AES-256, version 1) to
+    // a keyed one: both decode all of them and answer alike (the keyed node's answers sealed),
+    // nothing is refused. The CPU per datagram of
+    // both paths (open + decode + SWIM and Serf, and sealing the answers) is printed for
+    // tests/bench/gossip.py (the fastest of 20 slices); CRYPTO_COST_ROUNDS sets the passes
+    // (the bench runs release).
+    let rounds: usize = std::env::var("CRYPTO_COST_ROUNDS").map_or(20, |v| v.parse().unwrap());
+    let ring = Keyring::new(&[b64(OTHER_KEY)]).unwrap();
+    let plain = golden_datagrams();
+    assert!(plain.len() > 20);
+    let mut nonces = muster::gossip::crypto::Nonces::new([1; muster::gossip::crypto::NONCE]);
+    let sealed: Vec<Vec<u8>> = plain
+        .iter()
+        .map(|p| ring.seal(1, &nonces.next_nonce(), p, b""))
+        .collect();
+    let now = std::time::Instant::now();
+    let (mut a, mut b) = (cost_node(None, now), cost_node(Some(ring.clone()), now));
+    // In 20 slices, the four measured in turn; the fastest slice of each is reported (the
+    // slices a busy host preempts are slower, never faster).
+    let slice = rounds.div_ceil(20);
+    let per = |t: std::time::Instant, n: usize| t.elapsed().as_nanos() as f64 / n as f64;
+    let (mut plain_sent, mut keyed_sent) = (Vec::new(), Vec::new());
+    let mut best = [f64::MAX; 4];
+    let (mut opened, mut out) = (0, 0);
+    for _ in 0..20 {
+        let (ns, sent) = receive_ns(&mut a, &plain, slice);
+        best[0] = best[0].min(ns);
+        plain_sent.extend(sent);
+        let (ns, sent) = receive_ns(&mut b, &sealed, slice);
+        best[1] = best[1].min(ns);
+        keyed_sent.extend(sent);
+        // The cipher alone.
+        let t = std::time::Instant::now();
+        for _ in 0..slice {
+            for s in &sealed {
+                opened += ring.open(s, b"").map_or(0, |p| p.len());
+            }
+        }
+        best[2] = best[2].min(per(t, slice * sealed.len()));
+        let t = std::time::Instant::now();
+        for _ in 0..slice {
+            for p in &plain {
+                out += ring.seal(1, &nonces.next_nonce(), p, b"").len();
+            }
+        }
+        best[3] = best[3].min(per(t, slice * plain.len()));
+    }
+    let [plain_ns, keyed_ns, open_ns, seal_ns] = best;
+    let rounds = slice * 20;
+    assert_eq!(b.crypto_refused().packets, 0);
+    assert_eq!((a.undecodable(), b.undecodable()), (0, 0));
+    assert_eq!(plain_sent.len(), keyed_sent.len());
+    assert!(
+        !plain_sent.is_empty(),
+        "the node answered none of serf's datagrams"
+    );
+    for (p, k) in plain_sent.iter().zip(&keyed_sent) {
+        assert_eq!(
+            ring.open(k, b"").unwrap().len(),
+            p.len(),
+            "an answer sent unsealed"
+        );
+    }
+    assert_eq!(opened, rounds * plain.iter().map(Vec::len).sum::<usize>());
+    assert_eq!(out, rounds * sealed.iter().map(Vec::len).sum::<usize>());
+    let mean = plain.iter().map(Vec::len).sum::<usize>() / plain.len();
+    println!(
+        "crypto cost: {} datagrams of {mean} bytes on average, {rounds} rounds: receive plaintext \
+         {plain_ns:.0} ns, encrypted {keyed_ns:.0} ns per datagram; open {open_ns:.0} ns, seal \
+         {seal_ns:.0} ns",
+        plain.len()
+    );
 }

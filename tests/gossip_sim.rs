@@ -14,10 +14,14 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use muster::gossip::crypto::{self, Keyring};
 use muster::gossip::node::{self, Input, Node, Output, Settings};
 use muster::gossip::serf::{self, Status};
 use muster::gossip::swim::{Config, EventKind, Msg, Rng, State};
 use muster::gossip::wire;
+
+/// The simulated wall clock at the start (secure mode's timestamps), in ms since the epoch.
+const WALL0: u64 = 1_800_000_000_000;
 
 /// How often a joined node joins its seed again (the configuration's default).
 const REJOIN: Duration = Duration::from_secs(30);
@@ -141,17 +145,44 @@ impl Sim {
         let addr = Self::addr(i, incarnation);
         let name = format!("n{i}");
         let seed = (i > 0).then_some(0);
+        let mut profile = self.config.clone();
+        if profile.secure {
+            // As the driver leaves room for the encryption and the envelope.
+            profile.packet_size -= crypto::OVERHEAD + 19 + name.len();
+        }
         let settings = Settings {
             name: name.clone(),
             advertise: addr,
             tags: BTreeMap::new(),
-            profile: self.config.clone(),
+            profile,
             serf: serf::Config::default(),
             rejoin_interval: REJOIN,
             incarnation,
             seed: self.seed.wrapping_mul(1000).wrapping_add(i as u64),
         };
-        let node = Node::new(settings, seed.is_some(), self.start + self.now);
+        let now = self.start + self.now;
+        let mut node = Node::new(settings, seed.is_some(), now);
+        if self.config.secure {
+            // Secure mode (every node in it): one key, nonces of the node's own.
+            let ring = Keyring::new(&[[7u8; 32]]).unwrap();
+            let nonce = [
+                (i % 251) as u8,
+                (incarnation % 251) as u8,
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                0,
+            ];
+            node = node
+                .with_keyring(ring, nonce)
+                .with_secure(self.wall_ms(), now, vec![addr]);
+        }
         self.by_addr.retain(|_, j| *j != i);
         self.by_addr.insert(addr, i);
         if i == self.nodes.len() {
@@ -168,6 +199,35 @@ impl Sim {
             self.scheduled[i] = None;
         }
         self.handle(i, None);
+    }
+
+    fn wall_ms(&self) -> u64 {
+        WALL0 + self.now.as_millis() as u64
+    }
+
+    /// Node `to`'s answer to the push/pull `request`, as the driver takes it when it accepts:
+    /// in secure mode sealed for that request (none if it is not one).
+    fn answer(&self, to: usize, request: &[u8]) -> Option<Vec<u8>> {
+        let node = self.nodes[to].as_ref()?;
+        if !node.secure() {
+            return Some(node.push_pull_answer());
+        }
+        let seed = [
+            to as u8,
+            0xa5,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            self.counter as u8,
+        ];
+        node.answerer(seed)?
+            .answer(request, &node.push_pull_plain(), self.wall_ms())
     }
 
     fn push(&mut self, at: Duration, ev: Ev) {
@@ -247,7 +307,7 @@ impl Sim {
                 self.events
                     .push((self.now, i, e.kind, e.member.name.clone()));
             }
-            Output::ViewChanged | Output::QueryDone { .. } => {}
+            Output::ViewChanged | Output::QueryDone { .. } | Output::KeyringChanged(_) => {}
             Output::UserEvent(e) => self.user_events.push((self.now, i, e.name, e.ltime)),
             Output::Query(q) => self.queries.push((self.now, i, q.name)),
             Output::QueryAnswer(r) => self.answers.push((self.now, i, r.from)),
@@ -341,9 +401,10 @@ impl Sim {
                     return;
                 }
                 // The driver takes its answer when it accepts, before reading the request.
-                let Some(answer) = self.nodes[to].as_ref().map(Node::push_pull_answer) else {
+                if self.nodes[to].is_none() {
                     return;
-                };
+                }
+                let answer = self.answer(to, &bytes);
                 let peer = self.addrs[from];
                 self.handle(
                     to,
@@ -352,6 +413,9 @@ impl Sim {
                         bytes: &bytes,
                     }),
                 );
+                let Some(answer) = answer else {
+                    panic!("seed {}: node {to} does not answer node {from}", self.seed);
+                };
                 let at = self.now + self.latency * 2;
                 self.push(
                     at,
@@ -978,4 +1042,144 @@ fn a_query_reaches_only_the_nodes_its_filter_selects_and_they_acknowledge() {
         2,
         "seed {seed}: acks from the two selected: {acks:?}"
     );
+}
+
+/// Secure mode (every node with the key and in secure mode): the cluster still forms, a
+/// crash is still detected everywhere, and a node restarted on a new address is taken there
+/// (only from its own answer at that address).
+#[test]
+fn secure_mode_converges_detects_crashes_and_takes_a_restart_on_a_new_address() {
+    let secure = |c: Config| Config { secure: true, ..c };
+    for (seed, n) in [(61, 3), (62, 30)] {
+        let (sim, took) = converged(seed, n, secure(Config::lan()), Duration::from_secs(70));
+        eprintln!(
+            "seed {seed}: secure: {n} nodes converged in {took:?}, {} packets, {} bytes",
+            sim.packets, sim.bytes
+        );
+        assert_eq!(sim.failures(), 0, "seed {seed}");
+        for i in sim.live() {
+            let r = sim.nodes[i].as_ref().unwrap().crypto_refused();
+            assert_eq!(
+                r,
+                Default::default(),
+                "seed {seed}: node {i} refused traffic"
+            );
+        }
+    }
+    let seed = 63;
+    let (mut sim, _) = converged(seed, 12, secure(Config::local()), Duration::from_secs(70));
+    sim.crash(11);
+    let at = sim.now;
+    while !(0..11).all(|i| sim.seen(i, State::Dead).contains("n11")) {
+        assert!(
+            sim.now - at < Duration::from_secs(8),
+            "seed {seed}: crash not detected in 8 s"
+        );
+        let next = sim.now + Duration::from_millis(50);
+        sim.run_until(next);
+    }
+    eprintln!(
+        "seed {seed}: secure: crash detected everywhere after {:?}",
+        sim.now - at
+    );
+    sim.crash(7);
+    let end = sim.now + Duration::from_millis(500);
+    sim.run_until(end);
+    sim.add_node(7, 2);
+    let back = sim.now;
+    let want = Sim::addr(7, 2);
+    let all: HashSet<String> = everyone(&sim);
+    while !(sim.all_see_alive(&all)
+        && sim.live().iter().all(|&i| {
+            sim.nodes[i]
+                .as_ref()
+                .unwrap()
+                .swim()
+                .member("n7")
+                .map(|m| m.addr)
+                == Some(want)
+        }))
+    {
+        assert!(
+            sim.now - back < Duration::from_secs(5),
+            "seed {seed}: secure restart not taken in 5 s"
+        );
+        let next = sim.now + Duration::from_millis(10);
+        sim.run_until(next);
+    }
+    eprintln!(
+        "seed {seed}: secure: restarted node on a new address seen everywhere after {:?}",
+        sim.now - back
+    );
+}
+
+/// User events and queries at scale (SIM_N nodes, default 60; tests/bench/events.py runs it
+/// at 1,000 in a release build and writes report/gossip-events.md): after the mass join,
+/// node 0 sends 5 user events and asks one query with acknowledgements, at 0 % and 5 % loss.
+/// Prints per run: deliveries, duplicates, time until every node had each event, and acks.
+#[test]
+fn user_events_and_queries_at_scale() {
+    let n: usize = std::env::var("SIM_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    for (seed, loss) in [(91u64, 0.0), (92, 0.05)] {
+        let started = Instant::now();
+        let (mut sim, _) = converged(seed, n, Config::lan(), Duration::from_secs(300));
+        sim.loss = loss;
+        let sent = sim.now;
+        for e in 0..5 {
+            send_event(&mut sim, 0, &format!("ev{e}"));
+        }
+        let now = sim.start + sim.now;
+        let ask = serf::Ask {
+            name: "uptime".into(),
+            ack: true,
+            timeout: Duration::from_secs(30),
+            ..serf::Ask::default()
+        };
+        sim.nodes[0].as_mut().unwrap().query(now, ask, 7).unwrap();
+        sim.handle(0, None);
+        sim.run_until(sent + Duration::from_secs(30));
+        let mut last = Duration::ZERO;
+        let mut duplicates = 0;
+        let mut delivered = 0;
+        for e in 0..5 {
+            let name = format!("ev{e}");
+            let got: Vec<&(Duration, usize, String, u64)> =
+                sim.user_events.iter().filter(|u| u.2 == name).collect();
+            let nodes: HashSet<usize> = got.iter().map(|u| u.1).collect();
+            assert_eq!(nodes.len(), n, "seed {seed}: {name} reached every node");
+            duplicates += got.len() - nodes.len();
+            delivered += got.len();
+            last = last.max(got.iter().map(|u| u.0 - sent).max().unwrap());
+        }
+        let acks: HashSet<&String> = sim
+            .answers
+            .iter()
+            .filter(|a| a.1 == 0)
+            .map(|a| &a.2)
+            .collect();
+        let ack_last = sim
+            .answers
+            .iter()
+            .filter(|a| a.1 == 0)
+            .map(|a| a.0 - sent)
+            .max()
+            .unwrap_or_default();
+        eprintln!(
+            "events at scale: {n} nodes, loss {loss}: 5 events delivered {delivered} times, {duplicates} duplicates, every node had all 5 after {:.3} s; query acks {} of {n}, the last after {:.3} s ({:.1} s to simulate)",
+            last.as_secs_f64(),
+            acks.len(),
+            ack_last.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(duplicates, 0, "seed {seed}");
+        // An acknowledgement is one datagram, sent once (as Serf's): loss takes its share.
+        assert!(
+            acks.len() * 10 >= n * 8,
+            "seed {seed}: acks from {} of {n}",
+            acks.len()
+        );
+    }
 }

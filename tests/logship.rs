@@ -266,10 +266,12 @@ fn collector_restarts_mid_stream_lose_nothing() {
         started.elapsed()
     );
     assert!(stats.contains("undelivered=0"), "{stats}");
+    // Restarts broke the connection mid-stream: logged once per episode (two restarts within
+    // one back-off make one episode, so there may be fewer lines than restarts).
     let lost = run.count("log collector unavailable");
     assert!(
-        lost >= restarts as usize,
-        "each restart broke the connection mid-stream ({lost} of {restarts})"
+        (1..=restarts as usize).contains(&lost),
+        "restarts broke the connection mid-stream ({lost} episodes for {restarts} restarts)"
     );
 }
 

@@ -45,12 +45,6 @@ rpc_addr = "127.0.0.1:{rpc}"
     (run, gossip, rpc)
 }
 
-/// A real `serf agent` on loopback; its gossip port.
-fn start_serf(name: &str) -> (Child, u16) {
-    let (child, gossip, _) = start_serf_with(name, &[]);
-    (child, gossip)
-}
-
 /// A real `serf agent` on loopback with these extra arguments; its gossip and RPC ports.
 fn start_serf_with(name: &str, extra: &[&str]) -> (Child, u16, u16) {
     let (gossip, rpc) = (free_port(), free_port());
@@ -102,11 +96,7 @@ fn names(listing: &str) -> Vec<String> {
 fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     let dir = tempfile::tempdir().unwrap();
     let (_m, _, rpc) = start_muster(dir.path(), "m1", "");
-    let (mut agent, serf_gossip) = start_serf("s1");
-    eventually("serf agent listening", LONG, || {
-        std::net::UdpSocket::bind(("127.0.0.1", serf_gossip)).is_err()
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut agent, serf_gossip, agent_rpc) = start_serf_with("s1", &[]);
 
     let (code, out) = serf(rpc, &["join", &format!("127.0.0.1:{serf_gossip}")]);
     assert_eq!(code, 0, "{out}");
@@ -156,13 +146,24 @@ fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     let (_, rtt) = serf(rpc, &["rtt", "s1"]);
     assert!(rtt.contains("Could not find a coordinate"), "{rtt}");
 
-    // Not served yet: said so, and the CLI fails as it does on any agent error.
+    // Tags, set and deleted, as on an agent; a tag peers would refuse is refused.
+    let (code, out) = serf(rpc, &["tags", "-set", "color=blue"]);
+    assert_eq!(code, 0, "{out}");
+    let has_blue = || serf(rpc, &["members", "-name=m1"]).1.contains("color=blue");
+    assert!(has_blue());
+    eventually("s1 sees the new tag", LONG, || {
+        serf(agent_rpc, &["members", "-name=m1", "-tag", "color=blue"])
+            .1
+            .starts_with("m1 ")
+    });
+    assert_eq!(serf(rpc, &["tags", "-delete", "color"]).0, 0);
+    assert!(!has_blue());
+    let (code, out) = serf(rpc, &["tags", "-set", "bad=a b"]);
+    assert_eq!(code, 1, "{out}");
+    // An unknown member cannot be forced out; the CLI fails as on any agent error.
     let (code, out) = serf(rpc, &["force-leave", "nobody"]);
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("muster does not serve force-leave yet"),
-        "{out}"
-    );
+    assert!(out.contains("no member named"), "{out}");
 
     // serf dies: muster's listing says failed, as serf's own would.
     agent.kill().unwrap();
@@ -170,6 +171,9 @@ fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     eventually("s1 failed", LONG, || {
         names(&serf(rpc, &["members", "-status=failed"]).1) == ["s1"]
     });
+    // force-leave: failed becomes left.
+    assert_eq!(serf(rpc, &["force-leave", "s1"]).0, 0);
+    assert_eq!(names(&serf(rpc, &["members", "-status=left"]).1), ["s1"]);
 }
 
 #[test]
@@ -284,4 +288,250 @@ fn user_events_and_queries_cross_between_serf_and_muster_and_serf_monitor_shows_
     ] {
         assert!(shown.contains(needle), "{needle}: {shown}");
     }
+}
+
+/// `serf keygen`: a new random key, base64.
+fn keygen() -> String {
+    let out = Command::new("serf").arg("keygen").output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn serf_keys_rotates_the_keys_of_a_mixed_cluster_of_three_serf_and_three_muster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (keygen(), keygen());
+    let keyed = format!("encrypt = \"{old}\"");
+    let mut musters = Vec::new();
+    for name in ["m1", "m2", "m3"] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir_all(&sub).unwrap();
+        musters.push(start_muster(&sub, name, &keyed));
+    }
+    let rpc = musters[0].2;
+    let mut agents = Vec::new();
+    for name in ["s1", "s2", "s3"] {
+        agents.push(start_serf_with(name, &[&format!("-encrypt={old}")]));
+    }
+    for (_, gossip, _) in musters.iter().skip(1) {
+        assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{gossip}")]).0, 0);
+    }
+    for (_, gossip, _) in &agents {
+        assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{gossip}")]).0, 0);
+    }
+    let alive = |rpc: u16| serf(rpc, &["members", "-status=alive"]).1.lines().count();
+    eventually("six alive members", LONG, || alive(rpc) == 6);
+
+    // The rotation, asked through muster: every member answers each step.
+    for (step, done) in [
+        (format!("-install={new}"), "Successfully installed key"),
+        (format!("-use={new}"), "Successfully changed primary key"),
+        (format!("-remove={old}"), "Successfully removed key"),
+    ] {
+        let (code, out) = serf(rpc, &["keys", &step]);
+        assert_eq!(code, 0, "{step}: {out}");
+        assert!(out.contains(done), "{step}: {out}");
+    }
+    // Both kinds of agent list the new key alone, on all six.
+    for r in [rpc, agents[0].2] {
+        let (code, out) = serf(r, &["keys", "-list"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("{new}  [6/6]")), "{out}");
+        assert!(!out.contains(&old), "{out}");
+    }
+    // Refused as Serf refuses it.
+    let (code, out) = serf(rpc, &["keys", &format!("-remove={new}")]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("Removing the primary key is not allowed")
+            && out.contains("6/6 nodes reported failure"),
+        "{out}"
+    );
+    // The cluster still talks, under the new key only: a kill is seen, and a node with only
+    // the old key is kept out.
+    let (mut s3, ..) = agents.pop().unwrap();
+    s3.kill().unwrap();
+    s3.wait().unwrap();
+    eventually("s3 failed", LONG, || {
+        names(&serf(rpc, &["members", "-status=failed"]).1) == ["s3"]
+    });
+    let late = dir.path().join("late");
+    std::fs::create_dir_all(&late).unwrap();
+    let (_late, late_gossip, late_rpc) = start_muster(&late, "late", &keyed);
+    let (code, _) = serf(late_rpc, &["join", &format!("127.0.0.1:{}", musters[0].1)]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !names(&serf(rpc, &["members"]).1).contains(&"late".to_owned()),
+        "a node with the removed key joined (join exit code {code})"
+    );
+    let _ = late_gossip;
+}
+
+#[test]
+fn a_node_down_during_a_rotation_gets_back_in_and_learns_the_new_primary_where_serf_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (keygen(), keygen());
+    let keyed = format!("encrypt = \"{old}\"");
+    let sub = |n: &str| {
+        let d = dir.path().join(n);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (_m1, m1_gossip, rpc) = start_muster(&sub("m1"), "m1", &keyed);
+    let (_s1, s1_gossip, s1_rpc) = start_serf_with("s1", &[&format!("-encrypt={old}")]);
+    assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{s1_gossip}")]).0, 0);
+    // The rotation, with the new key installed everywhere before the other two steps.
+    assert_eq!(serf(rpc, &["keys", &format!("-install={new}")]).0, 0);
+    assert_eq!(serf(rpc, &["keys", &format!("-use={new}")]).0, 0);
+    assert_eq!(serf(rpc, &["keys", &format!("-remove={old}")]).0, 0);
+    // A node that was down meanwhile comes back holding both keys, the old one primary (its
+    // keyring file as it was when it went down).
+    let ring = dir.path().join("keyring.json");
+    std::fs::write(&ring, format!("[\"{old}\", \"{new}\"]")).unwrap();
+    let file = format!(
+        "keyring_file = \"{}\"\njoin = [\"127.0.0.1:{m1_gossip}\"]",
+        ring.display()
+    );
+    let started = std::time::Instant::now();
+    let (_m2, _, _) = start_muster(&sub("m2"), "m2", &file);
+    eventually("m2 back in the cluster", LONG, || {
+        serf(rpc, &["members", "-status=alive"])
+            .1
+            .lines()
+            .any(|l| l.starts_with("m2 "))
+            && serf(s1_rpc, &["members", "-status=alive"])
+                .1
+                .lines()
+                .any(|l| l.starts_with("m2 "))
+    });
+    eprintln!("muster: back in after {:?}", started.elapsed());
+    let (_, keys) = serf(rpc, &["keys", "-list"]);
+    assert!(keys.contains(&format!("{new}  [3/3]")), "{keys}");
+
+    // A serf agent in the same state cannot get back in (serf#579).
+    let (mut s2, _, s2_rpc) =
+        start_serf_with("s2", &[&format!("-keyring-file={}", ring.display())]);
+    let (code, out) = serf(s2_rpc, &["join", &format!("127.0.0.1:{m1_gossip}")]);
+    eprintln!("serf's join with the old primary: exit {code}, {out}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !names(&serf(rpc, &["members"]).1).contains(&"s2".to_owned()),
+        "serf got in"
+    );
+    s2.kill().unwrap();
+    s2.wait().unwrap();
+}
+
+/// `muster ARGS` against the RPC at `rpc`: exit code and stdout + stderr.
+fn muster_cli(rpc: u16, args: &[&str]) -> (i32, String) {
+    let out = Command::new(muster())
+        .args(args)
+        .env("MUSTER_RPC_ADDR", format!("127.0.0.1:{rpc}"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn muster_event_query_keys_and_force_leave_do_what_the_serf_commands_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen();
+    let (_m, _, rpc) = start_muster(dir.path(), "m1", &format!("encrypt = \"{key}\""));
+    let seen = dir.path().join("seen");
+    let script = dir.path().join("handler.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$SERF_EVENT\" = query ]; then echo pong; else echo \"$SERF_USER_EVENT $(cat)\" >> {}; fi\n",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let (mut s1, s1_gossip, _) = start_serf_with(
+        "s1",
+        &[
+            &format!("-encrypt={key}"),
+            &format!("-event-handler={}", script.display()),
+        ],
+    );
+    assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{s1_gossip}")]).0, 0);
+
+    let (code, out) = muster_cli(rpc, &["event", "deploy", "v3"]);
+    assert_eq!(code, 0, "{out}");
+    eventually("serf's handler got it", LONG, || {
+        std::fs::read_to_string(&seen).is_ok_and(|t| t.contains("deploy v3"))
+    });
+    let (code, out) = muster_cli(rpc, &["query", "--timeout", "2s", "ping-me"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ack from m1") && out.contains("response from s1: pong"),
+        "{out}"
+    );
+    let (code, out) = muster_cli(
+        rpc,
+        &[
+            "query",
+            "--format",
+            "json",
+            "--node",
+            "s1",
+            "--timeout",
+            "1s",
+            "x",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["responses"]["s1"], "pong\n");
+    let (code, out) = muster_cli(rpc, &["keys", "--list"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("{key}  [2/2]")), "{out}");
+    let (code, out) = muster_cli(rpc, &["keys", "--remove", &key]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("Removing the primary key is not allowed"),
+        "{out}"
+    );
+    assert_eq!(muster_cli(rpc, &["keys", "--list", "--use", &key]).0, 64);
+
+    s1.kill().unwrap();
+    s1.wait().unwrap();
+    eventually("s1 failed", LONG, || {
+        names(&serf(rpc, &["members", "-status=failed"]).1) == ["s1"]
+    });
+    let (code, out) = muster_cli(rpc, &["force-leave", "s1"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(names(&serf(rpc, &["members", "-status=left"]).1), ["s1"]);
+    // Nothing listening: a clear error, exit 1.
+    let (code, out) = muster_cli(common::free_port(), &["event", "x"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("cannot reach the agent RPC"), "{out}");
+}
+
+#[test]
+fn serf_leave_makes_muster_leave_the_cluster_and_stop_as_docker_stop_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut m, _, rpc) = start_muster(dir.path(), "m1", "");
+    let (_s1, s1_gossip, s1_rpc) = start_serf_with("s1", &[]);
+    assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{s1_gossip}")]).0, 0);
+    eventually("s1 sees m1", LONG, || {
+        names(&serf(s1_rpc, &["members", "-status=alive"]).1).contains(&"m1".to_owned())
+    });
+    let (code, out) = serf(rpc, &["leave"]);
+    assert_eq!(code, 0, "{out}");
+    let status = m.wait(LONG);
+    assert!(m.text().contains("stopping service=app"), "{}", m.text());
+    eprintln!("muster exited: {status:?}");
+    eventually("s1 sees m1 left, not failed", LONG, || {
+        names(&serf(s1_rpc, &["members", "-status=left"]).1) == ["m1"]
+    });
 }

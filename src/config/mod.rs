@@ -165,6 +165,9 @@ pub struct Gossip {
     pub event_handlers: Vec<handlers::EventHandler>,
     /// Longest a handler runs before its process group is killed (`handler_timeout`).
     pub handler_timeout: Duration,
+    /// Secure mode (muster-only clusters): replayed and stale traffic refused, a member's
+    /// address taken only from the member itself. Requires a key.
+    pub secure: bool,
 }
 
 /// Gossip timing profiles.
@@ -761,6 +764,7 @@ const GOSSIP_KEYS: &[&str] = &[
     "new_members_per_second",
     "rpc_addr",
     "rpc_auth",
+    "secure",
 ];
 
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
@@ -800,9 +804,17 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         rpc_auth: v.string("gossip.rpc_auth", t.get("rpc_auth")),
         event_handlers,
         handler_timeout,
+        secure: v.bool("gossip.secure", t.get("secure")).unwrap_or(false),
     };
     if g.rpc_auth.as_deref() == Some("") {
         v.problem("gossip.rpc_auth", "is empty: leave it out for no auth key");
+    }
+    if g.secure && !keys::KEYS.iter().any(|k| t.contains_key(*k)) {
+        v.problem(
+            "gossip.secure",
+            "needs a key: set gossip.encrypt, gossip.encrypt_file or gossip.keyring_file \
+             (secure mode works on top of the keyring)",
+        );
     }
     if let Some(name) = &g.name {
         if let Err(e) = names::name(name) {

@@ -56,9 +56,15 @@ fn sample_config_parses() {
 
 #[test]
 fn image_configs_parse() {
+    // The images read the lab's key from the compose secret; here, from a key file of ours.
+    let tmp = std::env::temp_dir().join(format!("muster-image-configs-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let key = tmp.join("gossip_key");
+    std::fs::write(&key, "5K9OtfjNP9lbeR7vqmUYtA==\n").unwrap();
     for dir in ["webapp", "ha", "collector"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("images/{dir}/muster.toml"));
         if let Ok(text) = std::fs::read_to_string(&path) {
+            let text = text.replace("/run/secrets/gossip_key", &key.display().to_string());
             let c = Config::parse(&text, &NoUsers)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(c.services.iter().any(|s| s.main), "{}", path.display());
@@ -66,6 +72,7 @@ fn image_configs_parse() {
             panic!("{} is missing", path.display());
         }
     }
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]
@@ -542,4 +549,27 @@ fn the_rpc_address_defaults_to_serfs_and_can_be_turned_off() {
     );
     assert!(p.iter().any(|e| e.contains("gossip.rpc_addr")), "{p:?}");
     assert!(p.iter().any(|e| e.contains("gossip.rpc_auth")), "{p:?}");
+}
+
+#[test]
+fn secure_mode_needs_a_key() {
+    let base = "[services.a]\ncommand = [\"true\"]\n[gossip]\n";
+    let p = problems(&format!("{base}secure = true\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("gossip.secure") && p[0].contains("needs a key"),
+        "{p:?}"
+    );
+    let p = problems(&format!("{base}secure = \"yes\"\n"));
+    assert!(p[0].contains("gossip.secure"), "{p:?}");
+    let c = Config::parse(
+        &format!("{base}secure = true\nencrypt = \"5K9OtfjNP9lbeR7vqmUYtA==\"\n"),
+        &NoUsers,
+    )
+    .expect("secure with a key");
+    let g = c.gossip.expect("[gossip]");
+    assert!(g.secure);
+    assert_eq!(g.keys.0.len(), 1);
+    let c = Config::parse(base, &NoUsers).expect("plain gossip");
+    assert!(!c.gossip.expect("[gossip]").secure);
 }

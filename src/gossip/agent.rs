@@ -19,11 +19,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use base64::Engine;
+
 use super::driver::{Answer, Command, Heard};
 use super::limits::{AcceptBackoff, Slots};
+use super::node::internal;
+use super::rpc::KeyOp;
 use super::rpc::{self, MemberInfo, Request, Session, Step};
 use super::serf::EventKind;
 use super::serf::user::QueryFilter;
+
+pub mod client;
 
 /// Most RPC connections open at once.
 pub const MAX_CLIENTS: usize = 64;
@@ -47,6 +53,8 @@ pub struct Agent {
     pub commands: mpsc::UnboundedSender<Command>,
     /// Gives muster's log lines from now on (`serf monitor`).
     pub monitor: Option<Monitor>,
+    /// Stops muster (`serf leave`: it leaves the cluster, then stops its services).
+    pub stop: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// A source of muster's log lines, one receiver per monitor.
@@ -335,6 +343,9 @@ async fn start_query(
     q: rpc::Query,
     out: mpsc::Sender<Vec<u8>>,
 ) -> Result<tokio::task::AbortHandle, String> {
+    if q.name.starts_with("_serf_") {
+        return Err("Queries cannot contain the '_serf_' prefix".into());
+    }
     let mut filters = Vec::new();
     if !q.filter_nodes.is_empty() {
         filters.push(QueryFilter::Nodes(q.filter_nodes));
@@ -352,6 +363,7 @@ async fn start_query(
         filters,
         ack: q.request_ack,
         timeout,
+        relay_factor: u8::try_from(q.relay_factor).unwrap_or(u8::MAX),
     };
     let (answers, mut heard) = mpsc::unbounded_channel();
     let (done, sent) = oneshot::channel();
@@ -477,8 +489,125 @@ async fn answer(agent: &Agent, seq: u64, request: Request) -> Vec<u8> {
                 _ => rpc::header(seq, "gossip has stopped"),
             }
         }
+        Request::Key { op, key } => {
+            let name = match op {
+                KeyOp::Install => "_serf_install-key",
+                KeyOp::Use => "_serf_use-key",
+                KeyOp::Remove => "_serf_remove-key",
+            };
+            match base64::engine::general_purpose::STANDARD.decode(key.trim()) {
+                Ok(raw) => key_query(agent, seq, name, &raw).await,
+                Err(e) => rpc::header(seq, &format!("the key is not base64: {e}")),
+            }
+        }
+        Request::ListKeys => key_query(agent, seq, "_serf_list-keys", &[]).await,
+        Request::ForceLeave { node, prune } => {
+            let (done, reply) = oneshot::channel();
+            let asked = agent
+                .commands
+                .send(Command::ForceLeave { node, prune, done });
+            done_or_error(seq, asked.is_ok(), reply.await)
+        }
+        Request::Tags { set, delete } => {
+            let (done, reply) = oneshot::channel();
+            let asked = agent.commands.send(Command::SetTags { set, delete, done });
+            done_or_error(seq, asked.is_ok(), reply.await.map(|r| r.map(|_| ())))
+        }
+        Request::Leave => match &agent.stop {
+            Some(stop) => {
+                tracing::info!("serf leave: leaving the cluster and stopping, as for docker stop");
+                stop();
+                rpc::header(seq, "")
+            }
+            None => rpc::header(seq, "this muster cannot be stopped through the RPC"),
+        },
         other => rpc::header(seq, &format!("muster does not serve {} yet", name(&other))),
     }
+}
+
+/// The answer to a command that answers done or an error.
+fn done_or_error(
+    seq: u64,
+    asked: bool,
+    reply: Result<Result<(), String>, oneshot::error::RecvError>,
+) -> Vec<u8> {
+    match (asked, reply) {
+        (true, Ok(Ok(()))) => rpc::header(seq, ""),
+        (true, Ok(Err(e))) => rpc::header(seq, &e),
+        _ => rpc::header(seq, "gossip has stopped"),
+    }
+}
+
+/// A key query (`serf keys`) to every member, and Serf's summary of the answers: per key how
+/// many members hold it, per member its error.
+async fn key_query(agent: &Agent, seq: u64, name: &str, key: &[u8]) -> Vec<u8> {
+    let Some(list) = members(agent).await else {
+        return rpc::header(seq, "gossip has stopped");
+    };
+    let nodes = list.iter().filter(|m| m.status == "alive").count();
+    let ask = crate::gossip::serf::Ask {
+        name: name.to_owned(),
+        payload: internal::key_request(key),
+        filters: Vec::new(),
+        ack: false,
+        timeout: default_query_timeout(list.len()),
+        relay_factor: 0,
+    };
+    let (answers, mut heard) = mpsc::unbounded_channel();
+    let (done, sent) = oneshot::channel();
+    if agent
+        .commands
+        .send(Command::Query { ask, answers, done })
+        .is_err()
+    {
+        return rpc::header(seq, "gossip has stopped");
+    }
+    match sent.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return rpc::header(seq, &e),
+        Err(_) => return rpc::header(seq, "gossip has stopped"),
+    }
+    let mut summary = rpc::KeySummary {
+        nodes,
+        ..rpc::KeySummary::default()
+    };
+    while let Some(a) = heard.recv().await {
+        let Answer::Response(from, payload) = a else {
+            if a == Answer::Done {
+                break;
+            }
+            continue;
+        };
+        summary.responses += 1;
+        match internal::KeyAnswer::decode(&payload) {
+            Some(k) if k.result => {
+                for key in k.keys {
+                    *summary.keys.entry(key).or_default() += 1;
+                }
+            }
+            Some(k) => {
+                summary.errors += 1;
+                summary.messages.insert(from, k.message);
+            }
+            None => {
+                summary.errors += 1;
+                summary
+                    .messages
+                    .insert(from, "invalid key query response".into());
+            }
+        }
+        if summary.responses >= nodes {
+            break;
+        }
+    }
+    let error = if summary.errors > 0 {
+        format!("{}/{} nodes reported failure", summary.errors, nodes)
+    } else if summary.responses != nodes {
+        format!("{}/{} nodes reported success", summary.responses, nodes)
+    } else {
+        String::new()
+    };
+    [rpc::header(seq, &error), rpc::key_body(&summary)].concat()
 }
 
 /// The members as the RPC shows them.

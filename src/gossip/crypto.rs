@@ -12,7 +12,8 @@
 //!   (push/pull, possibly compressed).
 //!
 //! The keyring's first key (the primary) seals; every key is tried to open. There is no replay
-//! protection, as in Serf: a captured packet opens again.
+//! protection, as in Serf: a captured packet opens again (secure mode, `secure`, adds it for
+//! muster-only clusters through the additional data and an envelope inside the plaintext).
 //!
 //! Everything here is pure: the nonces come from [`Nonces`], seeded by the caller from the
 //! operating system's randomness. Bad input is an error, never a panic, and nothing is
@@ -124,7 +125,20 @@ impl Cipher {
 #[derive(Clone)]
 pub struct Keyring {
     keys: Vec<Cipher>,
+    /// The raw keys, in the same order (for `serf keys -list` and rotation).
+    raw: Vec<Vec<u8>>,
 }
+
+/// Most keys a keyring holds (a rotation needs two or three; Serf sets no bound).
+pub const MAX_KEYS: usize = 16;
+
+impl PartialEq for Keyring {
+    fn eq(&self, other: &Keyring) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Keyring {}
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -138,11 +152,61 @@ impl Keyring {
         if keys.is_empty() {
             return Err(CryptoError::NoKey);
         }
+        let keys_raw: Vec<Vec<u8>> = keys.iter().map(|k| k.as_ref().to_vec()).collect();
         let keys = keys
             .iter()
             .map(|k| Cipher::new(k.as_ref()))
             .collect::<Result<_, _>>()?;
-        Ok(Keyring { keys })
+        Ok(Keyring {
+            keys,
+            raw: keys_raw,
+        })
+    }
+
+    /// The raw keys, primary first.
+    pub fn keys(&self) -> &[Vec<u8>] {
+        &self.raw
+    }
+
+    /// Adds a key (as memberlist's `AddKey`: one already there is left where it is).
+    pub fn install(&mut self, key: &[u8]) -> Result<(), String> {
+        if self.raw.iter().any(|k| k == key) {
+            return Ok(());
+        }
+        if self.raw.len() >= MAX_KEYS {
+            return Err(format!("the keyring holds {MAX_KEYS} keys already"));
+        }
+        let c = Cipher::new(key).map_err(|_| "key size must be 16, 24 or 32 bytes".to_owned())?;
+        self.keys.push(c);
+        self.raw.push(key.to_vec());
+        Ok(())
+    }
+
+    /// Makes an installed key the primary one (memberlist's `UseKey`).
+    pub fn use_key(&mut self, key: &[u8]) -> Result<(), String> {
+        let i = self
+            .raw
+            .iter()
+            .position(|k| k == key)
+            .ok_or_else(|| "Requested key is not in the keyring".to_owned())?;
+        let c = self.keys.remove(i);
+        let r = self.raw.remove(i);
+        self.keys.insert(0, c);
+        self.raw.insert(0, r);
+        Ok(())
+    }
+
+    /// Removes a key that is not the primary one (memberlist's `RemoveKey`; a key not held is
+    /// no error).
+    pub fn remove(&mut self, key: &[u8]) -> Result<(), String> {
+        if self.raw.first().is_some_and(|k| k == key) {
+            return Err("Removing the primary key is not allowed".into());
+        }
+        if let Some(i) = self.raw.iter().position(|k| k == key) {
+            self.keys.remove(i);
+            self.raw.remove(i);
+        }
+        Ok(())
     }
 
     /// How many keys it holds.
@@ -176,6 +240,18 @@ impl Keyring {
 
     /// The plaintext of an encrypted payload, trying every key (version 0's padding removed).
     pub fn open(&self, payload: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_which(payload, aad).map(|(_, plain)| plain)
+    }
+
+    /// Makes the next key the primary one, the primary going last (a node that cannot join
+    /// tries each key it holds in turn).
+    pub fn rotate(&mut self) {
+        self.keys.rotate_left(1);
+        self.raw.rotate_left(1);
+    }
+
+    /// [`Keyring::open`], and which key (0: the primary) opened it.
+    pub fn open_which(&self, payload: &[u8], aad: &[u8]) -> Result<(usize, Vec<u8>), CryptoError> {
         let (&version, _) = payload.split_first().ok_or(CryptoError::Short(0))?;
         let least = match version {
             0 => VERSION + NONCE + BLOCK + TAG,
@@ -187,10 +263,11 @@ impl Keyring {
         }
         let nonce = &payload[VERSION..VERSION + NONCE];
         let sealed = &payload[VERSION + NONCE..];
-        let mut plain = self
+        let (which, mut plain) = self
             .keys
             .iter()
-            .find_map(|k| k.open(nonce, sealed, aad))
+            .enumerate()
+            .find_map(|(i, k)| k.open(nonce, sealed, aad).map(|p| (i, p)))
             .ok_or(CryptoError::NoKeyOpens)?;
         if version == 0 {
             let pad = usize::from(*plain.last().ok_or(CryptoError::Padding)?);
@@ -200,17 +277,24 @@ impl Keyring {
             }
             plain.truncate(keep);
         }
-        Ok(plain)
+        Ok((which, plain))
     }
 
     /// A stream's bytes for `msg`: `[10][length u32 BE]` and the payload sealed with those five
     /// bytes as additional data.
     pub fn seal_stream(&self, nonce: &[u8; NONCE], msg: &[u8]) -> Vec<u8> {
+        self.seal_stream_with(nonce, msg, b"")
+    }
+
+    /// [`Keyring::seal_stream`] with `extra` after the header in the additional data (secure
+    /// mode's binding).
+    pub fn seal_stream_with(&self, nonce: &[u8; NONCE], msg: &[u8], extra: &[u8]) -> Vec<u8> {
         let len = VERSION + NONCE + msg.len() + TAG;
         let mut header = [0u8; STREAM_HEADER];
         header[0] = wire::kind::ENCRYPT;
         header[1..].copy_from_slice(&(len as u32).to_be_bytes());
-        let sealed = self.seal(SEND_VERSION, nonce, msg, &header);
+        let aad = [&header[..], extra].concat();
+        let sealed = self.seal(SEND_VERSION, nonce, msg, &aad);
         let mut out = Vec::with_capacity(STREAM_HEADER + sealed.len());
         out.extend_from_slice(&header);
         out.extend(sealed);
@@ -220,11 +304,27 @@ impl Keyring {
     /// The plaintext of a whole encrypted stream (see [`stream_length`]); bytes after the
     /// announced length are ignored.
     pub fn open_stream(&self, stream: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_stream_with(stream, b"")
+    }
+
+    /// [`Keyring::open_stream`] with `extra` after the header in the additional data.
+    pub fn open_stream_with(&self, stream: &[u8], extra: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_stream_which(stream, extra)
+            .map(|(_, plain)| plain)
+    }
+
+    /// [`Keyring::open_stream_with`], and which key (0: the primary) opened it.
+    pub fn open_stream_which(
+        &self,
+        stream: &[u8],
+        extra: &[u8],
+    ) -> Result<(usize, Vec<u8>), CryptoError> {
         let total = stream_length(stream)?.ok_or(CryptoError::Truncated)?;
         let body = stream
             .get(STREAM_HEADER..total)
             .ok_or(CryptoError::Truncated)?;
-        self.open(body, &stream[..STREAM_HEADER])
+        let aad = [&stream[..STREAM_HEADER], extra].concat();
+        self.open_which(body, &aad)
     }
 }
 

@@ -117,6 +117,24 @@ pub enum Command {
         /// Sent, or why not.
         done: oneshot::Sender<Result<(), String>>,
     },
+    /// `serf force-leave`: a failed member becomes left (forgotten at once with `prune`).
+    ForceLeave {
+        /// The member.
+        node: String,
+        /// Whether to forget it at once.
+        prune: bool,
+        /// Done, or why not.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// `serf tags`: set and delete this node's tags.
+    SetTags {
+        /// Tags to set.
+        set: BTreeMap<String, String>,
+        /// Tags to delete.
+        delete: Vec<String>,
+        /// The tags now, or why not.
+        done: oneshot::Sender<Result<BTreeMap<String, String>, String>>,
+    },
     /// Hear membership events, user events and queries from now on; `false` in `done` when
     /// there are too many subscribers.
     Subscribe {
@@ -183,6 +201,7 @@ impl Refusals {
             absurd = stats.absurd - was.absurd,
             budget = stats.budget - was.budget,
             stranger_relays = stats.stranger_relays - was.stranger_relays,
+            not_itself = stats.not_itself - was.not_itself,
             "gossip refused or held back since the last summary"
         );
     }
@@ -191,27 +210,53 @@ impl Refusals {
 /// How often refused encrypted (or plaintext) traffic is logged, with the counts.
 const CRYPTO_SUMMARY: Duration = Duration::from_secs(60);
 
-/// Traffic the keyring refused: the first refusal is logged at once, then a count at most
-/// once per [`CRYPTO_SUMMARY`].
+/// Traffic the keyring refused, in three kinds (another `secure` setting; stale or replayed;
+/// no key opens it): the first refusal of each kind is logged at once, then a count at most
+/// once per [`CRYPTO_SUMMARY`] each, so a flood of one kind hides no other.
 struct CryptoLog {
     logged: node::CryptoRefused,
-    next: Option<Instant>,
+    /// When each kind may be logged again.
+    next: [Option<Instant>; 3],
 }
 
 impl CryptoLog {
     fn note(&mut self, now: Instant, seen: node::CryptoRefused) {
-        if seen == self.logged || self.next.is_some_and(|t| now < t) {
-            return;
+        let was = self.logged;
+        let mut due = |i: usize, more: bool| {
+            let ok = more && self.next[i].is_none_or(|t| now >= t);
+            if ok {
+                self.next[i] = Some(now + CRYPTO_SUMMARY);
+            }
+            ok
+        };
+        if due(0, seen.mode_mismatch > was.mode_mismatch) {
+            self.logged.mode_mismatch = seen.mode_mismatch;
+            tracing::warn!(
+                refused = seen.mode_mismatch - was.mode_mismatch,
+                total = seen.mode_mismatch,
+                "gossip traffic refused: a peer with our key but another `secure` setting (secure mode and Serf's framing do not mix; set [gossip] secure alike on every node) (logged at most once a minute)"
+            );
         }
-        self.next = Some(now + CRYPTO_SUMMARY);
-        let was = std::mem::replace(&mut self.logged, seen);
-        tracing::warn!(
-            packets = seen.packets - was.packets,
-            streams = seen.streams - was.streams,
-            total_packets = seen.packets,
-            total_streams = seen.streams,
-            "gossip traffic refused: not encrypted, or with no installed key (logged at most once a minute)"
-        );
+        if due(1, seen.stale > was.stale || seen.replayed > was.replayed) {
+            (self.logged.stale, self.logged.replayed) = (seen.stale, seen.replayed);
+            tracing::warn!(
+                stale = seen.stale - was.stale,
+                replayed = seen.replayed - was.replayed,
+                total_stale = seen.stale,
+                total_replayed = seen.replayed,
+                "gossip traffic refused: stale or replayed (secure mode) (logged at most once a minute)"
+            );
+        }
+        if due(2, seen.packets > was.packets || seen.streams > was.streams) {
+            (self.logged.packets, self.logged.streams) = (seen.packets, seen.streams);
+            tracing::warn!(
+                packets = seen.packets - was.packets,
+                streams = seen.streams - was.streams,
+                total_packets = seen.packets,
+                total_streams = seen.streams,
+                "gossip traffic refused: not encrypted, or with no installed key (logged at most once a minute)"
+            );
+        }
     }
 }
 
@@ -233,7 +278,8 @@ async fn read_push_pull(
     keyed: bool,
 ) -> io::Result<Vec<u8>> {
     // An encrypted stream carries its header, version, nonce and tag beside the push/pull.
-    let limit = wire::max_stream_bytes(max_members) + if keyed { 64 } else { 0 };
+    // In secure mode, also the envelope (at most 275 bytes).
+    let limit = wire::max_stream_bytes(max_members) + if keyed { 512 } else { 0 };
     let mut buf = Vec::new();
     loop {
         stream.readable().await?;
@@ -302,6 +348,41 @@ fn opens_to_push_pull(keyring: &Keyring, stream: &[u8], max_members: usize) -> b
         .is_ok_and(|plain| node::stream_complete(&plain, max_members) == Ok(true))
 }
 
+/// The wall clock in milliseconds since the UNIX epoch (secure mode's timestamps).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How a stream task checks the peer's side and answers it.
+#[derive(Clone)]
+enum Check {
+    /// Plaintext: answer whatever came.
+    None,
+    /// A keyring: answer only what one of its keys opens.
+    Keyring(Arc<Keyring>),
+    /// Secure mode: `answer` is unsealed; it is sealed for the request it answers.
+    Secure(Arc<node::Answerer>),
+}
+
+impl Check {
+    fn keyed(&self) -> bool {
+        !matches!(self, Check::None)
+    }
+
+    /// What to write back after the peer's side `theirs` (`None`: nothing).
+    fn answer(&self, answer: &[u8], theirs: &[u8], max_members: usize) -> Option<Vec<u8>> {
+        match self {
+            Check::None => Some(answer.to_vec()),
+            Check::Keyring(k) => {
+                opens_to_push_pull(k, theirs, max_members).then(|| answer.to_vec())
+            }
+            Check::Secure(a) => a.answer(theirs, answer, wall_ms()),
+        }
+    }
+}
+
 /// One push/pull on a stream, bounded in time: `first` is written before reading when we
 /// opened it; `answer` after reading when the peer did. The peer's side goes to `done`.
 fn exchange(
@@ -310,7 +391,7 @@ fn exchange(
     first: Option<Vec<u8>>,
     answer: Option<Arc<Vec<u8>>>,
     max_members: usize,
-    keyring: Option<Arc<Keyring>>,
+    check: Check,
     done: mpsc::UnboundedSender<Finished>,
 ) -> tokio::task::AbortHandle {
     tokio::spawn(async move {
@@ -319,15 +400,14 @@ fn exchange(
             if let Some(bytes) = &first {
                 s.write_all(bytes).await?;
             }
-            let theirs = read_push_pull(&mut s, max_members, keyring.is_some()).await?;
+            let theirs = read_push_pull(&mut s, max_members, check.keyed()).await?;
             // A keyed node answers only a push/pull one of its keys opens (the node refuses,
             // and counts, the others): a peer without the key gets nothing back.
-            if let Some(bytes) = answer.as_ref().filter(|_| {
-                keyring
-                    .as_ref()
-                    .is_none_or(|k| opens_to_push_pull(k, &theirs, max_members))
-            }) {
-                s.write_all(bytes).await?;
+            if let Some(bytes) = answer
+                .as_ref()
+                .and_then(|a| check.answer(a, &theirs, max_members))
+            {
+                s.write_all(&bytes).await?;
             }
             io::Result::Ok(theirs)
         };
@@ -361,9 +441,31 @@ pub async fn run_keyed(
     settings: Settings,
     keyring: Option<Keyring>,
     publish: Publish,
+    commands: mpsc::UnboundedReceiver<Command>,
+) -> io::Result<()> {
+    run_secure(settings, keyring, false, publish, commands).await
+}
+
+/// [`run_keyed`], in secure mode (`gossip::secure`) when `secure` is set and a keyring given.
+pub async fn run_secure(
+    settings: Settings,
+    keyring: Option<Keyring>,
+    secure: bool,
+    publish: Publish,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) -> io::Result<()> {
     let mut settings = settings;
+    let secure = secure && keyring.is_some();
+    if secure {
+        // Room for the envelope: kind, time, sequence number and our name.
+        settings.profile.packet_size = settings
+            .profile
+            .packet_size
+            .saturating_sub(19 + settings.name.len());
+    }
+    let own: Vec<SocketAddr> = std::iter::once(settings.advertise)
+        .chain((!settings.bind.ip().is_unspecified()).then_some(settings.bind))
+        .collect();
     let seed = match keyring {
         Some(_) => {
             // Room for the version, nonce and tag in every datagram, as memberlist leaves.
@@ -380,8 +482,16 @@ pub async fn run_keyed(
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
     let mut shell = Shell::new(settings, publish, udp, streams_tx);
     if let (Some(ring), Some(seed)) = (keyring, seed) {
-        shell.keyring = Some(Arc::new(ring.clone()));
+        shell.check = Check::Keyring(Arc::new(ring.clone()));
         shell.node = shell.node.with_keyring(ring, seed);
+        if secure {
+            shell.node.enable_secure(wall_ms(), Instant::now(), own);
+            let answerer = shell.node.answerer(nonce_seed()?).map(Arc::new);
+            shell.check = answerer.map_or(Check::None, Check::Secure);
+            tracing::info!(
+                "gossip secure mode: replayed, stale and misdirected traffic is refused; an address is taken only from its member (muster-only cluster)"
+            );
+        }
     }
     let mut buf = vec![0u8; 65_536];
     let mut paused: Option<Instant> = None;
@@ -434,8 +544,8 @@ struct Shell {
     leave_done: Option<oneshot::Sender<()>>,
     refusals: Refusals,
     crypto_log: CryptoLog,
-    /// The keyring, for the stream tasks to check a peer's side before answering.
-    keyring: Option<Arc<Keyring>>,
+    /// How the stream tasks check a peer's side before answering.
+    check: Check,
     /// The most members a push/pull may announce.
     max_members: usize,
     /// Joins asked for by command, waiting for their push/pulls.
@@ -489,10 +599,10 @@ impl Shell {
                 last: swim::Stats::default(),
                 next_summary: Instant::now() + REFUSED_SUMMARY,
             },
-            keyring: None,
+            check: Check::None,
             crypto_log: CryptoLog {
                 logged: node::CryptoRefused::default(),
-                next: None,
+                next: [None; 3],
             },
             max_members,
             joins: Vec::new(),
@@ -520,7 +630,7 @@ impl Shell {
                         Some(bytes),
                         None,
                         self.max_members,
-                        self.keyring.clone(),
+                        self.check.clone(),
                         self.streams.clone(),
                     );
                 }
@@ -537,6 +647,20 @@ impl Shell {
                     self.hub.query(Instant::now(), q);
                 }
                 Output::QueryAnswer(r) => self.hub.answer(r),
+                Output::KeyringChanged(ring) => {
+                    tracing::info!(
+                        keys = ring.len(),
+                        "gossip keyring changed (serf keys, or the cluster's primary key learnt)"
+                    );
+                    // The stream tasks check and answer with the new keyring from now on.
+                    self.check = match &self.check {
+                        Check::Secure(_) => nonce_seed()
+                            .ok()
+                            .and_then(|seed| self.node.answerer(seed))
+                            .map_or_else(|| self.check.clone(), |a| Check::Secure(Arc::new(a))),
+                        _ => Check::Keyring(Arc::new(ring)),
+                    };
+                }
                 Output::QueryDone { ltime, id } => self.hub.done(ltime, id),
                 Output::Detector(e) => {
                     tracing::debug!(member = %e.member.name, addr = %e.member.addr, event = ?e.kind, "failure detector");
@@ -573,7 +697,10 @@ impl Shell {
         let answer = match &self.answer {
             Some((at, bytes)) if now.duration_since(*at) < ANSWER_REUSE => bytes.clone(),
             _ => {
-                let bytes = Arc::new(self.node.push_pull_answer());
+                let bytes = Arc::new(match &self.check {
+                    Check::Secure(_) => self.node.push_pull_plain(),
+                    _ => self.node.push_pull_answer(),
+                });
                 self.answer = Some((now, bytes.clone()));
                 bytes
             }
@@ -597,7 +724,7 @@ impl Shell {
             None,
             Some(answer),
             self.max_members,
-            self.keyring.clone(),
+            self.check.clone(),
             self.streams.clone(),
         );
         self.open.insert(slot, task);
@@ -659,7 +786,14 @@ impl Shell {
             .partition(|j| j.waiting.is_empty() || now >= j.by);
         self.joins = waiting;
         for j in done {
-            let _ = j.done.send(Ok(j.answered));
+            if j.answered == 0 {
+                // As Serf: a join that reached no one is an error. The next one tries the
+                // next key, should the cluster have moved to another.
+                self.node.join_failed();
+                let _ = j.done.send(Err("no address answered a push/pull".into()));
+            } else {
+                let _ = j.done.send(Ok(j.answered));
+            }
         }
     }
 
@@ -707,6 +841,16 @@ impl Shell {
             Command::Subscribe { to, done } => {
                 let _ = done.send(self.hub.subscribe(to));
             }
+            Command::ForceLeave { node, prune, done } => {
+                let _ = done.send(self.node.force_leave(now, &node, prune));
+            }
+            Command::SetTags { set, delete, done } => {
+                let r = self.node.set_tags(now, &set, &delete);
+                if let Ok(tags) = &r {
+                    tracing::info!(?tags, "tags changed (serf tags)");
+                }
+                let _ = done.send(r);
+            }
             _ => {}
         }
     }
@@ -716,6 +860,8 @@ impl Shell {
             c @ (Command::UserEvent { .. }
             | Command::Query { .. }
             | Command::Respond { .. }
+            | Command::ForceLeave { .. }
+            | Command::SetTags { .. }
             | Command::Subscribe { .. }) => self.agent_command(c),
             Command::Join { seeds, done } => {
                 let addrs = resolve(&seeds).await;

@@ -22,6 +22,9 @@
 //!
 //! - `crypto`, memberlist's AES-GCM keyring: with a key, `node` seals everything it sends
 //!   and reads only what a key opens (Serf's `-encrypt` and keyring files interoperate).
+//! - `secure`, secure mode (`[gossip] secure = true`, muster-only): an envelope inside the
+//!   seal (sender, time, sequence number) bound to the destination, so replayed, stale and
+//!   misdirected traffic is refused, and only a member's own answer binds its address.
 //!
 //! - `rpc`, Serf's agent RPC (the pure session and answers), and `agent`, its TCP server on
 //!   `[gossip] rpc_addr`, so the `serf` CLI works against muster (`tests/serf_cli.rs`).
@@ -40,6 +43,7 @@ pub mod lzw;
 pub mod msgpack;
 pub mod node;
 pub mod rpc;
+pub mod secure;
 pub mod serf;
 pub mod swim;
 pub mod validate;

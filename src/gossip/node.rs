@@ -7,14 +7,20 @@
 //! node states and the cores' types, the Serf state of a push/pull, the join retry timer and
 //! the time a leave is given to spread all live here, so the driver is a short `select!` loop
 //! and the simulator (`tests/gossip_sim.rs`) runs exactly what the driver runs.
+//!
+//! With a keyring it seals and opens everything (`crypto`); in secure mode (`with_secure`)
+//! it also writes and checks `secure`'s envelope: destination, time window, replay cache,
+//! answers taken once; the driver's stream tasks seal answers through an [`Answerer`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::crypto::{self, Keyring, Nonces};
+use super::secure::{self, Kind, Outstanding, Replay};
 use super::serf::{self, Serf};
 use super::swim::{self, Msg, RemoteNode, State, Swim};
+use super::validate;
 use super::wire::{self, NodeState};
 
 /// How long a graceful leave keeps gossiping before it is reported done (unless its deadline
@@ -125,6 +131,8 @@ pub enum Output {
         /// Its id.
         id: u32,
     },
+    /// A key query changed the keyring (`serf keys`): this is the keyring from now on.
+    KeyringChanged(Keyring),
     /// A push/pull or stream could not be read (the driver logs it at debug level).
     BadStream {
         /// The peer.
@@ -160,13 +168,87 @@ pub fn stream_complete_keyed(buf: &[u8], max_members: usize, keyed: bool) -> Res
     }
 }
 
-/// What a keyring-holding node refused: plaintext, wrong-key or damaged traffic.
+/// What a keyring-holding node refused: plaintext, wrong-key or damaged traffic, and in
+/// secure mode stale and replayed traffic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CryptoRefused {
-    /// Datagrams that no installed key opens.
+    /// Datagrams that no installed key opens (in secure mode: for this node's addresses).
     pub packets: u64,
     /// Streams that are plaintext or that no installed key opens.
     pub streams: u64,
+    /// Traffic sealed with our key by a peer whose `secure` setting differs from ours.
+    pub mode_mismatch: u64,
+    /// Secure mode: traffic outside the time window.
+    pub stale: u64,
+    /// Secure mode: traffic already seen (a `(sender, seq)` again), answers to no request
+    /// of ours, or senders beyond the replay cache's bound.
+    pub replayed: u64,
+}
+
+/// Secure mode's state: the clock, our sequence numbers, what we saw.
+struct SecureState {
+    /// The wall clock (milliseconds since the UNIX epoch) at `base`.
+    wall_ms: u64,
+    base: Instant,
+    /// The addresses that are ours: what a datagram or request must have been sent to.
+    own: Vec<SocketAddr>,
+    /// Our next sequence number.
+    next_seq: u64,
+    replay: Replay,
+    outstanding: Outstanding,
+}
+
+impl SecureState {
+    fn now_ms(&self, now: Instant) -> u64 {
+        self.wall_ms
+            .saturating_add(now.saturating_duration_since(self.base).as_millis() as u64)
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+}
+
+/// What seals a push/pull answer in secure mode, bound to the request it answers. The
+/// driver's stream tasks hold it (it has nonces of its own, from another random seed).
+pub struct Answerer {
+    keyring: Keyring,
+    me: String,
+    own: Vec<SocketAddr>,
+    max_members: usize,
+    nonces: std::sync::Mutex<Nonces>,
+}
+
+impl Answerer {
+    /// `plain` (our side, unsealed) sealed as the answer to `request`, when `request` is a
+    /// secure push/pull request sent to one of our addresses that a key opens; `now_ms` is
+    /// the wall clock. `None`: the peer gets no answer.
+    pub fn answer(&self, request: &[u8], plain: &[u8], now_ms: u64) -> Option<Vec<u8>> {
+        let opened = self.own.iter().find_map(|d| {
+            self.keyring
+                .open_stream_with(request, &secure::aad_to(Kind::Request, *d))
+                .ok()
+        })?;
+        let env = secure::unwrap(&opened).ok()?;
+        // A stale request gets nothing (one replayed within the window gets an answer bound
+        // to it, which its requester no longer takes; the node refuses the request itself).
+        if env.kind != Kind::Request
+            || !secure::in_window(now_ms, env.time_ms)
+            || stream_complete(env.body, self.max_members) != Ok(true)
+        {
+            return None;
+        }
+        let nonce = {
+            let mut n = self.nonces.lock().ok()?;
+            n.next_nonce()
+        };
+        let msg = secure::wrap(Kind::Answer, &self.me, now_ms, env.seq, plain);
+        Some(
+            self.keyring
+                .seal_stream_with(&nonce, &msg, &secure::aad_answer(env.sender)),
+        )
+    }
 }
 
 /// The keyring and the nonces it seals with.
@@ -204,6 +286,8 @@ pub struct Node {
     /// Whether the node has seeds (the driver's `Join` inputs); the join timer runs if so.
     has_seeds: bool,
     next_join: Instant,
+    /// Join attempts so far (each after the first tries the next key until one works).
+    join_attempts: u32,
     rejoin_interval: Duration,
     /// The graceful leave, once asked for.
     leave: Option<Leave>,
@@ -215,6 +299,8 @@ pub struct Node {
     crypt: Option<Crypt>,
     /// What the keyring refused.
     refused: CryptoRefused,
+    /// Secure mode, when on.
+    secure: Option<SecureState>,
 }
 
 impl Node {
@@ -246,12 +332,14 @@ impl Node {
             joined: false,
             has_seeds,
             next_join: now,
+            join_attempts: 0,
             rejoin_interval: settings.rejoin_interval,
             leave: None,
             max_members,
             undecodable: 0,
             crypt: None,
             refused: CryptoRefused::default(),
+            secure: None,
         };
         node.outputs.push_back(Output::ViewChanged);
         node
@@ -266,6 +354,60 @@ impl Node {
             nonces: std::cell::Cell::new(Nonces::new(nonce_seed)),
         });
         self
+    }
+
+    /// The same keyed node in secure mode (see `gossip::secure`): `wall_ms` is the wall
+    /// clock at `now` (milliseconds since the UNIX epoch; the nodes' clocks must agree within
+    /// `secure::WINDOW`), `own` the addresses peers may send to (the advertised one first).
+    /// Without a keyring it stays as it is (the configuration requires a key).
+    pub fn with_secure(mut self, wall_ms: u64, now: Instant, own: Vec<SocketAddr>) -> Node {
+        self.enable_secure(wall_ms, now, own);
+        self
+    }
+
+    /// [`Node::with_secure`] in place.
+    pub fn enable_secure(&mut self, wall_ms: u64, now: Instant, own: Vec<SocketAddr>) {
+        if self.crypt.is_none() {
+            return;
+        }
+        self.swim.set_secure(true);
+        self.secure = Some(SecureState {
+            wall_ms,
+            base: now,
+            own,
+            // From the boot time in microseconds: a restarted node counts on above its
+            // predecessor.
+            next_seq: wall_ms.saturating_mul(1000),
+            replay: Replay::new(self.max_members),
+            outstanding: Outstanding::default(),
+        });
+    }
+
+    /// Whether the node is in secure mode.
+    pub fn secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// What seals push/pull answers in secure mode, with nonces from `nonce_seed` (random,
+    /// and not the node's own seed).
+    pub fn answerer(&self, nonce_seed: [u8; crypto::NONCE]) -> Option<Answerer> {
+        let (c, s) = (self.crypt.as_ref()?, self.secure.as_ref()?);
+        Some(Answerer {
+            keyring: c.keyring.clone(),
+            me: self.swim.name().to_owned(),
+            own: s.own.clone(),
+            max_members: self.max_members,
+            nonces: std::sync::Mutex::new(Nonces::new(nonce_seed)),
+        })
+    }
+
+    /// Our side of a push/pull, unsealed (what an [`Answerer`] seals).
+    pub fn push_pull_plain(&self) -> Vec<u8> {
+        wire::encode_push_pull(
+            false,
+            &to_wire_state(&self.swim.local_state()),
+            &self.serf.local_state(),
+        )
     }
 
     /// Whether the node holds a keyring.
@@ -298,6 +440,11 @@ impl Node {
         self.undecodable
     }
 
+    /// The keyring in use (`None`: plaintext); `serf keys` and a learnt primary change it.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.crypt.as_ref().map(|c| &c.keyring)
+    }
+
     /// Whether a push/pull has succeeded.
     pub fn joined(&self) -> bool {
         self.joined
@@ -318,6 +465,42 @@ impl Node {
             Some(c) => c.keyring.seal_stream(&c.nonce(), &plain),
             None => plain,
         }
+    }
+
+    /// A framed datagram to `to`, sealed when the cluster is encrypted (in secure mode with
+    /// its envelope, bound to `to`).
+    fn seal_datagram(&mut self, now: Instant, to: SocketAddr, framed: Vec<u8>) -> Vec<u8> {
+        let Some(c) = &self.crypt else {
+            return framed;
+        };
+        let (msg, aad) = match &mut self.secure {
+            None => (framed, Vec::new()),
+            Some(s) => {
+                let (now_ms, seq) = (s.now_ms(now), s.seq());
+                let msg = secure::wrap(Kind::Datagram, self.swim.name(), now_ms, seq, &framed);
+                (msg, secure::aad_to(Kind::Datagram, to))
+            }
+        };
+        c.keyring.seal(crypto::SEND_VERSION, &c.nonce(), &msg, &aad)
+    }
+
+    /// Our push/pull request to `to` in secure mode, remembered until its answer comes.
+    fn secure_request(&mut self, now: Instant, to: SocketAddr, join: bool) -> Vec<u8> {
+        let plain = wire::encode_push_pull(
+            join,
+            &to_wire_state(&self.swim.local_state()),
+            &self.serf.local_state(),
+        );
+        let (Some(c), Some(s)) = (&self.crypt, &mut self.secure) else {
+            return plain;
+        };
+        let (now_ms, seq) = (s.now_ms(now), s.seq());
+        // The driver gives an exchange 10 s; a little more here for a late answer.
+        s.outstanding
+            .sent(seq, to, now + std::time::Duration::from_secs(15));
+        let msg = secure::wrap(Kind::Request, self.swim.name(), now_ms, seq, &plain);
+        c.keyring
+            .seal_stream_with(&c.nonce(), &msg, &secure::aad_to(Kind::Request, to))
     }
 
     /// The next thing to do.
@@ -390,26 +573,88 @@ impl Node {
                 } else {
                     JOIN_RETRY
                 };
+            if !self.joined && self.join_attempts > 0 {
+                self.try_next_key();
+            }
+            self.join_attempts += 1;
             self.outputs.push_back(Output::JoinDue);
         }
         self.swim.handle(now, swim::Input::Tick);
         self.serf.tick(now);
     }
 
+    /// A datagram's plaintext (and in secure mode its sender), or `None` when it is refused
+    /// (counted).
+    fn open_datagram(&mut self, now: Instant, bytes: &[u8]) -> Option<(Vec<u8>, Option<String>)> {
+        let c = self.crypt.as_ref()?;
+        let Some(s) = &mut self.secure else {
+            if let Ok((which, plain)) = c.keyring.open_which(bytes, b"") {
+                self.adopt_key(which);
+                return Some((plain, None));
+            }
+            let me = self.swim.member(self.swim.name()).map(|m| m.addr);
+            if me.is_some_and(|d| {
+                c.keyring
+                    .open(bytes, &secure::aad_to(Kind::Datagram, d))
+                    .is_ok()
+            }) {
+                self.refused.mode_mismatch += 1;
+            } else {
+                self.refused.packets += 1;
+            }
+            return None;
+        };
+        let Some(plain) = s.own.iter().find_map(|d| {
+            c.keyring
+                .open(bytes, &secure::aad_to(Kind::Datagram, *d))
+                .ok()
+        }) else {
+            if c.keyring.open(bytes, b"").is_ok() {
+                self.refused.mode_mismatch += 1;
+            } else {
+                self.refused.packets += 1;
+            }
+            return None;
+        };
+        let now_ms = s.now_ms(now);
+        let checked = secure::unwrap(&plain).and_then(|e| {
+            if e.kind != Kind::Datagram {
+                return Err(secure::Refused::Kind);
+            }
+            s.replay.check(now_ms, e.sender, e.time_ms, e.seq)?;
+            Ok((e.body.to_vec(), e.sender.to_owned()))
+        });
+        match checked {
+            Ok((body, sender)) => Some((body, Some(sender))),
+            Err(e) => {
+                self.count_secure(e);
+                None
+            }
+        }
+    }
+
+    fn count_secure(&mut self, e: secure::Refused) {
+        match e {
+            secure::Refused::Stale => self.refused.stale += 1,
+            secure::Refused::Malformed | secure::Refused::Kind => self.refused.packets += 1,
+            secure::Refused::Replayed | secure::Refused::Full | secure::Refused::Unsolicited => {
+                self.refused.replayed += 1;
+            }
+        }
+    }
+
     fn datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let opened;
-        let bytes = match &self.crypt {
-            None => bytes,
-            Some(c) => match c.keyring.open(bytes, b"") {
-                Ok(plain) => {
-                    opened = plain;
-                    &opened[..]
-                }
-                Err(_) => {
-                    self.refused.packets += 1;
-                    return;
-                }
-            },
+        let mut sender = None;
+        let bytes = if self.crypt.is_none() {
+            bytes
+        } else {
+            let Some((plain, who)) = self.open_datagram(now, bytes) else {
+                return;
+            };
+            opened = plain;
+            sender = who;
+            &opened[..]
         };
         let Ok(parts) = wire::decode_packet(bytes) else {
             self.undecodable += 1;
@@ -434,21 +679,89 @@ impl Node {
                 from,
                 msgs,
                 size: bytes.len(),
+                sender,
             },
         );
     }
 
+    /// A secure stream's body and sender: our request's answer, or a peer's request.
+    fn open_secure_stream(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(Vec<u8>, String), String> {
+        let (Some(c), Some(s)) = (self.crypt.as_ref(), self.secure.as_mut()) else {
+            return Err("not in secure mode".to_owned());
+        };
+        let answer = secure::aad_answer(self.swim.name());
+        let plain = match c.keyring.open_stream_with(bytes, &answer) {
+            Ok(p) => p,
+            Err(_) => s
+                .own
+                .iter()
+                .find_map(|d| {
+                    let aad = secure::aad_to(Kind::Request, *d);
+                    c.keyring.open_stream_with(bytes, &aad).ok()
+                })
+                .ok_or_else(|| {
+                    if c.keyring.open_stream(bytes).is_ok() {
+                        self.refused.mode_mismatch += 1;
+                    } else {
+                        self.refused.streams += 1;
+                    }
+                    "no installed key opens it for this node in secure mode".to_owned()
+                })?,
+        };
+        let now_ms = s.now_ms(now);
+        let checked = secure::unwrap(&plain).and_then(|e| {
+            if !secure::in_window(now_ms, e.time_ms) {
+                return Err(secure::Refused::Stale);
+            }
+            match e.kind {
+                Kind::Answer => s.outstanding.answered(now, e.seq, from)?,
+                Kind::Request => s.replay.check(now_ms, e.sender, e.time_ms, e.seq)?,
+                Kind::Datagram => return Err(secure::Refused::Kind),
+            }
+            Ok((e.body.to_vec(), e.sender.to_owned()))
+        });
+        checked.map_err(|e| {
+            self.count_secure(e);
+            format!("secure stream refused: {e}")
+        })
+    }
+
     fn stream(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let opened;
+        let mut sender = None;
         let bytes = match &self.crypt {
             None => bytes,
-            Some(c) => match c.keyring.open_stream(bytes) {
-                Ok(plain) => {
+            Some(_) if self.secure.is_some() => match self.open_secure_stream(now, from, bytes) {
+                Ok((plain, who)) => {
                     opened = plain;
+                    sender = Some(who);
+                    &opened[..]
+                }
+                Err(why) => {
+                    self.outputs.push_back(Output::BadStream { from, why });
+                    return;
+                }
+            },
+            Some(c) => match c.keyring.open_stream_which(bytes, b"") {
+                Ok((which, plain)) => {
+                    opened = plain;
+                    self.adopt_key(which);
                     &opened[..]
                 }
                 Err(e) => {
-                    self.refused.streams += 1;
+                    if self.swim.member(self.swim.name()).is_some_and(|m| {
+                        let aad = secure::aad_to(Kind::Request, m.addr);
+                        c.keyring.open_stream_with(bytes, &aad).is_ok()
+                    }) {
+                        self.refused.mode_mismatch += 1;
+                    } else {
+                        self.refused.streams += 1;
+                    }
                     self.outputs.push_back(Output::BadStream {
                         from,
                         why: e.to_string(),
@@ -476,6 +789,7 @@ impl Node {
             swim::Input::Remote {
                 from: Some(from),
                 nodes,
+                sender,
             },
         );
         if let Err(e) = self.serf.merge_remote_state(now, &pp.user_state) {
@@ -506,6 +820,7 @@ impl Node {
                     serf::Output::Changed => changed = true,
                     serf::Output::UserEvent(e) => self.outputs.push_back(Output::UserEvent(e)),
                     serf::Output::Query(q) => self.outputs.push_back(Output::Query(q)),
+                    serf::Output::InternalQuery(q) => self.internal_query(&q),
                     serf::Output::QueryAnswer(r) => {
                         self.outputs.push_back(Output::QueryAnswer(r));
                     }
@@ -513,7 +828,7 @@ impl Node {
                         self.outputs.push_back(Output::QueryDone { ltime, id });
                     }
                     serf::Output::SendTo { to, body } => {
-                        let bytes = self.seal(frame(&[Msg::User(body)]));
+                        let bytes = self.seal_datagram(now, to, frame(&[Msg::User(body)]));
                         self.outputs.push_back(Output::Transmit { to, bytes });
                     }
                 }
@@ -526,11 +841,14 @@ impl Node {
             };
             match out {
                 swim::Output::Send { to, msgs } => {
-                    let bytes = self.seal(frame(&msgs));
+                    let bytes = self.seal_datagram(now, to, frame(&msgs));
                     self.outputs.push_back(Output::Transmit { to, bytes });
                 }
                 swim::Output::PushPull { to, join } => {
-                    let bytes = self.push_pull_bytes(join);
+                    let bytes = match self.secure.is_some() {
+                        true => self.secure_request(now, to, join),
+                        false => self.push_pull_bytes(join),
+                    };
                     self.outputs.push_back(Output::PushPull { to, bytes });
                 }
                 swim::Output::Event(e) => {
@@ -546,14 +864,102 @@ impl Node {
 }
 
 impl Node {
-    /// A datagram as it goes out: sealed with the primary key in an encrypted cluster.
-    fn seal(&self, bytes: Vec<u8>) -> Vec<u8> {
-        match &self.crypt {
-            Some(c) => c
-                .keyring
-                .seal(crypto::SEND_VERSION, &c.nonce(), &bytes, b""),
-            None => bytes,
+    /// A peer's traffic opened with our key `which`, not the primary: the cluster has moved on
+    /// to that key (a `serf keys -use` this node missed, or never heard because it was down),
+    /// so it becomes our primary too, and this node is heard again.
+    fn adopt_key(&mut self, which: usize) {
+        let Some(c) = &mut self.crypt else { return };
+        if which == 0 {
+            return;
         }
+        let key = c.keyring.keys()[which].clone();
+        if c.keyring.use_key(&key).is_ok() {
+            self.outputs
+                .push_back(Output::KeyringChanged(c.keyring.clone()));
+        }
+    }
+
+    /// A join asked by command reached no one: before any join has worked, the next one
+    /// seals with the next key (the cluster may have moved to a key this node holds).
+    pub fn join_failed(&mut self) {
+        if !self.joined {
+            self.try_next_key();
+        }
+    }
+
+    /// No join has worked yet: with several keys, the next attempt seals with the next one
+    /// (the cluster may have moved to a key this node holds but does not use: serf#579).
+    fn try_next_key(&mut self) {
+        if let Some(c) = &mut self.crypt {
+            if c.keyring.len() > 1 {
+                c.keyring.rotate();
+                self.outputs
+                    .push_back(Output::KeyringChanged(c.keyring.clone()));
+            }
+        }
+    }
+
+    /// Answers one of Serf's internal queries (a key query changes our keyring).
+    fn internal_query(&mut self, q: &serf::user::Query) {
+        if q.name == "_serf_conflict" {
+            // Who we believe holds a name (Serf's name-conflict resolution); not about us.
+            let name = String::from_utf8_lossy(&q.payload).into_owned();
+            if name != self.swim.name() {
+                let payload = internal::conflict_answer(self.serf.member(&name));
+                let _ = self.serf.respond(q, &payload);
+            }
+            return;
+        }
+        let ring = self.crypt.as_mut().map(|c| &mut c.keyring);
+        let (answer, changed) = internal::answer(q, ring);
+        if let Some(payload) = answer {
+            let _ = self.serf.respond(q, &payload);
+        }
+        if changed {
+            if let Some(c) = &self.crypt {
+                self.outputs
+                    .push_back(Output::KeyringChanged(c.keyring.clone()));
+            }
+        }
+    }
+
+    /// `serf force-leave`; see [`Serf::force_leave`].
+    pub fn force_leave(&mut self, now: Instant, node: &str, prune: bool) -> Result<(), String> {
+        let r = self.serf.force_leave(now, node, prune);
+        self.pump(now);
+        r
+    }
+
+    /// `serf tags`: sets and deletes this node's tags, announced with a new incarnation. Tags
+    /// muster's peers would refuse are refused here too.
+    pub fn set_tags(
+        &mut self,
+        now: Instant,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut tags = self
+            .serf
+            .member(self.swim.name())
+            .map(|m| m.tags.clone())
+            .unwrap_or_default();
+        for k in delete {
+            tags.remove(k);
+        }
+        tags.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        validate::tags(&tags).map_err(|e| e.to_string())?;
+        let meta = wire::encode_tags(&tags);
+        if meta.len() > validate::MAX_META {
+            return Err(format!(
+                "the tags take {} bytes, more than {}",
+                meta.len(),
+                validate::MAX_META
+            ));
+        }
+        self.swim.set_meta(meta);
+        self.serf.set_own_tags(tags.clone());
+        self.pump(now);
+        Ok(tags)
     }
 
     /// Sends a user event (`serf event`); see [`Serf::user_event`].
@@ -673,6 +1079,8 @@ fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
         })
         .collect()
 }
+
+pub mod internal;
 
 #[cfg(test)]
 mod tests;

@@ -582,6 +582,38 @@ pub fn stats_body(sections: &[(&str, Vec<(String, String)>)]) -> Vec<u8> {
     msgpack::to_vec(&v)
 }
 
+/// What the members answered to a key query (`serf keys`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySummary {
+    /// Alive members asked.
+    pub nodes: usize,
+    /// Answers.
+    pub responses: usize,
+    /// Answers that were failures.
+    pub errors: usize,
+    /// Per key (base64), how many members hold it (`list-keys`).
+    pub keys: BTreeMap<String, u64>,
+    /// Per member, its error.
+    pub messages: BTreeMap<String, String>,
+}
+
+/// The body of the key commands: `{Keys, Messages, NumErr, NumNodes, NumResp}`.
+pub fn key_body(s: &KeySummary) -> Vec<u8> {
+    let keys = Value::Map(
+        s.keys
+            .iter()
+            .map(|(k, n)| (Value::Raw(k.as_bytes().to_vec()), Value::Uint(*n)))
+            .collect(),
+    );
+    msgpack::to_vec(&Value::map([
+        ("Keys", keys),
+        ("Messages", string_map(&s.messages)),
+        ("NumErr", Value::Uint(s.errors as u64)),
+        ("NumNodes", Value::Uint(s.nodes as u64)),
+        ("NumResp", Value::Uint(s.responses as u64)),
+    ]))
+}
+
 /// A `monitor` record: one log line.
 pub fn log_record(line: &str) -> Vec<u8> {
     msgpack::to_vec(&Value::map([("Log", Value::Raw(line.as_bytes().to_vec()))]))

@@ -139,6 +139,8 @@ pub enum Output {
     /// A query this node is to answer (its filters select us; not an internal one): deliver
     /// it, and give answers through [`Serf::respond`].
     Query(user::Query),
+    /// One of Serf's internal queries (`_serf_…`) for the node to answer.
+    InternalQuery(user::Query),
     /// An answer to a query this node asked, still open.
     QueryAnswer(user::QueryResponse),
     /// A query this node asked is closed: no more answers.
@@ -467,6 +469,46 @@ impl Serf {
             .push_back(Output::Broadcast(intent(serf_kind::LEAVE, t, &me)));
     }
 
+    /// `serf force-leave`: a leave intent on a member's behalf, as Serf's `RemoveFailedNode`: a
+    /// failed member becomes left (an alive one refutes it); with `prune` it is forgotten at
+    /// once. An unknown name is an error (Serf says nothing).
+    pub fn force_leave(&mut self, now: Instant, node: &str, prune: bool) -> Result<(), String> {
+        if node == self.me {
+            return Err("this node cannot force itself out; stop it instead".into());
+        }
+        if !self.members.contains_key(node) {
+            return Err(format!("no member named {node:?}"));
+        }
+        let t = self.clock;
+        self.clock = self.clock.wrapping_add(1);
+        self.leave_intent(now, t, node);
+        self.outputs
+            .push_back(Output::Broadcast(intent(serf_kind::LEAVE, t, node)));
+        let gone = self
+            .members
+            .get(node)
+            .is_some_and(|m| matches!(m.status, Status::Left | Status::Failed));
+        if prune && gone {
+            if let Some(m) = self.members.remove(node) {
+                self.outputs.push_back(Output::Event(Event {
+                    kind: EventKind::Reap,
+                    member: m,
+                }));
+                self.outputs.push_back(Output::Forget(node.to_owned()));
+                self.outputs.push_back(Output::Changed);
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's tags changed (`serf tags`).
+    pub fn set_own_tags(&mut self, tags: BTreeMap<String, String>) {
+        if let Some(m) = self.members.get_mut(&self.me) {
+            m.tags = tags;
+            self.outputs.push_back(Output::Changed);
+        }
+    }
+
     /// What the failure detector reported.
     pub fn on_swim(&mut self, now: Instant, e: &swim::Event) {
         let m = &e.member;
@@ -564,6 +606,10 @@ impl Serf {
             serf_kind::QUERY => return self.on_query(now, body, rest),
             serf_kind::QUERY_RESPONSE => {
                 self.on_answer(rest);
+                return false;
+            }
+            serf_kind::RELAY => {
+                self.on_relay(rest);
                 return false;
             }
             serf_kind::JOIN | serf_kind::LEAVE => {}

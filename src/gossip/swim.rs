@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::msgpack::{Value, write_bool, write_map_len, write_raw, write_uint};
+use super::secure;
 use super::validate;
 use super::wire::{self, NodeState, Part, WireError, kind};
 
@@ -50,6 +51,10 @@ pub struct Config {
     /// New names admitted as candidates per second (a burst of as many is allowed). Each
     /// candidate must answer one probe before it is a member.
     pub new_members_per_second: u32,
+    /// Secure mode (`gossip::secure`): an address is bound to a name (a new member, or a
+    /// member at a new address) only by an answer to our probe sealed as from that name and
+    /// coming from that address's IP; a third party's move is probed, never held and applied.
+    pub secure: bool,
 }
 
 impl Config {
@@ -70,6 +75,7 @@ impl Config {
             packet_size: 1400,
             max_members: 5000,
             new_members_per_second: 1000,
+            secure: false,
         }
     }
 
@@ -466,6 +472,8 @@ pub enum Input {
         /// Its size on the wire: the most bytes its answers may send toward an address that
         /// is not a member (so a forged source cannot turn muster into an amplifier).
         size: usize,
+        /// The sender's name as the packet's secure envelope gives it (secure mode only).
+        sender: Option<String>,
     },
     /// The remote side of a push/pull: its view of every member.
     Remote {
@@ -473,6 +481,8 @@ pub enum Input {
         from: Option<SocketAddr>,
         /// Its node states.
         nodes: Vec<RemoteNode>,
+        /// The peer's name as the stream's secure envelope gives it (secure mode only).
+        sender: Option<String>,
     },
     /// Join the cluster through these seeds.
     Join(Vec<SocketAddr>),
@@ -549,6 +559,9 @@ pub struct Stats {
     pub budget: u64,
     /// Indirect probes refused because the requester is not a member.
     pub stranger_relays: u64,
+    /// Secure mode: answers to a candidate's probe not sealed as from the candidate itself
+    /// (or not from its IP), which therefore bound nothing.
+    pub not_itself: u64,
 }
 
 /// The largest step ahead an incarnation may take in one claim. A member's own steps are
@@ -831,6 +844,8 @@ pub struct Swim {
     relaying: bool,
     /// Whether a push/pull is being merged.
     streaming: bool,
+    /// While a packet is handled in secure mode: its authenticated sender.
+    sender: Option<String>,
     /// After the first push/pull: extra exchanges with random members at growing intervals
     /// (1, 2, 4 s), so that news gossip missed in a busy start is caught up at once rather
     /// than at the next `push_pull_interval`. (when, how many left)
@@ -905,6 +920,7 @@ impl Swim {
             strangers: VecDeque::new(),
             vouched: None,
             relaying: false,
+            sender: None,
             streaming: false,
             early_syncs: (None, 3),
 
@@ -1101,16 +1117,27 @@ impl Swim {
     /// Feeds what happened at `now`.
     pub fn handle(&mut self, now: Instant, input: Input) {
         match input {
-            Input::Packet { from, msgs, size } => {
+            Input::Packet {
+                from,
+                msgs,
+                size,
+                sender,
+            } => {
                 self.relaying = self.is_member_addr(from);
+                self.sender = sender;
                 self.budget = Some((size, HashMap::new()));
                 for m in msgs {
                     self.message(now, from, m);
                 }
                 self.budget = None;
                 self.relaying = false;
+                self.sender = None;
             }
-            Input::Remote { from, mut nodes } => {
+            Input::Remote {
+                from,
+                mut nodes,
+                sender,
+            } => {
                 // In an order of our own: a push/pull lists members by name, and nodes that
                 // all pass on the same news first (they confirm it in the same order) leave
                 // other news unsent to some of them (seen in the simulator's join storm).
@@ -1121,12 +1148,15 @@ impl Swim {
                 // The peer's own entry (the first alive one at the peer's IP) needs no probe:
                 // the stream itself came from there. Its port is still unproven; a wrong one
                 // fails its probes like any dead member.
+                // In secure mode only the entry named as the stream's sender.
+                let secure = self.config.secure;
                 self.vouched = from.and_then(|f| {
                     nodes
                         .iter()
                         .find(|n| {
                             n.state == State::Alive
                                 && wire::canonical(n.addr).ip() == wire::canonical(f).ip()
+                                && (!secure || sender.as_deref() == Some(n.name.as_str()))
                         })
                         .map(|n| n.name.clone())
                 });
@@ -1185,7 +1215,7 @@ impl Swim {
                 let requester = source.map_or(from, |(a, _)| a);
                 self.on_indirect_ping(now, requester, seq_no, target, node, nack);
             }
-            Msg::Ack { seq_no, .. } => self.on_ack(now, seq_no),
+            Msg::Ack { seq_no, .. } => self.on_ack(now, from, seq_no),
             Msg::Nack { seq_no } => {
                 if let Some(p) = &mut self.probe {
                     if p.seq_no == seq_no {
@@ -1289,7 +1319,7 @@ impl Swim {
 
     /// An ack: relayed to whoever asked us to probe, or the answer of a candidate's probe,
     /// or of our own probe.
-    fn on_ack(&mut self, now: Instant, seq_no: u32) {
+    fn on_ack(&mut self, now: Instant, from: SocketAddr, seq_no: u32) {
         if let Some(r) = self.relays.remove(&seq_no) {
             self.send(
                 now,
@@ -1299,8 +1329,19 @@ impl Swim {
                     payload: Vec::new(),
                 }],
             );
-        } else if let Some(name) = self.candidate_seqs.remove(&seq_no) {
-            self.confirm(now, &name);
+        } else if let Some(name) = self.candidate_seqs.get(&seq_no).cloned() {
+            let addr = self.candidates.get(&name).map(|c| c.addr);
+            let secure = self.config.secure;
+            if addr
+                .is_some_and(|a| secure::speaks_for(secure, self.sender.as_deref(), from, &name, a))
+            {
+                self.candidate_seqs.remove(&seq_no);
+                self.confirm(now, &name);
+            } else if addr.is_some() {
+                self.stats.not_itself += 1;
+            } else {
+                self.candidate_seqs.remove(&seq_no);
+            }
         } else if let Some(p) = &mut self.probe {
             if p.seq_no == seq_no {
                 p.acked = true;
@@ -1577,6 +1618,10 @@ impl Swim {
         }
         if ord != Order::Newer {
             return;
+        }
+        if self.config.secure && m.addr != addr {
+            // Only the member itself, answering our probe there, moves it.
+            return self.admit(now, name, addr, meta, incarnation);
         }
         let changed = m.addr != addr || m.meta != meta;
         if changed && from != Some(m.addr) {
@@ -2383,6 +2428,11 @@ impl Swim {
     /// Queues a message of the layer above (Serf) for dissemination with the others.
     pub fn broadcast_user(&mut self, body: Vec<u8>) {
         self.broadcast(Msg::User(body));
+    }
+
+    /// Turns secure mode's rule on (see [`Config::secure`]).
+    pub fn set_secure(&mut self, on: bool) {
+        self.config.secure = on;
     }
 
     /// Tags changed: announce the new meta with a higher incarnation.

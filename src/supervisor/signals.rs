@@ -179,6 +179,12 @@ fn bit(sig: i32) -> u64 {
     }
 }
 
+/// Asks muster to stop as if it received SIGTERM (`serf leave` through the agent RPC): it
+/// leaves the cluster, then stops its services, as for `docker stop`.
+pub fn request_stop() {
+    note(libc::SIGTERM);
+}
+
 /// Counts a signal for the driver and wakes it.
 fn note(sig: i32) {
     let Ok(i) = usize::try_from(sig) else { return };

@@ -329,3 +329,203 @@ fn a_keyed_node_survives_damaged_sealed_and_unsealed_serf_traffic() {
     // A sealed push/pull was opened and decoded (only that sets `joined`).
     assert!(node.joined(), "the sealed serf streams were read");
 }
+
+const WALL: u64 = 1_800_000_000_000;
+
+fn addr(ip: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, ip], 7946))
+}
+
+/// A node in secure mode whose wall clock reads `wall` at `now`.
+fn secure(name: &str, ip: u8, now: Instant, wall: u64) -> Node {
+    keyed(name, ip, 9, now).with_secure(wall, now, vec![addr(ip)])
+}
+
+/// `from`'s push/pull request to `to`, answered by `to` (fed the request, as the driver
+/// does): the answer's bytes, or `None` when `to` gives none.
+fn exchange(from: &mut Node, to: &mut Node, now: Instant, wall: u64) -> Option<Vec<u8>> {
+    let peer = from.swim().member(from.swim().name()).unwrap().addr;
+    let target = to.swim().member(to.swim().name()).unwrap().addr;
+    from.handle(now, Input::Join(vec![target]));
+    let request = drain(from)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::PushPull { to, bytes } if to == target => Some(bytes),
+            _ => None,
+        })
+        .expect("a push/pull request");
+    let answer = to
+        .answerer([3; crypto::NONCE])?
+        .answer(&request, &to.push_pull_plain(), wall);
+    to.handle(
+        now,
+        Input::Stream {
+            from: peer,
+            bytes: &request,
+        },
+    );
+    // The same request again (a replay): refused (as stale when the first one was).
+    let count = |n: &Node| n.crypto_refused().replayed + n.crypto_refused().stale;
+    let again = count(to);
+    to.handle(
+        now,
+        Input::Stream {
+            from: peer,
+            bytes: &request,
+        },
+    );
+    assert_eq!(count(to), again + 1, "a replayed request");
+    answer
+}
+
+/// The next datagram `node` sends to `to`, ticking for up to 5 s.
+fn datagram_to(node: &mut Node, to: SocketAddr, mut now: Instant) -> Vec<u8> {
+    for _ in 0..50 {
+        now += Duration::from_millis(100);
+        node.handle(now, Input::Tick);
+        for out in drain(node) {
+            if let Output::Transmit { to: t, bytes } = out {
+                if t == to {
+                    return bytes;
+                }
+            }
+        }
+    }
+    panic!("no datagram to {to}");
+}
+
+#[test]
+fn secure_nodes_join_and_refuse_replayed_misdirected_and_stale_traffic() {
+    let now = Instant::now();
+    let (mut a, mut b, mut c) = (
+        secure("a", 1, now, WALL),
+        secure("b", 2, now, WALL),
+        secure("c", 3, now, WALL),
+    );
+    let answer = exchange(&mut a, &mut b, now, WALL).expect("b answers");
+    let b_addr = addr(2);
+    a.handle(
+        now,
+        Input::Stream {
+            from: b_addr,
+            bytes: &answer,
+        },
+    );
+    assert!(a.swim().member("b").is_some(), "a learned b");
+    assert!(b.swim().member("a").is_some(), "b learned a");
+    // The answer again: its request was answered already.
+    a.handle(
+        now,
+        Input::Stream {
+            from: b_addr,
+            bytes: &answer,
+        },
+    );
+    assert_eq!(a.crypto_refused().replayed, 1);
+    assert_eq!(a.swim().members().count(), 2);
+
+    let d = datagram_to(&mut a, b_addr, now);
+    let t = now + Duration::from_secs(1);
+    let opened = |n: &Node| n.crypto_refused();
+    let seen = opened(&b);
+    b.handle(
+        t,
+        Input::Datagram {
+            from: addr(1),
+            bytes: &d,
+        },
+    );
+    assert_eq!(opened(&b), seen, "b takes it once");
+    b.handle(
+        t,
+        Input::Datagram {
+            from: addr(1),
+            bytes: &d,
+        },
+    );
+    assert_eq!(opened(&b).replayed, seen.replayed + 1, "and not twice");
+    // Sent to b, it does not open at c.
+    c.handle(
+        t,
+        Input::Datagram {
+            from: addr(1),
+            bytes: &d,
+        },
+    );
+    assert_eq!(opened(&c).packets, 1);
+    // Hours later, at b: stale (its sequence number alone would pass: b forgot a).
+    let later = t + Duration::from_secs(3 * 3600);
+    let mut fresh_b = secure("b", 2, later, WALL + 3 * 3600 * 1000);
+    fresh_b.handle(
+        later,
+        Input::Datagram {
+            from: addr(1),
+            bytes: &d,
+        },
+    );
+    assert_eq!(opened(&fresh_b).stale, 1);
+    // A node whose clock is an hour ahead is refused too.
+    let mut ahead = secure("z", 4, now, WALL + 3600 * 1000);
+    let mut b2 = secure("b2", 2, now, WALL);
+    assert!(
+        exchange(&mut ahead, &mut b2, now, WALL).is_none(),
+        "no answer to a stale request"
+    );
+    assert!(b2.swim().member("z").is_none());
+    assert_eq!(opened(&b2).stale, 2);
+}
+
+#[test]
+fn secure_and_keyed_nodes_do_not_mix_and_say_so() {
+    let now = Instant::now();
+    let mut s = secure("s", 1, now, WALL);
+    let mut k = keyed("k", 2, 9, now);
+    // k's push/pull reaches s: not opened, counted as another setting.
+    let kb = k.push_pull_answer();
+    s.handle(
+        now,
+        Input::Stream {
+            from: addr(2),
+            bytes: &kb,
+        },
+    );
+    assert_eq!(s.crypto_refused().mode_mismatch, 1);
+    assert!(s.swim().member("k").is_none());
+    // s's request reaches k: the same.
+    s.handle(now, Input::Join(vec![addr(2)]));
+    let request = drain(&mut s)
+        .into_iter()
+        .find_map(|o| match o {
+            Output::PushPull { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .unwrap();
+    k.handle(
+        now,
+        Input::Stream {
+            from: addr(1),
+            bytes: &request,
+        },
+    );
+    assert_eq!(k.crypto_refused().mode_mismatch, 1);
+    assert!(k.swim().member("s").is_none());
+    // A datagram of s to k's address (s learns of a secure node there first).
+    let mut t = secure("t", 2, now, WALL);
+    let answer = exchange(&mut s, &mut t, now, WALL).unwrap();
+    s.handle(
+        now,
+        Input::Stream {
+            from: addr(2),
+            bytes: &answer,
+        },
+    );
+    let d = datagram_to(&mut s, addr(2), now);
+    k.handle(
+        now,
+        Input::Datagram {
+            from: addr(1),
+            bytes: &d,
+        },
+    );
+    assert_eq!(k.crypto_refused().mode_mismatch, 2);
+}

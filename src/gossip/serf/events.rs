@@ -24,7 +24,12 @@ pub struct Ask {
     pub ack: bool,
     /// How long answers are taken.
     pub timeout: Duration,
+    /// How many other members relay each answer too (Serf's `RelayFactor`, at most 5).
+    pub relay_factor: u8,
 }
+
+/// Most relays of one answer (Serf's CLI allows up to 5).
+const MAX_RELAY: u8 = 5;
 
 /// Most answers (acknowledgements and responses) one query passes on.
 const MAX_ANSWERS: usize = 8192;
@@ -105,7 +110,7 @@ impl Serf {
             source: self.me.clone(),
             filters: ask.filters,
             flags: if ask.ack { user::FLAG_ACK } else { 0 },
-            relay_factor: 0,
+            relay_factor: ask.relay_factor.min(MAX_RELAY),
             timeout: ask.timeout,
             name: ask.name,
             payload: ask.payload,
@@ -166,13 +171,13 @@ impl Serf {
                 flags: user::FLAG_ACK,
                 payload: Vec::new(),
             };
-            self.outputs.push_back(Output::SendTo {
-                to,
-                body: ack.encode(),
-            });
+            self.answer_to(&q, ack.encode());
         }
-        // Serf's internal queries (`_serf_ping` and the rest) are not for handlers.
-        if !q.name.starts_with("_serf_") {
+        // Serf's internal queries (`_serf_ping`, the key queries) are answered by the node,
+        // not by handlers.
+        if q.name.starts_with("_serf_") {
+            self.outputs.push_back(Output::InternalQuery(q));
+        } else {
             self.outputs.push_back(Output::Query(q));
         }
         true
@@ -211,11 +216,44 @@ impl Serf {
                 user::RESPONSE_SIZE_LIMIT
             ));
         }
-        self.outputs.push_back(Output::SendTo {
-            to: SocketAddr::new(q.addr, q.port),
-            body,
-        });
+        self.answer_to(q, body);
         Ok(())
+    }
+
+    /// Sends an answer to `q`'s asker, and through `relay_factor` other alive members (each
+    /// forwards it once), so an answer survives a lossy path: Serf's `relayResponse`.
+    fn answer_to(&mut self, q: &Query, body: Vec<u8>) {
+        let to = SocketAddr::new(q.addr, q.port);
+        let relays: Vec<SocketAddr> = self
+            .members
+            .values()
+            .filter(|m| m.status == super::Status::Alive && m.name != self.me && m.addr != to)
+            .map(|m| m.addr)
+            .collect();
+        let mut relays = relays;
+        for _ in 0..usize::from(q.relay_factor.min(MAX_RELAY)).min(relays.len()) {
+            let pick = relays.swap_remove(self.rng.below(relays.len()));
+            self.outputs.push_back(Output::SendTo {
+                to: pick,
+                body: user::relay(to, &body),
+            });
+        }
+        self.outputs.push_back(Output::SendTo { to, body });
+    }
+
+    /// A relayed answer: forwarded once to its destination, only when that is a member's
+    /// address (a relay to anywhere else would let anyone aim our datagrams at a victim).
+    pub(super) fn on_relay(&mut self, rest: &[u8]) {
+        let Some((to, inner)) = user::unrelay(rest) else {
+            return;
+        };
+        let known = self.members.values().any(|m| m.addr == to);
+        if known && inner.first() == Some(&super::serf_kind::QUERY_RESPONSE) {
+            self.outputs.push_back(Output::SendTo {
+                to,
+                body: inner.to_vec(),
+            });
+        }
     }
 
     /// An answer to one of our queries: passed on once per member and kind, while open.

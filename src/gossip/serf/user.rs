@@ -292,6 +292,42 @@ impl QueryResponse {
     }
 }
 
+/// A relayed message: `[9][msgpack {DestAddr: {IP, Port, Zone}}][message]`, as Serf's
+/// `encodeRelayMessage` writes it.
+pub fn relay(to: std::net::SocketAddr, message: &[u8]) -> Vec<u8> {
+    let ip = match to.ip() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut out = vec![serf_kind::RELAY];
+    msgpack::encode(
+        &Value::map([(
+            "DestAddr",
+            Value::map([
+                ("IP", Value::Raw(ip)),
+                ("Port", Value::Uint(u64::from(to.port()))),
+                ("Zone", Value::Raw(Vec::new())),
+            ]),
+        )]),
+        &mut out,
+    );
+    out.extend_from_slice(message);
+    out
+}
+
+/// The destination and the message of a relayed message (after its type byte).
+pub fn unrelay(rest: &[u8]) -> Option<(std::net::SocketAddr, &[u8])> {
+    let (header, used) = msgpack::decode(rest).ok()?;
+    let dest = header.get("DestAddr")?;
+    let ip = match dest.get("IP")?.as_bytes()? {
+        b if b.len() == 4 => IpAddr::from(<[u8; 4]>::try_from(b).ok()?),
+        b if b.len() == 16 => IpAddr::from(<[u8; 16]>::try_from(b).ok()?),
+        _ => return None,
+    };
+    let port = u16::try_from(dest.get("Port")?.as_u64()?).ok()?;
+    Some((std::net::SocketAddr::new(ip, port), &rest[used..]))
+}
+
 /// Nil for an empty payload, as Go writes a nil slice.
 fn raw_or_nil(b: &[u8]) -> Value {
     if b.is_empty() {

@@ -28,6 +28,7 @@ fn packet_from(s: &mut Swim, now: Instant, from: SocketAddr, msgs: Vec<Msg>) -> 
             from,
             msgs,
             size: 1400,
+            sender: None,
         },
     );
     let mut out = outputs(s);
@@ -62,6 +63,7 @@ fn packet_from(s: &mut Swim, now: Instant, from: SocketAddr, msgs: Vec<Msg>) -> 
                 from: to,
                 msgs: vec![ack],
                 size: 64,
+                sender: None,
             },
         );
         out.extend(outputs(s));
@@ -445,6 +447,7 @@ fn a_name_that_never_answers_is_never_a_member() {
             from: addr(9),
             msgs: vec![alive("ghost", 50, 1)],
             size: 200,
+            sender: None,
         },
     );
     let out = outputs(&mut s);
@@ -510,6 +513,7 @@ fn floods_are_capped_and_strangers_get_no_more_bytes_than_they_sent() {
             from: addr(9),
             msgs: flood,
             size: 100_000,
+            sender: None,
         },
     );
     outputs(&mut s);
@@ -531,6 +535,7 @@ fn floods_are_capped_and_strangers_get_no_more_bytes_than_they_sent() {
             from: addr(9),
             msgs: pings,
             size,
+            sender: None,
         },
     );
     let sent: usize = outputs(&mut s)
@@ -590,6 +595,7 @@ fn a_node_leaving_soon_after_joining_has_no_deadline_stuck_in_the_past() {
         t0,
         Input::Remote {
             from: Some(addr(2)),
+            sender: None,
             nodes: vec![RemoteNode {
                 name: "b".into(),
                 addr: addr(2),
@@ -769,6 +775,100 @@ fn messages_are_written_as_the_value_tree_encoded_them() {
     for m in &msgs {
         assert_eq!(m.to_wire(), reference(m), "{m:?}");
     }
+}
+
+/// The probes `out` sends to `to`: their sequence numbers.
+fn pings_to(out: &[Output], to: SocketAddr) -> Vec<u32> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to: t, msgs } if *t == to => Some(msgs),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|m| match m {
+            Msg::Ping { seq_no, .. } => Some(*seq_no),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ack_from(s: &mut Swim, now: Instant, from: SocketAddr, sender: &str, seq_no: u32) {
+    s.handle(
+        now,
+        Input::Packet {
+            from,
+            msgs: vec![Msg::Ack {
+                seq_no,
+                payload: Vec::new(),
+            }],
+            size: 64,
+            sender: Some(sender.to_owned()),
+        },
+    );
+}
+
+#[test]
+fn in_secure_mode_only_the_member_itself_binds_a_name_to_an_address() {
+    let now = Instant::now();
+    let config = Config {
+        secure: true,
+        ..Config::lan()
+    };
+    let mut s = Swim::new(config, "me", addr(1), b"meta".to_vec(), 5, 1, now);
+    let said = |s: &mut Swim, sender: &str, msg: Msg| {
+        s.handle(
+            now,
+            Input::Packet {
+                from: addr(9),
+                msgs: vec![msg],
+                size: 1400,
+                sender: Some(sender.to_owned()),
+            },
+        );
+        outputs(s)
+    };
+    // A relayed introduction of b is probed; an ack sealed by another name, or from another
+    // IP, binds nothing; b's own ack from its IP does.
+    let out = said(&mut s, "relay", alive("b", 2, 1));
+    let seq = pings_to(&out, addr(2))[0];
+    ack_from(&mut s, now, addr(2), "relay", seq);
+    ack_from(&mut s, now, addr(3), "b", seq);
+    assert!(s.member("b").is_none());
+    assert_eq!(s.stats().not_itself, 2);
+    ack_from(
+        &mut s,
+        now,
+        SocketAddr::from(([10, 0, 0, 2], 40000)),
+        "b",
+        seq,
+    );
+    assert_eq!(s.member("b").map(|m| m.addr), Some(addr(2)));
+    outputs(&mut s);
+
+    // A move of b to addr(4), newer, from a third party: b stays, the new address is probed,
+    // and only b answering from there moves it (a held claim would be applied otherwise).
+    let out = said(&mut s, "evil", alive("b", 4, 9));
+    let seq = pings_to(&out, addr(4))[0];
+    ack_from(&mut s, now, addr(4), "evil", seq);
+    let later = now + Duration::from_secs(5);
+    s.handle(later, Input::Tick);
+    outputs(&mut s);
+    assert_eq!(s.member("b").map(|m| m.addr), Some(addr(2)));
+    assert_eq!(s.stats().held, 0);
+    let out = said(&mut s, "evil", alive("b", 4, 10));
+    let seq = pings_to(&out, addr(4))[0];
+    ack_from(&mut s, now, addr(4), "b", seq);
+    assert_eq!(s.member("b").map(|m| m.addr), Some(addr(4)));
+    // News at the known address is taken from anyone (tags, refutations).
+    let newer = Msg::Alive {
+        incarnation: 11,
+        node: "b".into(),
+        addr: addr(4),
+        meta: vec![],
+        vsn: VSN.to_vec(),
+    };
+    said(&mut s, "relay", newer);
+    assert_eq!(s.member("b").map(|m| m.incarnation), Some(11));
 }
 
 #[test]

@@ -65,6 +65,8 @@ impl Node {
                         self.swim.forget(&name);
                     }
                     serf::Output::Event(_) | serf::Output::Changed => {}
+                    // User events, queries and their answers: checked by the node targets.
+                    _ => {}
                 }
             }
             let Some(out) = self.swim.poll_output() else {
@@ -154,6 +156,7 @@ fuzz_target!(|data: &[u8]| {
                         from,
                         msgs,
                         size: bytes.len(),
+                        sender: None,
                     },
                 );
                 let sends = node.drain();
@@ -185,6 +188,7 @@ fuzz_target!(|data: &[u8]| {
                     Input::Remote {
                         from: Some(from),
                         nodes,
+                        sender: None,
                     },
                 );
                 let _ = node.serf.merge_remote_state(node.now, &pp.user_state);
@@ -204,6 +208,7 @@ fuzz_target!(|data: &[u8]| {
                             from: to,
                             msgs,
                             size: 64,
+                            sender: None,
                         },
                     );
                 }

@@ -185,3 +185,49 @@ fn our_query_takes_each_answer_once_until_its_time_is_up() {
     s.on_user(now, &answer("b", 0));
     assert!(drain(&mut s).is_empty(), "closed: no more answers");
 }
+
+#[test]
+fn answers_are_relayed_through_other_members_and_relays_go_only_to_members() {
+    let now = Instant::now();
+    let mut s = serf(now, &[]);
+    for (name, n) in [("asker", 2), ("b", 3), ("c", 4), ("d", 5)] {
+        member(&mut s, name, n, now);
+    }
+    drain(&mut s);
+    let mut q = Query::decode(&query("asker", 2, 1, Vec::new())[1..]).unwrap();
+    q.relay_factor = 2;
+    assert!(s.on_user(now, &q.encode()));
+    let sends: Vec<(SocketAddr, u8)> = drain(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::SendTo { to, body } => Some((to, body[0])),
+            _ => None,
+        })
+        .collect();
+    // The ack straight to the asker, and twice through others, never through the asker.
+    assert_eq!(sends.iter().filter(|(to, _)| *to == addr(2)).count(), 1);
+    let relayed: Vec<&(SocketAddr, u8)> = sends.iter().filter(|(_, k)| *k == 9).collect();
+    assert_eq!(relayed.len(), 2, "{sends:?}");
+    assert!(
+        relayed
+            .iter()
+            .all(|(to, _)| *to != addr(2) && *to != addr(1))
+    );
+    // A relay reaching us: forwarded to a member's address, not to a stranger's.
+    let answer = QueryResponse {
+        ltime: 1,
+        id: 1,
+        from: "b".into(),
+        flags: 0,
+        payload: Vec::new(),
+    }
+    .encode();
+    s.on_user(now, &user::relay(addr(2), &answer));
+    assert!(
+        drain(&mut s)
+            .iter()
+            .any(|o| matches!(o, Output::SendTo { to, .. } if *to == addr(2)))
+    );
+    s.on_user(now, &user::relay(addr(99), &answer));
+    assert!(drain(&mut s).is_empty());
+}
