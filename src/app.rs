@@ -21,6 +21,8 @@ use crate::control;
 use crate::gossip::driver::{self, Command, Publish, Settings};
 use crate::gossip::serf::{self, Member};
 use crate::gossip::swim;
+use crate::gossip::wire;
+use crate::handlers;
 use crate::haproxy::{
     self,
     model::Selection,
@@ -58,14 +60,22 @@ async fn wire_and_run(
     inherited: Inherited,
     signals: Installed,
 ) -> anyhow::Result<i32> {
+    let children = Children::new(inherited);
     let (gossip, view) = match &config.gossip {
         Some(g) => {
-            let (commands, view) = start_gossip(g)?;
+            let (commands, view, name) = start_gossip(g)?;
+            let me = handlers::SelfNode {
+                name,
+                tags: g.tags.clone(),
+            };
+            let (list, timeout) = (g.event_handlers.clone(), g.handler_timeout);
+            handlers::start(list, timeout, me, commands.clone(), children.clone())
+                .await
+                .context("event handlers")?;
             (Some(commands), Some(view))
         }
         None => (None, None),
     };
-    let children = Children::new(inherited);
     let (sync_stop, states) = match &config.haproxy {
         Some(h) => {
             let seeds = config.gossip.as_ref().is_some_and(|g| !g.join.is_empty());
@@ -166,7 +176,7 @@ fn members_of(
 fn row(m: &Member, states: Option<&ServerStates>) -> control::Member {
     control::Member {
         name: m.name.clone(),
-        addr: m.addr.to_string(),
+        addr: wire::canonical(m.addr).to_string(),
         status: m.status.as_str().to_owned(),
         tags: m.tags.clone(),
         server: states.map(|s| s.get(&m.name).copied().unwrap_or("-").to_owned()),
@@ -268,7 +278,7 @@ fn haproxy_members(view: &[Member]) -> Vec<haproxy::model::Member> {
     view.iter()
         .map(|m| haproxy::model::Member {
             name: m.name.clone(),
-            addr: m.addr.ip(),
+            addr: wire::canonical(m.addr).ip(),
             tags: m.tags.clone(),
             status: match m.status {
                 serf::Status::Alive => Status::Alive,
@@ -329,9 +339,15 @@ impl haproxy::check::Runner for HelperChecks {
     }
 }
 
-fn start_gossip(
-    g: &config::Gossip,
-) -> anyhow::Result<(mpsc::UnboundedSender<Command>, watch::Receiver<Vec<Member>>)> {
+/// The gossip driver's commands, its view and the node name.
+type Gossiping = (
+    mpsc::UnboundedSender<Command>,
+    watch::Receiver<Vec<Member>>,
+    String,
+);
+
+/// Starts the gossip driver (and Serf's RPC).
+fn start_gossip(g: &config::Gossip) -> anyhow::Result<Gossiping> {
     let name = match &g.name {
         Some(n) => n.clone(),
         None => {
@@ -416,6 +432,7 @@ fn start_gossip(
             }
         }
     }
+    let name = settings.name.clone();
     let publish = Publish { view };
     tokio::spawn(async move {
         if let Err(error) =
@@ -424,7 +441,7 @@ fn start_gossip(
             tracing::error!(%error, "gossip stopped");
         }
     });
-    Ok((commands, view_rx))
+    Ok((commands, view_rx, name))
 }
 
 #[cfg(test)]

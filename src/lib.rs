@@ -8,14 +8,16 @@
 //! Entry point: `main.rs` calls [`cli::main`], which parses the command line and either
 //! validates a configuration ([`config`]), asks a running muster for its members
 //! ([`control`]'s client), or runs muster through [`app::run`]: the one module that knows every
-//! subsystem. It starts gossip, the control socket, log shipping and the HAProxy sync when
+//! subsystem. It starts gossip (and its event handlers), the control socket, log shipping and the HAProxy sync when
 //! configured (the sync renders HAProxy's first config before the supervisor starts HAProxy),
 //! maps each subsystem's types into the next one's, and runs the supervisor with a
 //! before-stop step that stops the sync and leaves the cluster.
 //!
 //! The subsystems are folders: `supervisor/`, `gossip/`, `haproxy/`, `logship/`. Each knows
 //! only [`config`] and its own folder. Beside them: [`control`] (the control socket's server,
-//! mode 0600, and client, given a function for the members), [`host`] (host name, address to advertise, its interfaces' networks)
+//! mode 0600, and client, given a function for the members), [`host`] (host name, address to
+//! advertise, its interfaces' networks),
+//! [`handlers`] (Serf's event handler scripts, between gossip and the supervisor's children)
 //! and [`logging`] (muster's own log lines).
 //!
 //! - [`config`]: the TOML file, read into a table and validated key by key into typed values,
@@ -23,7 +25,8 @@
 //!   `/etc/passwd` and `/etc/group` without NSS (muster is static); `names` holds what a member
 //!   name and a tag may be, for muster's own configuration and for what peers announce; `networks`
 //!   reads `[haproxy] trusted_networks` (CIDR), the addresses a member may have to be a server;
-//!   `keys` reads the gossip keys (`encrypt`, `encrypt_file`, `keyring_file`).
+//!   `keys` reads the gossip keys (`encrypt`, `encrypt_file`, `keyring_file`); `handlers` reads
+//!   `event_handlers` as `serf agent -event-handler` does.
 //! - [`supervisor::core`]: the pure state machine. It is fed `(now, Input)` (spawned, exited,
 //!   ready, signal, left, tick) and answers with `Action`s (spawn, probe, signal, sweep
 //!   strays, leave, suspend, foreground, exit). Start order, readiness gating, restart
@@ -49,10 +52,17 @@
 //! - [`supervisor::strays`]: signalling leftover processes: `kill(-1)` as PID 1, a walk of our
 //!   own descendants in `/proc` otherwise; muster's direct children, to tell a service that
 //!   daemonized.
+//! - [`handlers`]: Serf's event handlers (`[gossip] event_handlers`): the pure part (which
+//!   entry an event runs, Serf's environment and stdin for it) unit-tested; the shell
+//!   subscribes to the gossip driver (bounded), queues each event per entry (one run at a
+//!   time, in order, no coalescing) and runs `/bin/sh -c SCRIPT` through
+//!   `supervisor::children` (`run_piped`: stdin, output lines to the log, SIGKILL to the
+//!   group at `handler_timeout`); a query's answer goes back by `Command::Respond`. Wired by
+//!   `app.rs` (`tests/serf_handlers.rs`, `tests/lab_handlers.rs`).
 //! - [`agent_cli`]: `muster event`, `query`, `keys` and `force-leave`, the `serf` commands
 //!   through the agent RPC, for people without Serf installed.
 //! - [`preflight`]: what startup checks beyond the file's text (the HAProxy template reads and
-//!   compiles, the host name does as a node name), shared by `check-config` and `run`.
+//!   compiles, handler scripts exist, the host name does as a node name), shared by `check-config` and `run`.
 //! - [`supervisor::signals`]: the inherited signal mask and ignored signals, and the one
 //!   handler of every catchable signal (1 to 64 but SIGKILL and SIGSTOP; glibc's 32 and 33
 //!   through the system call): it counts what other processes sent and wakes the driver
@@ -175,6 +185,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod gossip;
+pub mod handlers;
 pub mod haproxy;
 pub mod host;
 pub mod logging;

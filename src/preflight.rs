@@ -1,7 +1,7 @@
 //! What startup checks beyond the configuration file's own text: files that must exist,
 //! templates that must compile, a host name that must do as a node name, gossip keys that
 //! make a keyring, a log spool directory that can be created and written (check-config
-//! creates it too). `muster check-config`
+//! creates it too), event handler scripts that exist. `muster check-config`
 //! and `muster run` both call [`problems`], so a file that check-config accepts does not fail
 //! at startup for one of these, and both report it with the same line and exit 64.
 
@@ -32,6 +32,11 @@ pub fn problems(config: &Config) -> Vec<String> {
         }
     }
     if let Some(g) = &config.gossip {
+        for h in &g.event_handlers {
+            if let Err(e) = script_exists(&h.script) {
+                out.push(format!("gossip.event_handlers: {:?}: {e}", h.spec));
+            }
+        }
         if !g.keys.0.is_empty() {
             if let Err(e) = crate::gossip::crypto::Keyring::new(&g.keys.0) {
                 out.push(format!("gossip.encrypt: {e}"));
@@ -54,4 +59,28 @@ pub fn problems(config: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// The program an event handler's script starts with: a path (with a `/`) must be a file
+/// muster may execute; a bare name must be found in `PATH`.
+fn script_exists(script: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = crate::config::handlers::program(script);
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return match std::fs::metadata(program) {
+            Err(e) => Err(format!("cannot use {program}: {e}")),
+            Ok(m) if !m.is_file() => Err(format!("{program} is not a file")),
+            Ok(_) if !runnable(program.as_ref()) => Err(format!("{program} is not executable")),
+            Ok(_) => Ok(()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|d| runnable(&d.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("{program} is not found in PATH"))
+    }
 }

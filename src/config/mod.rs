@@ -3,6 +3,7 @@
 //! is about (`services.app.restart: ...`). Nothing here binds, spawns or signals; the only I/O is
 //! reading the file and, for `user`, `/etc/passwd` and `/etc/group`.
 
+pub mod handlers;
 mod keys;
 pub use keys::GossipKeys;
 pub mod names;
@@ -160,6 +161,10 @@ pub struct Gossip {
     pub rpc_addr: Option<SocketAddr>,
     /// The key RPC clients must give (`rpc_auth`, as `serf agent -rpc-auth`).
     pub rpc_auth: Option<String>,
+    /// Scripts run on events (`event_handlers`, as `serf agent -event-handler`).
+    pub event_handlers: Vec<handlers::EventHandler>,
+    /// Longest a handler runs before its process group is killed (`handler_timeout`).
+    pub handler_timeout: Duration,
     /// Secure mode (muster-only clusters): replayed and stale traffic refused, a member's
     /// address taken only from the member itself. Requires a key.
     pub secure: bool,
@@ -764,7 +769,13 @@ const GOSSIP_KEYS: &[&str] = &[
 
 fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
     let t = v.table("gossip", Some(raw))?;
-    let known: Vec<&str> = GOSSIP_KEYS.iter().chain(keys::KEYS).copied().collect();
+    let known: Vec<&str> = GOSSIP_KEYS
+        .iter()
+        .chain(keys::KEYS)
+        .chain(handlers::KEYS)
+        .copied()
+        .collect();
+    let (event_handlers, handler_timeout) = handlers::read(t, v);
     v.only_keys("gossip", t, &known);
     let mut g = Gossip {
         name: v.string("gossip.name", t.get("name")),
@@ -791,6 +802,8 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
             ),
         },
         rpc_auth: v.string("gossip.rpc_auth", t.get("rpc_auth")),
+        event_handlers,
+        handler_timeout,
         secure: v.bool("gossip.secure", t.get("secure")).unwrap_or(false),
     };
     if g.rpc_auth.as_deref() == Some("") {

@@ -616,11 +616,13 @@ impl Shell {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Transmit { to, bytes } => {
+                    let to = wire::canonical(to);
                     if let Err(error) = self.udp.send_to(&bytes, to).await {
                         tracing::debug!(%to, %error, "cannot send");
                     }
                 }
                 Output::PushPull { to, bytes } => {
+                    let to = wire::canonical(to);
                     let stream = TcpStream::connect(to);
                     exchange(
                         stream,
@@ -633,7 +635,7 @@ impl Shell {
                     );
                 }
                 Output::Event(e) => {
-                    tracing::info!(member = %e.member.name, addr = %e.member.addr, status = e.member.status.as_str(), event = ?e.kind, "membership");
+                    tracing::info!(member = %e.member.name, addr = %wire::canonical(e.member.addr), status = e.member.status.as_str(), event = ?e.kind, "membership");
                     self.hub.member(&e);
                 }
                 Output::UserEvent(e) => {

@@ -1155,7 +1155,7 @@ impl Swim {
                         .iter()
                         .find(|n| {
                             n.state == State::Alive
-                                && n.addr.ip() == f.ip()
+                                && wire::canonical(n.addr).ip() == wire::canonical(f).ip()
                                 && (!secure || sender.as_deref() == Some(n.name.as_str()))
                         })
                         .map(|n| n.name.clone())
@@ -1979,7 +1979,7 @@ impl Swim {
         if stale(&mut self.stats, incarnation, m.incarnation) {
             return;
         }
-        let itself = by == name && from == Some(m.addr);
+        let itself = by == name && from.map(wire::canonical) == Some(wire::canonical(m.addr));
         let suspected_since = match m.state {
             State::Suspect => self.suspicions.get(name).map(|s| s.started),
             _ => None,

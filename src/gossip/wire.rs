@@ -297,6 +297,14 @@ pub fn message(kind: u8, body: &Value) -> Vec<u8> {
     out
 }
 
+/// The address to reach or compare: an IPv4 address in Go's 16-byte form (`::ffff:a.b.c.d`,
+/// which a `serf agent` bound to 0.0.0.0 announces for itself) as the IPv4 address. Members
+/// keep the form they announced, so it goes back to them byte for byte (memberlist takes
+/// another form of its own address for a conflict).
+pub fn canonical(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// CRC-32 (IEEE), as Go's `hash/crc32.ChecksumIEEE`.
 pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;

@@ -42,6 +42,21 @@ pub struct Outcome {
     pub output: String,
 }
 
+/// What a piped helper (an event handler) did.
+#[derive(Debug)]
+pub struct Piped {
+    /// How it ended; `None` when it ran past its limit and its process group was killed.
+    pub status: Option<ExitStatus>,
+    /// Its standard output (the first [`PIPED_KEPT`] bytes; every line also went to `line`).
+    pub stdout: Vec<u8>,
+}
+
+/// Bytes of a piped helper's standard output kept (Serf keeps 8 KiB of a handler's output).
+pub const PIPED_KEPT: usize = 8 * 1024;
+
+/// Called with each line a piped helper writes: `true` for stderr.
+pub type LineSink = Arc<dyn Fn(bool, &str) + Send + Sync>;
+
 /// Longest a helper command may run before it is killed.
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -102,6 +117,61 @@ impl Children {
         let output = read_all(reader);
         let status = reaper::wait_for(pid)?;
         Ok(Outcome { status, output })
+    }
+
+    /// Runs `helper` while the supervisor is reaping, with `input` on its stdin, each line of
+    /// its stdout and stderr handed to `line`; after `limit` its process group gets SIGKILL
+    /// (and is still reaped here).
+    pub async fn run_piped(
+        &self,
+        helper: &Service,
+        input: Vec<u8>,
+        limit: Duration,
+        line: LineSink,
+    ) -> std::io::Result<Piped> {
+        let (stdin_r, mut stdin_w) = std::io::pipe()?;
+        let (out_r, out_w) = std::io::pipe()?;
+        let (err_r, err_w) = std::io::pipe()?;
+        let stdio = Stdio3 {
+            stdin: Stdio::from(stdin_r),
+            stdout: Stdio::from(out_w),
+            stderr: Stdio::from(err_w),
+        };
+        let (pid, status) = self.spawn_and_register(helper, stdio)?;
+        let guard = KillOnDrop(pid);
+        // A handler that never reads its stdin must not hold us: the writer is a thread of
+        // its own, ended by the broken pipe at the handler's exit.
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let _ = stdin_w.write_all(&input);
+        });
+        let sink = line.clone();
+        let stdout = tokio::task::spawn_blocking(move || read_lines(out_r, false, &*sink));
+        let stderr = tokio::task::spawn_blocking(move || read_lines(err_r, true, &*line));
+        let mut status = std::pin::pin!(status);
+        let ended = match tokio::time::timeout(limit, &mut status).await {
+            Ok(s) => Some(s),
+            Err(_) => {
+                // Still unreaped: the group may be signalled.
+                let _ = spawn::send_signal(pid, true, libc::SIGKILL);
+                None
+            }
+        };
+        let killed = ended.is_none();
+        let reaped = match ended {
+            Some(s) => s,
+            None => status.await,
+        }
+        .map_err(|_| std::io::Error::other("the supervisor stopped"))?;
+        std::mem::forget(guard);
+        // Output still open after the exit (a process left in the background) is not waited
+        // for past a second.
+        let kept = tokio::time::timeout(Duration::from_secs(1), stdout).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stderr).await;
+        Ok(Piped {
+            status: (!killed).then_some(reaped),
+            stdout: kept.ok().and_then(Result::ok).unwrap_or_default(),
+        })
     }
 
     /// Runs `check` with no input or output and waits for its status (a readiness check). If
@@ -175,4 +245,28 @@ fn read_all(reader: std::io::PipeReader) -> String {
     let mut buf = Vec::new();
     let _ = reader.take(64 * 1024).read_to_end(&mut buf);
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Hands each line of `reader` to `line` (a line is cut at 4 KiB) and keeps the first
+/// [`PIPED_KEPT`] bytes.
+fn read_lines(
+    reader: std::io::PipeReader,
+    stderr: bool,
+    line: &(dyn Fn(bool, &str) + Send + Sync),
+) -> Vec<u8> {
+    use std::io::BufRead;
+    let mut kept = Vec::new();
+    let mut r = std::io::BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut r).take(4096).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return kept,
+            Ok(_) => {}
+        }
+        let room = PIPED_KEPT - kept.len();
+        kept.extend_from_slice(&buf[..buf.len().min(room)]);
+        let text = String::from_utf8_lossy(&buf);
+        line(stderr, text.trim_end_matches(['\n', '\r']));
+    }
 }

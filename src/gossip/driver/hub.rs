@@ -72,6 +72,12 @@ impl Hub {
         for s in &self.subscribers {
             if s.try_send(heard.clone()).is_err() {
                 self.lost += 1;
+                if self.lost.is_power_of_two() {
+                    tracing::warn!(
+                        lost = self.lost,
+                        "a subscriber (event handlers, serf stream) is behind: events dropped"
+                    );
+                }
             }
         }
     }

@@ -870,3 +870,16 @@ fn in_secure_mode_only_the_member_itself_binds_a_name_to_an_address() {
     said(&mut s, "relay", newer);
     assert_eq!(s.member("b").map(|m| m.incarnation), Some(11));
 }
+
+#[test]
+fn an_ipv4_address_in_go_s_16_byte_form_is_kept_and_reached_as_ipv4() {
+    let mapped = std::net::Ipv4Addr::new(172, 20, 0, 3).to_ipv6_mapped();
+    let got = super::socket(&mapped.octets(), 7946).unwrap();
+    assert_eq!(got, SocketAddr::from((mapped, 7946)), "kept as announced");
+    assert_eq!(
+        wire::canonical(got),
+        SocketAddr::from(([172, 20, 0, 3], 7946))
+    );
+    let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7946));
+    assert_eq!(wire::canonical(v6), v6);
+}
