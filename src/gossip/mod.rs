@@ -33,7 +33,11 @@
 //!   Lamport clocks, de-duplication, answers), and the driver's `hub` that hands them to RPC
 //!   streams.
 //!
-//! Not done: event handler scripts, Serf's key queries, `_serf_conflict`, relayed answers.
+//! - `node/internal.rs`: the internal queries a node answers (`_serf_ping`, `_serf_conflict`,
+//!   the key queries of `serf keys`); event handler scripts run in `crate::handlers`.
+//!
+//! Not done: starting a name-conflict resolution of our own (muster answers Serf's), network
+//! coordinates (`serf rtt` finds none), memberlist's TCP fallback ping.
 
 pub mod agent;
 pub mod crypto;
