@@ -439,6 +439,13 @@ fn start_gossip(g: &config::Gossip) -> anyhow::Result<Gossiping> {
             driver::run_secure(settings, keyring, secure, publish, commands_rx).await
         {
             tracing::error!(%error, "gossip stopped");
+            if error
+                .get_ref()
+                .is_some_and(|e| e.is::<driver::NameConflictLost>())
+            {
+                // As Serf's agent: the node the cluster does not know under this name goes.
+                crate::supervisor::signals::request_stop();
+            }
         }
     });
     Ok((commands, view_rx, name))

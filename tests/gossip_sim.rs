@@ -307,7 +307,10 @@ impl Sim {
                 self.events
                     .push((self.now, i, e.kind, e.member.name.clone()));
             }
-            Output::ViewChanged | Output::QueryDone { .. } | Output::KeyringChanged(_) => {}
+            Output::ViewChanged
+            | Output::QueryDone { .. }
+            | Output::KeyringChanged(_)
+            | Output::NameConflict { .. } => {}
             Output::UserEvent(e) => self.user_events.push((self.now, i, e.name, e.ltime)),
             Output::Query(q) => self.queries.push((self.now, i, q.name)),
             Output::QueryAnswer(r) => self.answers.push((self.now, i, r.from)),

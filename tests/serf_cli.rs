@@ -535,3 +535,39 @@ fn serf_leave_makes_muster_leave_the_cluster_and_stop_as_docker_stop_does() {
         names(&serf(s1_rpc, &["members", "-status=left"]).1) == ["m1"]
     });
 }
+
+#[test]
+fn a_second_node_with_a_taken_name_loses_serfs_vote_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = keygen();
+    let keyed = format!("encrypt = \"{key}\"");
+    let sub = |n: &str| {
+        let d = dir.path().join(n);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (mut m1, m1_gossip, rpc) = start_muster(&sub("first"), "dup", &keyed);
+    let (_s1, s1_gossip, s1_rpc) = start_serf_with("s1", &[&format!("-encrypt={key}")]);
+    assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{s1_gossip}")]).0, 0);
+    // A second node under the same name joins through s1.
+    let extra = format!("{keyed}\njoin = [\"127.0.0.1:{s1_gossip}\"]");
+    let (mut m2, ..) = start_muster(&sub("second"), "dup", &extra);
+    let status = m2.wait(Duration::from_secs(30));
+    let text = m2.text();
+    assert!(text.contains("name conflict"), "{text}");
+    eprintln!("the second 'dup' stopped: {status:?}");
+    // The first one stays, and serf still knows it under the name.
+    assert!(
+        m1.child.try_wait().unwrap().is_none(),
+        "the first 'dup' stopped too"
+    );
+    assert!(
+        !m1.text()
+            .contains("name conflict: the cluster knows another")
+    );
+    let (_, members) = serf(s1_rpc, &["members", "-status=alive", "-name=dup"]);
+    assert!(
+        members.contains(&format!("127.0.0.1:{m1_gossip}")),
+        "{members}"
+    );
+}

@@ -515,9 +515,22 @@ pub async fn run_secure(
                 Some(c) => shell.command(c).await,
             },
             _ = tokio::time::sleep_until(shell.node.poll_timeout().into()) => shell.tick(),
+            Some(vote) = shell.votes.recv() => {
+                if let Some(e) = shell.vote_counted(vote) {
+                    return Err(e);
+                }
+            }
         }
     }
 }
+
+/// The outcome of a name-conflict resolution: answers naming our address, and answers.
+type Vote = (usize, usize);
+
+/// Why [`run`] ends when another node holds this node's name (Serf's agent shuts down then).
+#[derive(Debug, thiserror::Error)]
+#[error("name conflict lost: the cluster knows another node under this node's name")]
+pub struct NameConflictLost;
 
 /// The node and what carrying out its outputs needs.
 struct Shell {
@@ -552,6 +565,10 @@ struct Shell {
     joins: Vec<PendingJoin>,
     /// Subscribers and open queries.
     hub: hub::Hub,
+    /// Name-conflict resolutions counted (one at a time).
+    votes: mpsc::UnboundedReceiver<Vote>,
+    votes_tx: mpsc::UnboundedSender<Vote>,
+    voting: bool,
     /// State of the generator of query ids.
     query_ids: u64,
 }
@@ -580,6 +597,7 @@ impl Shell {
             incarnation,
             seed,
         };
+        let (votes_tx, votes_rx) = mpsc::unbounded_channel();
         Shell {
             node: Node::new(node_settings, has_seeds, Instant::now()),
             udp,
@@ -607,6 +625,9 @@ impl Shell {
             max_members,
             joins: Vec::new(),
             hub: hub::Hub::default(),
+            votes: votes_rx,
+            votes_tx,
+            voting: false,
             query_ids: seed | 1,
         }
     }
@@ -647,6 +668,7 @@ impl Shell {
                     self.hub.query(Instant::now(), q);
                 }
                 Output::QueryAnswer(r) => self.hub.answer(r),
+                Output::NameConflict { other } => self.resolve_conflict(other),
                 Output::KeyringChanged(ring) => {
                     tracing::info!(
                         keys = ring.len(),
@@ -795,6 +817,77 @@ impl Shell {
                 let _ = j.done.send(Ok(j.answered));
             }
         }
+    }
+
+    /// Another node announces our name at `other`: as Serf, ask everyone (`_serf_conflict`)
+    /// which address they know for it; [`Shell::vote_counted`] reads the answers.
+    fn resolve_conflict(&mut self, other: SocketAddr) {
+        if self.voting {
+            return;
+        }
+        let me = self.node.swim().name().to_owned();
+        let at = self.node.swim().member(&me).map(|m| m.addr);
+        tracing::warn!(name = %me, %other, "another node announces our name: asking the cluster which one holds it (_serf_conflict)");
+        let ask = serf::Ask {
+            name: "_serf_conflict".into(),
+            payload: me.into_bytes(),
+            timeout: Duration::from_millis(3200),
+            ..serf::Ask::default()
+        };
+        let id = self.query_id();
+        let (answers, mut heard) = mpsc::unbounded_channel();
+        let Ok(q) = self.node.query(Instant::now(), ask, id) else {
+            return;
+        };
+        self.hub.asked(&q, answers);
+        self.voting = true;
+        let votes = self.votes_tx.clone();
+        tokio::spawn(async move {
+            let (mut ours, mut all) = (0, 0);
+            while let Some(a) = heard.recv().await {
+                match a {
+                    Answer::Response(_, payload) => {
+                        if let Some(addr) = node::internal::conflict_addr(&payload) {
+                            all += 1;
+                            ours += usize::from(Some(addr) == at);
+                        }
+                    }
+                    Answer::Done => break,
+                    Answer::Ack(_) => {}
+                }
+            }
+            let _ = votes.send((ours, all));
+        });
+    }
+
+    /// The answers to our name-conflict query: with a majority we stay; without one, in an
+    /// encrypted cluster (where answers are authenticated) this node stops, as Serf's agent
+    /// does; in a plaintext one it only says so, since anyone could have forged the answers.
+    fn vote_counted(&mut self, (ours, all): Vote) -> Option<io::Error> {
+        self.voting = false;
+        let majority = all / 2 + 1;
+        if all == 0 || ours >= majority {
+            tracing::info!(
+                ours,
+                answers = all,
+                "name conflict: the cluster knows this node under its name; staying"
+            );
+            return None;
+        }
+        if matches!(self.check, Check::None) {
+            tracing::error!(
+                ours,
+                answers = all,
+                "name conflict: the cluster knows another node under this node's name; give each node its own [gossip] name (not stopping: in a plaintext cluster the answers could be forged)"
+            );
+            return None;
+        }
+        tracing::error!(
+            ours,
+            answers = all,
+            "name conflict: the cluster knows another node under this node's name; leaving, as Serf does (give each node its own [gossip] name)"
+        );
+        Some(io::Error::other(NameConflictLost))
     }
 
     /// A random query id (xorshift; Serf draws them at random too).

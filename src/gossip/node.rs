@@ -131,6 +131,12 @@ pub enum Output {
         /// Its id.
         id: u32,
     },
+    /// Another node announces our name at another address: the driver asks the cluster
+    /// (`_serf_conflict`) which one holds it.
+    NameConflict {
+        /// The other node's address.
+        other: SocketAddr,
+    },
     /// A key query changed the keyring (`serf keys`): this is the keyring from now on.
     KeyringChanged(Keyring),
     /// A push/pull or stream could not be read (the driver logs it at debug level).
@@ -854,6 +860,9 @@ impl Node {
                 swim::Output::Event(e) => {
                     self.serf.on_swim(now, &e);
                     self.outputs.push_back(Output::Detector(e));
+                }
+                swim::Output::NameConflict { other } => {
+                    self.outputs.push_back(Output::NameConflict { other });
                 }
                 swim::Output::Refused { from, name, why } => {
                     self.outputs.push_back(Output::Refused { from, name, why });

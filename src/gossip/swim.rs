@@ -526,6 +526,13 @@ pub enum Output {
     },
     /// A member changed.
     Event(Event),
+    /// Another node announces our own name at another address (two nodes with one name):
+    /// Serf's name-conflict resolution asks the cluster which one holds it. At most once per
+    /// [`CONFLICT_EVERY`].
+    NameConflict {
+        /// The other node's address.
+        other: SocketAddr,
+    },
     /// A peer announced a name or tags that are not allowed: it is not a member.
     Refused {
         /// The packet's sender or the push/pull's peer.
@@ -536,6 +543,9 @@ pub enum Output {
         why: String,
     },
 }
+
+/// How often a name conflict may start a resolution.
+pub const CONFLICT_EVERY: Duration = Duration::from_secs(30);
 
 /// What a node refused or held back since it started (for logs and tests).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -833,6 +843,8 @@ pub struct Swim {
     /// When a refutation last raised the awareness score (at most once per probe interval,
     /// so forged claims about us cannot slow our own failure detection).
     last_refute_penalty: Option<Instant>,
+    /// When a name conflict last started a resolution.
+    last_conflict: Option<Instant>,
     /// No push/pull with a stranger that probed us before this time.
     next_stranger_sync: Instant,
     /// Nodes that probed us while we did not know them (bounded), to exchange state with.
@@ -916,6 +928,7 @@ impl Swim {
             budget: None,
             addrs: HashMap::new(),
             last_refute_penalty: None,
+            last_conflict: None,
             next_stranger_sync: now,
             strangers: VecDeque::new(),
             vouched: None,
@@ -1586,18 +1599,27 @@ impl Swim {
         from: Option<SocketAddr>,
     ) {
         if name == self.me {
-            let m = self.self_member();
-            let refute = match order(incarnation, m.incarnation) {
+            let (my_addr, my_incarnation, same_meta) = {
+                let m = self.self_member();
+                (m.addr, m.incarnation, meta == m.meta)
+            };
+            let ord = order(incarnation, my_incarnation);
+            let refute = match ord {
                 Order::Newer => true,
-                Order::Same => addr != m.addr || meta != m.meta,
+                Order::Same => addr != my_addr || !same_meta,
                 Order::Older => false,
                 Order::Absurd => {
                     self.stats.absurd += 1;
                     false
                 }
             };
+            let other = addr != my_addr && ord != Order::Absurd;
             if refute && !self.leaving {
                 self.refute(now, incarnation);
+            }
+            if other && self.last_conflict.is_none_or(|t| now >= t + CONFLICT_EVERY) {
+                self.last_conflict = Some(now);
+                self.outputs.push_back(Output::NameConflict { other: addr });
             }
             return;
         }

@@ -133,6 +133,27 @@ pub fn conflict_answer(m: Option<&crate::gossip::serf::Member>) -> Vec<u8> {
     out
 }
 
+/// The address a `_serf_conflict` answer names (`None`: the member is unknown there, or the
+/// answer is not one).
+pub fn conflict_addr(payload: &[u8]) -> Option<std::net::SocketAddr> {
+    let (&kind, rest) = payload.split_first()?;
+    if kind != serf_kind::CONFLICT_RESPONSE {
+        return None;
+    }
+    let (v, _) = msgpack::decode(rest).ok()?;
+    let ip = match v.get("Addr")?.as_bytes()? {
+        b if b.len() == 4 => std::net::IpAddr::from(<[u8; 4]>::try_from(b).ok()?),
+        b if b.len() == 16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?);
+            v6.to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
+        }
+        _ => return None,
+    };
+    let port = u16::try_from(v.get("Port")?.as_u64()?).ok()?;
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 /// A key query's payload: `[7][msgpack {Key}]` (an empty key for `list-keys`).
 pub fn key_request(key: &[u8]) -> Vec<u8> {
     let mut out = vec![serf_kind::KEY_REQUEST];

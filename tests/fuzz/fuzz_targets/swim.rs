@@ -82,7 +82,7 @@ impl Node {
                     sends.push((to, msgs));
                 }
                 Output::Event(e) => self.serf.on_swim(self.now, &e),
-                Output::PushPull { .. } | Output::Refused { .. } => {}
+                Output::PushPull { .. } | Output::Refused { .. } | Output::NameConflict { .. } => {}
             }
         }
         panic!("the cores never stop asking");
