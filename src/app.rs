@@ -409,28 +409,7 @@ fn start_gossip(g: &config::Gossip) -> anyhow::Result<Gossiping> {
     let (view, view_rx) = watch::channel(Vec::new());
     let (commands, commands_rx) = mpsc::unbounded_channel();
     if let Some(addr) = g.rpc_addr {
-        if !addr.ip().is_loopback() && g.rpc_auth.is_none() {
-            tracing::warn!(%addr, "serf rpc beyond loopback without [gossip] rpc_auth: whoever reaches it can list members and join");
-        }
-        let agent = crate::gossip::agent::Agent {
-            name: settings.name.clone(),
-            auth: g.rpc_auth.clone(),
-            encrypted: keyring.is_some(),
-            tags: g.tags.clone(),
-            commands: commands.clone(),
-            monitor: Some(std::sync::Arc::new(crate::logging::monitor)),
-            stop: Some(std::sync::Arc::new(
-                crate::supervisor::signals::request_stop,
-            )),
-        };
-        match crate::gossip::agent::serve(addr, agent) {
-            Ok(local) => {
-                tracing::info!(addr = %local, "serf rpc listening (serf members -rpc-addr=…)")
-            }
-            Err(error) => {
-                tracing::warn!(%addr, %error, "serf rpc: cannot listen; the serf CLI cannot reach this muster (set [gossip] rpc_addr, or false)")
-            }
-        }
+        start_rpc(addr, g, &settings.name, keyring.is_some(), &commands);
     }
     let name = settings.name.clone();
     let publish = Publish { view };
@@ -449,6 +428,39 @@ fn start_gossip(g: &config::Gossip) -> anyhow::Result<Gossiping> {
         }
     });
     Ok((commands, view_rx, name))
+}
+
+/// Serf's agent RPC on `addr`, for the `serf` CLI and `muster event`/`query`/`keys`; a
+/// failure to listen is only a warning (another agent may hold Serf's default port).
+fn start_rpc(
+    addr: SocketAddr,
+    g: &config::Gossip,
+    name: &str,
+    encrypted: bool,
+    commands: &mpsc::UnboundedSender<Command>,
+) {
+    if !addr.ip().is_loopback() && g.rpc_auth.is_none() {
+        tracing::warn!(%addr, "serf rpc beyond loopback without [gossip] rpc_auth: whoever reaches it can list members and join");
+    }
+    let agent = crate::gossip::agent::Agent {
+        name: name.to_owned(),
+        auth: g.rpc_auth.clone(),
+        encrypted,
+        tags: g.tags.clone(),
+        commands: commands.clone(),
+        monitor: Some(std::sync::Arc::new(crate::logging::monitor)),
+        stop: Some(std::sync::Arc::new(
+            crate::supervisor::signals::request_stop,
+        )),
+    };
+    match crate::gossip::agent::serve(addr, agent) {
+        Ok(local) => {
+            tracing::info!(addr = %local, "serf rpc listening (serf members -rpc-addr=…)")
+        }
+        Err(error) => {
+            tracing::warn!(%addr, %error, "serf rpc: cannot listen; the serf CLI cannot reach this muster (set [gossip] rpc_addr, or false)")
+        }
+    }
 }
 
 #[cfg(test)]
