@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::gossip::agent::client::Client;
+use crate::gossip::agent::client::{Client, raw};
 use crate::gossip::msgpack::Value;
 
 /// The common flags of the four commands.
@@ -146,10 +146,6 @@ pub fn run(a: &Agent, env: impl Fn(&str) -> Option<String>) -> i32 {
             1
         }
     }
-}
-
-fn raw(s: &str) -> Value {
-    Value::Raw(s.as_bytes().to_vec())
 }
 
 fn event(c: &mut Client, a: &Agent) -> Result<(), String> {

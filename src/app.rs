@@ -446,7 +446,6 @@ fn start_rpc(
         name: name.to_owned(),
         auth: g.rpc_auth.clone(),
         encrypted,
-        tags: g.tags.clone(),
         commands: commands.clone(),
         monitor: Some(std::sync::Arc::new(crate::logging::monitor)),
         stop: Some(std::sync::Arc::new(

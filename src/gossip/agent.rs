@@ -1,12 +1,11 @@
 //! Serf's agent RPC over TCP (`[gossip] rpc_addr`, default `127.0.0.1:7373` as Serf's): the
-//! shell around [`rpc::Session`], so Debian's `serf` CLI works against muster unchanged
-//! (`serf members`, `-format=json`, `-status`, `-tag`, `-name`, `serf join`, `serf info`,
-//! `serf rtt`). Requests go to the gossip driver as [`Command`]s.
+//! shell around [`rpc::Session`], so Debian's `serf` CLI works against muster unchanged: every
+//! command of Serf's RPC, streams (`stream`, `monitor`, `query`) included. Requests go to the
+//! gossip driver as [`Command`]s.
 //!
 //! At most [`MAX_CLIENTS`] connections are open at once (a new one closes the oldest); a
 //! connection has [`HANDSHAKE_TIME`] to shake hands, and one request may take
-//! [`REQUEST_TIME`]. Commands muster does not serve yet are answered with an error that says
-//! so, and the connection stays open.
+//! [`REQUEST_TIME`].
 
 // A shell: it reads the clock for the accept back-off.
 #![allow(clippy::disallowed_methods)]
@@ -48,8 +47,6 @@ pub struct Agent {
     pub auth: Option<String>,
     /// Whether gossip is encrypted (for `serf info`).
     pub encrypted: bool,
-    /// The node's tags (for `serf info`).
-    pub tags: BTreeMap<String, String>,
     /// The gossip driver.
     pub commands: mpsc::UnboundedSender<Command>,
     /// Gives muster's log lines from now on (`serf monitor`).
@@ -522,7 +519,8 @@ async fn answer(agent: &Agent, seq: u64, request: Request) -> Vec<u8> {
             }
             None => rpc::header(seq, "this muster cannot be stopped through the RPC"),
         },
-        other => rpc::header(seq, &format!("muster does not serve {} yet", name(&other))),
+        // `auth` is the session's; streams, queries, monitors and `stop` are `call`'s.
+        _ => rpc::header(seq, "Unsupported command"),
     }
 }
 
@@ -656,34 +654,12 @@ fn stats(agent: &Agent, members: &[MemberInfo]) -> Vec<(&'static str, Vec<(Strin
         ),
         (
             "tags",
-            agent
-                .tags
+            // This node's tags as gossip announces them now (`serf tags` changes them).
+            members
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+                .find(|m| m.name == agent.name)
+                .map(|m| m.tags.clone().into_iter().collect())
+                .unwrap_or_default(),
         ),
     ]
-}
-
-/// A request's command name, for the "not served yet" answer.
-fn name(r: &Request) -> &'static str {
-    match r {
-        Request::Auth { .. } => "auth",
-        Request::Event { .. } => "event",
-        Request::ForceLeave { .. } => "force-leave",
-        Request::Join { .. } => "join",
-        Request::Members => "members",
-        Request::MembersFiltered(_) => "members-filtered",
-        Request::Tags { .. } => "tags",
-        Request::Stream { .. } => "stream",
-        Request::Monitor { .. } => "monitor",
-        Request::Stop { .. } => "stop",
-        Request::Leave => "leave",
-        Request::Query(_) => "query",
-        Request::Respond { .. } => "respond",
-        Request::Key { .. } => "keys",
-        Request::ListKeys => "list-keys",
-        Request::Stats => "stats",
-        Request::GetCoordinate { .. } => "get-coordinate",
-    }
 }

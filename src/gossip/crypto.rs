@@ -124,9 +124,14 @@ impl Cipher {
 /// The keys a node holds: the first (primary) seals, all of them are tried to open.
 #[derive(Clone)]
 pub struct Keyring {
-    keys: Vec<Cipher>,
-    /// The raw keys, in the same order (for `serf keys -list` and rotation).
-    raw: Vec<Vec<u8>>,
+    keys: Vec<Key>,
+}
+
+/// One key, raw (for `serf keys -list` and rotation) and ready to use.
+#[derive(Clone)]
+struct Key {
+    raw: Vec<u8>,
+    cipher: Cipher,
 }
 
 /// Most keys a keyring holds (a rotation needs two or three; Serf sets no bound).
@@ -134,7 +139,7 @@ pub const MAX_KEYS: usize = 16;
 
 impl PartialEq for Keyring {
     fn eq(&self, other: &Keyring) -> bool {
-        self.raw == other.raw
+        self.keys().eq(other.keys())
     }
 }
 
@@ -152,61 +157,65 @@ impl Keyring {
         if keys.is_empty() {
             return Err(CryptoError::NoKey);
         }
-        let keys_raw: Vec<Vec<u8>> = keys.iter().map(|k| k.as_ref().to_vec()).collect();
         let keys = keys
             .iter()
-            .map(|k| Cipher::new(k.as_ref()))
-            .collect::<Result<_, _>>()?;
-        Ok(Keyring {
-            keys,
-            raw: keys_raw,
-        })
+            .map(|k| {
+                Ok(Key {
+                    raw: k.as_ref().to_vec(),
+                    cipher: Cipher::new(k.as_ref())?,
+                })
+            })
+            .collect::<Result<_, CryptoError>>()?;
+        Ok(Keyring { keys })
     }
 
     /// The raw keys, primary first.
-    pub fn keys(&self) -> &[Vec<u8>] {
-        &self.raw
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.keys.iter().map(|k| k.raw.as_slice())
+    }
+
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        self.keys.iter().position(|k| k.raw == key)
     }
 
     /// Adds a key (as memberlist's `AddKey`: one already there is left where it is).
     pub fn install(&mut self, key: &[u8]) -> Result<(), String> {
-        if self.raw.iter().any(|k| k == key) {
+        if self.position(key).is_some() {
             return Ok(());
         }
-        if self.raw.len() >= MAX_KEYS {
+        if self.keys.len() >= MAX_KEYS {
             return Err(format!("the keyring holds {MAX_KEYS} keys already"));
         }
-        let c = Cipher::new(key).map_err(|_| "key size must be 16, 24 or 32 bytes".to_owned())?;
-        self.keys.push(c);
-        self.raw.push(key.to_vec());
+        let cipher =
+            Cipher::new(key).map_err(|_| "key size must be 16, 24 or 32 bytes".to_owned())?;
+        self.keys.push(Key {
+            raw: key.to_vec(),
+            cipher,
+        });
         Ok(())
     }
 
     /// Makes an installed key the primary one (memberlist's `UseKey`).
     pub fn use_key(&mut self, key: &[u8]) -> Result<(), String> {
         let i = self
-            .raw
-            .iter()
-            .position(|k| k == key)
+            .position(key)
             .ok_or_else(|| "Requested key is not in the keyring".to_owned())?;
-        let c = self.keys.remove(i);
-        let r = self.raw.remove(i);
-        self.keys.insert(0, c);
-        self.raw.insert(0, r);
+        let k = self.keys.remove(i);
+        self.keys.insert(0, k);
         Ok(())
     }
 
     /// Removes a key that is not the primary one (memberlist's `RemoveKey`; a key not held is
     /// no error).
     pub fn remove(&mut self, key: &[u8]) -> Result<(), String> {
-        if self.raw.first().is_some_and(|k| k == key) {
-            return Err("Removing the primary key is not allowed".into());
+        match self.position(key) {
+            Some(0) => Err("Removing the primary key is not allowed".into()),
+            Some(i) => {
+                self.keys.remove(i);
+                Ok(())
+            }
+            None => Ok(()),
         }
-        if let Some(i) = self.raw.iter().position(|k| k == key) {
-            self.keys.remove(i);
-            self.raw.remove(i);
-        }
-        Ok(())
     }
 
     /// How many keys it holds.
@@ -225,7 +234,7 @@ impl Keyring {
         let mut out = Vec::with_capacity(VERSION + NONCE + msg.len() + BLOCK + TAG);
         out.push(version);
         out.extend_from_slice(nonce);
-        let primary = &self.keys[0];
+        let primary = &self.keys[0].cipher;
         if version == 0 {
             let mut padded = Vec::with_capacity(msg.len() + BLOCK);
             padded.extend_from_slice(msg);
@@ -247,7 +256,6 @@ impl Keyring {
     /// tries each key it holds in turn).
     pub fn rotate(&mut self) {
         self.keys.rotate_left(1);
-        self.raw.rotate_left(1);
     }
 
     /// [`Keyring::open`], and which key (0: the primary) opened it.
@@ -267,7 +275,7 @@ impl Keyring {
             .keys
             .iter()
             .enumerate()
-            .find_map(|(i, k)| k.open(nonce, sealed, aad).map(|p| (i, p)))
+            .find_map(|(i, k)| k.cipher.open(nonce, sealed, aad).map(|p| (i, p)))
             .ok_or(CryptoError::NoKeyOpens)?;
         if version == 0 {
             let pad = usize::from(*plain.last().ok_or(CryptoError::Padding)?);

@@ -570,7 +570,7 @@ struct Shell {
     votes_tx: mpsc::UnboundedSender<Vote>,
     voting: bool,
     /// State of the generator of query ids.
-    query_ids: u64,
+    query_ids: swim::Rng,
 }
 
 impl Shell {
@@ -628,7 +628,7 @@ impl Shell {
             votes: votes_rx,
             votes_tx,
             voting: false,
-            query_ids: seed | 1,
+            query_ids: swim::Rng::new(seed ^ 0x5175_6572_7920_6964),
         }
     }
 
@@ -826,7 +826,11 @@ impl Shell {
             return;
         }
         let me = self.node.swim().name().to_owned();
-        let at = self.node.swim().member(&me).map(|m| m.addr);
+        let at = self
+            .node
+            .swim()
+            .member(&me)
+            .map(|m| wire::canonical(m.addr));
         tracing::warn!(name = %me, %other, "another node announces our name: asking the cluster which one holds it (_serf_conflict)");
         let ask = serf::Ask {
             name: "_serf_conflict".into(),
@@ -890,14 +894,9 @@ impl Shell {
         Some(io::Error::other(NameConflictLost))
     }
 
-    /// A random query id (xorshift; Serf draws them at random too).
+    /// A random query id (the gossip core's seeded generator; Serf draws them at random too).
     fn query_id(&mut self) -> u32 {
-        let mut x = self.query_ids;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.query_ids = x;
-        (x >> 33) as u32
+        (self.query_ids.next_u64() >> 32) as u32
     }
 
     /// The commands of the agent RPC and the event handlers.

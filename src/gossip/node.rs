@@ -881,7 +881,9 @@ impl Node {
         if which == 0 {
             return;
         }
-        let key = c.keyring.keys()[which].clone();
+        let Some(key) = c.keyring.keys().nth(which).map(<[u8]>::to_vec) else {
+            return;
+        };
         if c.keyring.use_key(&key).is_ok() {
             self.outputs
                 .push_back(Output::KeyringChanged(c.keyring.clone()));

@@ -516,13 +516,9 @@ const PROTOCOL: (u64, u64, u64) = (1, 5, 2);
 const DELEGATE: (u64, u64, u64) = (2, 5, 5);
 
 fn member_value(m: &MemberInfo) -> Value {
-    let addr = match m.addr.ip() {
-        std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
-        std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
-    };
     Value::map([
         ("Name", Value::Raw(m.name.as_bytes().to_vec())),
-        ("Addr", Value::Raw(addr)),
+        ("Addr", Value::Raw(super::swim::ip_bytes(&m.addr))),
         ("Port", Value::Uint(u64::from(m.addr.port()))),
         ("Tags", string_map(&m.tags)),
         ("Status", Value::Raw(m.status.as_bytes().to_vec())),

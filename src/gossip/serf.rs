@@ -308,6 +308,20 @@ pub const MAX_LTIME_JUMP: u64 = 1 << 40;
 /// Most intents kept about members not known yet (a flood of forged names stops here).
 const MAX_INTENTS: usize = 1024;
 
+/// Go's `LamportClock.Witness`: move past what we saw (serially: the clock may wrap). The
+/// membership, user-event and query clocks all move so.
+fn witness(clock: &mut u64, t: u64) {
+    if !later(*clock, t) {
+        *clock = t.wrapping_add(1);
+    }
+}
+
+/// Whether a Lamport time from the network is plausible for `clock`: not further ahead of it
+/// than [`MAX_LTIME_JUMP`]. An absurd one is ignored, never witnessed.
+fn plausible(clock: u64, t: u64) -> bool {
+    (t.wrapping_sub(clock) as i64) <= MAX_LTIME_JUMP as i64
+}
+
 /// Whether Lamport time `a` is later than `b`, serially (RFC 1982 over 64 bits).
 pub fn later(a: u64, b: u64) -> bool {
     (a.wrapping_sub(b) as i64) > 0
@@ -422,16 +436,11 @@ impl Serf {
     }
 
     fn witness(&mut self, t: u64) {
-        // Go's LamportClock.Witness: move past what we saw (serially: the clock may wrap).
-        if !later(self.clock, t) {
-            self.clock = t.wrapping_add(1);
-        }
+        witness(&mut self.clock, t);
     }
 
-    /// Whether a Lamport time from the network is plausible: not further ahead of our clock
-    /// than [`MAX_LTIME_JUMP`]. An absurd one is ignored, never witnessed.
     fn plausible(&self, t: u64) -> bool {
-        (t.wrapping_sub(self.clock) as i64) <= MAX_LTIME_JUMP as i64
+        plausible(self.clock, t)
     }
 
     fn emit(&mut self, kind: EventKind, name: &str) {
@@ -602,7 +611,7 @@ impl Serf {
             return false;
         };
         match kind {
-            serf_kind::USER_EVENT => return self.on_event(body, rest),
+            serf_kind::USER_EVENT => return self.on_event(rest),
             serf_kind::QUERY => return self.on_query(now, body, rest),
             serf_kind::QUERY_RESPONSE => {
                 self.on_answer(rest);

@@ -213,14 +213,16 @@ pub enum Msg {
     User(Vec<u8>),
 }
 
-fn ip_bytes(addr: &SocketAddr) -> Vec<u8> {
+/// An address's IP as memberlist writes it: 4 bytes for IPv4, 16 for IPv6.
+pub fn ip_bytes(addr: &SocketAddr) -> Vec<u8> {
     match addr {
         SocketAddr::V4(a) => a.ip().octets().to_vec(),
         SocketAddr::V6(a) => a.ip().octets().to_vec(),
     }
 }
 
-fn socket(ip: &[u8], port: u64) -> Option<SocketAddr> {
+/// The address memberlist's IP bytes (4 or 16) and port stand for.
+pub fn socket(ip: &[u8], port: u64) -> Option<SocketAddr> {
     let port = u16::try_from(port).ok()?;
     match ip.len() {
         4 => Some(SocketAddr::from(([ip[0], ip[1], ip[2], ip[3]], port))),

@@ -16,7 +16,8 @@ pub struct Client {
     seq: u64,
 }
 
-fn raw(s: &str) -> Value {
+/// A string as the RPC writes it.
+pub fn raw(s: &str) -> Value {
     Value::Raw(s.as_bytes().to_vec())
 }
 

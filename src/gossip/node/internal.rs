@@ -204,8 +204,8 @@ pub fn answer(
         "use-key" => ring.use_key(&key),
         "remove-key" => ring.remove(&key),
         _ => {
-            let b64 = |k: &Vec<u8>| base64::engine::general_purpose::STANDARD.encode(k);
-            let keys: Vec<String> = ring.keys().iter().map(b64).collect();
+            let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
+            let keys: Vec<String> = ring.keys().map(b64).collect();
             let answer = KeyAnswer {
                 result: true,
                 message: String::new(),

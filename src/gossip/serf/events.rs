@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::super::msgpack::{self, Value};
+use super::super::msgpack::Value;
 use super::user::{self, Query, QueryFilter, QueryResponse, UserEvent};
-use super::{Asked, MAX_ASKED, Output, Serf, later};
+use super::{Asked, MAX_ASKED, Output, Serf, plausible, witness};
 
 /// A query as this node asks it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,24 +56,26 @@ impl Serf {
             payload: payload.to_vec(),
             coalesce,
         };
-        let body = e.encode();
-        if body.len() > user::EVENT_SIZE_LIMIT {
+        if e.encode().len() > user::EVENT_SIZE_LIMIT {
             return Err(format!(
                 "user event exceeds the limit of {} bytes after encoding",
                 user::EVENT_SIZE_LIMIT
             ));
         }
         self.event_clock = self.event_clock.wrapping_add(1);
-        self.on_event(&body, &body[1..]);
+        self.take_event(e);
         Ok(())
     }
 
-    /// A user event from gossip (or our own): witnessed, delivered and gossiped when new.
-    pub(super) fn on_event(&mut self, body: &[u8], rest: &[u8]) -> bool {
-        let Some(e) = UserEvent::decode(rest) else {
-            return false;
-        };
-        if !self.plausible_event(e.ltime) {
+    /// A user event from gossip (the body after its type byte).
+    pub(super) fn on_event(&mut self, rest: &[u8]) -> bool {
+        UserEvent::decode(rest).is_some_and(|e| self.take_event(e))
+    }
+
+    /// A user event from gossip, a push/pull or our own: witnessed, then delivered and
+    /// gossiped when new.
+    fn take_event(&mut self, e: UserEvent) -> bool {
+        if !plausible(self.event_clock, e.ltime) {
             return false;
         }
         witness(&mut self.event_clock, e.ltime);
@@ -84,13 +86,9 @@ impl Serf {
         ) {
             return false;
         }
+        self.outputs.push_back(Output::Broadcast(e.encode()));
         self.outputs.push_back(Output::UserEvent(e));
-        self.outputs.push_back(Output::Broadcast(body.to_vec()));
         true
-    }
-
-    fn plausible_event(&self, t: u64) -> bool {
-        (t.wrapping_sub(self.event_clock) as i64) <= super::MAX_LTIME_JUMP as i64
     }
 
     /// Asks a query from this node, at `addr` (where answers come): processed here too (we
@@ -144,7 +142,7 @@ impl Serf {
         let Some(q) = Query::decode(rest) else {
             return false;
         };
-        if (q.ltime.wrapping_sub(self.query_clock) as i64) > super::MAX_LTIME_JUMP as i64 {
+        if !plausible(self.query_clock, q.ltime) {
             return false;
         }
         // Answers go to the asker's address: only to a member's own, or anyone could have
@@ -311,12 +309,10 @@ impl Serf {
     /// (no replay of what happened before we joined, as Serf's agent by default); later ones
     /// deliver the events we missed.
     pub(super) fn merge_events(&mut self, event_ltime: u64, query_ltime: u64, events: &[Value]) {
-        if event_ltime != 0 && self.plausible_event(event_ltime) {
+        if event_ltime != 0 && plausible(self.event_clock, event_ltime) {
             witness(&mut self.event_clock, event_ltime.wrapping_sub(1));
         }
-        if query_ltime != 0
-            && (query_ltime.wrapping_sub(self.query_clock) as i64) <= super::MAX_LTIME_JUMP as i64
-        {
+        if query_ltime != 0 && plausible(self.query_clock, query_ltime) {
             witness(&mut self.query_clock, query_ltime.wrapping_sub(1));
         }
         if !self.merged {
@@ -325,40 +321,25 @@ impl Serf {
             return;
         }
         for slot in events.iter().take(user::BUFFER as usize) {
-            let Some(t) = slot.get("LTime").and_then(Value::as_u64) else {
-                continue;
-            };
-            let Some(Value::Array(list)) = slot.get("Events") else {
+            let (Some(ltime), Some(Value::Array(list))) = (
+                slot.get("LTime").and_then(Value::as_u64),
+                slot.get("Events"),
+            ) else {
                 continue;
             };
             for e in list.iter().take(64) {
-                let (Some(name), payload) = (
-                    e.get("Name").cloned(),
-                    e.get("Payload").cloned().unwrap_or(Value::Nil),
-                ) else {
+                let Some(name) = e.get("Name").and_then(user::event_name) else {
                     continue;
                 };
-                let mut body = vec![super::serf_kind::USER_EVENT];
-                msgpack::encode(
-                    &Value::map([
-                        ("CC", Value::Bool(false)),
-                        ("LTime", Value::Uint(t)),
-                        ("Name", name),
-                        ("Payload", payload),
-                    ]),
-                    &mut body,
-                );
-                let rest = body[1..].to_vec();
-                self.on_event(&body, &rest);
+                let payload = e.get("Payload").and_then(Value::as_bytes).unwrap_or(&[]);
+                self.take_event(UserEvent {
+                    ltime,
+                    name,
+                    payload: payload.to_vec(),
+                    coalesce: false,
+                });
             }
         }
-    }
-}
-
-/// Go's `LamportClock.Witness`: move past what we saw (serially: the clock may wrap).
-fn witness(clock: &mut u64, t: u64) {
-    if !later(*clock, t) {
-        *clock = t.wrapping_add(1);
     }
 }
 

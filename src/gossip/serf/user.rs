@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::super::msgpack::{self, Value};
+use super::super::swim::{ip_bytes, socket};
 use super::super::wire::serf_kind;
 
 /// Slots of the de-duplication rings (Serf's `EventBuffer` and `QueryBuffer`).
@@ -116,10 +117,7 @@ impl Query {
     /// `[4][msgpack {Addr, Filters, Flags, ID, LTime, Name, Payload, Port, RelayFactor,
     /// SourceNode, Timeout}]`.
     pub fn encode(&self) -> Vec<u8> {
-        let addr = match self.addr {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
+        let addr = ip_bytes(&std::net::SocketAddr::new(self.addr, self.port));
         let filters = if self.filters.is_empty() {
             Value::Nil
         } else {
@@ -156,11 +154,7 @@ impl Query {
     /// Reads the body after the type byte; `None` when it is not a valid query.
     pub fn decode(body: &[u8]) -> Option<Query> {
         let (v, _) = msgpack::decode(body).ok()?;
-        let addr = match v.get("Addr")?.as_bytes()? {
-            b if b.len() == 4 => IpAddr::from(<[u8; 4]>::try_from(b).ok()?),
-            b if b.len() == 16 => IpAddr::from(<[u8; 16]>::try_from(b).ok()?),
-            _ => return None,
-        };
+        let at = socket(v.get("Addr")?.as_bytes()?, v.get("Port")?.as_u64()?)?;
         let filters = match v.get("Filters") {
             None | Some(Value::Nil) => Vec::new(),
             Some(Value::Array(items)) if items.len() <= 16 => items
@@ -174,8 +168,8 @@ impl Query {
         Some(Query {
             ltime: v.get("LTime")?.as_u64()?,
             id: u32::try_from(v.get("ID")?.as_u64()?).ok()?,
-            addr,
-            port: u16::try_from(v.get("Port")?.as_u64()?).ok()?,
+            addr: at.ip(),
+            port: at.port(),
             source: source.to_owned(),
             filters,
             flags: v.get("Flags").and_then(Value::as_u64).unwrap_or(0),
@@ -295,10 +289,7 @@ impl QueryResponse {
 /// A relayed message: `[9][msgpack {DestAddr: {IP, Port, Zone}}][message]`, as Serf's
 /// `encodeRelayMessage` writes it.
 pub fn relay(to: std::net::SocketAddr, message: &[u8]) -> Vec<u8> {
-    let ip = match to.ip() {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
+    let ip = ip_bytes(&to);
     let mut out = vec![serf_kind::RELAY];
     msgpack::encode(
         &Value::map([(
@@ -319,13 +310,8 @@ pub fn relay(to: std::net::SocketAddr, message: &[u8]) -> Vec<u8> {
 pub fn unrelay(rest: &[u8]) -> Option<(std::net::SocketAddr, &[u8])> {
     let (header, used) = msgpack::decode(rest).ok()?;
     let dest = header.get("DestAddr")?;
-    let ip = match dest.get("IP")?.as_bytes()? {
-        b if b.len() == 4 => IpAddr::from(<[u8; 4]>::try_from(b).ok()?),
-        b if b.len() == 16 => IpAddr::from(<[u8; 16]>::try_from(b).ok()?),
-        _ => return None,
-    };
-    let port = u16::try_from(dest.get("Port")?.as_u64()?).ok()?;
-    Some((std::net::SocketAddr::new(ip, port), &rest[used..]))
+    let to = socket(dest.get("IP")?.as_bytes()?, dest.get("Port")?.as_u64()?)?;
+    Some((to, &rest[used..]))
 }
 
 /// Nil for an empty payload, as Go writes a nil slice.
@@ -345,7 +331,7 @@ fn bytes(v: Option<&Value>) -> Vec<u8> {
 
 /// An event or query name: UTF-8 without control characters, at most 128 bytes. It reaches
 /// handlers' environment (`SERF_USER_EVENT`) and logs, so nothing else is let in.
-fn event_name(v: &Value) -> Option<String> {
+pub(super) fn event_name(v: &Value) -> Option<String> {
     let s = v.as_str()?;
     (!s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control)).then(|| s.to_owned())
 }
