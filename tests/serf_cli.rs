@@ -571,3 +571,47 @@ fn a_second_node_with_a_taken_name_loses_serfs_vote_and_stops() {
         "{members}"
     );
 }
+
+#[test]
+fn an_rpc_client_streaming_queries_answers_them_with_respond() {
+    use muster::gossip::agent::client::{Client, raw};
+    use muster::gossip::msgpack::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let (_m, _, rpc) = start_muster(dir.path(), "m1", "");
+    // A client that answers `uptime` queries, as an application beside Serf's agent does.
+    let addr = format!("127.0.0.1:{rpc}");
+    let mut c = Client::connect(&addr, None, LONG).unwrap();
+    let seq = c
+        .send("stream", Some(Value::map([("Type", raw("query:uptime"))])))
+        .unwrap();
+    c.header(seq).unwrap();
+    let asker = std::thread::spawn(move || serf(rpc, &["query", "-timeout=3s", "uptime"]));
+    c.header(seq).unwrap();
+    let record = c.object().unwrap();
+    assert_eq!(record.get("Event").and_then(Value::as_str), Some("query"));
+    let id = record.get("ID").and_then(Value::as_u64).unwrap();
+    let r = c
+        .send(
+            "respond",
+            Some(Value::map([
+                ("ID", Value::Uint(id)),
+                ("Payload", raw("up 5 days")),
+            ])),
+        )
+        .unwrap();
+    c.header(r).unwrap();
+    let (code, out) = asker.join().unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("Response from 'm1': up 5 days"), "{out}");
+    // An id that names no open query is refused.
+    let r = c
+        .send(
+            "respond",
+            Some(Value::map([
+                ("ID", Value::Uint(id + 1000)),
+                ("Payload", raw("x")),
+            ])),
+        )
+        .unwrap();
+    assert!(c.header(r).is_err());
+}
