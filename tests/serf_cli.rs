@@ -319,7 +319,16 @@ fn serf_keys_rotates_the_keys_of_a_mixed_cluster_of_three_serf_and_three_muster(
         assert_eq!(serf(rpc, &["join", &format!("127.0.0.1:{gossip}")]).0, 0);
     }
     let alive = |rpc: u16| serf(rpc, &["members", "-status=alive"]).1.lines().count();
-    eventually("six alive members", LONG, || alive(rpc) == 6);
+    // Every member sees all six before the rotation: `serf keys -list`
+    // counts answers against the asking node's own view.
+    let rpcs: Vec<u16> = musters
+        .iter()
+        .map(|m| m.2)
+        .chain(agents.iter().map(|a| a.2))
+        .collect();
+    eventually("six alive members everywhere", LONG, || {
+        rpcs.iter().all(|&r| alive(r) == 6)
+    });
 
     // The rotation, asked through muster: every member answers each step.
     for (step, done) in [
