@@ -11,8 +11,8 @@ Every function returns the text of one standalone SVG document (write it to repo
   bars(title, unit, groups, logx=False)
       horizontal bars, one per series inside each group; groups = [(label, {series: value})].
 
-Axes are linear or base-10 logarithmic. Colours are fixed per series name in first-seen order,
-so a stack keeps its colour across a report's plots when the names are the same.
+Axes are linear or base-10 logarithmic. Colours are fixed per series name in first-seen order
+("muster" and "lab" always get the first two), so a series keeps its colour across plots.
 """
 
 import math
