@@ -122,7 +122,7 @@ class OpenLoad:
     """An open-loop load: request i is sent at start + i / rate, each on a new TCP connection
     (`GET path(i) HTTP/1.1`, `Connection: close`), whatever happened to the ones before; at
     most `limit` s of sending. Records (sent, seconds taken, status or 0, serving host or None,
-    error or None) for every request. A request fails on a non-2xx, an error, an empty answer
+    error or None, i) for every request. A request fails on a non-2xx, an error, an empty answer
     or the timeout."""
 
     def __init__(self, port, rate, limit=120, host="127.0.0.1", path=lambda i: "/",
@@ -151,7 +151,7 @@ class OpenLoad:
             err = "timeout"
         except (OSError, ValueError) as e:
             err = type(e).__name__
-        self.records.append((sent, time.time() - sent, status, host, err))
+        self.records.append((sent, time.time() - sent, status, host, err, i))
 
     async def exchange(self, i):
         r, w = await asyncio.open_connection(self.host, self.port)
@@ -177,10 +177,11 @@ class OpenLoad:
         if tasks:
             await asyncio.wait(tasks)
 
-    def finish(self):
-        """Stops sending; waits for the requests in flight (each bounded by the timeout)."""
-        self.stopping = True
-        self.thread.join(self.timeout + 10)
+    def finish(self, all_sent=False):
+        """Stops sending (or, with all_sent, lets the `limit` s of sending run out); waits for
+        the requests in flight (each bounded by the timeout)."""
+        self.stopping = not all_sent
+        self.thread.join(self.timeout + 10 + (self.limit if all_sent else 0))
         return sorted(self.records)
 
     @staticmethod
