@@ -150,6 +150,18 @@ def kinds(recs):
     return out
 
 
+def details(recs, t0):
+    """Failure kinds, when the failed requests were sent (s after t0) and the latency of
+    every request sent after t0."""
+    bad = [r[0] - t0 for r in recs if not OpenLoad.good(r)]
+    lat = [r[1] * 1000 for r in recs if r[0] >= t0]
+    return {"kinds": kinds(recs),
+            "failed_sent_from_s": min(bad) if bad else None,
+            "failed_sent_to_s": max(bad) if bad else None,
+            "latency_p50_ms": labkit.pct(lat, 50), "latency_p99_ms": labkit.pct(lat, 99),
+            "latency_max_ms": max(lat) if lat else None}
+
+
 def new_container(stack, before):
     new = [c for c in stack.ids() if c not in before]
     return new[0] if new else None
@@ -176,7 +188,7 @@ def s_start(stack):
     recs = load.finish()
     row = {"cli_s": cli, "served_s": first - t0 if first else None,
            "started_to_served_s": first - started if first else None,
-           "requests": len(recs), "failed": failures(recs), "kinds": kinds(recs)}
+           "requests": len(recs), "failed": failures(recs), **details(recs, t0)}
     say(f"{stack.name} start: served after {fmt(row['served_s'])} s "
         f"(StartedAt +{fmt(row['started_to_served_s'])}), {row['failed']} failed of {len(recs)}")
     return row
@@ -222,8 +234,10 @@ def s_remove(stack, how):
     recs = load.finish()
     cmd.join()
     out = labkit.out_of_rotation(recs, t0, host)
+    before = [r for r in recs if r[0] < t0 and OpenLoad.good(r)]
     row = {"out_s": out - t0 if out else None, "requests": len(recs),
-           "failed": failures(recs), "kinds": kinds(recs),
+           "failed": failures(recs), **details(recs, t0),
+           "victim_share_before": sum(r[3] == host for r in before) / max(1, len(before)),
            "window_s": recs[-1][0] - recs[0][0] if recs else 0}
     say(f"{stack.name} {how}: out of rotation after {fmt(row['out_s'])} s, "
         f"{row['failed']} failed of {len(recs)} {row['kinds']}")
@@ -251,7 +265,7 @@ def s_scale(stack):
     down1 = time.time() - t1
     time.sleep(3)
     recs = load.finish()
-    row = {"requests": len(recs), "failed": failures(recs), "kinds": kinds(recs),
+    row = {"requests": len(recs), "failed": failures(recs), **details(recs, t0),
            "up_s": up10, "down_s": down1,
            "failed_scaling_up": sum(1 for r in recs if not OpenLoad.good(r) and r[0] < t1),
            "failed_scaling_down": failures(recs, t1)}
@@ -290,7 +304,7 @@ def s_lifecycle(stack, name, action):
     time.sleep(3)
     recs = load.finish()
     back = labkit.served_again(recs, t1)
-    row = {"requests": len(recs), "failed": failures(recs), "kinds": kinds(recs),
+    row = {"requests": len(recs), "failed": failures(recs), **details(recs, t0),
            "command_s": t1 - t0, "served_again_s": back - t0 if back else None}
     say(f"{stack.name} {name}: {row['failed']} failed of {len(recs)}, served again after "
         f"{fmt(row['served_again_s'])} s {row['kinds']}")
@@ -397,8 +411,10 @@ def versions(stacks):
         ha = st.ids("ha")[0]
         v[f"{st.name} haproxy"] = docker("exec", ha, "haproxy", "-v").splitlines()[0]
         if st.name == "lab":
-            v["lab serf"] = docker("exec", ha, "sh", "-c", "/opt/bin/serf version || serf version"
-                                   ).splitlines()[0]
+            v["lab serf"] = docker("exec", ha, "/opt/bin/serf", "version").splitlines()[0]
+            v["lab packages (ha)"] = docker(
+                "exec", ha, "dpkg-query", "-W", "-f", "${Package} ${Version}, ", "s6", "serf",
+                "haproxy", "nodejs").rstrip(", ")
         else:
             v["muster"] = docker("exec", ha, "/usr/local/bin/muster", "--version")
     return v

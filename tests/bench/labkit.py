@@ -103,7 +103,8 @@ class Stack:
         return [line.split()[0] for line in out.splitlines() if line.endswith("true")]
 
     def scale(self, n):
-        return self.compose("up", "-d", "--no-recreate", "--scale", f"webapp={n}")
+        return self.compose("up", "-d", "--no-recreate", "--no-deps", "--scale", f"webapp={n}",
+                            "webapp")
 
 
 def hostname(cid):
