@@ -377,7 +377,7 @@ def repetition(stacks, rep, res):
     order = list(stacks.values())
     if rep % 2:
         order.reverse()
-    time.sleep(15)
+    time.sleep(10)
     for st in order:
         res[st.name]["memory"].append(memory(st))
     for st in order:
@@ -420,6 +420,21 @@ def versions(stacks):
     return v
 
 
+def keep_logs(stack):
+    """The load balancer's own log (docker logs, and the lab's Serf log) for reading what
+    happened in a run: OUT/compare-ha-<stack>.log."""
+    ids = stack.ids("ha")
+    if not ids:
+        return
+    r = subprocess.run(["docker", "logs", "-t", "--tail", "20000", ids[0]],
+                       capture_output=True, text=True)
+    text = r.stdout + r.stderr
+    if stack.name == "lab":
+        text += "\n--- /var/log/serf.log\n" + docker("exec", ids[0], "cat", "/var/log/serf.log")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"compare-ha-{stack.name}.log").write_text(text)
+
+
 def machine():
     return {"cores": os.cpu_count(), "load": os.getloadavg(), "kernel": platform.release()}
 
@@ -448,6 +463,7 @@ def main():
                 "images": {n: images(st) for n, st in stacks.items()}}
     finally:
         for st in stacks.values():
+            keep_logs(st)
             st.compose("down", "-v", "-t", "10", check=False)
     m1 = machine()
     doc = {"started": started.isoformat(timespec="seconds"), "runs": RUNS, "quick": QUICK,
@@ -498,14 +514,16 @@ def samples(res, stack, scenario, key):
     return [r[key] for r in res[stack][scenario] if r.get(key) is not None]
 
 
-def cell(xs, unit):
+def cell(xs, unit, total):
     if not xs:
-        return "–"
+        return f"none of {total} within the bound" if total else "–"
     d = 0 if unit in ("req", "lines") else 2
     med = labkit.median(xs)
     text = f"**{med:.{d}f}** ({min(xs):.{d}f}–{max(xs):.{d}f})"
     if len(xs) >= 10:
         text += f" p90 {labkit.pct(xs, 90):.{d}f}"
+    if len(xs) < total:
+        text += f"; {total - len(xs)} of {total} not within the bound"
     return text
 
 
@@ -524,7 +542,9 @@ def table(res):
            for s in ("ha", "webapp", "collector")]
     for scenario, key, label, unit, _ in METRICS + mem:
         m, b = samples(res, "muster", scenario, key), samples(res, "lab", scenario, key)
-        rows.append(f"| {label} | {unit} | {cell(m, unit)} | {cell(b, unit)} | {ratio(m, b)} |")
+        n = {s: len(res.get(s, {}).get(scenario, [])) for s in ("muster", "lab")}
+        rows.append(f"| {label} | {unit} | {cell(m, unit, n['muster'])} | "
+                    f"{cell(b, unit, n['lab'])} | {ratio(m, b)} |")
     return "\n".join(rows)
 
 
@@ -566,6 +586,7 @@ def plots(doc, out):
 
 
 def write(doc, out):
+    out.mkdir(parents=True, exist_ok=True)
     m0, m1 = doc["machine_start"], doc["machine_end"]
     load = lambda m: ", ".join(f"{x:.2f}" for x in m["load"])
     vers = "\n".join(f"- {k}: {v}" for k, v in doc["versions"].items())
