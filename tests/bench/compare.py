@@ -42,7 +42,6 @@ Usage: tests/bench/compare.py [--runs N] [--quick] [--stacks muster,lab] [--out 
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import threading
@@ -556,7 +555,8 @@ def image_table(imgs):
             m = imgs.get("muster", {}).get(svc, {}).get(key)
             b = imgs.get("lab", {}).get(svc, {}).get(key)
             r = f"{b / m:.2f}" if m and b else "–"
-            rows.append(f"| {svc} {label} | {mb(m) if m else '–'} | {mb(b) if b else '–'} | {r} |")
+            cells = " | ".join(mb(v) if v else "–" for v in (m, b))
+            rows.append(f"| {svc} {label} | {cells} | {r} |")
     bases = ", ".join(f"{n}: {v['base']} {v['base_bytes'] / 1e6:.1f} MB" for n, v in imgs.items())
     return "\n".join(rows) + f"\n\nBase images: {bases}."
 
@@ -566,8 +566,9 @@ def plots(doc, out):
     groups = {}
     for scenario, key, label, unit, plot in METRICS:
         if plot:
+            text = f"{scenario}: {label.strip()}" if label.startswith("  ") else label
             groups.setdefault(plot, []).append(
-                (label.strip(), {s: samples(res, s, scenario, key) for s in ("muster", "lab")
+                (text, {s: samples(res, s, scenario, key) for s in ("muster", "lab")
                                  if s in res}))
     titles = {"times": ("Seconds to serve / to take out of rotation / to serve again", "s"),
               "failed": ("Failed requests per scenario (open-loop load)", "requests"),
@@ -591,10 +592,11 @@ def write(doc, out):
     load = lambda m: ", ".join(f"{x:.2f}" for x in m["load"])
     vers = "\n".join(f"- {k}: {v}" for k, v in doc["versions"].items())
     plots(doc, out)
-    md = f"""# muster's lab against the lab's own stack, side by side
+    md = f"""# {doc['started'][:10]}: muster's lab against the lab's own stack, side by side
 
 - Date: {doc['started']} (run took {doc['seconds'] / 60:.1f} min)
-- Machine: {m0['cores']} cores, kernel {m0['kernel']}; load average at start {load(m0)}, at end {load(m1)}
+- Machine: {m0['cores']} cores, kernel {m0['kernel']}; load average (1, 5, 15 min) at start
+  {load(m0)}, at end {load(m1)}
 - Command: `{' '.join(f'{k}={v}' for k, v in doc['env'].items())} {doc['command']}`
 - Repetitions: {doc['runs']}, the stacks alternating inside each (muster first in odd ones)
 {vers}
@@ -615,7 +617,24 @@ Image sizes (`docker image inspect` Size):
 {image_table(doc.get('images', {}))}
 
 Plots: compare-times.svg, compare-failed.svg, compare-logs.svg, compare-memory.svg,
-compare-images.svg. Raw per-run rows (failure kinds, per-process RSS) are in compare.json.
+compare-images.svg. Raw per-run rows (failure kinds, when the failed requests were sent,
+latencies, per-process RSS) are in compare.json; the load balancers' logs of the run in
+compare-ha-muster.log and compare-ha-lab.log.
+
+Reading the figures:
+- The lab stack here is compose/baseline.yml as built from Debian packages (its versions
+  above: Debian's serf and s6, not the lab's serf 0.7.0 and s6 2.2), running the same app.js
+  as muster's webapp, so only the orchestration differs. baseline.md's figures were taken with
+  `docker run` on another day and the lab's own Express app; the method is the same, the
+  stacks are not identical, so compare inside this file.
+- A scenario's window ends a few seconds after the stack serves again (bounded: kill/stop
+  {AFTER} s after the command, the lifecycles 60 s after the command returned); a figure that
+  did not come within its bound is counted as such, not as a time.
+- "Out of rotation" is what clients see: with `option redispatch` (muster's template) a
+  request HAProxy still sends to the dead server is retried on another one and succeeds, so
+  this can come before HAProxy drops the server.
+- The host was shared with other work (load averages above); both stacks ran under the same
+  conditions, alternating, but absolute times carry that noise.
 """
     (out / "compare.md").write_text(md)
     print(md)
