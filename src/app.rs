@@ -363,9 +363,17 @@ fn start_gossip(g: &config::Gossip) -> anyhow::Result<Gossiping> {
             host
         }
     };
-    let advertise = match g.advertise {
-        Some(a) => a,
-        None if g.bind.ip().is_unspecified() => {
+    let advertise = match (g.advertise, &g.advertise_network) {
+        (Some(a), _) => a,
+        (None, Some(net)) => {
+            let ip = host::ipv4_in(net).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "gossip: no interface has an IPv4 address in advertise_network {net}"
+                )
+            })?;
+            SocketAddr::new(IpAddr::V4(ip), g.bind.port())
+        }
+        (None, None) if g.bind.ip().is_unspecified() => {
             let ip = host::first_ipv4().ok_or_else(|| {
                 anyhow::anyhow!(
                     "gossip: no non-loopback IPv4 address to advertise; set gossip.advertise"
@@ -373,7 +381,7 @@ fn start_gossip(g: &config::Gossip) -> anyhow::Result<Gossiping> {
             })?;
             SocketAddr::new(IpAddr::V4(ip), g.bind.port())
         }
-        None => g.bind,
+        (None, None) => g.bind,
     };
     let settings = Settings {
         name,

@@ -13,6 +13,17 @@ pub fn name() -> std::io::Result<String> {
 
 /// The first IPv4 address of an interface that is up and not loopback.
 pub fn first_ipv4() -> Option<std::net::Ipv4Addr> {
+    ipv4_where(|_| true)
+}
+
+/// The first IPv4 address of an interface that is up, not loopback, and inside `net` (a
+/// Swarm task's overlay, beside docker_gwbridge and maybe ingress).
+pub fn ipv4_in(net: &crate::config::networks::Network) -> Option<std::net::Ipv4Addr> {
+    ipv4_where(|ip| net.contains(ip.into()))
+}
+
+/// The first IPv4 address of an interface that is up and not loopback for which `keep` holds.
+fn ipv4_where(keep: impl Fn(std::net::Ipv4Addr) -> bool) -> Option<std::net::Ipv4Addr> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we walk read-only and free with freeifaddrs; std has
     // no interface listing.
@@ -32,8 +43,11 @@ pub fn first_ipv4() -> Option<std::net::Ipv4Addr> {
                 && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET
             {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                found = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if keep(ip) {
+                    found = Some(ip);
+                    break;
+                }
             }
             cur = ifa.ifa_next;
         }
@@ -104,6 +118,15 @@ mod tests {
         assert!(!without.iter().any(|n| n.contains([127, 0, 0, 1].into())));
         if let Some(ip) = super::first_ipv4() {
             assert!(without.iter().any(|n| n.contains(ip.into())));
+            // The address is found again by its network, and no other network holds one.
+            for net in &without {
+                if net.contains(ip.into()) {
+                    let got = super::ipv4_in(net).expect("an address in its own network");
+                    assert!(net.contains(got.into()), "{got} in {net}");
+                }
+            }
+            let nowhere = crate::config::networks::Network::parse("0.0.0.0/32").unwrap();
+            assert_eq!(super::ipv4_in(&nowhere), None);
         }
     }
 

@@ -135,6 +135,9 @@ pub struct Gossip {
     pub bind: SocketAddr,
     /// Address announced; found from the interfaces when unset and `bind` is 0.0.0.0.
     pub advertise: Option<SocketAddr>,
+    /// `advertise_network`: advertise this host's IPv4 address inside this network (the
+    /// overlay of a Docker Swarm task, which also has docker_gwbridge and maybe ingress).
+    pub advertise_network: Option<networks::Network>,
     /// Seeds to join, `host` or `host:port` (Docker DNS names such as `ha` work).
     pub join: Vec<String>,
     /// Tags announced to the cluster (Serf's tags: `role`, `port`, ...).
@@ -753,6 +756,7 @@ const GOSSIP_KEYS: &[&str] = &[
     "name",
     "bind",
     "advertise",
+    "advertise_network",
     "join",
     "tags",
     "profile",
@@ -782,6 +786,7 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         bind: socket_addr(t, v, "bind", 7946)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 7946))),
         advertise: socket_addr(t, v, "advertise", 7946),
+        advertise_network: advertise_network(t, v),
         join: v
             .string_list("gossip.join", t.get("join"))
             .unwrap_or_default(),
@@ -806,6 +811,12 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         handler_timeout,
         secure: v.bool("gossip.secure", t.get("secure")).unwrap_or(false),
     };
+    if g.advertise.is_some() && g.advertise_network.is_some() {
+        v.problem(
+            "gossip.advertise_network",
+            "set either gossip.advertise or gossip.advertise_network, not both",
+        );
+    }
     if g.rpc_auth.as_deref() == Some("") {
         v.problem("gossip.rpc_auth", "is empty: leave it out for no auth key");
     }
@@ -851,6 +862,25 @@ fn gossip(raw: &toml::Value, v: &mut value::Validator) -> Option<Gossip> {
         g.new_members_per_second = n as u32;
     }
     Some(g)
+}
+
+/// `gossip.advertise_network`: an IPv4 network in CIDR notation.
+fn advertise_network(t: &toml::Table, v: &mut value::Validator) -> Option<networks::Network> {
+    let text = v.string("gossip.advertise_network", t.get("advertise_network"))?;
+    match networks::Network::parse(&text) {
+        Ok(n) if n.addr.is_ipv4() => Some(n),
+        Ok(_) => {
+            v.problem(
+                "gossip.advertise_network",
+                &format!("{text:?} is not an IPv4 network (gossip advertises IPv4)"),
+            );
+            None
+        }
+        Err(e) => {
+            v.problem("gossip.advertise_network", &e);
+            None
+        }
+    }
 }
 
 /// `gossip.KEY` as an address: `IP:port`, or an IP alone with `default_port`.

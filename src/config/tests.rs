@@ -263,6 +263,36 @@ fn the_single_command_gets_its_knobs() {
 }
 
 #[test]
+fn gossip_advertise_network() {
+    let c = Config::parse(
+        "[gossip]\nadvertise_network = \"10.210.42.0/24\"\n[services.a]\ncommand = [\"x\"]\n",
+        &NoUsers,
+    )
+    .expect("valid");
+    let net = c.gossip.expect("gossip").advertise_network.expect("set");
+    assert_eq!(net.to_string(), "10.210.42.0/24");
+    for (text, e) in [
+        (
+            "advertise = \"10.0.0.1\"\nadvertise_network = \"10.0.0.0/8\"",
+            "gossip.advertise_network: set either",
+        ),
+        (
+            "advertise_network = \"fd00::/8\"",
+            "gossip.advertise_network: \"fd00::/8\" is not an IPv4 network",
+        ),
+        ("advertise_network = \"ten\"", "gossip.advertise_network: \"ten\" is not"),
+    ] {
+        let got = problems(&format!(
+            "[gossip]\n{text}\n[services.a]\ncommand = [\"x\"]\n"
+        ));
+        assert!(
+            got.iter().any(|p| p.starts_with(e)),
+            "missing {e:?} in {got:#?}"
+        );
+    }
+}
+
+#[test]
 fn gossip_section() {
     let c = Config::parse(
         r#"
@@ -281,6 +311,7 @@ command = ["x"]
     assert_eq!(g.bind, "0.0.0.0:7946".parse().unwrap());
     assert_eq!(g.profile, Profile::Local);
     assert_eq!(g.tags.get("role").map(String::as_str), Some("backend"));
+    assert_eq!(g.advertise_network, None);
     assert_eq!(
         c.control_socket,
         Some(PathBuf::from(DEFAULT_CONTROL_SOCKET))
