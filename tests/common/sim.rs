@@ -14,10 +14,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use muster::gossip::crypto::{self, Keyring};
-use muster::gossip::node::{self, Input, Node, Output, Settings};
+use muster::gossip::node::{Input, Node, Output, Settings};
 use muster::gossip::serf::{self, Status};
-use muster::gossip::swim::{Config, EventKind, Msg, Rng, State};
-use muster::gossip::wire;
+use muster::gossip::swim::{Config, EventKind, Rng, State};
 
 /// The simulated wall clock at the start (secure mode's timestamps), in ms since the epoch.
 pub const WALL0: u64 = 1_800_000_000_000;
@@ -597,4 +596,3 @@ pub fn converged(seed: u64, n: usize, config: Config, limit: Duration) -> (Sim, 
     );
     (sim, took)
 }
-
