@@ -5,7 +5,8 @@
 //! bytes per node per second during that join and in the steady state after it; false failure
 //! verdicts; then one node is killed: the time until the first survivor declares it dead and
 //! until every survivor has; and the CPU seconds the point took. `--mass-join N` samples the
-//! fraction of nodes whose view is complete every 10 ms of simulated time for 2 s, then every 100 ms.
+//! fraction of nodes whose view is complete every 10 ms of simulated time for 2 s, then every
+//! 100 ms.
 //!
 //! Arguments, in the environment variable `GOSSIP_SCALE`: --model muster|serf [--sizes 10,30]
 //! [--losses 0,5] [--budget CPU_S] [--mass-join N] [--seed S].

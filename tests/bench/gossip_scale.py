@@ -113,8 +113,26 @@ def plots(points, mass):
     return list(svg)
 
 
-def fmt(v, unit=""):
-    return "—" if v is None else f"{v:g}{unit}"
+def fmt(v):
+    if v is None:
+        return "—"
+    if isinstance(v, int) or abs(v) >= 1000:
+        return f"{v:.0f}"
+    return f"{v:.3g}"
+
+
+NOTES = """- "Converged" is checked per node: its own failure detector lists exactly the cluster's
+  nodes alive (the count of alive members equals the cluster size and every node's name is
+  alive in it); the mass join also checks that every Serf view agrees when it is done.
+- muster admits a new name only once it has answered a probe, so a mass join costs every node
+  a probe of every other: about 3 N² datagrams (see the packets column). The simulator has no
+  bandwidth or CPU limit, so the join times above are what the protocol allows, not what a real
+  network carrying that burst would give. The Serf model trusts what gossip and push/pulls say
+  and sends far fewer datagrams, but its seed answers N push/pulls that grow with the cluster.
+- The CPU time per point grows with the square of the size for both (muster: the probes of the
+  join; the model: push/pulls carrying the whole cluster, and each gossip round picking peers
+  among all members); sizes whose projection exceeds the budget are listed as skipped above.
+"""
 
 
 def markdown(rows, meta, svgs):
@@ -157,6 +175,7 @@ def markdown(rows, meta, svgs):
                   "; ".join(f"{s['model']} {s['nodes']} nodes at {s['loss'] * 100:.0f} % "
                             f"({s['projected_cpu_s']} s)" for s in skipped) + "."]
     lines += [""] + [f"![{s}]({s})" for s in svgs if s != "gossip-scale-mass-join.svg"]
+    lines += ["", "## Reading it", "", NOTES]
     return "\n".join(lines) + "\n"
 
 
