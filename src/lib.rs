@@ -73,7 +73,8 @@
 //!   compound, push/pull streams, node states, tags), checked byte for byte against packets
 //!   captured from Debian's serf 0.9.4 (`tests/serf_golden.rs`); and `swim`, the sans-IO
 //!   SWIM + Lifeguard core (`handle(now, input)`, `poll_output()`, `poll_timeout()`, seeded
-//!   RNG), tested in a deterministic network simulator (`tests/gossip_sim.rs`); `serf`, Serf's
+//!   RNG), tested in a deterministic network simulator (`tests/common/sim.rs`, driven by
+//!   `tests/gossip_sim.rs` and by the scale benchmark `tests/gossip_scale.rs`); `serf`, Serf's
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
 //!   push/pull state, reconnect, reap); `crypto`, memberlist's AES-GCM keyring and framing
 //!   (datagrams and streams, versions 0 and 1); `secure`, secure mode's pure rules (the envelope with sender, time and

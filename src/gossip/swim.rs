@@ -55,6 +55,11 @@ pub struct Config {
     /// member at a new address) only by an answer to our probe sealed as from that name and
     /// coming from that address's IP; a third party's move is probed, never held and applied.
     pub secure: bool,
+    /// memberlist's own rule, for the simulator's model of Serf (`tests/common/sim.rs`): a
+    /// name announced by gossip or a push/pull is a member at once (no probe first), there are
+    /// no extra push/pulls after joining nor with strangers, and the push/pull interval grows
+    /// with the cluster as memberlist's `pushPullScale` does. Off in muster.
+    pub memberlist_model: bool,
 }
 
 impl Config {
@@ -76,6 +81,7 @@ impl Config {
             max_members: 5000,
             new_members_per_second: 1000,
             secure: false,
+            memberlist_model: false,
         }
     }
 
@@ -1175,7 +1181,10 @@ impl Swim {
                         })
                         .map(|n| n.name.clone())
                 });
-                if self.early_syncs.0.is_none() && self.early_syncs.1 > 0 {
+                if self.early_syncs.0.is_none()
+                    && self.early_syncs.1 > 0
+                    && !self.config.memberlist_model
+                {
                     self.early_syncs.0 = Some(now + EARLY_SYNC);
                 }
                 self.streaming = true;
@@ -1370,6 +1379,7 @@ impl Swim {
     /// probes from the address it names: a stream to a forged address would not connect.
     fn stranger(&mut self, from: SocketAddr, addr: SocketAddr, name: &str) {
         if addr != from
+            || self.config.memberlist_model
             || name.is_empty()
             || name == self.me
             || self.leaving
@@ -1685,6 +1695,9 @@ impl Swim {
             self.stats.full += 1;
             return;
         }
+        if self.config.memberlist_model {
+            return self.admit_unprobed(now, name, addr, meta, incarnation);
+        }
         let seq_no = self.seq();
         let me = (self.self_member().addr, self.me.clone());
         let ping = Msg::Ping {
@@ -1734,6 +1747,29 @@ impl Swim {
         self.send_bare(addr, vec![ping]);
     }
 
+    /// memberlist's rule (the simulator's model of Serf): a member at once, its news passed on.
+    fn admit_unprobed(
+        &mut self,
+        now: Instant,
+        name: &str,
+        addr: SocketAddr,
+        meta: Vec<u8>,
+        incarnation: u32,
+    ) {
+        self.deadline_added(now);
+        let candidate = Candidate {
+            addr,
+            meta,
+            incarnation,
+            seq_no: 0,
+            deadline: now,
+            relayed: false,
+            retries: 0,
+        };
+        self.candidates.insert(name.to_owned(), candidate);
+        self.confirm(now, name);
+    }
+
     /// A candidate answered its probe: it is a member now (or again).
     fn confirm(&mut self, now: Instant, name: &str) {
         let Some(c) = self.candidates.remove(name) else {
@@ -1769,8 +1805,10 @@ impl Swim {
                 self.event(EventKind::Join, name);
                 // It may not know us (we learned of it from others), and a Serf agent does not
                 // ask strangers that probe it: tell it who we are.
-                let me = self.alive_msg(self.self_member());
-                self.send(now, c.addr, vec![me]);
+                if !self.config.memberlist_model {
+                    let me = self.alive_msg(self.self_member());
+                    self.send(now, c.addr, vec![me]);
+                }
             }
             Some(m) => {
                 let old = m.addr;
@@ -2098,13 +2136,13 @@ impl Swim {
     }
 
     fn insert_probe_target(&mut self, name: &str) {
-        // At a random place, so a new node is probed within one round on average.
-        let at = if self.probe_order.is_empty() {
-            0
-        } else {
-            self.rng.below(self.probe_order.len() + 1)
-        };
-        self.probe_order.insert(at, name.to_owned());
+        // At a random place, so a new node is probed within one round on average: swapped
+        // with the member there, as memberlist does (an insert would move the whole list,
+        // and a join storm adds a whole cluster's names one by one).
+        let at = self.rng.below(self.probe_order.len() + 1);
+        self.probe_order.push(name.to_owned());
+        let last = self.probe_order.len() - 1;
+        self.probe_order.swap(at, last);
     }
 
     fn tick(&mut self, now: Instant) {
@@ -2120,7 +2158,7 @@ impl Swim {
             self.gossip(now);
         }
         if now >= self.next_push_pull {
-            self.next_push_pull = now + self.config.push_pull_interval;
+            self.next_push_pull = now + self.push_pull_period();
             if !self.leaving {
                 let peers = self.peers(now, 1, false);
                 if let Some(to) = peers.first() {
@@ -2131,6 +2169,17 @@ impl Swim {
                 }
             }
         }
+    }
+
+    /// The time to the next push/pull: memberlist's model scales it above 32 members by
+    /// ceil(log2(n) - log2(32)) + 1.
+    fn push_pull_period(&self) -> Duration {
+        let n = self.live_count();
+        if !self.config.memberlist_model || n <= 32 {
+            return self.config.push_pull_interval;
+        }
+        let scale = ((n as f64).log2() - 5.0).ceil() + 1.0;
+        self.config.push_pull_interval.mul_f64(scale)
     }
 
     /// Relayed probes that got no answer: the requester gets a nack if it asked for one.

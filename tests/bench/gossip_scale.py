@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Gossip at scale, in the seeded simulator (tests/common/sim.rs, every packet through the real
+codec): runs the ignored test tests/gossip_scale.rs in a release build, twice in parallel (one
+process for muster, one for the model of Serf: the same simulator with memberlist's admission
+and push/pull scaling, `swim::Config::memberlist_model`, LAN timings), and writes
+report/gossip-scale.md, report/gossip-scale.json and four SVG plots in report/:
+gossip-scale-convergence.svg, gossip-scale-detection.svg, gossip-scale-bytes.svg and
+gossip-scale-mass-join.svg.
+
+Each point: N nodes join node 0 at the same instant under the given packet loss; time until
+every node lists every other alive; bytes per node per second during the join and in 10 s of
+steady state after 10 s of settling; false failure verdicts until then; one node killed: time
+to the first survivor's verdict and to every survivor's; CPU seconds. A point whose projected
+CPU time exceeds the budget is skipped (listed as such); one that runs past it is cut short.
+The mass join samples the fraction of complete views every 10 ms for 2 s, then every 100 ms.
+
+Usage: tests/bench/gossip_scale.py [--sizes 10,30,...] [--losses 0,5,10,20] [--budget CPU_S]
+       [--mass-join N] [--from-output DIR]   (DIR: reuse muster.out and serf.out of a run)
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
+import svgplot  # noqa: E402
+
+
+def arg(name, default):
+    if name in sys.argv:
+        return sys.argv[sys.argv.index(name) + 1]
+    return default
+
+
+SIZES = arg("--sizes", "10,30,100,300,1000,3000,10000")
+LOSSES = arg("--losses", "0,5,10,20")
+BUDGET = arg("--budget", "110")
+MASS = arg("--mass-join", "1000")
+FROM = arg("--from-output", None)
+
+
+def binary():
+    out = subprocess.run(["cargo", "test", "--release", "--test", "gossip_scale", "--no-run",
+                          "--message-format=json"], cwd=ROOT, capture_output=True, text=True,
+                         check=True)
+    for line in out.stdout.splitlines():
+        m = json.loads(line)
+        if m.get("reason") == "compiler-artifact" and m.get("executable") and \
+                m["target"]["name"] == "gossip_scale":
+            return m["executable"]
+    raise SystemExit("no gossip_scale binary")
+
+
+def run_all(outdir):
+    exe = binary()
+    procs = []
+    for model in ("muster", "serf"):
+        args = f"--model {model} --mass-join {MASS} --sizes {SIZES} --losses {LOSSES} --budget {BUDGET}"
+        f = open(os.path.join(outdir, f"{model}.out"), "w")
+        procs.append(subprocess.Popen([exe, "--ignored", "--nocapture"], stdout=f,
+                                      stderr=subprocess.DEVNULL, cwd=ROOT,
+                                      env={**os.environ, "GOSSIP_SCALE": args}))
+    for p in procs:
+        p.wait()
+
+
+def read(outdir):
+    rows = []
+    for model in ("muster", "serf"):
+        path = os.path.join(outdir, f"{model}.out")
+        if os.path.exists(path):
+            rows += [json.loads(l) for l in open(path) if l.startswith("{")]
+    return rows
+
+
+def series(points, model, key):
+    out = []
+    for loss in sorted({p["loss"] for p in points}):
+        pts = [(p["nodes"], p[key]) for p in points
+               if p["model"] == model and p["loss"] == loss and p.get(key) is not None]
+        if pts:
+            out.append((f"{model} {loss * 100:.0f} %", sorted(pts)))
+    return out
+
+
+def plots(points, mass):
+    svg = {}
+    both = lambda key: series(points, "muster", key) + series(points, "serf", key)  # noqa: E731
+    svg["gossip-scale-convergence.svg"] = svgplot.lines(
+        "Join of N nodes at once: every view complete", "nodes", "simulated s",
+        both("converged_s"), logx=True, logy=True)
+    svg["gossip-scale-detection.svg"] = svgplot.lines(
+        "One node killed: every survivor sees it failed", "nodes", "simulated s",
+        both("detect_all_s"), logx=True)
+    zero = [p for p in points if p["loss"] == 0]
+    svg["gossip-scale-bytes.svg"] = svgplot.lines(
+        "Bytes per node per second (UDP + push/pull), 0 % loss", "nodes", "bytes/s per node",
+        [(f"{m} {k.split('_')[0]}", sorted((p["nodes"], p[k]) for p in zero
+                                           if p["model"] == m and p.get(k) is not None))
+         for m in ("muster", "serf") for k in ("join_bytes_per_node_s", "steady_bytes_per_node_s")],
+        logx=True, logy=True)
+    svg["gossip-scale-mass-join.svg"] = svgplot.lines(
+        f"Mass join of {MASS} nodes: fraction of complete views", "simulated s", "fraction",
+        [(m["model"], [tuple(x) for x in m["series"]]) for m in mass])
+    for name, text in svg.items():
+        with open(os.path.join(ROOT, "report", name), "w") as f:
+            f.write(text)
+    return list(svg)
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    if isinstance(v, int) or abs(v) >= 1000:
+        return f"{v:.0f}"
+    return f"{v:.3g}"
+
+
+NOTES = """- "Converged" is checked per node: its own failure detector lists exactly the cluster's
+  nodes alive (the count of alive members equals the cluster size and every node's name is
+  alive in it); the mass join also checks that every Serf view agrees when it is done.
+- muster admits a new name only once it has answered a probe, so a mass join costs every node
+  a probe of every other: about 3 N² datagrams (see the packets column). The simulator has no
+  bandwidth or CPU limit, so the join times above are what the protocol allows, not what a real
+  network carrying that burst would give. The Serf model trusts what gossip and push/pulls say
+  and sends far fewer datagrams, but its seed answers N push/pulls that grow with the cluster.
+- The CPU time per point grows with the square of the size for both (muster: the probes of the
+  join; the model: push/pulls carrying the whole cluster, and each gossip round picking peers
+  among all members); sizes whose projection exceeds the budget are listed as skipped above.
+"""
+
+
+def markdown(rows, meta, svgs):
+    points = [r for r in rows if r["kind"] == "point"]
+    mass = [r for r in rows if r["kind"] == "mass_join"]
+    skipped = [r for r in rows if r["kind"] == "skipped"]
+    lines = [
+        "# Gossip at scale (simulator)", "",
+        f"Run {meta['date']} on {meta['machine']}, {meta['cores']} cores, load average at start "
+        f"{meta['load']}; commit {meta['commit']}; `{meta['command']}`, {meta['wall_s']:.0f} s of "
+        "wall time (muster and the Serf model in two processes at once).", "",
+        "The seeded simulator of `tests/common/sim.rs` (0.3 ms one way, no bandwidth or CPU limit, "
+        "every datagram through the real codec); `muster`: the node as shipped (LAN profile, every "
+        "new name must answer a probe first, new names passed on in push/pulls, extra push/pulls "
+        "after joining); `serf`: the same simulator with `memberlist_model` (a name gossip or a "
+        "push/pull announces is a member at once, push/pull interval scaled as memberlist's) and "
+        "the same LAN timings. Every node joins node 0 at the same instant. Converged = every node "
+        "lists every other node alive in its own view (checked every 100 ms).", "",
+        "## Mass join", "",
+        "| model | nodes | every view complete (simulated s) | Serf views agree | packets | "
+        "UDP bytes | push/pull bytes | false failures | CPU s |", "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in mass:
+        lines.append(f"| {m['model']} | {m['nodes']} | {fmt(m['converged_s'])} | "
+                     f"{m['serf_views_agree']} | {m['packets']} | {m['bytes']} | "
+                     f"{m['stream_bytes']} | {m['false_failures']} | {m['cpu_s']} |")
+    lines += ["", "![mass join](gossip-scale-mass-join.svg)", "", "## Sweep", "",
+              "| model | nodes | loss | converged (s) | join B/node/s | steady B/node/s | "
+              "false failures | first verdict (s) | all survivors (s) | packets | CPU s | cut short |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda p: (p["model"], p["loss"], p["nodes"])):
+        lines.append(
+            f"| {p['model']} | {p['nodes']} | {p['loss'] * 100:.0f} % | {fmt(p['converged_s'])} | "
+            f"{fmt(p['join_bytes_per_node_s'])} | {fmt(p['steady_bytes_per_node_s'])} | "
+            f"{fmt(p['false_failures'])} | {fmt(p['detect_first_s'])} | {fmt(p['detect_all_s'])} | "
+            f"{p['packets']} | {p['cpu_s']} | {p['cut_short']} |")
+    if skipped:
+        lines += ["", "Skipped (projected CPU seconds above the budget of "
+                  f"{BUDGET} s per point, from the previous size's time × (size ratio)²): " +
+                  "; ".join(f"{s['model']} {s['nodes']} nodes at {s['loss'] * 100:.0f} % "
+                            f"({s['projected_cpu_s']} s)" for s in skipped) + "."]
+    lines += [""] + [f"![{s}]({s})" for s in svgs if s != "gossip-scale-mass-join.svg"]
+    lines += ["", "## Reading it", "", NOTES]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    started = time.time()
+    load = os.getloadavg()[0]
+    outdir = FROM or os.path.join(ROOT, "target", "gossip-scale")
+    if not FROM:
+        os.makedirs(outdir, exist_ok=True)
+        run_all(outdir)
+    rows = read(outdir)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip()
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": platform.machine(), "cores": os.cpu_count(), "load": f"{load:.2f}",
+            "commit": commit, "command": " ".join(["tests/bench/gossip_scale.py"] + sys.argv[1:]),
+            "wall_s": time.time() - started}
+    svgs = plots([r for r in rows if r["kind"] == "point"],
+                 [r for r in rows if r["kind"] == "mass_join"])
+    with open(os.path.join(ROOT, "report", "gossip-scale.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    with open(os.path.join(ROOT, "report", "gossip-scale.md"), "w") as f:
+        f.write(markdown(rows, meta, svgs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+//! The gossip scale benchmark (one ignored test; `tests/bench/gossip_scale.py` runs it in a
+//! release build and writes the report). For each cluster size and packet loss, in the
+//! seeded simulator of `tests/common/sim.rs` (every packet through the real codec): every node
+//! joins node 0 at the same instant; the time until every node lists every other alive; the
+//! bytes per node per second during that join and in the steady state after it; false failure
+//! verdicts; then one node is killed: the time until the first survivor declares it dead and
+//! until every survivor has; and the CPU seconds the point took. `--mass-join N` samples the
+//! fraction of nodes whose view is complete every 10 ms of simulated time for 2 s, then every
+//! 100 ms.
+//!
+//! Arguments, in the environment variable `GOSSIP_SCALE`: --model muster|serf [--sizes 10,30]
+//! [--losses 0,5] [--budget CPU_S] [--mass-join N] [--seed S].
+//! Prints one JSON object per line on stdout. `serf` is the same simulator with memberlist's
+//! own admission and push/pull scaling (`swim::Config::memberlist_model`) and LAN timings. A
+//! point whose projected CPU time (from the last size, growing as the square of the size)
+//! exceeds the budget is skipped and printed as such; one that runs past it is cut short.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
+
+#[path = "common/sim.rs"]
+mod sim;
+
+use std::time::Duration;
+
+use muster::gossip::swim::{Config, EventKind, State};
+use sim::{Sim, everyone};
+
+/// This thread's CPU time so far (the simulation runs on one), in seconds.
+fn cpu_s() -> f64 {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    let ns: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    ns / 1e9
+}
+
+fn config(model: &str, n: usize) -> Config {
+    let lan = Config::lan();
+    Config {
+        // Room for the whole cluster (muster's default holds 5,000).
+        max_members: lan.max_members.max(2 * n),
+        memberlist_model: model == "serf",
+        ..lan
+    }
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn list(v: Option<String>, default: &str) -> Vec<f64> {
+    v.unwrap_or_else(|| default.to_owned())
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or("null".to_owned(), |x| format!("{x:.4}"))
+}
+
+/// Runs until every node sees every other alive, in steps of `step`; the simulated time it
+/// took, or `None` past `limit` or the CPU deadline.
+fn converge(sim: &mut Sim, step: Duration, limit: Duration, cpu_end: f64) -> Option<Duration> {
+    let all = everyone(sim);
+    let start = sim.now;
+    while !sim.all_see_alive(&all) {
+        if sim.now - start >= limit || cpu_s() > cpu_end {
+            return None;
+        }
+        let next = sim.now + step;
+        sim.run_until(next);
+    }
+    Some(sim.now - start)
+}
+
+fn traffic(sim: &Sim) -> u64 {
+    sim.bytes + sim.stream_bytes
+}
+
+/// Kills the last node; (first survivor's verdict, every survivor's), in seconds after it.
+fn detection(sim: &mut Sim, n: usize, cpu_end: f64) -> (Option<f64>, Option<f64>) {
+    let victim = n - 1;
+    let name = sim.names[victim].clone();
+    sim.crash(victim);
+    let at = sim.now;
+    let survivors: Vec<usize> = sim.live();
+    let mut all = None;
+    while sim.now - at < Duration::from_secs(90) && cpu_s() < cpu_end {
+        let next = sim.now + Duration::from_millis(50);
+        sim.run_until(next);
+        let seen = survivors.iter().all(|&i| {
+            sim.nodes[i]
+                .as_ref()
+                .unwrap()
+                .swim()
+                .member(&name)
+                .is_some_and(|m| matches!(m.state, State::Dead | State::Left))
+        });
+        if seen {
+            all = Some((sim.now - at).as_secs_f64());
+            break;
+        }
+    }
+    let first = sim
+        .events
+        .iter()
+        .filter(|e| e.0 >= at && e.2 == EventKind::Fail && e.3 == name)
+        .map(|e| (e.0 - at).as_secs_f64())
+        .reduce(f64::min);
+    (first, all)
+}
+
+/// One point of the sweep, printed as a JSON line.
+fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> f64 {
+    let cpu0 = cpu_s();
+    let cpu_end = cpu0 + budget;
+    let mut sim = Sim::new(seed, n, config(model, n));
+    sim.loss = loss;
+    let conv = converge(
+        &mut sim,
+        Duration::from_millis(100),
+        Duration::from_secs(120),
+        cpu_end,
+    );
+    let join_bytes = traffic(&sim) as f64 / n as f64 / sim.now.as_secs_f64();
+    let mut steady = None;
+    let (mut first, mut all) = (None, None);
+    let mut false_fail = None;
+    if conv.is_some() {
+        // Settle for 10 s, then measure 10 s of steady state.
+        let end = sim.now + Duration::from_secs(10);
+        sim.run_until(end);
+        let (b0, t0) = (traffic(&sim), sim.now);
+        let end = sim.now + Duration::from_secs(10);
+        sim.run_until(end);
+        steady = Some((traffic(&sim) - b0) as f64 / n as f64 / (sim.now - t0).as_secs_f64());
+        false_fail = Some(sim.failures() as f64);
+        (first, all) = detection(&mut sim, n, cpu_end);
+    }
+    let cpu = cpu_s() - cpu0;
+    println!(
+        "{{\"kind\": \"point\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {loss}, \"seed\": {seed}, \"converged_s\": {}, \"join_bytes_per_node_s\": {join_bytes:.1}, \"steady_bytes_per_node_s\": {}, \"false_failures\": {}, \"detect_first_s\": {}, \"detect_all_s\": {}, \"packets\": {}, \"push_pulls\": {}, \"cpu_s\": {cpu:.2}, \"cut_short\": {}}}",
+        opt(conv.map(|d| d.as_secs_f64())),
+        opt(steady),
+        opt(false_fail),
+        opt(first),
+        opt(all),
+        sim.packets,
+        sim.push_pulls,
+        cpu_s() > cpu_end,
+    );
+    cpu
+}
+
+/// The mass join of `n` nodes: the fraction of complete views every 100 ms.
+fn mass_join(model: &str, n: usize, seed: u64, budget: f64) {
+    let cpu0 = cpu_s();
+    let mut sim = Sim::new(seed, n, config(model, n));
+    let all = everyone(&sim);
+    let mut series = Vec::new();
+    let mut done = None;
+    while sim.now < Duration::from_secs(60) && cpu_s() - cpu0 < budget {
+        // Every 10 ms for the first 2 s (a join can be done within 100 ms), then every 100 ms.
+        let step = if sim.now < Duration::from_secs(2) {
+            10
+        } else {
+            100
+        };
+        let next = sim.now + Duration::from_millis(step);
+        sim.run_until(next);
+        let f = sim.complete_fraction(&all);
+        series.push(format!("[{:.2}, {f:.4}]", sim.now.as_secs_f64()));
+        if f >= 1.0 {
+            done = Some(sim.now.as_secs_f64());
+            break;
+        }
+    }
+    let serf_agree = done.is_some() && sim.serf_all_alive(&all);
+    println!(
+        "{{\"kind\": \"mass_join\", \"model\": \"{model}\", \"nodes\": {n}, \"seed\": {seed}, \"converged_s\": {}, \"serf_views_agree\": {serf_agree}, \"packets\": {}, \"bytes\": {}, \"stream_bytes\": {}, \"push_pulls\": {}, \"false_failures\": {}, \"cpu_s\": {:.2}, \"series\": [{}]}}",
+        opt(done),
+        sim.packets,
+        sim.bytes,
+        sim.stream_bytes,
+        sim.push_pulls,
+        sim.failures(),
+        cpu_s() - cpu0,
+        series.join(", ")
+    );
+}
+
+/// Ignored by default (minutes of CPU): `GOSSIP_SCALE="--model muster --sizes 10,100" cargo
+/// test --release --test gossip_scale -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn gossip_scale() {
+    let args: Vec<String> = std::env::var("GOSSIP_SCALE")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let model = arg(&args, "--model").unwrap_or_else(|| "muster".to_owned());
+    let seed: u64 = arg(&args, "--seed").map_or(1, |s| s.parse().unwrap());
+    let budget: f64 = arg(&args, "--budget").map_or(240.0, |s| s.parse().unwrap());
+    if let Some(n) = arg(&args, "--mass-join") {
+        mass_join(&model, n.parse().unwrap(), seed, budget);
+    }
+    let sizes = list(arg(&args, "--sizes"), "");
+    let losses = list(arg(&args, "--losses"), "0,5,10,20");
+    for loss in losses {
+        let mut last: Option<(usize, f64)> = None;
+        for &n in &sizes {
+            let n = n as usize;
+            let projected = last.map_or(0.0, |(m, c)| c * (n as f64 / m as f64).powi(2));
+            if projected > budget {
+                println!(
+                    "{{\"kind\": \"skipped\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {}, \"projected_cpu_s\": {projected:.0}}}",
+                    loss / 100.0
+                );
+                continue;
+            }
+            let cpu = point(&model, n, loss / 100.0, seed + n as u64, budget);
+            last = Some((n, cpu));
+        }
+    }
+}
