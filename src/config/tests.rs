@@ -280,7 +280,10 @@ fn gossip_advertise_network() {
             "advertise_network = \"fd00::/8\"",
             "gossip.advertise_network: \"fd00::/8\" is not an IPv4 network",
         ),
-        ("advertise_network = \"ten\"", "gossip.advertise_network: \"ten\" is not"),
+        (
+            "advertise_network = \"ten\"",
+            "gossip.advertise_network: \"ten\" is not",
+        ),
     ] {
         let got = problems(&format!(
             "[gossip]\n{text}\n[services.a]\ncommand = [\"x\"]\n"
