@@ -397,7 +397,11 @@ def repetition(stacks, rep, res):
             res[st.name][name].append(s_lifecycle(st, name, action))
     for how in ("restart", "kill"):
         for st in order:
-            res[st.name][f"logs-{how}"].append(s_logs(st, how))
+            try:
+                res[st.name][f"logs-{how}"].append(s_logs(st, how))
+            except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+                # One scenario that cannot run is reported, not the end of the whole run.
+                print(f"==> {st.name} logs-{how}: not measured: {e}", flush=True)
 
 
 def versions(stacks):

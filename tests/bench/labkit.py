@@ -111,9 +111,19 @@ def hostname(cid):
     return docker("inspect", "-f", "{{.Config.Hostname}}", cid)
 
 
-def address(cid):
-    return docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-                  cid).split()[0]
+def address(cid, wait=30):
+    """The container's address on its network, waiting up to `wait` s for it to have one (a
+    container that is restarting has none)."""
+    end = time.time() + wait
+    while True:
+        ips = docker("inspect", "-f",
+                     "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", cid).split()
+        if ips or time.time() > end:
+            break
+        time.sleep(0.5)
+    if not ips:
+        raise RuntimeError(f"container {cid[:12]} has no address after {wait} s")
+    return ips[0]
 
 
 HOST = re.compile(rb'"host":"([^"]+)"')
