@@ -226,9 +226,15 @@ def s_remove(stack, how):
     cmd.start()
     end = t0 + AFTER
     while time.time() < end:
-        out = labkit.out_of_rotation(sorted(load.records), t0, host)
+        # Records are written when a request ends: a streak is final only once every request
+        # sent before it has ended (one to a vanished server takes up to 20 s to fail).
+        recs = sorted(load.records)
+        out = labkit.out_of_rotation(recs, t0, host)
         if out is not None and time.time() > out + 3:
-            break
+            done = {r[5] for r in recs}
+            first = next(r[5] for r in recs if r[0] == out)
+            if all(j in done for j in range(first)):
+                break
         time.sleep(0.2)
     recs = load.finish()
     cmd.join()
