@@ -370,36 +370,41 @@ def s_logs(stack, how):
     return row
 
 
+def measured(res, stack, scenario, fn, *args):
+    """Runs one scenario on one stack and keeps its row; one that cannot run (a container
+    that is gone, a docker command that fails) is reported, not the end of the whole run."""
+    try:
+        res[stack.name][scenario].append(fn(stack, *args))
+    except Exception as e:  # noqa: BLE001 (any failure of one scenario)
+        say(f"{stack.name} {scenario}: not measured: {type(e).__name__}: {e}")
+
+
 def repetition(stacks, rep, res):
     order = list(stacks.values())
     if rep % 2:
         order.reverse()
     time.sleep(10)
     for st in order:
-        res[st.name]["memory"].append(memory(st))
+        measured(res, st, "memory", memory)
     for st in order:
-        res[st.name]["start"].append(s_start(st))
+        measured(res, st, "start", s_start)
     for how in ("kill", "stop"):
         for st in order:
-            res[st.name][how].append(s_remove(st, how))
+            measured(res, st, how, s_remove, how)
     for st in order:
         st.scale(1)
         settle(st, 1)
     for st in order:
-        res[st.name]["scale"].append(s_scale(st))
+        measured(res, st, "scale", s_scale)
     for st in order:
         settle(st, 1)
     for i, (name, _) in enumerate(lifecycle_actions(order[0])):
         for st in order:
             action = lifecycle_actions(st)[i][1]
-            res[st.name][name].append(s_lifecycle(st, name, action))
+            measured(res, st, name, s_lifecycle, name, action)
     for how in ("restart", "kill"):
         for st in order:
-            try:
-                res[st.name][f"logs-{how}"].append(s_logs(st, how))
-            except (RuntimeError, subprocess.SubprocessError, OSError) as e:
-                # One scenario that cannot run is reported, not the end of the whole run.
-                print(f"==> {st.name} logs-{how}: not measured: {e}", flush=True)
+            measured(res, st, f"logs-{how}", s_logs, how)
 
 
 def versions(stacks):
