@@ -168,6 +168,9 @@ def new_container(stack, before):
 
 def s_start(stack):
     """E1: one more webapp, from the command to its first answer through the LB."""
+    # The scenario adds the second webapp: the one before may have left more or fewer.
+    stack.scale(1)
+    settle(stack, 1)
     before = set(stack.ids())
     load = OpenLoad(stack.http, 200, limit=40)
     time.sleep(2)
@@ -175,6 +178,9 @@ def s_start(stack):
     stack.scale(2)
     cli = time.time() - t0
     new = new_container(stack, before)
+    if new is None:
+        load.finish()
+        raise RuntimeError("docker-compose scale webapp=2 started no new container")
     host = labkit.hostname(new)
     started = stamp(docker("inspect", "-f", "{{.State.StartedAt}}", new))
     first = None
@@ -462,20 +468,24 @@ def main():
             up(st)
         say("both labs serving; 30 s idle before the first memory figures")
         time.sleep(15)
+        info = {"versions": versions(stacks),
+                "images": {n: images(st) for n, st in stacks.items()}}
         for rep in range(RUNS):
             say(f"repetition {rep + 1}/{RUNS}")
             repetition(stacks, rep, res)
-        info = {"versions": versions(stacks),
-                "images": {n: images(st) for n, st in stacks.items()}}
+            # Written after every repetition: a run cut short keeps what it measured.
+            save(res, info, rep + 1, started, began, m0)
     finally:
         for st in stacks.values():
             keep_logs(st)
             st.compose("down", "-v", "-t", "10", check=False)
-    m1 = machine()
-    doc = {"started": started.isoformat(timespec="seconds"), "runs": RUNS, "quick": QUICK,
-           "command": " ".join(["tests/bench/compare.py", *ARGS]),
+
+
+def save(res, info, done, started, began, m0):
+    doc = {"started": started.isoformat(timespec="seconds"), "runs": done, "runs_asked": RUNS,
+           "quick": QUICK, "command": " ".join(["tests/bench/compare.py", *ARGS]),
            "env": {"MUSTER_IMAGE_TAG": TAG, "MUSTER_LAB_SUBNET_OFFSET": str(OFFSET)},
-           "machine_start": m0, "machine_end": m1, "seconds": time.time() - began,
+           "machine_start": m0, "machine_end": machine(), "seconds": time.time() - began,
            **info, "results": res}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "compare.json").write_text(json.dumps(doc, indent=1) + "\n")
@@ -593,6 +603,11 @@ def plots(doc, out):
     (out / "compare-images.svg").write_text(svgplot.bars("Image sizes", "MB", groups))
 
 
+def reps_note(doc):
+    asked = doc.get("runs_asked", doc["runs"])
+    return f" of the {asked} asked (the run was cut short)" if asked != doc["runs"] else ""
+
+
 def write(doc, out):
     out.mkdir(parents=True, exist_ok=True)
     m0, m1 = doc["machine_start"], doc["machine_end"]
@@ -605,7 +620,7 @@ def write(doc, out):
 - Machine: {m0['cores']} cores, kernel {m0['kernel']}; load average (1, 5, 15 min) at start
   {load(m0)}, at end {load(m1)}
 - Command: `{' '.join(f'{k}={v}' for k, v in doc['env'].items())} {doc['command']}`
-- Repetitions: {doc['runs']}, the stacks alternating inside each (muster first in odd ones)
+- Repetitions: {doc['runs']}{reps_note(doc)}, the stacks alternating inside each (muster first in odd ones)
 {vers}
 
 Values: **median** (min–max) over the repetitions; ratio = lab median / muster median.
