@@ -158,7 +158,10 @@ def lines(title, xlabel, ylabel, series, logx=False, logy=False):
 
 def _rows_frame(title, unit, labels, lanes, values, logx):
     """Shared frame of dots() and bars(): the value axis and the row labels."""
-    lane_h, left, right, top = 16, 230, 700, 40
+    # The plot starts right of the longest row label (about 6.6 px a character at 12 px).
+    lane_h, top = 16, 40
+    left = max(230, 20 + round(6.6 * max((len(str(x)) for x in labels), default=0)))
+    right = left + 470
     row_h = lane_h * max(lanes, 1) + 10
     bottom = top + row_h * len(labels)
     nonzero = [v for v in values if v is not None]
@@ -169,7 +172,7 @@ def _rows_frame(title, unit, labels, lanes, values, logx):
         if i:
             body.append(f'<line x1="10" y1="{y}" x2="{right}" y2="{y}" stroke="#ccc"/>')
         body.append(f'<text x="10" y="{y + row_h / 2 + 4:.0f}">{escape(str(label))}</text>')
-    return axis, body, (left, top, row_h, lane_h, bottom)
+    return axis, body, (left, right, top, row_h, lane_h, bottom)
 
 
 def dots(title, unit, rows, logx=False):
@@ -178,7 +181,7 @@ def dots(title, unit, rows, logx=False):
     for _, by in rows:
         names += [n for n in by if n not in names]
     values = [v for _, by in rows for vs in by.values() for v in vs]
-    axis, body, (left, top, row_h, lane_h, bottom) = _rows_frame(
+    axis, body, (left, right, top, row_h, lane_h, bottom) = _rows_frame(
         title, unit, [label for label, _ in rows], len(names), values, logx)
     for i, (_, by) in enumerate(rows):
         for j, name in enumerate(names):
@@ -193,8 +196,8 @@ def dots(title, unit, rows, logx=False):
             x = axis.px(statistics.median(vs))
             body.append(f'<line x1="{x:.1f}" y1="{y - 7:.1f}" x2="{x:.1f}" y2="{y + 7:.1f}" '
                         f'stroke="{c}" stroke-width="3"/>')
-    body += _legend(names, 720, top + 10)
-    return _doc(820, bottom + 50, title, body)
+    body += _legend(names, right + 20, top + 10)
+    return _doc(right + 120, bottom + 50, title, body)
 
 
 def bars(title, unit, groups, logx=False):
@@ -203,7 +206,7 @@ def bars(title, unit, groups, logx=False):
     for _, by in groups:
         names += [n for n in by if n not in names]
     values = [v for _, by in groups for v in by.values()]
-    axis, body, (left, top, row_h, lane_h, bottom) = _rows_frame(
+    axis, body, (left, right, top, row_h, lane_h, bottom) = _rows_frame(
         title, unit, [label for label, _ in groups], len(names), values, logx)
     for i, (_, by) in enumerate(groups):
         for j, name in enumerate(names):
@@ -215,5 +218,5 @@ def bars(title, unit, groups, logx=False):
             body.append(f'<rect x="{x0:.1f}" y="{y + 2:.1f}" width="{max(x1 - x0, 1):.1f}" '
                         f'height="{lane_h - 4}" fill="{colour(name)}"/>')
             body.append(f'<text x="{x1 + 4:.1f}" y="{y + lane_h - 4:.1f}">{_fmt(v)}</text>')
-    body += _legend(names, 720, top + 10)
-    return _doc(820, bottom + 50, title, body)
+    body += _legend(names, right + 20, top + 10)
+    return _doc(right + 120, bottom + 50, title, body)
