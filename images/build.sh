@@ -24,12 +24,7 @@ RUSTFLAGS="-C target-feature=+crt-static" \
 mkdir -p images/.build
 cp target/x86_64-unknown-linux-gnu/release/muster images/.build/muster
 
-if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  say "base image $BASE_IMAGE present"
-else
-  say "base image $BASE_IMAGE missing: building it"
-  images/base/build.sh "$BASE_IMAGE"
-fi
+images/base/build.sh --if-missing "$BASE_IMAGE"
 
 say "building the lab's images"
 # A build mounts no secret, but docker-compose warns about a secret file that does not exist

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Builds the Debian bookworm base image without any container registry: debootstrap a minimal
-# root file system, then `docker import` it. Usage: images/base/build.sh [TAG]
+# root file system, then `docker import` it.
+# Usage: images/base/build.sh [--if-missing] [TAG]   (--if-missing: nothing to do when TAG exists)
 set -euo pipefail
+if_missing=
+if [ "${1:-}" = --if-missing ]; then if_missing=1; shift; fi
 tag=${1:-muster/base:bookworm}
+if [ -n "$if_missing" ] && docker image inspect "$tag" >/dev/null 2>&1; then
+  echo "==> base image $tag present"
+  exit 0
+fi
+[ -n "$if_missing" ] && echo "==> base image $tag missing: building it"
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 

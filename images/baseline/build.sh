@@ -17,12 +17,7 @@ command -v docker-compose >/dev/null || {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
 }
-if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-  say "base image $BASE_IMAGE present"
-else
-  say "base image $BASE_IMAGE missing: building it"
-  images/base/build.sh "$BASE_IMAGE"
-fi
+images/base/build.sh --if-missing "$BASE_IMAGE"
 say "building the baseline's images (tag ${MUSTER_IMAGE_TAG:-dev})"
 docker-compose -f compose/baseline.yml build --build-arg "BASE_IMAGE=$BASE_IMAGE" "$@"
 say "images ready"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The AIT lab's Task 5 join handler (README Task 5; research/lab.md §3.4), kept as the lab
-# wrote it so it runs unchanged under muster: `[gossip] event_handlers` with
-# "member-join=/serf-handlers/member-join.sh" (images/ha/handlers.toml). It records each
-# backend in /nodes/<name> and logs to /var/log/serf.log. The handlebars render and the s6
-# reload it ends with have no place in this image (muster keeps HAProxy's servers itself):
-# their failures only reach muster's log.
+# wrote it. Two images run it: the lab's own stack (images/baseline/ha, under a real serf
+# agent, where its handlebars render and s6 reload restart HAProxy) and muster's ha image,
+# unchanged under muster (`[gossip] event_handlers` with
+# "member-join=/serf-handlers/member-join.sh", images/ha/lab-handlers.toml). It records each
+# backend in /nodes/<name> and logs to /var/log/serf.log. Under muster the render and the
+# reload have no place (muster keeps HAProxy's servers itself): their failures only reach
+# muster's log.
 echo "Member join script triggered" >> /var/log/serf.log
 BACKEND_REGISTERED=false
 while read -a values; do
