@@ -39,6 +39,7 @@ Usage: tests/bench/compare.py [--runs N] [--quick] [--stacks muster,lab] [--out 
   --quick   one repetition, shorter loads (for development)
 """
 
+import gzip
 import json
 import os
 import platform
@@ -434,7 +435,7 @@ def versions(stacks):
 
 def keep_logs(stack):
     """The load balancer's own log (docker logs, and the lab's Serf log) for reading what
-    happened in a run: OUT/compare-ha-<stack>.log."""
+    happened in a run: OUT/compare-ha-<stack>.log.gz."""
     ids = stack.ids("ha")
     if not ids:
         return
@@ -444,7 +445,7 @@ def keep_logs(stack):
     if stack.name == "lab":
         text += "\n--- /var/log/serf.log\n" + docker("exec", ids[0], "cat", "/var/log/serf.log")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"compare-ha-{stack.name}.log").write_text(text)
+    (OUT / f"compare-ha-{stack.name}.log.gz").write_bytes(gzip.compress(text.encode()))
 
 
 def machine():
@@ -641,7 +642,7 @@ Image sizes (`docker image inspect` Size):
 Plots: compare-times.svg, compare-failed.svg, compare-logs.svg, compare-memory.svg,
 compare-images.svg. Raw per-run rows (failure kinds, when the failed requests were sent,
 latencies, per-process RSS) are in compare.json; the load balancers' logs of the run in
-compare-ha-muster.log and compare-ha-lab.log.
+compare-ha-muster.log.gz and compare-ha-lab.log.gz.
 
 Reading the figures:
 - The lab stack here is compose/baseline.yml as built from Debian packages (its versions
