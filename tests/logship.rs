@@ -889,6 +889,10 @@ fn with_a_spool_a_collector_back_in_the_same_run_gets_the_spool_then_the_queue_i
     );
     let mut run = start(&cfg);
     run.wait_line("wrote in", LONG);
+    // "wrote in" comes on stderr: muster may still be reading the last lines of stdout from
+    // the pipe. The collector comes back once muster has read them all (they are queued or
+    // spooled by then).
+    run.wait_line(&format!("] line {n}"), LONG);
     rsyslog.start();
     eventually("every line arrives", LONG, || {
         line_numbers(&rsyslog.output()).len() as u64 >= n
