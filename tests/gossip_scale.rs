@@ -120,7 +120,7 @@ fn detection(sim: &mut Sim, n: usize, cpu_end: f64) -> (Option<f64>, Option<f64>
 fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> f64 {
     let cpu0 = cpu_s();
     let cpu_end = cpu0 + budget;
-    let mut sim = Sim::new(seed, n, config(model, n));
+    let mut sim = Sim::lean(seed, n, config(model, n));
     sim.loss = loss;
     let conv = converge(
         &mut sim,
@@ -161,7 +161,7 @@ fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> f64 {
 /// The mass join of `n` nodes: the fraction of complete views every 100 ms.
 fn mass_join(model: &str, n: usize, seed: u64, budget: f64) {
     let cpu0 = cpu_s();
-    let mut sim = Sim::new(seed, n, config(model, n));
+    let mut sim = Sim::lean(seed, n, config(model, n));
     let all = everyone(&sim);
     let mut series = Vec::new();
     let mut done = None;
