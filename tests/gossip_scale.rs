@@ -12,8 +12,9 @@
 //! [--losses 0,5] [--budget CPU_S] [--mass-join N] [--seed S].
 //! Prints one JSON object per line on stdout. `serf` is the same simulator with memberlist's
 //! own admission and push/pull scaling (`swim::Config::memberlist_model`) and LAN timings. A
-//! point whose projected CPU time (from the last size, growing as the square of the size)
-//! exceeds the budget is skipped and printed as such; one that runs past it is cut short.
+//! point whose projected CPU time exceeds the budget, or whose projected peak memory exceeds
+//! `RSS_LIMIT_MB` (both from the last size, growing as the square of the size), is skipped and
+//! printed as such; one that runs past the budget is cut short.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -35,6 +36,31 @@ fn cpu_s() -> f64 {
         .unwrap_or(0.0);
     ns / 1e9
 }
+
+/// The process's peak resident memory so far (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = text
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// Hands memory freed by the last point back to the system and starts the peak over from what
+/// is resident now, so each point's peak is its own.
+fn reset_peak_rss() {
+    // SAFETY: glibc's malloc_trim only releases free heap pages; it takes no pointer.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Most resident memory a point may be projected to need (two run at once on the machine).
+const RSS_LIMIT_MB: f64 = 8000.0;
 
 fn config(model: &str, n: usize) -> Config {
     let lan = Config::lan();
@@ -117,10 +143,11 @@ fn detection(sim: &mut Sim, n: usize, cpu_end: f64) -> (Option<f64>, Option<f64>
 }
 
 /// One point of the sweep, printed as a JSON line.
-fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> f64 {
+fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> (f64, f64) {
+    reset_peak_rss();
     let cpu0 = cpu_s();
     let cpu_end = cpu0 + budget;
-    let mut sim = Sim::new(seed, n, config(model, n));
+    let mut sim = Sim::lean(seed, n, config(model, n));
     sim.loss = loss;
     let conv = converge(
         &mut sim,
@@ -144,8 +171,9 @@ fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> f64 {
         (first, all) = detection(&mut sim, n, cpu_end);
     }
     let cpu = cpu_s() - cpu0;
+    let rss = peak_rss_mb();
     println!(
-        "{{\"kind\": \"point\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {loss}, \"seed\": {seed}, \"converged_s\": {}, \"join_bytes_per_node_s\": {join_bytes:.1}, \"steady_bytes_per_node_s\": {}, \"false_failures\": {}, \"detect_first_s\": {}, \"detect_all_s\": {}, \"packets\": {}, \"push_pulls\": {}, \"cpu_s\": {cpu:.2}, \"cut_short\": {}}}",
+        "{{\"kind\": \"point\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {loss}, \"seed\": {seed}, \"converged_s\": {}, \"join_bytes_per_node_s\": {join_bytes:.1}, \"steady_bytes_per_node_s\": {}, \"false_failures\": {}, \"detect_first_s\": {}, \"detect_all_s\": {}, \"packets\": {}, \"push_pulls\": {}, \"cpu_s\": {cpu:.2}, \"peak_rss_mb\": {:.0}, \"cut_short\": {}}}",
         opt(conv.map(|d| d.as_secs_f64())),
         opt(steady),
         opt(false_fail),
@@ -153,15 +181,16 @@ fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> f64 {
         opt(all),
         sim.packets,
         sim.push_pulls,
+        rss,
         cpu_s() > cpu_end,
     );
-    cpu
+    (cpu, rss)
 }
 
 /// The mass join of `n` nodes: the fraction of complete views every 100 ms.
 fn mass_join(model: &str, n: usize, seed: u64, budget: f64) {
     let cpu0 = cpu_s();
-    let mut sim = Sim::new(seed, n, config(model, n));
+    let mut sim = Sim::lean(seed, n, config(model, n));
     let all = everyone(&sim);
     let mut series = Vec::new();
     let mut done = None;
@@ -214,19 +243,22 @@ fn gossip_scale() {
     let sizes = list(arg(&args, "--sizes"), "");
     let losses = list(arg(&args, "--losses"), "0,5,10,20");
     for loss in losses {
-        let mut last: Option<(usize, f64)> = None;
+        let mut last: Option<(usize, f64, f64)> = None;
         for &n in &sizes {
             let n = n as usize;
-            let projected = last.map_or(0.0, |(m, c)| c * (n as f64 / m as f64).powi(2));
-            if projected > budget {
+            let ratio = last.map_or(0.0, |(m, _, _)| (n as f64 / m as f64).powi(2));
+            let projected = last.map_or(0.0, |(_, c, _)| c * ratio);
+            // Every node holds every member: memory grows as the square of the size too.
+            let rss = last.map_or(0.0, |(_, _, r)| r * ratio);
+            if projected > budget || rss > RSS_LIMIT_MB {
                 println!(
-                    "{{\"kind\": \"skipped\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {}, \"projected_cpu_s\": {projected:.0}}}",
+                    "{{\"kind\": \"skipped\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {}, \"projected_cpu_s\": {projected:.0}, \"projected_rss_mb\": {rss:.0}}}",
                     loss / 100.0
                 );
                 continue;
             }
-            let cpu = point(&model, n, loss / 100.0, seed + n as u64, budget);
-            last = Some((n, cpu));
+            let (cpu, rss) = point(&model, n, loss / 100.0, seed + n as u64, budget);
+            last = Some((n, cpu, rss));
         }
     }
 }

@@ -411,7 +411,7 @@ impl Node {
     pub fn push_pull_plain(&self) -> Vec<u8> {
         wire::encode_push_pull(
             false,
-            &to_wire_state(&self.swim.local_state()),
+            &to_wire_state(self.swim.local_state()),
             &self.serf.local_state(),
         )
     }
@@ -464,7 +464,7 @@ impl Node {
     fn push_pull_bytes(&self, join: bool) -> Vec<u8> {
         let plain = wire::encode_push_pull(
             join,
-            &to_wire_state(&self.swim.local_state()),
+            &to_wire_state(self.swim.local_state()),
             &self.serf.local_state(),
         );
         match &self.crypt {
@@ -494,7 +494,7 @@ impl Node {
     fn secure_request(&mut self, now: Instant, to: SocketAddr, join: bool) -> Vec<u8> {
         let plain = wire::encode_push_pull(
             join,
-            &to_wire_state(&self.swim.local_state()),
+            &to_wire_state(self.swim.local_state()),
             &self.serf.local_state(),
         );
         let (Some(c), Some(s)) = (&self.crypt, &mut self.secure) else {
@@ -776,7 +776,7 @@ impl Node {
                 }
             },
         };
-        let pp = match wire::decode_stream_bounded(bytes, self.max_members) {
+        let mut pp = match wire::decode_stream_bounded(bytes, self.max_members) {
             Ok(pp) => pp,
             Err(e) => {
                 self.outputs.push_back(Output::BadStream {
@@ -786,7 +786,10 @@ impl Node {
                 return;
             }
         };
-        let nodes: Vec<RemoteNode> = pp.nodes.iter().filter_map(to_remote).collect();
+        let nodes: Vec<RemoteNode> = std::mem::take(&mut pp.nodes)
+            .into_iter()
+            .filter_map(into_remote)
+            .collect();
         let first = !self.joined;
         self.joined = true;
         // As memberlist does: the nodes first, then the layer above's state.
@@ -1049,6 +1052,11 @@ fn frame(msgs: &[Msg]) -> Vec<u8> {
 /// A push/pull node state as the SWIM core takes it (`None` for an address that is not IPv4
 /// or IPv6).
 pub fn to_remote(n: &NodeState) -> Option<RemoteNode> {
+    into_remote(n.clone())
+}
+
+/// `to_remote`, taking the node state (its name and meta move, not copied).
+fn into_remote(n: NodeState) -> Option<RemoteNode> {
     let addr = match n.addr.len() {
         4 => SocketAddr::from(([n.addr[0], n.addr[1], n.addr[2], n.addr[3]], n.port)),
         16 => {
@@ -1065,25 +1073,25 @@ pub fn to_remote(n: &NodeState) -> Option<RemoteNode> {
         _ => State::Left,
     };
     Some(RemoteNode {
-        name: n.name.clone(),
+        name: n.name,
         addr,
-        meta: n.meta.clone(),
+        meta: n.meta,
         incarnation: n.incarnation,
         state,
     })
 }
 
-fn to_wire_state(nodes: &[RemoteNode]) -> Vec<NodeState> {
+fn to_wire_state(nodes: Vec<RemoteNode>) -> Vec<NodeState> {
     nodes
-        .iter()
+        .into_iter()
         .map(|n| NodeState {
-            name: n.name.clone(),
             addr: match n.addr {
                 SocketAddr::V4(a) => a.ip().octets().to_vec(),
                 SocketAddr::V6(a) => a.ip().octets().to_vec(),
             },
             port: n.addr.port(),
-            meta: n.meta.clone(),
+            name: n.name,
+            meta: n.meta,
             incarnation: n.incarnation,
             state: Some(n.state.wire()),
             vsn: swim::VSN.to_vec(),

@@ -816,6 +816,9 @@ pub struct Swim {
     suspicions: HashMap<String, Suspicion>,
     probe_order: Vec<String>,
     probe_index: usize,
+    /// Every member but this node, in any state, in no order: peers are drawn from it at
+    /// random (a gossip round would otherwise scan the whole map).
+    roster: Vec<String>,
     probe: Option<Probe>,
     relays: HashMap<u32, Relay>,
     next_seq: u32,
@@ -915,6 +918,7 @@ impl Swim {
             suspicions: HashMap::new(),
             probe_order: Vec::new(),
             probe_index: 0,
+            roster: Vec::new(),
             probe: None,
             relays: HashMap::new(),
             next_seq: 0,
@@ -976,6 +980,9 @@ impl Swim {
         }
         if let Some(m) = self.members.remove(name) {
             self.unindex(m.addr);
+            if let Some(at) = self.roster.iter().position(|n| n == name) {
+                self.roster.swap_remove(at);
+            }
         }
         self.suspicions.remove(name);
         self.held.remove(name);
@@ -1798,6 +1805,7 @@ impl Swim {
                 );
                 self.index(c.addr);
                 self.live += 1;
+                self.roster.push(name.to_owned());
                 self.insert_probe_target(name);
                 if !c.relayed {
                     self.broadcast(msg);
@@ -2433,20 +2441,9 @@ impl Swim {
             return;
         };
         let (taddr, tname) = (t.addr, t.name.clone());
-        let helpers: Vec<SocketAddr> = {
-            let mut candidates: Vec<SocketAddr> = self
-                .members
-                .values()
-                .filter(|m| m.name != self.me && m.name != target && m.state == State::Alive)
-                .map(|m| m.addr)
-                .collect();
-            let mut chosen = Vec::new();
-            while chosen.len() < self.config.indirect_checks && !candidates.is_empty() {
-                let i = self.rng.below(candidates.len());
-                chosen.push(candidates.swap_remove(i));
-            }
-            chosen
-        };
+        let helpers = self.draw(self.config.indirect_checks, |m| {
+            m.name != target && m.state == State::Alive
+        });
         let me = (self.self_member().addr, self.me.clone());
         for h in &helpers {
             self.send(
@@ -2470,23 +2467,45 @@ impl Swim {
     /// Up to `n` random peers: alive or suspect, or recently dead when `dead_too`.
     fn peers(&mut self, now: Instant, n: usize, dead_too: bool) -> Vec<SocketAddr> {
         let grace = self.config.gossip_to_the_dead;
-        let mut candidates: Vec<SocketAddr> = self
-            .members
-            .values()
-            .filter(|m| m.name != self.me)
-            .filter(|m| match m.state {
-                State::Alive | State::Suspect => true,
-                State::Dead => dead_too && now.saturating_duration_since(m.since) < grace,
-                State::Left => false,
-            })
-            .map(|m| m.addr)
-            .collect();
-        let mut chosen = Vec::new();
-        while chosen.len() < n && !candidates.is_empty() {
-            let i = self.rng.below(candidates.len());
-            chosen.push(candidates.swap_remove(i));
+        self.draw(n, |m| match m.state {
+            State::Alive | State::Suspect => true,
+            State::Dead => dead_too && now.saturating_duration_since(m.since) < grace,
+            State::Left => false,
+        })
+    }
+
+    /// The addresses of up to `n` distinct members (not this node) that pass `eligible`, drawn
+    /// uniformly at random: by random picks in the roster while they mostly hit (a draw costs
+    /// what it returns, not the cluster's size), then, if too many missed, among all that are
+    /// left, as a scan would.
+    fn draw(&mut self, n: usize, eligible: impl Fn(&Member) -> bool) -> Vec<SocketAddr> {
+        let mut chosen: Vec<usize> = Vec::new();
+        let mut misses = 0;
+        while chosen.len() < n && misses < 4 * n + 16 && !self.roster.is_empty() {
+            let i = self.rng.below(self.roster.len());
+            let hit =
+                !chosen.contains(&i) && self.members.get(&self.roster[i]).is_some_and(&eligible);
+            if hit {
+                chosen.push(i);
+            } else {
+                misses += 1;
+            }
+        }
+        if chosen.len() < n && misses >= 4 * n + 16 {
+            // Few eligible: take the rest among all of them.
+            let mut rest: Vec<usize> = (0..self.roster.len())
+                .filter(|i| !chosen.contains(i))
+                .filter(|&i| self.members.get(&self.roster[i]).is_some_and(&eligible))
+                .collect();
+            while chosen.len() < n && !rest.is_empty() {
+                let k = self.rng.below(rest.len());
+                chosen.push(rest.swap_remove(k));
+            }
         }
         chosen
+            .into_iter()
+            .filter_map(|i| self.members.get(&self.roster[i]).map(|m| m.addr))
+            .collect()
     }
 
     fn gossip(&mut self, now: Instant) {

@@ -11,7 +11,8 @@ Each point: N nodes join node 0 at the same instant under the given packet loss;
 every node lists every other alive; bytes per node per second during the join and in 10 s of
 steady state after 10 s of settling; false failure verdicts until then; one node killed: time
 to the first survivor's verdict and to every survivor's; CPU seconds. A point whose projected
-CPU time exceeds the budget is skipped (listed as such); one that runs past it is cut short.
+CPU time exceeds the budget, or whose projected peak memory exceeds 8,000 MB (two points run at
+once), is skipped (listed as such); one that runs past the budget is cut short.
 The mass join samples the fraction of complete views every 10 ms for 2 s, then every 100 ms.
 
 Usage: tests/bench/gossip_scale.py [--sizes 10,30,...] [--losses 0,5,10,20] [--budget CPU_S]
@@ -29,6 +30,11 @@ from datetime import datetime, timezone
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "bench"))
 import svgplot  # noqa: E402
+
+
+if "--help" in sys.argv or "-h" in sys.argv:
+    print(__doc__)
+    sys.exit(0)
 
 
 def arg(name, default):
@@ -161,19 +167,21 @@ def markdown(rows, meta, svgs):
                      f"{m['stream_bytes']} | {m['false_failures']} | {m['cpu_s']} |")
     lines += ["", "![mass join](gossip-scale-mass-join.svg)", "", "## Sweep", "",
               "| model | nodes | loss | converged (s) | join B/node/s | steady B/node/s | "
-              "false failures | first verdict (s) | all survivors (s) | packets | CPU s | cut short |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "false failures | first verdict (s) | all survivors (s) | packets | CPU s | peak RSS (MB) | cut short |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(points, key=lambda p: (p["model"], p["loss"], p["nodes"])):
         lines.append(
             f"| {p['model']} | {p['nodes']} | {p['loss'] * 100:.0f} % | {fmt(p['converged_s'])} | "
             f"{fmt(p['join_bytes_per_node_s'])} | {fmt(p['steady_bytes_per_node_s'])} | "
             f"{fmt(p['false_failures'])} | {fmt(p['detect_first_s'])} | {fmt(p['detect_all_s'])} | "
-            f"{p['packets']} | {p['cpu_s']} | {p['cut_short']} |")
+            f"{p['packets']} | {p['cpu_s']} | {p.get('peak_rss_mb', '—')} | {p['cut_short']} |")
     if skipped:
         lines += ["", "Skipped (projected CPU seconds above the budget of "
-                  f"{BUDGET} s per point, from the previous size's time × (size ratio)²): " +
+                  f"{BUDGET} s per point, or projected peak memory above 8,000 MB, each from the "
+                  "previous size's figure × (size ratio)²): " +
                   "; ".join(f"{s['model']} {s['nodes']} nodes at {s['loss'] * 100:.0f} % "
-                            f"({s['projected_cpu_s']} s)" for s in skipped) + "."]
+                            f"({s['projected_cpu_s']} s, {s.get('projected_rss_mb', '?')} MB)"
+                            for s in skipped) + "."]
     lines += [""] + [f"![{s}]({s})" for s in svgs if s != "gossip-scale-mass-join.svg"]
     lines += ["", "## Reading it", "", NOTES]
     return "\n".join(lines) + "\n"

@@ -90,11 +90,23 @@ pub struct Sim {
     /// The live node the last view check stopped at: checks start there, so a check before
     /// convergence costs one node's view, not the cluster's.
     pub frontier: std::cell::Cell<usize>,
+    /// Keeps no Serf events and no failure detector joins or updates (the scale benchmark:
+    /// a join of N nodes reports N² of them); the verdicts are kept.
+    pub lean: bool,
 }
 
 impl Sim {
     /// `n` nodes; every node but node 0 joins through node 0.
     pub fn new(seed: u64, n: usize, config: Config) -> Sim {
+        Sim::build(seed, n, config, false)
+    }
+
+    /// `n` nodes as `new` makes them, keeping only the verdicts (see `lean`).
+    pub fn lean(seed: u64, n: usize, config: Config) -> Sim {
+        Sim::build(seed, n, config, true)
+    }
+
+    fn build(seed: u64, n: usize, config: Config, lean: bool) -> Sim {
         let start = Instant::now();
         let mut sim = Sim {
             seed,
@@ -125,6 +137,7 @@ impl Sim {
             push_pulls: 0,
             stream_bytes: 0,
             frontier: std::cell::Cell::new(0),
+            lean,
         };
         for i in 0..n {
             sim.add_node(i, 1);
@@ -300,6 +313,9 @@ impl Sim {
                     );
                 }
             }
+            Output::Event(_) if self.lean => {}
+            Output::Detector(e)
+                if self.lean && matches!(e.kind, EventKind::Join | EventKind::Update) => {}
             Output::Event(e) => {
                 self.serf_events.push((
                     self.now,
