@@ -26,13 +26,6 @@ fn free_port() -> u16 {
     common::free_port()
 }
 
-fn build_images() {
-    let build = Command::new(root().join("images/build.sh"))
-        .status()
-        .expect("run images/build.sh");
-    assert!(build.success(), "images/build.sh failed");
-}
-
 struct Lab {
     /// Compose project name; the network is named after it.
     project: String,
@@ -51,16 +44,12 @@ impl Lab {
     /// name carries the tag and `MUSTER_LAB_SUBNET_OFFSET` moves the subnet down, so two
     /// checkouts' labs can run at once.
     fn new(project: &str, subnet: u8) -> Lab {
-        let tag = std::env::var("MUSTER_IMAGE_TAG").unwrap_or_default();
         let offset: u8 = std::env::var("MUSTER_LAB_SUBNET_OFFSET")
             .ok()
             .and_then(|o| o.parse().ok())
             .unwrap_or(0);
         let lab = Lab {
-            project: match tag.as_str() {
-                "" | "dev" => project.to_owned(),
-                tag => format!("{project}-{tag}"),
-            },
+            project: common::tagged(project),
             subnet: subnet - offset,
             http: free_port(),
             stats: free_port(),
@@ -225,7 +214,7 @@ fn hosts_seen(lab: &Lab, n: usize) -> BTreeSet<String> {
 
 #[test]
 fn lab_serves_stops_cleanly_and_reports_a_killed_app() {
-    build_images();
+    common::build_images();
 
     let lab = Lab::new("muster-e2e", 242);
     assert!(
@@ -448,7 +437,7 @@ impl Sticky {
 
 #[test]
 fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
-    build_images();
+    common::build_images();
     let lab = Lab::new("muster-e2e-sync", 243);
     lab.scale(1);
     wait_for(
@@ -592,7 +581,7 @@ fn lab_follows_scaling_and_kills_under_load_without_a_failed_request() {
 /// counts them on the stats page's /hold, and logs each episode once.
 #[test]
 fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
-    build_images();
+    common::build_images();
     let lab = Lab::new("muster-e2e-hold", 234);
     lab.scale(1);
     wait_for(
@@ -741,7 +730,7 @@ impl Drop for Intruders {
 /// logs the refused traffic.
 #[test]
 fn lab_keeps_out_a_webapp_started_by_hand_without_the_key() {
-    build_images();
+    common::build_images();
     let lab = Lab::new("muster-e2e-key", 236);
     lab.scale(1);
     wait_for(

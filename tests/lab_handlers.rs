@@ -12,17 +12,12 @@
 
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
 
 const LONG: Duration = Duration::from_secs(90);
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn docker(args: &[&str]) -> (bool, String) {
     let out = Command::new("docker").args(args).output().expect("docker");
@@ -129,10 +124,7 @@ fn nodes(s: &Setup, who: &str) -> String {
 
 #[test]
 fn the_lab_s_scripts_do_under_muster_what_they_do_under_serf() {
-    let build = Command::new(root().join("images/build.sh"))
-        .status()
-        .expect("run images/build.sh");
-    assert!(build.success(), "images/build.sh failed");
+    common::build_images();
     let dir = tempfile::tempdir().unwrap();
     let key = common::random_key();
     let key_file = common::key_file(dir.path(), "gossip.key", &key);

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -94,13 +94,8 @@ struct Stack {
 
 impl Stack {
     fn deploy(name: &str, third: u8) -> Stack {
-        let tag = std::env::var("MUSTER_IMAGE_TAG").unwrap_or_default();
-        let name = match tag.as_str() {
-            "" | "dev" => name.to_owned(),
-            tag => format!("{name}-{tag}"),
-        };
         let stack = Stack {
-            name,
+            name: common::tagged(name),
             http: common::free_port(),
             stats: common::free_port(),
             subnet: format!("10.210.{third}.0/24"),
@@ -231,17 +226,9 @@ fn hostname(container: &str) -> String {
     docker(&["inspect", "-f", "{{.Config.Hostname}}", container])
 }
 
-fn build_images() -> PathBuf {
-    let build = Command::new(root().join("images/build.sh"))
-        .status()
-        .expect("run images/build.sh");
-    assert!(build.success(), "images/build.sh failed");
-    root().join("compose/swarm.yml")
-}
-
 #[test]
 fn swarm_stack_serves_scales_and_rolls_over_without_a_failed_request() {
-    build_images();
+    common::build_images();
     let _swarm = Swarm::join();
     let stack = Stack::deploy("muster-e2e-swarm", 243);
     wait_for(

@@ -274,3 +274,26 @@ pub fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
     writeln!(f, "{key}").unwrap();
     path
 }
+
+/// Builds every image of the compose lab from source (`images/build.sh`: the static binary,
+/// the base image when missing, the images; Docker's cache makes a second run fast).
+pub fn build_images() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let build = Command::new(root.join("images/build.sh"))
+        .status()
+        .expect("run images/build.sh");
+    assert!(build.success(), "images/build.sh failed");
+}
+
+/// A Docker project or stack name for this checkout: `base`, with `-TAG` when
+/// `MUSTER_IMAGE_TAG` names images other than the default `dev` (a second checkout), so two
+/// checkouts' labs never share one.
+pub fn tagged(base: &str) -> String {
+    match std::env::var("MUSTER_IMAGE_TAG")
+        .unwrap_or_default()
+        .as_str()
+    {
+        "" | "dev" => base.to_owned(),
+        tag => format!("{base}-{tag}"),
+    }
+}
