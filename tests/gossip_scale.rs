@@ -1,12 +1,14 @@
 //! The gossip scale benchmark (one ignored test; `tests/bench/gossip_scale.py` runs it in a
 //! release build and writes the report). For each cluster size and packet loss, in the
-//! seeded simulator of `tests/common/sim.rs` (every packet through the real codec): every node
-//! joins node 0 at the same instant; the time until every node lists every other alive; the
-//! bytes per node per second during that join and in the steady state after it; false failure
-//! verdicts; then one node is killed: the time until the first survivor declares it dead and
-//! until every survivor has; and the CPU seconds the point took. `--mass-join N` samples the
-//! fraction of nodes whose view is complete every 10 ms of simulated time for 2 s, then every
-//! 100 ms.
+//! seeded simulator of `tests/common/sim.rs` (every packet through the real codec): a cluster
+//! that converged long ago (`Sim::settled`: every node starts from one shared view, since N
+//! joins cost N² messages); the bytes per node per second over 10 s of steady state; one new
+//! node joins node 0: the time until it lists every node alive and every node lists it, and
+//! the bytes per node per second meanwhile; false failure verdicts; then one old node is
+//! killed: the time until the first survivor declares it dead and until every survivor has;
+//! and the CPU seconds and peak memory the point took. `--mass-join N` is the other case:
+//! every node joins node 0 at the same instant, and the fraction of nodes whose view is
+//! complete is sampled every 10 ms of simulated time for 2 s, then every 100 ms.
 //!
 //! Arguments, in the environment variable `GOSSIP_SCALE`: --model muster|serf [--sizes 10,30]
 //! [--losses 0,5] [--budget CPU_S] [--mass-join N] [--seed S].
@@ -90,28 +92,12 @@ fn opt(v: Option<f64>) -> String {
     v.map_or("null".to_owned(), |x| format!("{x:.4}"))
 }
 
-/// Runs until every node sees every other alive, in steps of `step`; the simulated time it
-/// took, or `None` past `limit` or the CPU deadline.
-fn converge(sim: &mut Sim, step: Duration, limit: Duration, cpu_end: f64) -> Option<Duration> {
-    let all = everyone(sim);
-    let start = sim.now;
-    while !sim.all_see_alive(&all) {
-        if sim.now - start >= limit || cpu_s() > cpu_end {
-            return None;
-        }
-        let next = sim.now + step;
-        sim.run_until(next);
-    }
-    Some(sim.now - start)
-}
-
 fn traffic(sim: &Sim) -> u64 {
     sim.bytes + sim.stream_bytes
 }
 
-/// Kills the last node; (first survivor's verdict, every survivor's), in seconds after it.
-fn detection(sim: &mut Sim, n: usize, cpu_end: f64) -> (Option<f64>, Option<f64>) {
-    let victim = n - 1;
+/// Kills node `victim`; (first survivor's verdict, every survivor's), in seconds after it.
+fn detection(sim: &mut Sim, victim: usize, cpu_end: f64) -> (Option<f64>, Option<f64>) {
     let name = sim.names[victim].clone();
     sim.crash(victim);
     let at = sim.now;
@@ -142,41 +128,78 @@ fn detection(sim: &mut Sim, n: usize, cpu_end: f64) -> (Option<f64>, Option<f64>
     (first, all)
 }
 
-/// One point of the sweep, printed as a JSON line.
+/// Runs until every node lists the newcomer `new` alive and the newcomer lists every live
+/// node alive, in steps of `step`; the simulated time it took, or `None` past `limit` or the
+/// CPU deadline. (The rest of each view was complete already; a false verdict meanwhile is
+/// counted apart.)
+fn join_converges(
+    sim: &mut Sim,
+    new: usize,
+    step: Duration,
+    limit: Duration,
+    cpu_end: f64,
+) -> Option<Duration> {
+    let name = sim.names[new].clone();
+    let all = everyone(sim);
+    let start = sim.now;
+    loop {
+        let newcomer = sim.sees_all(new, &all);
+        let known = newcomer
+            && sim.live().iter().all(|&i| {
+                sim.nodes[i]
+                    .as_ref()
+                    .unwrap()
+                    .swim()
+                    .member(&name)
+                    .is_some_and(|m| m.state == State::Alive)
+            });
+        if known {
+            return Some(sim.now - start);
+        }
+        if sim.now - start >= limit || cpu_s() > cpu_end {
+            return None;
+        }
+        let next = sim.now + step;
+        sim.run_until(next);
+    }
+}
+
+/// One point of the sweep, printed as a JSON line: a cluster of `n` nodes that converged long
+/// ago (`Sim::settled`); 10 s of steady state; one new node joins node 0 (converged: it lists
+/// everyone and everyone lists it); 5 s later one old node is killed.
 fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> (f64, f64) {
     reset_peak_rss();
     let cpu0 = cpu_s();
     let cpu_end = cpu0 + budget;
-    let mut sim = Sim::lean(seed, n, config(model, n));
+    let mut sim = Sim::settled(seed, n, config(model, n + 1));
     sim.loss = loss;
-    let conv = converge(
+    let (b0, t0) = (traffic(&sim), sim.now);
+    let end = sim.now + Duration::from_secs(10);
+    sim.run_until(end);
+    let steady = (traffic(&sim) - b0) as f64 / n as f64 / (sim.now - t0).as_secs_f64();
+    let (b1, t1) = (traffic(&sim), sim.now);
+    sim.add_node(n, 1);
+    let conv = join_converges(
         &mut sim,
+        n,
         Duration::from_millis(100),
         Duration::from_secs(120),
         cpu_end,
     );
-    let join_bytes = traffic(&sim) as f64 / n as f64 / sim.now.as_secs_f64();
-    let mut steady = None;
+    let join_bytes =
+        (traffic(&sim) - b1) as f64 / (n + 1) as f64 / (sim.now - t1).as_secs_f64().max(0.1);
+    let false_fail = sim.failures() as f64;
     let (mut first, mut all) = (None, None);
-    let mut false_fail = None;
     if conv.is_some() {
-        // Settle for 10 s, then measure 10 s of steady state.
-        let end = sim.now + Duration::from_secs(10);
+        let end = sim.now + Duration::from_secs(5);
         sim.run_until(end);
-        let (b0, t0) = (traffic(&sim), sim.now);
-        let end = sim.now + Duration::from_secs(10);
-        sim.run_until(end);
-        steady = Some((traffic(&sim) - b0) as f64 / n as f64 / (sim.now - t0).as_secs_f64());
-        false_fail = Some(sim.failures() as f64);
-        (first, all) = detection(&mut sim, n, cpu_end);
+        (first, all) = detection(&mut sim, n - 1, cpu_end);
     }
     let cpu = cpu_s() - cpu0;
     let rss = peak_rss_mb();
     println!(
-        "{{\"kind\": \"point\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {loss}, \"seed\": {seed}, \"converged_s\": {}, \"join_bytes_per_node_s\": {join_bytes:.1}, \"steady_bytes_per_node_s\": {}, \"false_failures\": {}, \"detect_first_s\": {}, \"detect_all_s\": {}, \"packets\": {}, \"push_pulls\": {}, \"cpu_s\": {cpu:.2}, \"peak_rss_mb\": {:.0}, \"cut_short\": {}}}",
+        "{{\"kind\": \"point\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {loss}, \"seed\": {seed}, \"converged_s\": {}, \"join_bytes_per_node_s\": {join_bytes:.1}, \"steady_bytes_per_node_s\": {steady:.1}, \"false_failures\": {false_fail}, \"detect_first_s\": {}, \"detect_all_s\": {}, \"packets\": {}, \"push_pulls\": {}, \"cpu_s\": {cpu:.2}, \"peak_rss_mb\": {:.0}, \"cut_short\": {}}}",
         opt(conv.map(|d| d.as_secs_f64())),
-        opt(steady),
-        opt(false_fail),
         opt(first),
         opt(all),
         sim.packets,

@@ -42,7 +42,8 @@ pub struct Settings {
     pub profile: swim::Config,
     /// Serf's reconnect and reap timings.
     pub serf: serf::Config,
-    /// How often the seeds are joined again once joined (at most once a second).
+    /// How often the seeds are joined again once joined (at most once a second; above 32
+    /// members stretched as push/pulls are, `Swim::push_pull_scale`).
     pub rejoin_interval: Duration,
     /// Incarnation to start with: it should grow across restarts (the boot time).
     pub incarnation: u32,
@@ -282,6 +283,50 @@ struct Leave {
     reported: bool,
 }
 
+/// A cluster that converged long ago, as each of its members sees it: both layers' views,
+/// shared by the nodes started from it ([`Node::adopt`]; see [`swim::View`]).
+#[derive(Debug, Clone)]
+pub struct View {
+    swim: swim::View,
+    serf: serf::View,
+}
+
+impl View {
+    /// Every node alive: (name, address, incarnation, tags) each, seen since `now`; `seed`
+    /// shuffles the probe order.
+    pub fn new(
+        nodes: impl IntoIterator<Item = (String, SocketAddr, u32, BTreeMap<String, String>)>,
+        now: Instant,
+        seed: u64,
+    ) -> View {
+        let (mut gossip, mut serfs) = (Vec::new(), Vec::new());
+        for (name, addr, incarnation, tags) in nodes {
+            gossip.push(swim::Member {
+                name: name.clone(),
+                addr,
+                meta: wire::encode_tags(&tags),
+                incarnation,
+                state: State::Alive,
+                since: now,
+            });
+            serfs.push(serf::Member {
+                name,
+                addr,
+                tags,
+                status: serf::Status::Alive,
+                suspect: false,
+                // Every member's join intent, at the clock's first tick.
+                status_ltime: 1,
+                since: now,
+            });
+        }
+        View {
+            swim: swim::View::new(gossip, seed),
+            serf: serf::View::new(serfs, 1),
+        }
+    }
+}
+
 /// One node: SWIM and Serf, composed.
 pub struct Node {
     swim: Swim,
@@ -349,6 +394,22 @@ impl Node {
         };
         node.outputs.push_back(Output::ViewChanged);
         node
+    }
+
+    /// Takes `view` as this node's own at `now`, joined long ago (it must list this node).
+    /// `phase` (0 to 1) places its next periodic re-join within the period, as nodes started
+    /// at different times have theirs.
+    pub fn adopt(&mut self, view: &View, now: Instant, phase: f64) {
+        self.swim.adopt(&view.swim, now);
+        self.serf.adopt(&view.serf);
+        self.joined = true;
+        self.join_attempts = 1;
+        let period = self
+            .rejoin_interval
+            .max(JOIN_RETRY)
+            .mul_f64(self.swim.push_pull_scale());
+        self.next_join = now + period.mul_f64(phase.clamp(0.0, 1.0));
+        self.outputs.push_back(Output::ViewChanged);
     }
 
     /// The same node in an encrypted cluster: everything it sends is sealed with the keyring's
@@ -573,9 +634,13 @@ impl Node {
         }
         if self.has_seeds && self.leave.is_none() && now >= self.next_join {
             // Until the first join succeeds, retry fast; then re-join now and then.
+            // The re-join is a push/pull too: it grows with the cluster as they do (a seed
+            // of 10,000 nodes would otherwise answer 333 full-state exchanges a second).
             self.next_join = now
                 + if self.joined {
-                    self.rejoin_interval.max(JOIN_RETRY)
+                    self.rejoin_interval
+                        .max(JOIN_RETRY)
+                        .mul_f64(self.swim.push_pull_scale())
                 } else {
                     JOIN_RETRY
                 };

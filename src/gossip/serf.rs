@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use imbl::OrdMap;
+
 use super::msgpack::{self, Value};
 use super::swim::{self, EventKind as SwimKind, Rng};
 use super::wire::{self, WireError, serf_kind};
@@ -327,12 +329,30 @@ pub fn later(a: u64, b: u64) -> bool {
     (a.wrapping_sub(b) as i64) > 0
 }
 
+/// A converged cluster's Serf view, shared by the nodes started from it (see
+/// [`swim::View`]).
+#[derive(Debug, Clone)]
+pub struct View {
+    members: OrdMap<String, Member>,
+    clock: u64,
+}
+
+impl View {
+    /// The view that lists exactly `members`, with the Lamport clock at `clock`.
+    pub fn new(members: impl IntoIterator<Item = Member>, clock: u64) -> View {
+        View {
+            members: members.into_iter().map(|m| (m.name.clone(), m)).collect(),
+            clock,
+        }
+    }
+}
+
 /// One node's Serf view.
 pub struct Serf {
     config: Config,
     me: String,
     clock: u64,
-    members: BTreeMap<String, Member>,
+    members: OrdMap<String, Member>,
     /// Intents about members not known yet: name → (ltime, kind, when received).
     intents: BTreeMap<String, (u64, Intent, Instant)>,
     outputs: VecDeque<Output>,
@@ -374,7 +394,7 @@ impl Serf {
         seed: u64,
         now: Instant,
     ) -> Serf {
-        let mut members = BTreeMap::new();
+        let mut members = OrdMap::new();
         members.insert(
             me.to_owned(),
             Member {
@@ -406,6 +426,24 @@ impl Serf {
             asked: BTreeMap::new(),
             merged: false,
         }
+    }
+
+    /// Takes `view` as this node's own (see [`swim::Swim::adopt`]): it must list this node,
+    /// whose own entry is kept as it is here; the clock moves up to the view's.
+    pub fn adopt(&mut self, view: &View) {
+        let own = self.members.get(&self.me).cloned();
+        assert!(
+            view.members.contains_key(&self.me),
+            "the view must list the node that adopts it"
+        );
+        self.members = view.members.clone();
+        if let Some(own) = own {
+            if self.members.get(&self.me) != Some(&own) {
+                self.members.insert(self.me.clone(), own);
+            }
+        }
+        self.witness(view.clock);
+        self.merged = true;
     }
 
     /// The Lamport clock.
@@ -525,10 +563,12 @@ impl Serf {
             SwimKind::Join => self.node_join(now, m),
             SwimKind::Update => {
                 let tags = wire::decode_tags(&m.meta).unwrap_or_default();
-                if let Some(s) = self.members.get_mut(&m.name) {
+                if let Some(s) = self.members.get(&m.name) {
                     if s.tags != tags || s.addr != m.addr {
-                        s.tags = tags;
-                        s.addr = m.addr;
+                        if let Some(s) = self.members.get_mut(&m.name) {
+                            s.tags = tags;
+                            s.addr = m.addr;
+                        }
                         self.emit(EventKind::Update, &m.name);
                     }
                 } else {
@@ -536,12 +576,16 @@ impl Serf {
                 }
             }
             SwimKind::Suspect | SwimKind::Refuted => {
-                if let Some(s) = self.members.get_mut(&m.name) {
-                    let suspect = e.kind == SwimKind::Suspect;
-                    if s.suspect != suspect {
+                let suspect = e.kind == SwimKind::Suspect;
+                if self
+                    .members
+                    .get(&m.name)
+                    .is_some_and(|s| s.suspect != suspect)
+                {
+                    if let Some(s) = self.members.get_mut(&m.name) {
                         s.suspect = suspect;
-                        self.outputs.push_back(Output::Changed);
                     }
+                    self.outputs.push_back(Output::Changed);
                 }
             }
             SwimKind::Fail => self.node_gone(now, &m.name, false),
@@ -664,12 +708,18 @@ impl Serf {
 
     fn join_intent(&mut self, now: Instant, t: u64, node: &str) -> bool {
         self.witness(t);
-        let Some(m) = self.members.get_mut(node) else {
+        // Looked at before it is changed: a member map shared with other nodes (the
+        // simulator's large clusters) is copied only where something changes, and every
+        // push/pull brings an intent for every member.
+        let Some(m) = self.members.get(node) else {
             return self.remember_intent(now, node, t, Intent::Join);
         };
         if !later(t, m.status_ltime) {
             return false;
         }
+        let Some(m) = self.members.get_mut(node) else {
+            return false;
+        };
         m.status_ltime = t;
         if m.status == Status::Leaving {
             m.status = Status::Alive;
@@ -680,7 +730,7 @@ impl Serf {
 
     fn leave_intent(&mut self, now: Instant, t: u64, node: &str) -> bool {
         self.witness(t);
-        let Some(m) = self.members.get_mut(node) else {
+        let Some(m) = self.members.get(node) else {
             return self.remember_intent(now, node, t, Intent::Leave);
         };
         if !later(t, m.status_ltime) {

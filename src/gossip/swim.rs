@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use imbl::{OrdMap, Vector};
+
 use super::msgpack::{Value, write_bool, write_map_len, write_raw, write_uint};
 use super::secure;
 use super::validate;
@@ -57,8 +59,8 @@ pub struct Config {
     pub secure: bool,
     /// memberlist's own rule, for the simulator's model of Serf (`tests/common/sim.rs`): a
     /// name announced by gossip or a push/pull is a member at once (no probe first), there are
-    /// no extra push/pulls after joining nor with strangers, and the push/pull interval grows
-    /// with the cluster as memberlist's `pushPullScale` does. Off in muster.
+    /// no extra push/pulls after joining nor with strangers. Off in muster. (Both grow the
+    /// push/pull interval with the cluster as memberlist's `pushPullScale` does.)
     pub memberlist_model: bool,
 }
 
@@ -807,18 +809,58 @@ const MAX_RELAYS: usize = 256;
 /// while newer news kept the front of the queue, so muster keeps first-come order.)
 type QueueKey = (u32, std::cmp::Reverse<u64>);
 
+/// A cluster that converged long ago, as every member's failure detector sees it. The
+/// simulator starts its large clusters from one ([`Swim::adopt`]): joining N nodes costs N²
+/// messages and a node every member, which a run of 10,000 nodes cannot afford. Clones, and the
+/// nodes made from one view, share its memory until they change a member.
+#[derive(Debug, Clone)]
+pub struct View {
+    members: OrdMap<String, Member>,
+    /// Every member, in one random order: nodes probe in it, each from a place of its own.
+    order: Vector<String>,
+    addrs: imbl::HashMap<SocketAddr, usize>,
+    live: usize,
+}
+
+impl View {
+    /// The view that lists exactly `members`, in a probe order shuffled with `seed`.
+    pub fn new(members: impl IntoIterator<Item = Member>, seed: u64) -> View {
+        let mut view = View {
+            members: OrdMap::new(),
+            order: Vector::new(),
+            addrs: imbl::HashMap::new(),
+            live: 0,
+        };
+        let mut names = Vec::new();
+        for m in members {
+            *view.addrs.entry(m.addr).or_insert(0) += 1;
+            if matches!(m.state, State::Alive | State::Suspect) {
+                view.live += 1;
+            }
+            names.push(m.name.clone());
+            view.members.insert(m.name.clone(), m);
+        }
+        let mut rng = Rng::new(seed);
+        for i in (1..names.len()).rev() {
+            names.swap(i, rng.below(i + 1));
+        }
+        view.order = names.into_iter().collect();
+        view
+    }
+}
+
 /// One node's view of the cluster and its protocol duties.
 pub struct Swim {
     config: Config,
     me: String,
     rng: Rng,
-    members: BTreeMap<String, Member>,
+    members: OrdMap<String, Member>,
     suspicions: HashMap<String, Suspicion>,
-    probe_order: Vec<String>,
+    probe_order: Vector<String>,
     probe_index: usize,
     /// Every member but this node, in any state, in no order: peers are drawn from it at
     /// random (a gossip round would otherwise scan the whole map).
-    roster: Vec<String>,
+    roster: Vector<String>,
     probe: Option<Probe>,
     relays: HashMap<u32, Relay>,
     next_seq: u32,
@@ -850,7 +892,7 @@ pub struct Swim {
     /// each address that is not a member (never more than the size toward any one).
     budget: Option<(usize, HashMap<SocketAddr, usize>)>,
     /// Members (alive, suspect or dead, not forgotten) by address, with their count there.
-    addrs: HashMap<SocketAddr, usize>,
+    addrs: imbl::HashMap<SocketAddr, usize>,
     /// When a refutation last raised the awareness score (at most once per probe interval,
     /// so forged claims about us cannot slow our own failure detection).
     last_refute_penalty: Option<Instant>,
@@ -889,7 +931,7 @@ impl Swim {
         seed: u64,
         now: Instant,
     ) -> Swim {
-        let mut members = BTreeMap::new();
+        let mut members = OrdMap::new();
         members.insert(
             name.to_owned(),
             Member {
@@ -916,9 +958,9 @@ impl Swim {
             rng,
             members,
             suspicions: HashMap::new(),
-            probe_order: Vec::new(),
+            probe_order: Vector::new(),
             probe_index: 0,
-            roster: Vec::new(),
+            roster: Vector::new(),
             probe: None,
             relays: HashMap::new(),
             next_seq: 0,
@@ -938,7 +980,7 @@ impl Swim {
             held: BTreeMap::new(),
             tokens: (0.0, now),
             budget: None,
-            addrs: HashMap::new(),
+            addrs: imbl::HashMap::new(),
             last_refute_penalty: None,
             last_conflict: None,
             next_stranger_sync: now,
@@ -955,6 +997,40 @@ impl Swim {
         swim.index(addr);
         swim.announce();
         swim
+    }
+
+    /// Takes `view` as this node's own, as if the cluster had converged long before `now`:
+    /// the view must list this node; its own entry is kept as it is here. The announcement of
+    /// the start and the extra push/pulls after a join are dropped (there is no news), the
+    /// probe round starts at a random place in the view's order, and the next push/pull at a
+    /// random time within its period.
+    pub fn adopt(&mut self, view: &View, now: Instant) {
+        let own = self.self_member().clone();
+        assert!(
+            view.members.contains_key(&self.me),
+            "the view must list the node that adopts it"
+        );
+        self.members = view.members.clone();
+        if self.members.get(&self.me) != Some(&own) {
+            self.members.insert(self.me.clone(), own);
+        }
+        self.addrs = view.addrs.clone();
+        self.live = view.live;
+        self.roster = view.order.clone();
+        if let Some(at) = self.roster.iter().position(|n| *n == self.me) {
+            let last = self.roster.len() - 1;
+            self.roster.swap(at, last);
+            self.roster.pop_back();
+        }
+        self.probe_order = self.roster.clone();
+        self.probe_index = self.rng.below(self.probe_order.len().max(1));
+        self.broadcasts.clear();
+        self.latest.clear();
+        self.early_syncs = (None, 0);
+        // Somewhere in the period, as in a cluster that has run for a while.
+        let period = self.push_pull_period();
+        self.next_push_pull =
+            now + Duration::from_nanos(self.rng.next_u64() % period.as_nanos().max(1) as u64);
     }
 
     /// This node's name.
@@ -981,7 +1057,9 @@ impl Swim {
         if let Some(m) = self.members.remove(name) {
             self.unindex(m.addr);
             if let Some(at) = self.roster.iter().position(|n| n == name) {
-                self.roster.swap_remove(at);
+                let last = self.roster.len() - 1;
+                self.roster.swap(at, last);
+                self.roster.pop_back();
             }
         }
         self.suspicions.remove(name);
@@ -1805,7 +1883,7 @@ impl Swim {
                 );
                 self.index(c.addr);
                 self.live += 1;
-                self.roster.push(name.to_owned());
+                self.roster.push_back(name.to_owned());
                 self.insert_probe_target(name);
                 if !c.relayed {
                     self.broadcast(msg);
@@ -1960,7 +2038,9 @@ impl Swim {
         if name == self.me {
             return self.claim_about_me(now, incarnation);
         }
-        let Some(m) = self.members.get_mut(name) else {
+        // Looked at before it is changed: a member map shared with other nodes (the
+        // simulator's large clusters) is copied only where something changes.
+        let Some(m) = self.members.get(name) else {
             return;
         };
         if stale(&mut self.stats, incarnation, m.incarnation) {
@@ -1983,6 +2063,9 @@ impl Swim {
                 }
             }
             State::Alive => {
+                let Some(m) = self.members.get_mut(name) else {
+                    return;
+                };
                 m.state = State::Suspect;
                 m.incarnation = incarnation;
                 m.since = now;
@@ -2067,12 +2150,16 @@ impl Swim {
 
     /// Marks a live member dead (or left, when `by` is the member itself).
     fn apply_dead(&mut self, now: Instant, name: &str, incarnation: u32, by: &str) {
+        if !self
+            .members
+            .get(name)
+            .is_some_and(|m| matches!(m.state, State::Alive | State::Suspect))
+        {
+            return;
+        }
         let Some(m) = self.members.get_mut(name) else {
             return;
         };
-        if matches!(m.state, State::Dead | State::Left) {
-            return;
-        }
         let left = by == name;
         m.state = if left { State::Left } else { State::Dead };
         self.live -= 1;
@@ -2148,7 +2235,7 @@ impl Swim {
         // with the member there, as memberlist does (an insert would move the whole list,
         // and a join storm adds a whole cluster's names one by one).
         let at = self.rng.below(self.probe_order.len() + 1);
-        self.probe_order.push(name.to_owned());
+        self.probe_order.push_back(name.to_owned());
         let last = self.probe_order.len() - 1;
         self.probe_order.swap(at, last);
     }
@@ -2179,15 +2266,22 @@ impl Swim {
         }
     }
 
-    /// The time to the next push/pull: memberlist's model scales it above 32 members by
-    /// ceil(log2(n) - log2(32)) + 1.
+    /// The time to the next push/pull: above 32 members it grows as memberlist's
+    /// `pushPullScale`, ceil(log2(n) - log2(32)) + 1 (a push/pull carries every member, so an
+    /// unscaled one costs each node O(n) bytes per period: 40 KB/s at 10,000 nodes).
     fn push_pull_period(&self) -> Duration {
+        self.config.push_pull_interval.mul_f64(self.push_pull_scale())
+    }
+
+    /// How much longer than configured the periods of whole-state exchanges are in a cluster
+    /// this size: 1 up to 32 live members, then memberlist's `pushPullScale` (2 at 33–64,
+    /// 6 at 1,000, 10 at 10,000). The driver stretches its periodic re-join by it too.
+    pub fn push_pull_scale(&self) -> f64 {
         let n = self.live_count();
-        if !self.config.memberlist_model || n <= 32 {
-            return self.config.push_pull_interval;
+        if n <= 32 {
+            return 1.0;
         }
-        let scale = ((n as f64).log2() - 5.0).ceil() + 1.0;
-        self.config.push_pull_interval.mul_f64(scale)
+        ((n as f64).log2() - 5.0).ceil() + 1.0
     }
 
     /// Relayed probes that got no answer: the requester gets a nack if it asked for one.

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use muster::gossip::crypto::{self, Keyring};
-use muster::gossip::node::{Input, Node, Output, Settings};
+use muster::gossip::node::{Input, Node, Output, Settings, View};
 use muster::gossip::serf::{self, Status};
 use muster::gossip::swim::{Config, EventKind, Rng, State};
 
@@ -104,6 +104,29 @@ impl Sim {
     /// `n` nodes as `new` makes them, keeping only the verdicts (see `lean`).
     pub fn lean(seed: u64, n: usize, config: Config) -> Sim {
         Sim::build(seed, n, config, true)
+    }
+
+    /// `n` nodes that joined long ago (`lean`): each starts from one shared converged view
+    /// (`node::View`, its memory shared until a node changes a member) instead of N² joining
+    /// messages. Each re-joins its seed, and pushes/pulls, at a random time within the period,
+    /// as nodes that started at different times would.
+    pub fn settled(seed: u64, n: usize, config: Config) -> Sim {
+        let mut sim = Sim::build(seed, 0, config, true);
+        let now = sim.start;
+        let view = View::new(
+            (0..n).map(|i| (format!("n{i}"), Self::addr(i, 1), 1, BTreeMap::new())),
+            now,
+            seed ^ 0x0bde,
+        );
+        for i in 0..n {
+            sim.add_node(i, 1);
+            let phase = sim.rng.next_u64() as f64 / u64::MAX as f64;
+            if let Some(node) = sim.nodes[i].as_mut() {
+                node.adopt(&view, now, phase);
+            }
+            sim.handle(i, None);
+        }
+        sim
     }
 
     fn build(seed: u64, n: usize, config: Config, lean: bool) -> Sim {
