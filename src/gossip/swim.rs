@@ -801,6 +801,9 @@ const EARLY_SYNC: Duration = Duration::from_secs(1);
 /// Most strangers remembered to exchange state with.
 const MAX_STRANGERS: usize = 64;
 
+/// About how many members, in all, exchange state with a stranger that probes them.
+const STRANGER_SYNCS: usize = 32;
+
 /// Most indirect probes relayed for others at once.
 const MAX_RELAYS: usize = 256;
 
@@ -1474,6 +1477,15 @@ impl Swim {
             || self.strangers.iter().any(|(n, _)| n == name)
             || validate::name(name).is_err()
         {
+            return;
+        }
+        // A node that joins a large cluster probes every member within a second or so: if
+        // each exchanged its whole state with it, it would receive N full states (10,000 ×
+        // 600 KB). Above `STRANGER_SYNCS` live members a member does so with the probability
+        // that leaves about that many exchanges in all; a node that knows few (a restarted
+        // load balancer) still syncs with every stranger.
+        let live = self.live_count();
+        if live > STRANGER_SYNCS && self.rng.below(live) >= STRANGER_SYNCS {
             return;
         }
         self.strangers.push_back((name.to_owned(), addr));
