@@ -74,7 +74,10 @@
 //!   captured from Debian's serf 0.9.4 (`tests/serf_golden.rs`); and `swim`, the sans-IO
 //!   SWIM + Lifeguard core (`handle(now, input)`, `poll_output()`, `poll_timeout()`, seeded
 //!   RNG), tested in a deterministic network simulator (`tests/common/sim.rs`, driven by
-//!   `tests/gossip_sim.rs` and by the scale benchmark `tests/gossip_scale.rs`); `serf`, Serf's
+//!   `tests/gossip_sim.rs` and by the scale benchmark `tests/gossip_scale.rs`). Both layers
+//!   keep their members in persistent maps (`imbl`): a `View` of a converged cluster
+//!   (`swim::View`, `serf::View`, `node::View`) starts nodes that share its memory until they
+//!   change a member, which is how the simulator holds 10,000 nodes. `serf`, Serf's
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's
 //!   push/pull state, reconnect, reap); `crypto`, memberlist's AES-GCM keyring and framing
 //!   (datagrams and streams, versions 0 and 1); `secure`, secure mode's pure rules (the envelope with sender, time and

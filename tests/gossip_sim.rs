@@ -644,3 +644,42 @@ fn user_events_and_queries_at_scale() {
         );
     }
 }
+
+/// A cluster started from one shared converged view (`Sim::settled`, how the scale benchmark
+/// holds 10,000 nodes) behaves as one whose nodes joined: every node lists every other at once
+/// in both layers, a newcomer gets in, only about 32 members exchange their whole state with
+/// it, and a crash is detected by every survivor.
+#[test]
+fn a_settled_cluster_takes_a_join_and_detects_a_crash() {
+    let (seed, n) = (17, 200);
+    let mut sim = Sim::settled(seed, n, Config::lan());
+    let all = everyone(&sim);
+    assert!(sim.all_see_alive(&all) && sim.serf_all_alive(&all));
+    sim.run_until(Duration::from_secs(5));
+    assert_eq!(sim.failures(), 0, "seed {seed}: a settled cluster stays settled");
+    let before = sim.push_pulls;
+    sim.add_node(n, 1);
+    let all = everyone(&sim);
+    let joined = sim.now;
+    while !sim.all_see_alive(&all) {
+        assert!(sim.now - joined < Duration::from_secs(30), "seed {seed}: the newcomer");
+        let next = sim.now + Duration::from_millis(100);
+        sim.run_until(next);
+    }
+    let took = sim.now - joined;
+    sim.run_until(joined + Duration::from_secs(3));
+    let exchanges = sim.push_pulls - before;
+    eprintln!("seed {seed}: a newcomer in {n} settled nodes: in every view after {took:?}, {exchanges} push/pulls in 3 s");
+    // Its join, three early syncs, ~32 strangers' syncs and the periodic ones (200 nodes each
+    // 120 s, and as many re-joins): about 45. Every member syncing with it would be over 200.
+    assert!(exchanges < 100, "seed {seed}: {exchanges} push/pulls");
+    assert!(sim.serf_all_alive(&all), "seed {seed}: Serf's views");
+    let victim = 7;
+    sim.crash(victim);
+    sim.run_until(sim.now + Duration::from_secs(40));
+    let name = sim.names[victim].clone();
+    for i in sim.live() {
+        let m = sim.nodes[i].as_ref().unwrap().swim().member(&name).map(|m| m.state);
+        assert_eq!(m, Some(State::Dead), "seed {seed}: node {i} about {name}");
+    }
+}

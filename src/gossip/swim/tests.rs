@@ -883,3 +883,51 @@ fn an_ipv4_address_in_go_s_16_byte_form_is_kept_and_reached_as_ipv4() {
     let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 7946));
     assert_eq!(wire::canonical(v6), v6);
 }
+
+/// A view of `n` members, "me" (at `addr(1)`, as `node` makes it) among them.
+fn view_of(n: u8, now: Instant) -> View {
+    let members = (1..=n).map(|i| Member {
+        name: if i == 1 { "me".to_owned() } else { format!("m{i}") },
+        addr: addr(i),
+        meta: if i == 1 { b"meta".to_vec() } else { Vec::new() },
+        incarnation: if i == 1 { 5 } else { 1 },
+        state: State::Alive,
+        since: now,
+    });
+    View::new(members, 7)
+}
+
+#[test]
+fn a_node_that_adopts_a_view_knows_everyone_once_and_keeps_its_own_entry() {
+    let now = Instant::now();
+    let mut s = node(now);
+    outputs(&mut s);
+    s.adopt(&view_of(40, now), now);
+    assert_eq!(s.members().count(), 40);
+    assert!(s.members().all(|m| m.state == State::Alive));
+    let me = s.member("me").unwrap();
+    assert_eq!((me.incarnation, me.meta.as_slice()), (5, &b"meta"[..]));
+    // Probed and gossiped to: every other member, never itself.
+    assert_eq!(s.roster.len(), 39);
+    assert!(s.roster.iter().all(|n| n != "me"));
+    assert_eq!(s.probe_order.len(), 39);
+    // Nothing to tell: the announcement of its start is dropped.
+    let later = now + Duration::from_millis(250);
+    s.handle(later, Input::Tick);
+    let gossip: Vec<Output> = outputs(&mut s)
+        .into_iter()
+        .filter(|o| matches!(o, Output::Send { msgs, .. } if msgs.iter().any(|m| matches!(m, Msg::Alive { .. }))))
+        .collect();
+    assert!(gossip.is_empty(), "{gossip:?}");
+}
+
+#[test]
+fn push_pulls_stretch_above_32_members_as_memberlists() {
+    let now = Instant::now();
+    for (n, scale) in [(1u8, 1.0), (32, 1.0), (33, 2.0), (64, 2.0), (65, 3.0), (200, 4.0)] {
+        let mut s = node(now);
+        s.adopt(&view_of(n, now), now);
+        assert_eq!(s.push_pull_scale(), scale, "{n} members");
+        assert!(s.next_push_pull < now + s.config.push_pull_interval.mul_f64(scale));
+    }
+}
