@@ -1785,6 +1785,12 @@ impl Swim {
                 c.incarnation = incarnation;
                 c.meta = meta;
             }
+            // A member vouches for it too (a newcomer's own probes usually come first): it
+            // gets the retries of a member's news, or one lost answer would leave it to the
+            // next push/pull.
+            if (self.relaying || self.streaming) && c.addr == addr {
+                c.retries = c.retries.max(2);
+            }
             return;
         }
         let comeback = self.members.contains_key(name);
