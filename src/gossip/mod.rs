@@ -16,7 +16,9 @@
 //!
 //! - `limits`, what the listener lets a peer hold (streams open at once, per address, the
 //!   pause after an accept error);
-//! - `validate`, what a name and tags may hold, checked where they enter.
+//! - `validate`, what a name and tags may hold, checked where they enter;
+//! - `roll`, members by name in a persistent map, shared by clones until changed (the
+//!   simulator's 10,000 nodes start from one converged view).
 //!
 //! What a peer may do without a key is in the README's Security section.
 //!
@@ -46,6 +48,7 @@ pub mod limits;
 pub mod lzw;
 pub mod msgpack;
 pub mod node;
+pub mod roll;
 pub mod rpc;
 pub mod secure;
 pub mod serf;

@@ -16,9 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use imbl::OrdMap;
-
 use super::msgpack::{self, Value};
+use super::roll::Roll;
 use super::swim::{self, EventKind as SwimKind, Rng};
 use super::wire::{self, WireError, serf_kind};
 
@@ -333,7 +332,7 @@ pub fn later(a: u64, b: u64) -> bool {
 /// [`swim::View`]).
 #[derive(Debug, Clone)]
 pub struct View {
-    members: OrdMap<String, Member>,
+    members: Roll<Member>,
     clock: u64,
 }
 
@@ -352,7 +351,7 @@ pub struct Serf {
     config: Config,
     me: String,
     clock: u64,
-    members: OrdMap<String, Member>,
+    members: Roll<Member>,
     /// Intents about members not known yet: name → (ltime, kind, when received).
     intents: BTreeMap<String, (u64, Intent, Instant)>,
     outputs: VecDeque<Output>,
@@ -394,7 +393,7 @@ impl Serf {
         seed: u64,
         now: Instant,
     ) -> Serf {
-        let mut members = OrdMap::new();
+        let mut members = Roll::new();
         members.insert(
             me.to_owned(),
             Member {

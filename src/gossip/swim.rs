@@ -12,9 +12,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use imbl::{OrdMap, Vector};
+use imbl::Vector;
 
 use super::msgpack::{Value, write_bool, write_map_len, write_raw, write_uint};
+use super::roll::Roll;
 use super::secure;
 use super::validate;
 use super::wire::{self, NodeState, Part, WireError, kind};
@@ -818,7 +819,7 @@ type QueueKey = (u32, std::cmp::Reverse<u64>);
 /// nodes made from one view, share its memory until they change a member.
 #[derive(Debug, Clone)]
 pub struct View {
-    members: OrdMap<String, Member>,
+    members: Roll<Member>,
     /// Every member, in one random order: nodes probe in it, each from a place of its own.
     order: Vector<String>,
     addrs: imbl::HashMap<SocketAddr, usize>,
@@ -829,7 +830,7 @@ impl View {
     /// The view that lists exactly `members`, in a probe order shuffled with `seed`.
     pub fn new(members: impl IntoIterator<Item = Member>, seed: u64) -> View {
         let mut view = View {
-            members: OrdMap::new(),
+            members: Roll::new(),
             order: Vector::new(),
             addrs: imbl::HashMap::new(),
             live: 0,
@@ -857,7 +858,7 @@ pub struct Swim {
     config: Config,
     me: String,
     rng: Rng,
-    members: OrdMap<String, Member>,
+    members: Roll<Member>,
     suspicions: HashMap<String, Suspicion>,
     probe_order: Vector<String>,
     probe_index: usize,
@@ -934,7 +935,7 @@ impl Swim {
         seed: u64,
         now: Instant,
     ) -> Swim {
-        let mut members = OrdMap::new();
+        let mut members = Roll::new();
         members.insert(
             name.to_owned(),
             Member {
@@ -1163,7 +1164,7 @@ impl Swim {
                 // never hear of each other until the next push/pull: seen in the simulator.)
                 self.candidates
                     .iter()
-                    .filter(|(n, _)| !self.members.contains_key(*n))
+                    .filter(|(n, _)| !self.members.contains_key(n))
                     .map(|(n, c)| RemoteNode {
                         name: n.clone(),
                         addr: c.addr,
@@ -2288,7 +2289,9 @@ impl Swim {
     /// `pushPullScale`, ceil(log2(n) - log2(32)) + 1 (a push/pull carries every member, so an
     /// unscaled one costs each node O(n) bytes per period: 40 KB/s at 10,000 nodes).
     fn push_pull_period(&self) -> Duration {
-        self.config.push_pull_interval.mul_f64(self.push_pull_scale())
+        self.config
+            .push_pull_interval
+            .mul_f64(self.push_pull_scale())
     }
 
     /// How much longer than configured the periods of whole-state exchanges are in a cluster

@@ -887,7 +887,11 @@ fn an_ipv4_address_in_go_s_16_byte_form_is_kept_and_reached_as_ipv4() {
 /// A view of `n` members, "me" (at `addr(1)`, as `node` makes it) among them.
 fn view_of(n: u8, now: Instant) -> View {
     let members = (1..=n).map(|i| Member {
-        name: if i == 1 { "me".to_owned() } else { format!("m{i}") },
+        name: if i == 1 {
+            "me".to_owned()
+        } else {
+            format!("m{i}")
+        },
         addr: addr(i),
         meta: if i == 1 { b"meta".to_vec() } else { Vec::new() },
         incarnation: if i == 1 { 5 } else { 1 },
@@ -924,7 +928,14 @@ fn a_node_that_adopts_a_view_knows_everyone_once_and_keeps_its_own_entry() {
 #[test]
 fn push_pulls_stretch_above_32_members_as_memberlists() {
     let now = Instant::now();
-    for (n, scale) in [(1u8, 1.0), (32, 1.0), (33, 2.0), (64, 2.0), (65, 3.0), (200, 4.0)] {
+    for (n, scale) in [
+        (1u8, 1.0),
+        (32, 1.0),
+        (33, 2.0),
+        (64, 2.0),
+        (65, 3.0),
+        (200, 4.0),
+    ] {
         let mut s = node(now);
         s.adopt(&view_of(n, now), now);
         assert_eq!(s.push_pull_scale(), scale, "{n} members");
