@@ -11,11 +11,11 @@
 //! complete is sampled every 10 ms of simulated time for 2 s, then every 100 ms.
 //!
 //! Arguments, in the environment variable `GOSSIP_SCALE`: --model muster|serf [--sizes 10,30]
-//! [--losses 0,5] [--budget CPU_S] [--mass-join N] [--seed S].
+//! [--losses 0,5] [--budget CPU_S] [--rss-limit MB] [--mass-join N] [--seed S].
 //! Prints one JSON object per line on stdout. `serf` is the same simulator with memberlist's
 //! own admission and push/pull scaling (`swim::Config::memberlist_model`) and LAN timings. A
 //! point whose projected CPU time exceeds the budget, or whose projected peak memory exceeds
-//! `RSS_LIMIT_MB` (both from the last size, growing as the square of the size), is skipped and
+//! `--rss-limit` (8,000 MB by default; both from the last size, growing as the square of the size), is skipped and
 //! printed as such; one that runs past the budget is cut short.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
@@ -61,7 +61,8 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Most resident memory a point may be projected to need (two run at once on the machine).
+/// Most resident memory a point may be projected to need, by default (two run at once on
+/// the machine); `--rss-limit MB` sets another.
 const RSS_LIMIT_MB: f64 = 8000.0;
 
 fn config(model: &str, n: usize) -> Config {
@@ -260,6 +261,7 @@ fn gossip_scale() {
     let model = arg(&args, "--model").unwrap_or_else(|| "muster".to_owned());
     let seed: u64 = arg(&args, "--seed").map_or(1, |s| s.parse().unwrap());
     let budget: f64 = arg(&args, "--budget").map_or(240.0, |s| s.parse().unwrap());
+    let rss_limit: f64 = arg(&args, "--rss-limit").map_or(RSS_LIMIT_MB, |s| s.parse().unwrap());
     if let Some(n) = arg(&args, "--mass-join") {
         mass_join(&model, n.parse().unwrap(), seed, budget);
     }
@@ -273,7 +275,7 @@ fn gossip_scale() {
             let projected = last.map_or(0.0, |(_, c, _)| c * ratio);
             // Every node holds every member: memory grows as the square of the size too.
             let rss = last.map_or(0.0, |(_, _, r)| r * ratio);
-            if projected > budget || rss > RSS_LIMIT_MB {
+            if projected > budget || rss > rss_limit {
                 println!(
                     "{{\"kind\": \"skipped\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {}, \"projected_cpu_s\": {projected:.0}, \"projected_rss_mb\": {rss:.0}}}",
                     loss / 100.0

@@ -656,20 +656,29 @@ fn a_settled_cluster_takes_a_join_and_detects_a_crash() {
     let all = everyone(&sim);
     assert!(sim.all_see_alive(&all) && sim.serf_all_alive(&all));
     sim.run_until(Duration::from_secs(5));
-    assert_eq!(sim.failures(), 0, "seed {seed}: a settled cluster stays settled");
+    assert_eq!(
+        sim.failures(),
+        0,
+        "seed {seed}: a settled cluster stays settled"
+    );
     let before = sim.push_pulls;
     sim.add_node(n, 1);
     let all = everyone(&sim);
     let joined = sim.now;
     while !sim.all_see_alive(&all) {
-        assert!(sim.now - joined < Duration::from_secs(30), "seed {seed}: the newcomer");
+        assert!(
+            sim.now - joined < Duration::from_secs(30),
+            "seed {seed}: the newcomer"
+        );
         let next = sim.now + Duration::from_millis(100);
         sim.run_until(next);
     }
     let took = sim.now - joined;
     sim.run_until(joined + Duration::from_secs(3));
     let exchanges = sim.push_pulls - before;
-    eprintln!("seed {seed}: a newcomer in {n} settled nodes: in every view after {took:?}, {exchanges} push/pulls in 3 s");
+    eprintln!(
+        "seed {seed}: a newcomer in {n} settled nodes: in every view after {took:?}, {exchanges} push/pulls in 3 s"
+    );
     // Its join, three early syncs, ~32 strangers' syncs and the periodic ones (200 nodes each
     // 120 s, and as many re-joins): about 45. Every member syncing with it would be over 200.
     assert!(exchanges < 100, "seed {seed}: {exchanges} push/pulls");
@@ -679,7 +688,12 @@ fn a_settled_cluster_takes_a_join_and_detects_a_crash() {
     sim.run_until(sim.now + Duration::from_secs(40));
     let name = sim.names[victim].clone();
     for i in sim.live() {
-        let m = sim.nodes[i].as_ref().unwrap().swim().member(&name).map(|m| m.state);
+        let m = sim.nodes[i]
+            .as_ref()
+            .unwrap()
+            .swim()
+            .member(&name)
+            .map(|m| m.state);
         assert_eq!(m, Some(State::Dead), "seed {seed}: node {i} about {name}");
     }
 }
@@ -705,6 +719,9 @@ fn a_newcomer_reaches_every_view_under_loss() {
             let next = sim.now + Duration::from_millis(100);
             sim.run_until(next);
         }
-        eprintln!("seed {seed}: {n} nodes at 5 % loss: the newcomer in every view after {:?}", sim.now - joined);
+        eprintln!(
+            "seed {seed}: {n} nodes at 5 % loss: the newcomer in every view after {:?}",
+            sim.now - joined
+        );
     }
 }

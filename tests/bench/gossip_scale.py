@@ -13,12 +13,18 @@ second over 10 s of steady state; one new node joins node 0: time until it lists
 alive and every node lists it, and bytes per node per second meanwhile; false failure verdicts
 until then; 5 s later one old node killed: time to the first survivor's verdict and to every
 survivor's; CPU seconds and peak memory. A point whose projected CPU time exceeds the budget, or
-whose projected peak memory exceeds 8,000 MB (two points run at once), is skipped (listed as
+whose projected peak memory exceeds --rss-limit (8,000 MB: two points run at once), is skipped (listed as
 such); one that runs past the budget is cut short. The mass join (every node joins node 0 at
 the same instant) samples the fraction of complete views every 10 ms for 2 s, then every 100 ms.
 
 Usage: tests/bench/gossip_scale.py [--sizes 10,30,...] [--losses 0,5,10,20] [--budget CPU_S]
-       [--mass-join N] [--from-output DIR]   (DIR: reuse muster.out and serf.out of a run)
+       [--rss-limit MB] [--mass-join N] [--models muster,serf] [--append]
+       [--from-output DIR]   (DIR: reuse muster.out and serf.out of a run)
+  --rss-limit MB  most peak memory a point may be projected to need (default 8000; the models
+                  run at once, so two such points may be resident together)
+  --mass-join 0   no mass join; --models: which models to run (each in its own process)
+  --append        add this run's points to target/gossip-scale/*.out (e.g. large sizes run one
+                  model at a time with a higher --rss-limit) and write the report from all
 """
 
 import json
@@ -50,6 +56,9 @@ LOSSES = arg("--losses", "0,5,10,20")
 BUDGET = arg("--budget", "900")
 MASS = arg("--mass-join", "1000")
 FROM = arg("--from-output", None)
+RSS = arg("--rss-limit", "8000")
+MODELS = arg("--models", "muster,serf").split(",")
+APPEND = "--append" in sys.argv
 
 
 def binary():
@@ -67,9 +76,11 @@ def binary():
 def run_all(outdir):
     exe = binary()
     procs = []
-    for model in ("muster", "serf"):
-        args = f"--model {model} --mass-join {MASS} --sizes {SIZES} --losses {LOSSES} --budget {BUDGET}"
-        f = open(os.path.join(outdir, f"{model}.out"), "w")
+    for model in MODELS:
+        args = f"--model {model} --sizes {SIZES} --losses {LOSSES} --budget {BUDGET} --rss-limit {RSS}"
+        if MASS != "0":
+            args += f" --mass-join {MASS}"
+        f = open(os.path.join(outdir, f"{model}.out"), "a" if APPEND else "w")
         procs.append(subprocess.Popen([exe, "--ignored", "--nocapture"], stdout=f,
                                       stderr=subprocess.DEVNULL, cwd=ROOT,
                                       env={**os.environ, "GOSSIP_SCALE": args}))
@@ -83,7 +94,11 @@ def read(outdir):
         path = os.path.join(outdir, f"{model}.out")
         if os.path.exists(path):
             rows += [json.loads(l) for l in open(path) if l.startswith("{")]
-    return rows
+    # With --append a point may come twice, or once skipped and later run: the last run counts.
+    key = lambda r: (r["kind"] if r["kind"] == "mass_join" else "point", r["model"],  # noqa: E731
+                     r["nodes"], r.get("loss"))
+    last = {key(r): r for r in rows}
+    return [r for r in rows if last[key(r)] is r]
 
 
 def series(points, model, key):
@@ -188,9 +203,9 @@ def markdown(rows, meta, svgs):
             f"{fmt(p['false_failures'])} | {fmt(p['detect_first_s'])} | {fmt(p['detect_all_s'])} | "
             f"{p['packets']} | {p['cpu_s']} | {p.get('peak_rss_mb', '—')} | {p['cut_short']} |")
     if skipped:
-        lines += ["", "Skipped (projected CPU seconds above the budget of "
-                  f"{BUDGET} s per point, or projected peak memory above 8,000 MB, each from the "
-                  "previous size's figure × (size ratio)²): " +
+        lines += ["", "Skipped (projected CPU seconds above the run's budget per point, or "
+                  "projected peak memory above its limit, each from the previous size's figure × "
+                  "(size ratio)²): " +
                   "; ".join(f"{s['model']} {s['nodes']} nodes at {s['loss'] * 100:.0f} % "
                             f"({s['projected_cpu_s']} s, {s.get('projected_rss_mb', '?')} MB)"
                             for s in skipped) + "."]
