@@ -145,10 +145,13 @@ def fmt(v):
 
 
 NOTES = """- The sweep starts every cluster converged (`Sim::settled`): each node's two member maps
-  (failure detector and Serf) are persistent maps cloned from one shared view, so the nodes
-  share their memory until they change a member. A converged cluster of 10,000 nodes holds
-  10⁸ node-member pairs: about 180 GB as private maps (the last run's 1.8 KB per pair), 710 MB
-  shared. Joining them one by one instead would cost about 3 N² datagrams (see the mass join).
+  (failure detector and Serf) are persistent maps (`gossip::roll`) cloned from one shared
+  view, so the nodes share their memory until they change a member, and a change copies a
+  path of pointers, not the records. A converged cluster of 10,000 nodes holds 10⁸
+  node-member pairs: about 180 GB as private maps (1.8 KB per pair, measured before), about
+  540 MB shared. Joining them one by one instead would cost about 3 N² datagrams (see the mass
+  join). Packet loss makes nodes suspect and refute each other, and a record a node changed is
+  its own: memory then grows with the square of the size again (see the peak RSS column).
 - "Converged" for the join: the newcomer lists every node alive and every node lists the
   newcomer alive (the rest of each view was complete already; false verdicts are counted
   apart). muster admits a new name only once it has answered a probe, at most
@@ -159,7 +162,8 @@ NOTES = """- The sweep starts every cluster converged (`Sim::settled`): each nod
   memberlist's `pushPullScale` does (×6 at 1,000 nodes, ×10 at 10,000), and only about 32
   members exchange state with a stranger that probes them: otherwise a newcomer in a cluster
   of 10,000 would receive 10,000 full states (600 KB each) within a second, and every node
-  would send 40 KB/s of push/pulls.
+  would send 40 KB/s of push/pulls. A settled cluster without news runs the same probes and
+  push/pulls in both models, so their steady-state bytes are equal.
 - Detection is bounded below by Lifeguard's suspicion timeout, suspicion_mult × log10(N) ×
   probe interval (4 × 4 × 1 s = 16 s at 10,000 before confirmations shorten it), so it grows
   with the logarithm of the size.
