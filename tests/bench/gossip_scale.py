@@ -163,7 +163,9 @@ NOTES = """- The sweep starts every cluster converged (`Sim::settled`): each nod
   members exchange state with a stranger that probes them: otherwise a newcomer in a cluster
   of 10,000 would receive 10,000 full states (600 KB each) within a second, and every node
   would send 40 KB/s of push/pulls. A settled cluster without news runs the same probes and
-  push/pulls in both models, so their steady-state bytes are equal.
+  push/pulls in both models, so their steady-state bytes are equal (the two lines of the plot
+  lie on each other). The join's bytes are over the join's own time (0.1 s when it is done at
+  the first check), so a join that completes at once shows as a burst.
 - Detection is bounded below by Lifeguard's suspicion timeout, suspicion_mult × log10(N) ×
   probe interval (4 × 4 × 1 s = 16 s at 10,000 before confirmations shorten it), so it grows
   with the logarithm of the size.
