@@ -19,7 +19,7 @@ use muster::gossip::node::{self, Input, Output};
 use muster::gossip::serf::{self, Status};
 use muster::gossip::swim::{Config, EventKind, Msg, State};
 use muster::gossip::wire;
-use sim::{Sim, converged, everyone};
+use sim::{Sim, converged, everyone, newcomer_converges};
 
 #[test]
 fn nodes_converge_after_joins() {
@@ -662,18 +662,9 @@ fn a_settled_cluster_takes_a_join_and_detects_a_crash() {
         "seed {seed}: a settled cluster stays settled"
     );
     let before = sim.push_pulls;
-    sim.add_node(n, 1);
-    let all = everyone(&sim);
     let joined = sim.now;
-    while !sim.all_see_alive(&all) {
-        assert!(
-            sim.now - joined < Duration::from_secs(30),
-            "seed {seed}: the newcomer"
-        );
-        let next = sim.now + Duration::from_millis(100);
-        sim.run_until(next);
-    }
-    let took = sim.now - joined;
+    let took = newcomer_converges(&mut sim, Duration::from_secs(30));
+    let all = everyone(&sim);
     sim.run_until(joined + Duration::from_secs(3));
     let exchanges = sim.push_pulls - before;
     eprintln!(
@@ -708,20 +699,7 @@ fn a_newcomer_reaches_every_view_under_loss() {
         let mut sim = Sim::settled(seed, n, Config::lan());
         sim.loss = 0.05;
         sim.run_until(Duration::from_secs(5));
-        sim.add_node(n, 1);
-        let all = everyone(&sim);
-        let joined = sim.now;
-        while !sim.all_see_alive(&all) {
-            assert!(
-                sim.now - joined < Duration::from_secs(10),
-                "seed {seed}: {n} nodes at 5 % loss: the newcomer not in every view after 10 s"
-            );
-            let next = sim.now + Duration::from_millis(100);
-            sim.run_until(next);
-        }
-        eprintln!(
-            "seed {seed}: {n} nodes at 5 % loss: the newcomer in every view after {:?}",
-            sim.now - joined
-        );
+        let took = newcomer_converges(&mut sim, Duration::from_secs(10));
+        eprintln!("seed {seed}: {n} nodes at 5 % loss: the newcomer in every view after {took:?}");
     }
 }

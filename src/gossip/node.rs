@@ -396,6 +396,15 @@ impl Node {
         node
     }
 
+    /// The time between two periodic re-joins. A re-join is a push/pull too: it grows with
+    /// the cluster as they do (a seed of 10,000 nodes would otherwise answer 333 full-state
+    /// exchanges a second).
+    fn rejoin_period(&self) -> Duration {
+        self.rejoin_interval
+            .max(JOIN_RETRY)
+            .mul_f64(self.swim.push_pull_scale())
+    }
+
     /// Takes `view` as this node's own at `now`, joined long ago (it must list this node).
     /// `phase` (0 to 1) places its next periodic re-join within the period, as nodes started
     /// at different times have theirs.
@@ -404,11 +413,7 @@ impl Node {
         self.serf.adopt(&view.serf);
         self.joined = true;
         self.join_attempts = 1;
-        let period = self
-            .rejoin_interval
-            .max(JOIN_RETRY)
-            .mul_f64(self.swim.push_pull_scale());
-        self.next_join = now + period.mul_f64(phase.clamp(0.0, 1.0));
+        self.next_join = now + self.rejoin_period().mul_f64(phase.clamp(0.0, 1.0));
         self.outputs.push_back(Output::ViewChanged);
     }
 
@@ -634,13 +639,9 @@ impl Node {
         }
         if self.has_seeds && self.leave.is_none() && now >= self.next_join {
             // Until the first join succeeds, retry fast; then re-join now and then.
-            // The re-join is a push/pull too: it grows with the cluster as they do (a seed
-            // of 10,000 nodes would otherwise answer 333 full-state exchanges a second).
             self.next_join = now
                 + if self.joined {
-                    self.rejoin_interval
-                        .max(JOIN_RETRY)
-                        .mul_f64(self.swim.push_pull_scale())
+                    self.rejoin_period()
                 } else {
                     JOIN_RETRY
                 };

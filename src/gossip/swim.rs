@@ -822,6 +822,11 @@ const MAX_RELAYS: usize = 256;
 /// while newer news kept the front of the queue, so muster keeps first-come order.)
 type QueueKey = (u32, std::cmp::Reverse<u64>);
 
+/// A random time within `d`.
+fn jitter(rng: &mut Rng, d: Duration) -> Duration {
+    Duration::from_nanos(rng.next_u64() % d.as_nanos().max(1) as u64)
+}
+
 /// A cluster that converged long ago, as every member's failure detector sees it. The
 /// simulator starts its large clusters from one ([`Swim::adopt`]): joining N nodes costs N²
 /// messages and a node every member, which a run of 10,000 nodes cannot afford. Clones, and the
@@ -958,9 +963,6 @@ impl Swim {
         );
         let mut rng = Rng::new(seed);
         // Spread the first probe and gossip over one period so nodes do not tick in step.
-        let jitter = |rng: &mut Rng, d: Duration| {
-            Duration::from_nanos(rng.next_u64() % d.as_nanos().max(1) as u64)
-        };
         let next_probe = now + jitter(&mut rng, config.probe_interval);
         let next_gossip = now + jitter(&mut rng, config.gossip_interval);
         let next_push_pull =
@@ -1030,11 +1032,8 @@ impl Swim {
         self.addrs = view.addrs.clone();
         self.live = view.live;
         self.roster = view.order.clone();
-        if let Some(at) = self.roster.iter().position(|n| *n == self.me) {
-            let last = self.roster.len() - 1;
-            self.roster.swap(at, last);
-            self.roster.pop_back();
-        }
+        let me = self.me.clone();
+        self.drop_from_roster(&me);
         self.probe_order = self.roster.clone();
         self.probe_index = self.rng.below(self.probe_order.len().max(1));
         self.broadcasts.clear();
@@ -1042,8 +1041,7 @@ impl Swim {
         self.early_syncs = (None, 0);
         // Somewhere in the period, as in a cluster that has run for a while.
         let period = self.push_pull_period();
-        self.next_push_pull =
-            now + Duration::from_nanos(self.rng.next_u64() % period.as_nanos().max(1) as u64);
+        self.next_push_pull = now + jitter(&mut self.rng, period);
     }
 
     /// This node's name.
@@ -1069,11 +1067,7 @@ impl Swim {
         }
         if let Some(m) = self.members.remove(name) {
             self.unindex(m.addr);
-            if let Some(at) = self.roster.iter().position(|n| n == name) {
-                let last = self.roster.len() - 1;
-                self.roster.swap(at, last);
-                self.roster.pop_back();
-            }
+            self.drop_from_roster(name);
         }
         self.suspicions.remove(name);
         self.held.remove(name);
@@ -1081,6 +1075,15 @@ impl Swim {
             self.broadcasts.remove(&key);
         }
         true
+    }
+
+    /// Takes `name` out of the roster (its order does not matter: the last one takes its place).
+    fn drop_from_roster(&mut self, name: &str) {
+        if let Some(at) = self.roster.iter().position(|n| n == name) {
+            let last = self.roster.len() - 1;
+            self.roster.swap(at, last);
+            self.roster.pop_back();
+        }
     }
 
     /// What this node refused or held back so far.

@@ -608,6 +608,26 @@ impl Sim {
     }
 }
 
+/// Starts a new node (the next index) that joins node 0, and runs until every live node lists
+/// every other alive, in steps of 100 ms; the simulated time that took. Panics after `limit`.
+pub fn newcomer_converges(sim: &mut Sim, limit: Duration) -> Duration {
+    let n = sim.nodes.len();
+    sim.add_node(n, 1);
+    let all = everyone(sim);
+    let joined = sim.now;
+    while !sim.all_see_alive(&all) {
+        assert!(
+            sim.now - joined < limit,
+            "seed {}: {n} nodes at {} % loss: the newcomer not in every view after {limit:?}",
+            sim.seed,
+            sim.loss * 100.0
+        );
+        let next = sim.now + Duration::from_millis(100);
+        sim.run_until(next);
+    }
+    sim.now - joined
+}
+
 pub fn everyone(sim: &Sim) -> HashSet<String> {
     sim.live().iter().map(|&i| sim.names[i].clone()).collect()
 }
