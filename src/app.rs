@@ -178,7 +178,7 @@ fn row(m: &Member, states: Option<&ServerStates>) -> control::Member {
         name: m.name.clone(),
         addr: wire::canonical(m.addr).to_string(),
         status: m.status.as_str().to_owned(),
-        tags: m.tags.clone(),
+        tags: (*m.tags).clone(),
         server: states.map(|s| s.get(&m.name).copied().unwrap_or("-").to_owned()),
     }
 }
@@ -279,7 +279,7 @@ fn haproxy_members(view: &[Member]) -> Vec<haproxy::model::Member> {
         .map(|m| haproxy::model::Member {
             name: m.name.clone(),
             addr: wire::canonical(m.addr).ip(),
-            tags: m.tags.clone(),
+            tags: (*m.tags).clone(),
             status: match m.status {
                 serf::Status::Alive => Status::Alive,
                 serf::Status::Leaving => Status::Leaving,
@@ -482,7 +482,7 @@ mod tests {
         Member {
             name: name.to_owned(),
             addr: SocketAddr::from(([10, 0, 0, 2], 7946)),
-            tags: [("role".to_owned(), "backend".to_owned())].into(),
+            tags: std::sync::Arc::new([("role".to_owned(), "backend".to_owned())].into()),
             status,
             suspect,
             status_ltime: ltime,

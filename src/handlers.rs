@@ -358,10 +358,11 @@ mod tests {
                     std::net::Ipv4Addr::new(192, 168, 42, 3).to_ipv6_mapped(),
                     7946,
                 )),
-                tags: tags
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
+                tags: std::sync::Arc::new(
+                    tags.iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
                 status: Status::Alive,
                 suspect: false,
                 status_ltime: 1,

@@ -75,7 +75,7 @@
 //!   SWIM + Lifeguard core (`handle(now, input)`, `poll_output()`, `poll_timeout()`, seeded
 //!   RNG), tested in a deterministic network simulator (`tests/common/sim.rs`, driven by
 //!   `tests/gossip_sim.rs` and by the scale benchmark `tests/gossip_scale.rs`). Both layers
-//!   keep their members in a `roll` (a persistent map, `imbl`): a `View` of a converged cluster
+//!   keep their members in a `roll` (a shared base map and each clone's own changes): a `View` of a converged cluster
 //!   (`swim::View`, `serf::View`, `node::View`) starts nodes that share its memory until they
 //!   change a member, which is how the simulator holds 10,000 nodes. `serf`, Serf's
 //!   sans-IO layer above it (Lamport clock, intents, alive/leaving/left/failed, Serf's

@@ -319,7 +319,7 @@ fn record_for(filter: &rpc::StreamFilter, h: Heard) -> Option<Vec<u8>> {
                 let m = MemberInfo {
                     name: e.member.name,
                     addr: e.member.addr,
-                    tags: e.member.tags,
+                    tags: std::sync::Arc::unwrap_or_clone(e.member.tags),
                     status: e.member.status.as_str(),
                 };
                 rpc::member_event_record(kind, &[m])
@@ -622,7 +622,7 @@ async fn members(agent: &Agent) -> Option<Vec<MemberInfo>> {
             .map(|m| MemberInfo {
                 name: m.name,
                 addr: m.addr,
-                tags: m.tags,
+                tags: std::sync::Arc::unwrap_or_clone(m.tags),
                 status: m.status.as_str(),
             })
             .collect(),

@@ -312,7 +312,7 @@ impl View {
             serfs.push(serf::Member {
                 name,
                 addr,
-                tags,
+                tags: std::sync::Arc::new(tags),
                 status: serf::Status::Alive,
                 suspect: false,
                 // Every member's join intent, at the clock's first tick.
@@ -1021,7 +1021,7 @@ impl Node {
         let mut tags = self
             .serf
             .member(self.swim.name())
-            .map(|m| m.tags.clone())
+            .map(|m| (*m.tags).clone())
             .unwrap_or_default();
         for k in delete {
             tags.remove(k);

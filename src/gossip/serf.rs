@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::msgpack::{self, Value};
@@ -86,8 +87,9 @@ pub struct Member {
     pub name: String,
     /// Gossip address.
     pub addr: SocketAddr,
-    /// Serf tags (empty when the meta cannot be read).
-    pub tags: BTreeMap<String, String>,
+    /// Serf tags (empty when the meta cannot be read), shared between copies of the record:
+    /// a changed verdict copies the record, not its tags.
+    pub tags: Arc<BTreeMap<String, String>>,
     /// Serf status.
     pub status: Status,
     /// Whether the failure detector currently suspects it (an early warning).
@@ -399,7 +401,7 @@ impl Serf {
             Member {
                 name: me.to_owned(),
                 addr,
-                tags,
+                tags: Arc::new(tags),
                 status: Status::Alive,
                 suspect: false,
                 status_ltime: 0,
@@ -550,7 +552,7 @@ impl Serf {
     /// This node's tags changed (`serf tags`).
     pub fn set_own_tags(&mut self, tags: BTreeMap<String, String>) {
         if let Some(m) = self.members.get_mut(&self.me) {
-            m.tags = tags;
+            m.tags = Arc::new(tags);
             self.outputs.push_back(Output::Changed);
         }
     }
@@ -563,9 +565,9 @@ impl Serf {
             SwimKind::Update => {
                 let tags = wire::decode_tags(&m.meta).unwrap_or_default();
                 if let Some(s) = self.members.get(&m.name) {
-                    if s.tags != tags || s.addr != m.addr {
+                    if *s.tags != tags || s.addr != m.addr {
                         if let Some(s) = self.members.get_mut(&m.name) {
-                            s.tags = tags;
+                            s.tags = Arc::new(tags);
                             s.addr = m.addr;
                         }
                         self.emit(EventKind::Update, &m.name);
@@ -599,14 +601,16 @@ impl Serf {
                 m.status = Status::Alive;
                 m.suspect = false;
                 m.addr = n.addr;
-                m.tags = tags;
+                if *m.tags != tags {
+                    m.tags = Arc::new(tags);
+                }
                 m.since = now;
             }
             None => {
                 let mut m = Member {
                     name: n.name.clone(),
                     addr: n.addr,
-                    tags,
+                    tags: Arc::new(tags),
                     status: Status::Alive,
                     suspect: false,
                     status_ltime: 0,

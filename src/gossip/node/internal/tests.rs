@@ -19,7 +19,7 @@ fn key_requests_and_answers_round_trip_and_a_conflict_answer_names_the_member() 
     let m = crate::gossip::serf::Member {
         name: "web-1".into(),
         addr: "10.0.0.7:7946".parse().unwrap(),
-        tags: [("role".to_owned(), "backend".to_owned())].into(),
+        tags: std::sync::Arc::new([("role".to_owned(), "backend".to_owned())].into()),
         status: crate::gossip::serf::Status::Failed,
         suspect: false,
         status_ltime: 3,
