@@ -7,8 +7,11 @@
 //! the runs, and Serf's coalescing runs its script once for its own and `ha`'s join where
 //! muster runs it for each (measured: 3 runs before s1's line under muster, 2 under serf).
 //!
-//! Everything runs on a network of its own, named after `MUSTER_IMAGE_TAG`, and is removed at
-//! the end, even when the test fails.
+//! The lab's Task 3 scripts (`images/ha/serf-handlers/task3/`: they only log, every role) run
+//! the same way, muster's configuration pointed at them: the same "received" lines.
+//!
+//! Everything runs on a network of its own, named after `MUSTER_IMAGE_TAG` and the task, and is
+//! removed at the end, even when the test fails.
 
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
@@ -43,9 +46,9 @@ struct Setup {
 }
 
 impl Setup {
-    fn new() -> Setup {
+    fn new(task: &str) -> Setup {
         let tag = std::env::var("MUSTER_IMAGE_TAG").unwrap_or_else(|_| "dev".into());
-        let prefix = format!("muster-{tag}-handlers");
+        let prefix = format!("muster-{tag}-handlers-{task}");
         let s = Setup {
             prefix,
             tag,
@@ -122,23 +125,17 @@ fn nodes(s: &Setup, who: &str) -> String {
     )
 }
 
-#[test]
-fn the_lab_s_scripts_do_under_muster_what_they_do_under_serf() {
-    common::build_images();
-    let dir = tempfile::tempdir().unwrap();
-    let key = common::random_key();
-    let key_file = common::key_file(dir.path(), "gossip.key", &key);
-    let secret = format!("{}:/run/secrets/gossip_key:ro", key_file.display());
-    let mut s = Setup::new();
-    let env = "MUSTER_CONFIG=/etc/muster/lab-handlers.toml";
-    s.run(
-        "ha",
-        &["--network-alias", "ha", "-e", env, "-v", &secret],
-        "ha",
-        &[],
-    );
+/// Starts the two load balancers of the same `ha` image: `ha` under muster (its configuration
+/// chosen by `muster_env`, with `mounts`), and `serf` under Debian's serf agent with the lab's
+/// command line (README Task 2) and `-event-handler` lines for the scripts in `scripts`; both
+/// in a cluster sealed with `key` (the secret mounted from `secret`).
+fn start_balancers(s: &mut Setup, key: &str, secret: &str, muster_env: &[&str], scripts: &str) {
+    let mut before = vec!["--network-alias", "ha", "-v", secret];
+    before.extend_from_slice(muster_env);
+    s.run("ha", &before, "ha", &[]);
     let encrypt = format!("-encrypt={key}");
-    // The lab's serf command line on ha (README Task 2), against muster's ha.
+    let join = format!("member-join={scripts}member-join.sh");
+    let leave = format!("member-leave,member-failed={scripts}member-leave.sh");
     s.run(
         "serf",
         &[
@@ -155,13 +152,25 @@ fn the_lab_s_scripts_do_under_muster_what_they_do_under_serf() {
             "-retry-interval=1s",
             &encrypt,
             "-event-handler",
-            "member-join=/serf-handlers/member-join.sh",
+            &join,
             "-event-handler",
-            "member-leave,member-failed=/serf-handlers/member-leave.sh",
+            &leave,
             "-tag",
             "role=balancer",
         ],
     );
+}
+
+#[test]
+fn the_lab_s_scripts_do_under_muster_what_they_do_under_serf() {
+    common::build_images();
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::random_key();
+    let key_file = common::key_file(dir.path(), "gossip.key", &key);
+    let secret = format!("{}:/run/secrets/gossip_key:ro", key_file.display());
+    let mut s = Setup::new("task5");
+    let env = ["-e", "MUSTER_CONFIG=/etc/muster/lab-handlers.toml"];
+    start_balancers(&mut s, &key, &secret, &env, "/serf-handlers/");
     let log = |s: &Setup, who: &str| s.exec(who, "cat /var/log/serf.log 2>/dev/null");
     wait_for("both load balancers ran a join script", || {
         log(&s, "ha").contains("triggered") && log(&s, "serf").contains("triggered")
@@ -202,12 +211,6 @@ fn the_lab_s_scripts_do_under_muster_what_they_do_under_serf() {
         ha_log == serf_log
     );
     assert_eq!(joined_ha, joined_serf, "/nodes under muster and under serf");
-    let received = |l: &str| -> Vec<String> {
-        l.lines()
-            .filter(|x| x.contains("received"))
-            .map(str::to_owned)
-            .collect()
-    };
     assert_eq!(
         received(&ha_log),
         [
@@ -218,4 +221,90 @@ fn the_lab_s_scripts_do_under_muster_what_they_do_under_serf() {
         ]
     );
     assert_eq!(received(&ha_log), received(&serf_log));
+}
+
+/// The "received" lines of a serf.log.
+fn received(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|x| x.contains("received"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The lab's Task 3 scripts (`images/ha/serf-handlers/task3/`: they only log, for every role)
+/// under muster, with the image's lab-handlers.toml pointed at them, and under serf: the same
+/// "received" lines for both load balancers and both webapps, the webapps' in the same order.
+#[test]
+fn the_lab_s_task_3_scripts_log_under_muster_what_they_log_under_serf() {
+    common::build_images();
+    let dir = tempfile::tempdir().unwrap();
+    let key = common::random_key();
+    let key_file = common::key_file(dir.path(), "gossip.key", &key);
+    let secret = format!("{}:/run/secrets/gossip_key:ro", key_file.display());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let image_config = std::fs::read_to_string(root.join("images/ha/lab-handlers.toml")).unwrap();
+    let config = image_config.replace("=/serf-handlers/", "=/serf-handlers/task3/");
+    assert_eq!(
+        config.matches("/serf-handlers/task3/").count(),
+        2,
+        "{config}"
+    );
+    let config_file = dir.path().join("task3.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let mount = format!("{}:/etc/muster/task3.toml:ro", config_file.display());
+    let mut s = Setup::new("task3");
+    let env = ["-e", "MUSTER_CONFIG=/etc/muster/task3.toml", "-v", &mount];
+    start_balancers(&mut s, &key, &secret, &env, "/serf-handlers/task3/");
+    let log = |s: &Setup, who: &str| s.exec(who, "cat /var/log/serf.log 2>/dev/null");
+    let both_have = |s: &Setup, line: &str| ["ha", "serf"].iter().all(|w| log(s, w).contains(line));
+    wait_for("both load balancers logged each other's join", || {
+        both_have(&s, "received from: ha with role balancer")
+            && both_have(&s, "received from: serf-ha with role balancer")
+    });
+    let backend = ["--network-alias", "webapp", "-v", &secret];
+    s.run("s1", &backend, "webapp", &[]);
+    wait_for("s1's join in both logs", || {
+        both_have(&s, "join event received from: s1 with role backend")
+    });
+    s.run("s2", &backend, "webapp", &[]);
+    wait_for("s2's join in both logs", || {
+        both_have(&s, "join event received from: s2 with role backend")
+    });
+    ok(&["stop", &s.name("s1")]);
+    wait_for("s1's leave in both logs", || {
+        both_have(&s, "member-leave event received from: s1 with role backend")
+    });
+    ok(&["kill", &s.name("s2")]);
+    wait_for("s2's failure in both logs", || {
+        both_have(
+            &s,
+            "member-failed event received from: s2 with role backend",
+        )
+    });
+    let (ha_log, serf_log) = (log(&s, "ha"), log(&s, "serf"));
+    eprintln!("--- /var/log/serf.log, muster:\n{ha_log}--- serf:\n{serf_log}---");
+    let webapps = |l: &str| -> Vec<String> {
+        received(l)
+            .into_iter()
+            .filter(|x| x.contains("role backend"))
+            .collect()
+    };
+    assert_eq!(
+        webapps(&ha_log),
+        [
+            "Member join event received from: s1 with role backend",
+            "Member join event received from: s2 with role backend",
+            "Member member-leave event received from: s1 with role backend",
+            "Member member-failed event received from: s2 with role backend",
+        ]
+    );
+    assert_eq!(webapps(&ha_log), webapps(&serf_log));
+    // The two load balancers' joins come in whatever order each heard them.
+    let (mut ours, mut theirs) = (received(&ha_log), received(&serf_log));
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs, "the same lines under muster and under serf");
+    assert_eq!(ours.len(), 6, "{ours:?}");
+    // Task 3 keeps no registry: the scripts wrote no /nodes file.
+    assert_eq!(nodes(&s, "ha"), "");
 }

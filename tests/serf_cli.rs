@@ -1,8 +1,10 @@
 //! Debian's `serf` CLI against a running muster, through Serf's agent RPC (`[gossip]
 //! rpc_addr`): `serf join`, `serf members` (plain, `-format=json`, `-status`, `-tag`,
-//! `-name`), `serf info`, `serf rtt`; the auth key (`rpc_auth`); commands muster does not serve
-//! yet answered with an error that says so; and clients that break the protocol or hold
-//! connections open.
+//! `-name`), `serf info`, `serf rtt`; `serf event`, `serf query` and `serf monitor` across serf
+//! and muster nodes; a `serf keys` rotation of a mixed cluster of three serf and three muster,
+//! and a node that missed it; `serf force-leave`, `serf leave`, a name conflict; the `muster`
+//! commands that stand in for serf's; an RPC client answering queries with `respond`; the
+//! auth key (`rpc_auth`); and clients that break the protocol or hold connections open.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
