@@ -94,11 +94,34 @@ fn names(listing: &str) -> Vec<String> {
         .collect()
 }
 
+/// muster's `[gossip]` line for `key` (none: plaintext).
+fn muster_key(key: Option<&str>) -> String {
+    key.map(|k| format!("encrypt = \"{k}\""))
+        .unwrap_or_default()
+}
+
+/// serf agent's flag for `key`, after `others`.
+fn serf_args<'a>(flag: &'a Option<String>, others: &[&'a str]) -> Vec<&'a str> {
+    let mut args = others.to_vec();
+    args.extend(flag.as_deref());
+    args
+}
+
 #[test]
 fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
+    joins_lists_and_reports(None);
+}
+
+#[test]
+fn the_serf_cli_joins_lists_and_reports_through_muster_in_an_encrypted_cluster() {
+    joins_lists_and_reports(Some(&keygen()));
+}
+
+fn joins_lists_and_reports(key: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let (_m, _, rpc) = start_muster(dir.path(), "m1", "");
-    let (mut agent, serf_gossip, agent_rpc) = start_serf_with("s1", &[]);
+    let (_m, _, rpc) = start_muster(dir.path(), "m1", &muster_key(key));
+    let flag = key.map(|k| format!("-encrypt={k}"));
+    let (mut agent, serf_gossip, agent_rpc) = start_serf_with("s1", &serf_args(&flag, &[]));
 
     let (code, out) = serf(rpc, &["join", &format!("127.0.0.1:{serf_gossip}")]);
     assert_eq!(code, 0, "{out}");
@@ -130,6 +153,10 @@ fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
     assert_eq!(members.len(), 2);
 
     assert_eq!(
+        names(&serf(rpc, &["members", "-tag", "role=backend"]).1),
+        ["m1"]
+    );
+    assert_eq!(
         names(&serf(rpc, &["members", "-tag", "role=back.*"]).1),
         ["m1"]
     );
@@ -145,6 +172,18 @@ fn the_serf_cli_joins_lists_and_reports_through_muster_as_through_an_agent() {
         info.contains("name = m1") && info.contains("members = 2"),
         "{info}"
     );
+    // serf reachability asks every member `_serf_ping`: muster answers it, through serf's
+    // agent and through muster's own RPC.
+    for via in [agent_rpc, rpc] {
+        let (code, out) = serf(via, &["reachability"]);
+        eprintln!("serf reachability: {out}");
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("live members: 2")
+                && out.contains("Successfully contacted all live nodes"),
+            "{out}"
+        );
+    }
     let (_, rtt) = serf(rpc, &["rtt", "s1"]);
     assert!(rtt.contains("Could not find a coordinate"), "{rtt}");
 
@@ -212,8 +251,17 @@ fn the_auth_key_is_required_and_broken_or_idle_clients_do_not_block_the_rpc() {
 
 #[test]
 fn user_events_and_queries_cross_between_serf_and_muster_and_serf_monitor_shows_them() {
+    events_queries_and_monitor(None);
+}
+
+#[test]
+fn user_events_queries_and_monitor_work_the_same_in_an_encrypted_cluster() {
+    events_queries_and_monitor(Some(&keygen()));
+}
+
+fn events_queries_and_monitor(key: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
-    let (_m, _, rpc) = start_muster(dir.path(), "m1", "");
+    let (_m, _, rpc) = start_muster(dir.path(), "m1", &muster_key(key));
     // serf's handlers: user events appended to a file, `uptime` answered.
     let seen = dir.path().join("seen");
     let script = dir.path().join("handler.sh");
@@ -230,7 +278,8 @@ fn user_events_and_queries_cross_between_serf_and_muster_and_serf_monitor_shows_
         .status()
         .unwrap();
     let handler = format!("-event-handler={}", script.display());
-    let (_agent, serf_gossip, serf_rpc) = start_serf_with("s1", &[&handler]);
+    let flag = key.map(|k| format!("-encrypt={k}"));
+    let (_agent, serf_gossip, serf_rpc) = start_serf_with("s1", &serf_args(&flag, &[&handler]));
     // `serf monitor` against muster: its log lines and the events it hears.
     let monitor = common::owned(
         Command::new("timeout")

@@ -341,7 +341,9 @@ async fn start_query(
     q: rpc::Query,
     out: mpsc::Sender<Vec<u8>>,
 ) -> Result<tokio::task::AbortHandle, String> {
-    if q.name.starts_with("_serf_") {
+    // As Serf's agent: the internal prefix is refused, but for `_serf_ping` without a payload
+    // (`serf reachability`).
+    if q.name.starts_with("_serf_") && (q.name != "_serf_ping" || !q.payload.is_empty()) {
         return Err("Queries cannot contain the '_serf_' prefix".into());
     }
     let mut filters = Vec::new();
