@@ -178,6 +178,21 @@ fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> (f64, f64)
     let end = sim.now + Duration::from_secs(10);
     sim.run_until(end);
     let steady = (traffic(&sim) - b0) as f64 / n as f64 / (sim.now - t0).as_secs_f64();
+    // How much news waits in each node's queue at the end of the steady state: near `n`, the
+    // gossip carries less than the cluster makes (every node holds news of nearly every member).
+    let queues: Vec<usize> = sim
+        .nodes
+        .iter()
+        .flatten()
+        .map(|node| node.swim().queued_broadcasts())
+        .collect();
+    let queued = queues.iter().sum::<usize>() as f64 / queues.len().max(1) as f64;
+    eprintln!(
+        "{model} {n} nodes, {:.0} % loss: steady state done, {queued:.0} broadcasts queued per node, {:.0} CPU-s, {:.0} MB",
+        loss * 100.0,
+        cpu_s() - cpu0,
+        peak_rss_mb()
+    );
     let (b1, t1) = (traffic(&sim), sim.now);
     sim.add_node(n, 1);
     let conv = join_converges(
@@ -199,7 +214,7 @@ fn point(model: &str, n: usize, loss: f64, seed: u64, budget: f64) -> (f64, f64)
     let cpu = cpu_s() - cpu0;
     let rss = peak_rss_mb();
     println!(
-        "{{\"kind\": \"point\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {loss}, \"seed\": {seed}, \"converged_s\": {}, \"join_bytes_per_node_s\": {join_bytes:.1}, \"steady_bytes_per_node_s\": {steady:.1}, \"false_failures\": {false_fail}, \"detect_first_s\": {}, \"detect_all_s\": {}, \"packets\": {}, \"push_pulls\": {}, \"cpu_s\": {cpu:.2}, \"peak_rss_mb\": {:.0}, \"cut_short\": {}}}",
+        "{{\"kind\": \"point\", \"model\": \"{model}\", \"nodes\": {n}, \"loss\": {loss}, \"seed\": {seed}, \"converged_s\": {}, \"join_bytes_per_node_s\": {join_bytes:.1}, \"steady_bytes_per_node_s\": {steady:.1}, \"queued_per_node\": {queued:.1}, \"false_failures\": {false_fail}, \"detect_first_s\": {}, \"detect_all_s\": {}, \"packets\": {}, \"push_pulls\": {}, \"cpu_s\": {cpu:.2}, \"peak_rss_mb\": {:.0}, \"cut_short\": {}}}",
         opt(conv.map(|d| d.as_secs_f64())),
         opt(first),
         opt(all),

@@ -1091,6 +1091,11 @@ impl Swim {
         self.stats
     }
 
+    /// How many broadcasts wait to be passed on (at most one per member they are about).
+    pub fn queued_broadcasts(&self) -> usize {
+        self.broadcasts.len()
+    }
+
     /// How many names wait to answer their first probe.
     pub fn candidates(&self) -> usize {
         self.candidates.len()
