@@ -145,13 +145,16 @@ def fmt(v):
 
 
 NOTES = """- The sweep starts every cluster converged (`Sim::settled`): each node's two member maps
-  (failure detector and Serf) are persistent maps (`gossip::roll`) cloned from one shared
-  view, so the nodes share their memory until they change a member, and a change copies a
-  path of pointers, not the records. A converged cluster of 10,000 nodes holds 10⁸
-  node-member pairs: about 180 GB as private maps (1.8 KB per pair, measured before), about
-  540 MB shared. Joining them one by one instead would cost about 3 N² datagrams (see the mass
-  join). Packet loss makes nodes suspect and refute each other, and a record a node changed is
-  its own: memory then grows with the square of the size again (see the peak RSS column).
+  (failure detector and Serf) are rolls (`gossip::roll`) cloned from one shared view: a
+  shared base map and each node's own changes beside it, so a node holds only the records it
+  changed. A converged cluster of 10,000 nodes holds 10⁸ node-member pairs: about 180 GB as
+  private maps (1.8 KB per pair, measured before), about 540 MB shared. Joining them one by
+  one instead would cost about 3 N² datagrams (see the mass join). Packet loss makes nodes
+  suspect and refute each other, and a record a node changed is its own: memory then grows
+  with the square of the size again (see the peak RSS column). Points with a "queued" figure
+  ran on the base-and-changes roll; the rest on the persistent B-tree before it (a change
+  copied its 64-slot leaf), with the same results but more memory and CPU (3,000 nodes at
+  10 %: 1,965 MB and 250 CPU-s then, 1,304 MB and 158 CPU-s now).
 - "Converged" for the join: the newcomer lists every node alive and every node lists the
   newcomer alive (the rest of each view was complete already; false verdicts are counted
   apart). muster admits a new name only once it has answered a probe, at most
@@ -169,6 +172,19 @@ NOTES = """- The sweep starts every cluster converged (`Sim::settled`): each nod
 - Detection is bounded below by Lifeguard's suspicion timeout, suspicion_mult × log10(N) ×
   probe interval (4 × 4 × 1 s = 16 s at 10,000 before confirmations shorten it), so it grows
   with the logarithm of the size.
+- Queued: the broadcasts waiting in each node's queue at the end of the 10 s of steady state
+  (at most one per member they are about), averaged over the nodes. Under loss every node
+  makes news (suspicions and their refutations) at a rate that grows with the loss, and every
+  piece of news goes to every node, so the news each node must pass on grows with the size,
+  while what one node can pass on is fixed: 3 packets of 1,400 bytes every 200 ms (21 KB/s).
+  Where the steady bytes reach that, the queue grows instead of draining: at 10 %, 5 queued
+  at 1,000 nodes, 39 at 3,000, 374 at 6,000; at 20 %, 8 at 300 and 409 at 1,000, the point
+  where refutations come too late and both models declare healthy nodes dead (about 1,500
+  false failures) and never settle. Serf's memberlist queues the same way (no limit, newest
+  first), so the Serf model saturates at the same points. This bounds the sweep: 10,000
+  nodes at 10 % and 3,000 or more at 20 % are past it, and their every-node queues of news
+  about every member outgrow this machine's memory (10,000 at 10 % reached 17 GB after 16
+  minutes and was stopped).
 - The simulator has no bandwidth or CPU limit: times are what the protocol allows.
 """
 
@@ -200,12 +216,14 @@ def markdown(rows, meta, svgs):
                      f"{m['stream_bytes']} | {m['false_failures']} | {m['cpu_s']} |")
     lines += ["", "![mass join](gossip-scale-mass-join.svg)", "", "## Sweep", "",
               "| model | nodes | loss | join converged (s) | join B/node/s | steady B/node/s | "
-              "false failures | first verdict (s) | all survivors (s) | packets | CPU s | peak RSS (MB) | cut short |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "queued | false failures | first verdict (s) | all survivors (s) | packets | CPU s | "
+              "peak RSS (MB) | cut short |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in sorted(points, key=lambda p: (p["model"], p["loss"], p["nodes"])):
         lines.append(
             f"| {p['model']} | {p['nodes']} | {p['loss'] * 100:.0f} % | {fmt(p['converged_s'])} | "
             f"{fmt(p['join_bytes_per_node_s'])} | {fmt(p['steady_bytes_per_node_s'])} | "
+            f"{fmt(p.get('queued_per_node'))} | "
             f"{fmt(p['false_failures'])} | {fmt(p['detect_first_s'])} | {fmt(p['detect_all_s'])} | "
             f"{p['packets']} | {p['cpu_s']} | {p.get('peak_rss_mb', '—')} | {p['cut_short']} |")
     if skipped:
