@@ -280,7 +280,8 @@ def s_scale(stack):
 
 def lifecycle_actions(stack):
     def recreate():
-        stack.compose("up", "-d", "--force-recreate", "--no-deps", "webapp")
+        # The compose file says `scale: 2`: without --scale the recreate brings up two.
+        stack.compose("up", "-d", "--force-recreate", "--no-deps", "--scale", "webapp=1", "webapp")
 
     def stop_start():
         stack.compose("stop", "webapp")
@@ -298,6 +299,11 @@ def lifecycle_actions(stack):
 
 
 def s_lifecycle(stack, name, action):
+    stack.scale(1)
+    settle(stack, 1)
+    webapps = len(stack.running("webapp"))
+    if webapps != 1:
+        raise RuntimeError(f"{stack.name} {name}: {webapps} webapps before a one-replica lifecycle")
     load = OpenLoad(stack.http, 100, limit=120)
     time.sleep(2)
     t0 = time.time()
