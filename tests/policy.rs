@@ -250,9 +250,19 @@ master_socket = "{d}/master.sock"
     let missing = format!("{base}template = \"{d}/missing.hbs\"\n");
     std::fs::write(dir.path().join("bad.hbs"), "global\n{{#each servers}}\n").unwrap();
     let broken = format!("{base}template = \"{d}/bad.hbs\"\n");
+    let side = "[services.app]\nmain = true\ncommand = [\"sleep\", \"30\"]\n[services.side]\n";
+    let no_program = format!("{side}command = [\"muster-no-such-program\"]\n");
+    let no_dir = format!("{side}command = [\"sleep\", \"30\"]\nworking_dir = \"{d}/gone\"\n");
+    let relative = format!("{side}command = [\"./run.sh\"]\nworking_dir = \"{d}\"\n");
     for (text, needle) in [
         (missing, "haproxy.template: cannot read"),
         (broken, "haproxy.template: does not compile"),
+        (
+            no_program,
+            "services.side.command: muster-no-such-program is not found in PATH",
+        ),
+        (no_dir, "services.side.working_dir: cannot use"),
+        (relative, "services.side.command: cannot use ./run.sh"),
     ] {
         let cfg = config(dir.path(), &text);
         let mut check = Run::start(muster(), &["check-config", cfg.to_str().unwrap()]);
