@@ -631,7 +631,8 @@ def render(r):
     rs = r.get("restarts")
     if rs:
         when = f" (run again at {rs['run_at']})" if rs.get("run_at") else ""
-        lines += ["", f"Collector restarts (SIGTERM and start again, 300 ms apart) while lines flow{when}:",
+        lines += ["", f"Collector restarts (SIGTERM and start again, 300 ms apart) while lines flow "
+                  f"(muster: `when_full = \"block\"`, the test's own){when}:",
                   ""]
         if "lines" in rs:
             lines.append(f"{rs['lines']:,} lines, {rs['restarts']} restarts: **0 lost**, "
