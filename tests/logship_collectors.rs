@@ -4,8 +4,10 @@
 //! RSS stays bounded, the RELP client gives up on the silent collector after `ack_timeout`,
 //! and once Debian's rsyslog answers on the port every logged request arrives); and a
 //! collector that answers RELP `open` with garbage (reconnects bounded by the back-off, one
-//! warning for the episode). `when_full` is set explicitly: these tests do not depend on
-//! its default.
+//! warning for the episode); those two set `when_full` explicitly. Under the default
+//! settings (nothing in `[logship]` but the target), a silent collector while a side service
+//! writes several times `queue_bytes`: muster's RSS grows by at most about `queue_bytes`,
+//! the HTTP main service answers every request, and the drops are counted.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Run, config, eventually, free_port, muster};
+use common::{Run, config, eventually, free_port, muster, owned};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -368,4 +370,172 @@ command = ["python3", "-c", "import sys, time\nfor i in range(100000):\n    prin
         "and nothing per attempt:\n{}",
         run.text()
     );
+}
+
+/// The default `queue_bytes` (`src/config`): what a silent collector may cost in memory.
+const DEFAULT_QUEUE_BYTES: u64 = 32 << 20;
+
+/// A side service writing 1,000-byte lines (`chatty NNNNNNNN xxx…`) as fast as it can for
+/// `secs` seconds, in bursts of 1,000 20 ms apart (up to ~40 MB/s), then saying how many it wrote (on stderr) and idling.
+fn chatty(secs: u64) -> String {
+    format!(
+        "import sys, time\nt = time.time()\npad = 'x' * 983\nn = 0\nwhile time.time() - t < {secs}:\n    for _ in range(1000):\n        sys.stdout.write('chatty %08d %s\\n' % (n, pad)); n += 1\n    sys.stdout.flush(); time.sleep(0.02)\nprint('chatty wrote %d lines' % n, file=sys.stderr, flush=True)\ntime.sleep(3600)\n"
+    )
+}
+
+/// muster's RSS every 100 ms until `stop` is set; the samples (KiB).
+fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            samples.push(rss_kib(pid));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        samples
+    })
+}
+
+/// `name=N` in muster's "log shipping stopped" line.
+fn stat(stats: &str, name: &str) -> u64 {
+    stats
+        .split(&format!(" {name}="))
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in {stats:?}"))
+}
+
+#[test]
+fn under_the_default_settings_a_silent_collector_costs_at_most_queue_bytes_and_the_app_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("ok.txt"), "ok\n").unwrap();
+    let (relp, http) = (free_port(), free_port());
+    let silent = Silent::new(relp);
+    // Nothing but the target in [logship]: when_full, queue, queue_bytes and ack_timeout
+    // are the defaults.
+    let cfg = config(
+        dir.path(),
+        &format!(
+            r#"
+[supervisor]
+control_socket = false
+[logship]
+target = "127.0.0.1:{relp}"
+[services.web]
+main = true
+command = ["python3", "-m", "http.server", "{http}", "--bind", "127.0.0.1", "--directory", "{site}"]
+[services.chatty]
+command = ["python3", "-c", '''{chatty}''']
+"#,
+            site = site.display(),
+            chatty = chatty(8),
+        ),
+    );
+    // The services' output is also muster's: stdout (the chatty lines) is thrown away,
+    // stderr (muster's log, the web server's request lines) goes to a file.
+    let log = dir.path().join("muster.stderr");
+    let mut run = Owned::muster(&cfg, &log);
+    let pid = run.0.id();
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    eventually("the web server answers", LONG, || {
+        get(http, "/ok.txt?i=warmup") == Some(200)
+    });
+    let rss_start = rss_kib(pid);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(pid, stop.clone());
+    let (requests, statuses, per_second) = load(http, 0, 10);
+    eventually("chatty says what it wrote", LONG, || {
+        text().contains("chatty wrote")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    let rss_max = samples.iter().copied().max().unwrap();
+    common::signal(pid as i32, libc::SIGTERM);
+    eventually("muster exits", LONG, || run.0.try_wait().unwrap().is_some());
+    let text = text();
+    let (written, stats) = written_and_stats(&text);
+    let (queued, dropped) = (stat(&stats, "queued"), stat(&stats, "dropped"));
+    eprintln!(
+        "default settings, silent collector: chatty wrote {written} lines ({} MiB); {requests} \
+         requests {statuses:?}, per second {per_second:?}; muster RSS {rss_start} -> max \
+         {rss_max} KiB over {} samples; {stats}",
+        (written * 1000) >> 20,
+        samples.len()
+    );
+    drop(silent);
+    assert!(
+        written * 1000 > 3 * DEFAULT_QUEUE_BYTES,
+        "the service wrote more than three times queue_bytes ({written} lines)"
+    );
+    assert_eq!(
+        statuses.keys().collect::<Vec<_>>(),
+        [&200],
+        "every request answered 200"
+    );
+    assert!(
+        per_second.iter().all(|&n| n > 0),
+        "requests answered in every second: {per_second:?}"
+    );
+    // The queue's bytes (text plus accounting) and a few MiB of buffers and allocator slack.
+    let bound = (DEFAULT_QUEUE_BYTES >> 10) + 6 * 1024;
+    assert!(
+        rss_max.saturating_sub(rss_start) < bound,
+        "muster's RSS grew from {rss_start} to {rss_max} KiB (bound {bound} KiB over start)"
+    );
+    // Nothing was delivered: what was not dropped was still queued at exit. The drops are
+    // counted, and said once when they started.
+    assert!(queued >= written, "{stats}");
+    assert_eq!(stat(&stats, "delivered"), 0, "{stats}");
+    assert_eq!(dropped + stat(&stats, "undelivered"), queued, "{stats}");
+    assert!(dropped >= written - DEFAULT_QUEUE_BYTES / 1000, "{stats}");
+    assert_eq!(
+        text.matches("collector away: log queue full, dropping the oldest lines")
+            .count(),
+        1,
+        "one warning when drops started:\n{text}"
+    );
+}
+
+/// How many lines chatty said it wrote, and muster's "log shipping stopped" line.
+fn written_and_stats(text: &str) -> (u64, String) {
+    let written = text
+        .split("chatty wrote ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("chatty did not say what it wrote:\n{text}"));
+    let stats = text
+        .lines()
+        .find(|l| l.contains("log shipping stopped"))
+        .unwrap_or_default()
+        .to_owned();
+    (written, stats)
+}
+
+/// A child started with [`owned`], its process group killed when the test ends.
+struct Owned(Child);
+
+impl Owned {
+    /// muster with `cfg`, its stdout thrown away and its stderr into `log`.
+    fn muster(cfg: &Path, log: &Path) -> Owned {
+        Owned(
+            owned(Command::new(muster()).args(["--config", cfg.to_str().unwrap()]))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            common::kill_group(self.0.id());
+            let _ = self.0.wait();
+        }
+    }
 }

@@ -517,6 +517,9 @@ def restarts():
         # failed, beside the failure.
         out.update({"lines": int(m[1]), "restarts": int(m[2]), "lost": 0,
                     "duplicates": int(m[3]), "resent": int(m[4])})
+        e = re.search(r"(\d+) episodes", m.string[m.end():m.end() + 200])
+        if e:
+            out["episodes"] = int(e[1])
     return out
 
 
@@ -628,12 +631,18 @@ def render(r):
     rs = r.get("restarts")
     if rs:
         when = f" (run again at {rs['run_at']})" if rs.get("run_at") else ""
-        lines += ["", f"Collector restarts (SIGTERM and start again, 300 ms apart) while lines flow{when}:",
+        lines += ["", f"Collector restarts (SIGTERM and start again, 300 ms apart) while lines flow "
+                  f"(muster: `when_full = \"block\"`, the test's own){when}:",
                   ""]
         if "lines" in rs:
             lines.append(f"{rs['lines']:,} lines, {rs['restarts']} restarts: **0 lost**, "
                          f"{rs['duplicates']} duplicates (each carries its boot id and sequence number, "
                          f"so they can be removed), {rs['resent']} lines resent.")
+            if "episodes" in rs:
+                lines.append(f"muster logged {rs['episodes']} \"collector unavailable\" episodes, each "
+                             "ended by \"collector back\": a restart that falls while muster waits "
+                             "out its reconnect back-off finds no connection to break and belongs to "
+                             "the episode already open.")
         if not rs.get("passed"):
             lines.append(f"The restart test FAILED in this run: `{rs.get('failure')}`.")
     lines += ["", "Goals (issue \"Log shipping\"): 100,000 lines/s or more over RELP; memory bounded "
