@@ -178,13 +178,16 @@ NOTES = """- The sweep starts every cluster converged (`Sim::settled`): each nod
   piece of news goes to every node, so the news each node must pass on grows with the size,
   while what one node can pass on is fixed: 3 packets of 1,400 bytes every 200 ms (21 KB/s).
   Where the steady bytes reach that, the queue grows instead of draining: at 10 %, 5 queued
-  at 1,000 nodes, 39 at 3,000, 374 at 6,000; at 20 %, 8 at 300 and 409 at 1,000, the point
+  at 1,000 nodes, 39 at 3,000 (374 at 6,000 and 599 at 10,000 in runs of 2026-12-03 cut
+  short, not in the table); at 20 %, 8 at 300 and 409 at 1,000, the point
   where refutations come too late and both models declare healthy nodes dead (about 1,500
   false failures) and never settle. Serf's memberlist queues the same way (no limit, newest
-  first), so the Serf model saturates at the same points. This bounds the sweep: 10,000
+  first): the Serf model queues exactly as much at every point of the table, and saturates at
+  the same points. This bounds the sweep: 10,000
   nodes at 10 % and 3,000 or more at 20 % are past it, and their every-node queues of news
   about every member outgrow this machine's memory (10,000 at 10 % reached 17 GB after 16
-  minutes and was stopped).
+  minutes and was stopped; cut short at 400 CPU-s it had used 9.8 GB, 33 KB/s per node of
+  steady traffic against the 21 KB/s a node can send).
 - The simulator has no bandwidth or CPU limit: times are what the protocol allows.
 """
 
