@@ -131,6 +131,12 @@ async fn wire_and_run(
     Ok(ended.code)
 }
 
+// A held-back server is drained while its leaving app still answers (see HELD_BACK_MAX).
+const _: () = assert!(
+    crate::haproxy::servers::HELD_BACK_MAX.as_millis()
+        < crate::gossip::node::LEAVE_PROPAGATE.as_millis()
+);
+
 /// The before-stop work: the HAProxy sync stops (HAProxy is about to soft-stop), then the
 /// node leaves the cluster, so load balancers drain it before its services stop. Both are done
 /// by the instant the supervisor gives.
