@@ -61,20 +61,20 @@ async fn wire_and_run(
     signals: Installed,
 ) -> anyhow::Result<i32> {
     let children = Children::new(inherited);
-    let (gossip, view) = match &config.gossip {
+    let (gossip, view, own_name) = match &config.gossip {
         Some(g) => {
             let (commands, view, name) = start_gossip(g)?;
             let me = handlers::SelfNode {
-                name,
+                name: name.clone(),
                 tags: g.tags.clone(),
             };
             let (list, timeout) = (g.event_handlers.clone(), g.handler_timeout);
             handlers::start(list, timeout, me, commands.clone(), children.clone())
                 .await
                 .context("event handlers")?;
-            (Some(commands), Some(view))
+            (Some(commands), Some(view), Some(name))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let (sync_stop, states) = match &config.haproxy {
         Some(h) => {
@@ -86,7 +86,9 @@ async fn wire_and_run(
         None => (None, None),
     };
     if let Some(path) = &config.control_socket {
-        let members = gossip.clone().map(|g| members_of(g, states));
+        let members = gossip
+            .clone()
+            .map(|g| members_of(g, states, own_name.unwrap_or_default()));
         if let Err(error) = control::serve(path, members) {
             tracing::warn!(socket = %path.display(), %error, "no control socket");
         }
@@ -129,6 +131,12 @@ async fn wire_and_run(
     Ok(ended.code)
 }
 
+// A held-back server is drained while its leaving app still answers (see HELD_BACK_MAX).
+const _: () = assert!(
+    crate::haproxy::servers::HELD_BACK_MAX.as_millis()
+        < crate::gossip::node::LEAVE_PROPAGATE.as_millis()
+);
+
 /// The before-stop work: the HAProxy sync stops (HAProxy is about to soft-stop), then the
 /// node leaves the cluster, so load balancers drain it before its services stop. Both are done
 /// by the instant the supervisor gives.
@@ -155,31 +163,39 @@ fn leave_first(
 }
 
 /// The control socket's view of the members, asked of the gossip driver; on a load balancer,
-/// with each member's HAProxy server state.
+/// with each member's HAProxy server state, and on its own row (`own_name`) the drains it held
+/// back.
 fn members_of(
     gossip: mpsc::UnboundedSender<Command>,
     states: Option<watch::Receiver<ServerStates>>,
+    own_name: String,
 ) -> control::Members {
     std::sync::Arc::new(move || {
         let gossip = gossip.clone();
         let states = states.as_ref().map(|s| s.borrow().clone());
+        let own_name = own_name.clone();
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();
             gossip.send(Command::Members(tx)).ok()?;
             let members = rx.await.ok()?;
-            Some(members.iter().map(|m| row(m, states.as_ref())).collect())
+            let rows = members.iter().map(|m| {
+                let own = m.name == own_name;
+                row(m, states.as_ref(), own)
+            });
+            Some(rows.collect())
         })
     })
 }
 
-/// A gossip member as the control socket shows it.
-fn row(m: &Member, states: Option<&ServerStates>) -> control::Member {
+/// A gossip member as the control socket shows it (`own`: this muster's own row).
+fn row(m: &Member, states: Option<&ServerStates>, own: bool) -> control::Member {
     control::Member {
         name: m.name.clone(),
         addr: wire::canonical(m.addr).to_string(),
         status: m.status.as_str().to_owned(),
         tags: (*m.tags).clone(),
-        server: states.map(|s| s.get(&m.name).copied().unwrap_or("-").to_owned()),
+        server: states.map(|s| s.servers.get(&m.name).copied().unwrap_or("-").to_owned()),
+        drains_held_back: states.filter(|_| own).map(|s| s.drains_held_back),
     }
 }
 

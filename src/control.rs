@@ -41,6 +41,11 @@ pub struct Member {
     /// server); `None` elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// On a load balancer's own row, how many drains it has held back so far (a leaving
+    /// member's server kept in service, the last of its backend, until another was); `None`
+    /// on every other row and elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drains_held_back: Option<u64>,
 }
 
 /// Asks for the current members; `None` when gossip has stopped.
@@ -176,7 +181,8 @@ async fn answer(request: &str, members: Option<&Members>) -> String {
 }
 
 /// One line per member: name, address, status, tags (as `serf members` prints them); on a
-/// load balancer, `server=STATE` follows the tags.
+/// load balancer, `server=STATE` follows the tags, and its own row ends with
+/// `drains-held-back=N`.
 pub fn members_text(members: &[Member]) -> String {
     let rows: Vec<Vec<String>> = members
         .iter()
@@ -189,6 +195,7 @@ pub fn members_text(members: &[Member]) -> String {
                 tags.join(","),
             ];
             row.extend(m.server.as_ref().map(|s| format!("server={s}")));
+            row.extend(m.drains_held_back.map(|n| format!("drains-held-back={n}")));
             row
         })
         .collect();
@@ -198,7 +205,7 @@ pub fn members_text(members: &[Member]) -> String {
             .max()
             .unwrap_or(0)
     };
-    let widths: Vec<usize> = (0..5).map(width).collect();
+    let widths: Vec<usize> = (0..6).map(width).collect();
     rows.iter()
         .map(|r| {
             let last = r.len() - 1;
@@ -217,7 +224,8 @@ pub fn members_text(members: &[Member]) -> String {
         .collect()
 }
 
-/// The members as a JSON array of `{name, addr, status, tags}`, one line.
+/// The members as a JSON array of `{name, addr, status, tags}` (on a load balancer, with
+/// `server`, and `drains_held_back` on its own row), one line.
 pub fn members_json(members: &[Member]) -> String {
     let mut out = serde_json::to_string(members).unwrap_or_else(|_| "[]".to_owned());
     out.push('\n');
@@ -260,6 +268,7 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             server: None,
+            drains_held_back: None,
         }
     }
 
@@ -277,12 +286,19 @@ mod tests {
         let mut lb = list.clone();
         lb[0].server = Some("held-back".to_owned());
         lb[1].server = Some("-".to_owned());
+        lb[1].drains_held_back = Some(2);
         assert_eq!(
             members_text(&lb),
             "web-1  10.0.0.2:7946  alive  port=3000,role=backend  server=held-back\n\
-             ha     10.0.0.2:7946  alive                          server=-\n"
+             ha     10.0.0.2:7946  alive                          server=-          drains-held-back=2\n"
         );
-        assert!(members_json(&lb).contains("\"server\":\"held-back\""));
+        let json = members_json(&lb);
+        assert!(json.contains("\"server\":\"held-back\""), "{json}");
+        assert_eq!(json.matches("drains_held_back").count(), 1, "{json}");
+        assert!(
+            json.contains("\"server\":\"-\",\"drains_held_back\":2}"),
+            "{json}"
+        );
         let odd = [member("a\"b", &[("k", "v\\")])];
         assert_eq!(
             members_json(&odd),

@@ -81,7 +81,7 @@ fn start_lb_with(dir: &Path, hold_timeout: &str, page: Option<&str>) -> Lb {
         &format!(
             r#"
 [supervisor]
-control_socket = false
+control_socket = "{d}/control.sock"
 stop_timeout = "5s"
 [gossip]
 name = "lb"
@@ -133,6 +133,18 @@ impl Backend {
 
 /// A backend member: muster with gossip, supervising a tiny haproxy answering its name on `port`.
 fn start_backend(dir: &Path, name: &str, port: u16, lb_gossip: u16) -> Backend {
+    start_backend_after(dir, name, port, lb_gossip, 0)
+}
+
+/// A backend member whose app starts listening `delay_ms` after muster (an app that takes its
+/// time to start): its member joins at once, its server waits for its first check.
+fn start_backend_after(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    lb_gossip: u16,
+    delay_ms: u32,
+) -> Backend {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let app = dir.join("app.cfg");
@@ -161,10 +173,18 @@ tags = {{ role = "backend", port = "{port}" }}
 profile = "local"
 [services.app]
 main = true
-command = ["haproxy", "-db", "-f", "{app}"]
+command = {command}
 stop_signal = "SIGUSR1"
 "#,
-            app = app.display()
+            command = if delay_ms == 0 {
+                format!(r#"["haproxy", "-db", "-f", "{}"]"#, app.display())
+            } else {
+                format!(
+                    r#"["sh", "-c", "sleep {}; exec haproxy -db -f {}"]"#,
+                    f64::from(delay_ms) / 1000.0,
+                    app.display()
+                )
+            },
         ),
     );
     Backend {
@@ -277,6 +297,93 @@ fn a_member_joins_serves_leaves_and_fails_without_a_failed_request() {
     assert!(served_by(&lb, "web-c"));
     assert_eq!(lb.run.count("reloading haproxy"), 0, "{}", lb.run.text());
     drop(c);
+}
+
+/// `muster members` (text, or json) asked of the load balancer's control socket.
+fn lb_members(lb: &Lb, json: bool) -> String {
+    let socket = lb.dir.join("control.sock");
+    let mut cmd = Command::new(muster());
+    cmd.arg("members").arg("--socket").arg(&socket);
+    if json {
+        cmd.args(["--format", "json"]);
+    }
+    let out = cmd.output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `name`'s server state in the load balancer's `muster members`, if it has a row.
+fn member_server(lb: &Lb, name: &str) -> Option<String> {
+    lb_members(lb, false)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("server=")))
+        .map(str::to_owned)
+}
+
+/// Issue 12: a leaving member whose server is the last one in service while another member's
+/// server is on its way in (its app still starting) is held back: kept in service until the
+/// other one is, so no request fails; `muster members` shows it `held-back`, and the load
+/// balancer's own row counts the drain it held back (text and json).
+#[test]
+fn the_last_server_leaving_while_another_starts_is_held_back_and_counted_in_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let lb = start_lb_with(dir.path(), "10s", None);
+    let [a] = start_backends(dir.path(), &lb, ["web-a"]);
+    assert!(lb_members(&lb, false).contains("drains-held-back=0"));
+    let load = Load::start(lb.http, 4, Duration::from_millis(2), LONG, 1_000_000);
+    // web-b's member joins at once, its app listens 0.6 s later: its server waits in
+    // maintenance. It must be in service within web-a's leave (muster stops web-a's app 1 s
+    // after announcing it, `LEAVE_PROPAGATE`): a replacement slower than that finds web-a's
+    // server held back with its app gone, and the requests HAProxy sent it meanwhile fail
+    // (4 of 4 clients with a 4 s start here, 2026-12-04).
+    let b = start_backend_after(dir.path(), "web-b", free_port(), lb.gossip, 600);
+    eventually("web-b joining", LONG, || {
+        member_server(&lb, "web-b").as_deref() == Some("joining")
+    });
+    a.run.signal(libc::SIGTERM);
+    let mut seen = Vec::new();
+    eventually("web-a held back, then gone", LONG, || {
+        let state = member_server(&lb, "web-a").unwrap_or_default();
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        logged(&lb, "drain held back until now", "web-a")
+    });
+    eprintln!("web-a's server in muster members: {seen:?}");
+    assert!(seen.iter().any(|s| s == "held-back"), "{seen:?}");
+    wait_in_service(&lb, "web-b");
+    assert!(served_by(&lb, "web-b"));
+    let stats = load.finish();
+    eprintln!("load: {stats:?}");
+    assert_eq!(stats.failed, 0, "failed requests: {:?}", stats.errors);
+    assert!(
+        logged(&lb, "drain held back:", "web-a"),
+        "{}",
+        lb.run.text()
+    );
+
+    // The load balancer's own row counts it; no other row has the count.
+    let text = lb_members(&lb, false);
+    let own: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("drains-held-back="))
+        .collect();
+    assert_eq!(own.len(), 1, "{text}");
+    assert!(
+        own[0].starts_with("lb ") && own[0].ends_with("drains-held-back=1"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&lb_members(&lb, true)).unwrap();
+    let rows = json.as_array().unwrap();
+    let counted: Vec<(&str, u64)> = rows
+        .iter()
+        .filter_map(|m| {
+            let n = m.get("drains_held_back")?.as_u64()?;
+            Some((m["name"].as_str()?, n))
+        })
+        .collect();
+    assert_eq!(counted, [("lb", 1)], "{json}");
+    drop(b);
 }
 
 /// A GET of `/` with these extra header lines, on a fresh connection: status, head, body, and

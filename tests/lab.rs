@@ -109,6 +109,24 @@ impl Lab {
             .collect()
     }
 
+    /// Container ids of a service's running containers (`ps -q` lists stopped ones too).
+    fn running(&self, service: &str) -> Vec<String> {
+        let project = format!("label=com.docker.compose.project={}", self.project);
+        let service = format!("label=com.docker.compose.service={service}");
+        docker(&["ps", "-q", "--filter", &project, "--filter", &service])
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Asserts that exactly `n` webapp containers run (compose/docker-compose.yml says
+    /// `scale: 2`: an `up` that does not name its scale gives two).
+    fn assert_webapps(&self, n: usize, when: &str) {
+        let running = self.running("webapp");
+        assert_eq!(running.len(), n, "webapps running {when}: {running:?}");
+    }
+
     fn get(&self, port: u16, path: &str) -> Option<(u16, String)> {
         get(port, path)
     }
@@ -597,26 +615,39 @@ fn lab_holds_requests_while_the_only_webapp_stops_and_restarts() {
         2_000_000,
     );
     std::thread::sleep(Duration::from_secs(1));
-    // A deploy: the only webapp recreated.
-    let before = lab.ids("webapp");
+    // A deploy: the only webapp recreated (with its scale named: the file says 2).
+    lab.assert_webapps(1, "before the deploy");
+    let before = lab.running("webapp");
     assert!(
-        lab.compose(&["up", "-d", "--force-recreate", "--no-deps", "webapp"])
-            .status
-            .success()
+        lab.compose(&[
+            "up",
+            "-d",
+            "--force-recreate",
+            "--no-deps",
+            "--scale",
+            "webapp=1",
+            "webapp"
+        ])
+        .status
+        .success()
     );
+    lab.assert_webapps(1, "after the deploy");
     wait_for("the new webapp served", Duration::from_secs(30), || {
-        hosts_now(&lab, 1).len() == 1 && lab.ids("webapp") != before
+        hosts_now(&lab, 1).len() == 1 && lab.running("webapp") != before
     });
     // Stop, 3 s with no webapp at all, start.
     assert!(lab.compose(&["stop", "webapp"]).status.success());
+    lab.assert_webapps(0, "after stop");
     std::thread::sleep(Duration::from_secs(3));
     assert!(lab.compose(&["start", "webapp"]).status.success());
+    lab.assert_webapps(1, "after start");
     wait_for("the webapp back", Duration::from_secs(30), || {
         hosts_now(&lab, 1).len() == 1
     });
     // `docker restart` of the only webapp.
-    let web = lab.ids("webapp").remove(0);
+    let web = lab.running("webapp").remove(0);
     docker(&["restart", &web]);
+    lab.assert_webapps(1, "after docker restart");
     wait_for("the webapp back again", Duration::from_secs(30), || {
         hosts_now(&lab, 1).len() == 1
     });

@@ -52,6 +52,12 @@ pub const POLL: Duration = Duration::from_millis(10);
 pub const TABLE_REFRESH: Duration = Duration::from_secs(3600);
 /// Longest wait for a new worker after a reload.
 pub const RELOAD_LIMIT: Duration = Duration::from_secs(15);
+/// Longest a leaving member's server is held back in service: a leaving muster keeps its
+/// app serving for `gossip::node::LEAVE_PROPAGATE` (1 s) after it leaves, and this ends the
+/// hold-back with margin before that, so the server is drained while its app still answers
+/// (requests then wait in HAProxy's hold) rather than taken out by a failed check after its
+/// app closed (the requests sent to it meanwhile fail). `app.rs` checks it is the shorter.
+pub const HELD_BACK_MAX: Duration = Duration::from_millis(600);
 
 /// What the machine is told.
 #[derive(Debug, Clone, PartialEq)]
@@ -607,7 +613,7 @@ impl Servers {
 
     /// Keeps a leaving member's server in service (see [`Pending::HeldBack`]).
     fn hold_back(&mut self, key: Key) {
-        let (since, deadline) = (self.now, self.now + self.drain_timeout);
+        let (since, deadline) = (self.now, self.now + self.drain_timeout.min(HELD_BACK_MAX));
         self.held_back += 1;
         tracing::info!(
             server = %label(&key),
@@ -1001,7 +1007,7 @@ impl Servers {
             self.pending.remove(key);
             return Some(remove(key.clone(), false));
         } else if self.now >= deadline {
-            tracing::warn!(server = %id, after_ms, "drain held back until the drain timeout");
+            tracing::info!(server = %id, after_ms, "drain held back until now: its app is about to stop");
         } else {
             return None;
         }

@@ -147,9 +147,24 @@ pub struct Syncer {
     states: Option<watch::Sender<ServerStates>>,
 }
 
-/// Each server's state as the sync has commanded it, by server name (see
-/// [`Servers::states`]).
-pub type ServerStates = BTreeMap<String, &'static str>;
+/// What `muster members` shows of the sync on a load balancer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerStates {
+    /// Each server's state as the sync has commanded it, by server name (see
+    /// [`Servers::states`]).
+    pub servers: BTreeMap<String, &'static str>,
+    /// How many drains were held back so far (see [`Servers::held_back`]).
+    pub drains_held_back: u64,
+}
+
+impl ServerStates {
+    fn of(servers: &Servers) -> ServerStates {
+        ServerStates {
+            servers: servers.states(),
+            drains_held_back: servers.held_back(),
+        }
+    }
+}
 
 /// Why a render could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -306,14 +321,14 @@ impl Syncer {
 
     /// The servers' states from now on, updated as they change (for `muster members`).
     pub fn states(&mut self) -> watch::Receiver<ServerStates> {
-        let (tx, rx) = watch::channel(self.servers.states());
+        let (tx, rx) = watch::channel(ServerStates::of(&self.servers));
         self.states = Some(tx);
         rx
     }
 
     fn publish_states(&self) {
         if let Some(tx) = &self.states {
-            let now = self.servers.states();
+            let now = ServerStates::of(&self.servers);
             tx.send_if_modified(|current| {
                 let changed = *current != now;
                 if changed {

@@ -3,11 +3,17 @@
 lab, under a bounded load through the load balancer (4 keep-alive clients, no cookies, no
 retries, every non-200 and every error counted):
 
-  recreate   `docker-compose up -d --force-recreate webapp` of the only webapp
+  recreate   `docker-compose up -d --force-recreate --scale webapp=1 webapp` of the only webapp
   stop-start `docker-compose stop webapp`, 3 s, `docker-compose start webapp`
   restart    `docker restart` of the only webapp
   lb         `docker restart` of the load balancer (its listening gap, probed every 2 ms)
   scale      scale 1 -> 3 -> 1 (for contrast)
+  both       2 webapps, both replaced: `docker-compose up -d --force-recreate --scale
+             webapp=2 webapp` (the last server in service leaves while replacements start)
+
+compose/docker-compose.yml says `scale: 2` for webapp: every `up` here names its scale, and
+each row checks first that the number of webapp containers running is the one it is about
+(it stops the benchmark otherwise).
 
 For each: failed requests, and the latency HAProxy's hold added to the requests it held
 (requests slower than HELD_MS; added = their time minus the median of the calm requests):
@@ -209,8 +215,38 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else None
 
 
-def row(name, action, settle):
-    """Runs `action` under load; waits `settle` s after it; the row's figures."""
+def running_webapps():
+    """The ids of the lab's webapp containers that are running."""
+    return docker("ps", "-q", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                  "--filter", "label=com.docker.compose.service=webapp").split()
+
+
+def hosts_served(n=40):
+    """The webapps (their `host`) that answered n cookie-less requests."""
+    hosts = set()
+    for _ in range(n):
+        try:
+            status, body = get(HTTP)
+            if status == 200:
+                hosts.add(json.loads(body).get("host"))
+        except (OSError, ValueError):
+            pass
+    return hosts
+
+
+def settled(webapps):
+    """Waits until exactly `webapps` webapp containers run and each answers through the load
+    balancer; stops the benchmark when the number running is not that."""
+    wait(f"{webapps} webapps served", lambda: len(hosts_served()) == webapps, 90)
+    ids = running_webapps()
+    if len(ids) != webapps:
+        raise SystemExit(f"{len(ids)} webapp containers run ({ids}), the row is about {webapps}")
+
+
+def row(name, action, settle, webapps=1):
+    """With `webapps` webapps running and served, runs `action` under load; waits `settle` s
+    after it; the row's figures."""
+    settled(webapps)
     before = hold_stats()
     load = Load(HTTP)
     time.sleep(2)
@@ -222,7 +258,7 @@ def row(name, action, settle):
     calm = [t for t in load.times if t * 1000 < HELD_MS]
     base = statistics.median(calm) if calm else 0.0
     held = [(t - base) * 1000 for t in load.times if t * 1000 >= HELD_MS]
-    r = {"row": name, "requests": len(load.times) + load.failed, "failed": load.failed,
+    r = {"row": name, "webapps": webapps, "requests": len(load.times) + load.failed, "failed": load.failed,
          "errors": load.errors, "calm_p50_ms": base * 1000, "held": len(held),
          "added_p50_ms": pct(held, 50), "added_p99_ms": pct(held, 99),
          "added_max_ms": max(held) if held else None, "seconds": time.time() - t0,
@@ -235,7 +271,10 @@ def row(name, action, settle):
 
 
 def webapp_id():
-    return compose("ps", "-q", "webapp").stdout.split()[0]
+    ids = running_webapps()
+    if len(ids) != 1:
+        raise SystemExit(f"{len(ids)} webapp containers run ({ids}), not one")
+    return ids[0]
 
 
 def serving():
@@ -245,13 +284,17 @@ def serving():
 def lab_rows():
     rows = []
     rows.append(row("docker-compose up -d --force-recreate webapp (the only one)",
-                    lambda: compose("up", "-d", "--force-recreate", "--no-deps", "webapp") and None,
-                    6))
+                    lambda: compose("up", "-d", "--force-recreate", "--no-deps", "--scale",
+                                    "webapp=1", "webapp") and None, 6))
 
     def stop_start():
         compose("stop", "webapp")
+        if running_webapps():
+            raise SystemExit(f"webapps still run after stop: {running_webapps()}")
         time.sleep(3)
         compose("start", "webapp")
+        if len(running_webapps()) != 1:
+            raise SystemExit(f"start gave {len(running_webapps())} webapps, not one")
     rows.append(row("docker-compose stop webapp, 3 s, start", stop_start, 6))
     rows.append(row("docker restart of the only webapp",
                     lambda: docker("restart", webapp_id()) and None, 6))
@@ -274,6 +317,11 @@ def lab_rows():
         time.sleep(8)
         compose("up", "-d", "--no-recreate", "--scale", "webapp=1")
     rows.append(row("scale 1 -> 3 -> 1", scale, 6))
+
+    compose("up", "-d", "--no-recreate", "--scale", "webapp=2")
+    rows.append(row("2 webapps, both replaced (docker-compose up -d --force-recreate)",
+                    lambda: compose("up", "-d", "--force-recreate", "--no-deps", "--scale",
+                                    "webapp=2", "webapp") and None, 6, webapps=2))
     return rows
 
 
@@ -432,8 +480,8 @@ def main():
         f"{r['hold']['timed_out']} | {r.get('gap_ms', '')} |" for r in rows)
     md = f"""# Hold benchmark (issue 12)
 
-`tests/bench/hold.py` in the compose lab on this machine (2 cores, shared), one webapp,
-4 keep-alive clients (no cookies, no retries, every non-200 and every error counted).
+`tests/bench/hold.py` in the compose lab on this machine (2 cores, shared), one webapp
+(two in the last row; each row checks first that exactly that many run), 4 keep-alive clients (no cookies, no retries, every non-200 and every error counted).
 "held" = requests slower than {HELD_MS} ms; their added latency is their time minus the
 median of the other requests. "hold counters" = what HAProxy's hold counted (stats page /hold):
 requests held / timed out.

@@ -769,14 +769,14 @@ fn a_held_back_server_whose_app_is_gone_goes_out_of_rotation_at_once() {
 }
 
 #[test]
-fn a_held_back_drain_goes_ahead_at_the_drain_timeout() {
+fn a_held_back_drain_goes_ahead_before_the_leaving_app_stops() {
     let mut h = Harness::running(&[A]);
     h.config(&[B], &["a"]);
-    let out = h.after(DRAIN - POLL);
+    let out = h.after(HELD_BACK_MAX - POLL);
     assert!(!out.contains("nodes/a state"), "{out}");
     let out = h.after(POLL * 2);
     assert!(
-        out.contains("until the drain timeout") && out.contains("set server nodes/a state drain"),
+        out.contains("its app is about to stop") && out.contains("set server nodes/a state drain"),
         "{out}"
     );
 }
