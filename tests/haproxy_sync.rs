@@ -335,7 +335,7 @@ fn the_last_server_leaving_while_another_starts_is_held_back_and_counted_in_memb
     // maintenance. It must be in service within web-a's leave (muster stops web-a's app 1 s
     // after announcing it, `LEAVE_PROPAGATE`): a replacement slower than that finds web-a's
     // server held back with its app gone, and the requests HAProxy sent it meanwhile fail
-    // (4 of 4 clients with a 4 s start here, 2026-12-04).
+    // (4 of 4 clients with a 4 s start, before `HELD_BACK_MAX`).
     let b = start_backend_after(dir.path(), "web-b", free_port(), lb.gossip, 600);
     eventually("web-b joining", LONG, || {
         member_server(&lb, "web-b").as_deref() == Some("joining")
