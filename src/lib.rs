@@ -62,7 +62,7 @@
 //! - [`agent_cli`]: `muster event`, `query`, `keys` and `force-leave`, the `serf` commands
 //!   through the agent RPC, for people without Serf installed.
 //! - [`preflight`]: what startup checks beyond the file's text (the HAProxy template reads and
-//!   compiles, handler scripts exist, the host name does as a node name), shared by `check-config` and `run`.
+//!   compiles, services' programs and working directories and handler scripts exist, the spool is writable, the host name does as a node name), shared by `check-config` and `run`.
 //! - [`supervisor::signals`]: the inherited signal mask and ignored signals, and the one
 //!   handler of every catchable signal (1 to 64 but SIGKILL and SIGSTOP; glibc's 32 and 33
 //!   through the system call): it counts what other processes sent and wakes the driver

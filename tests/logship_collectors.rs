@@ -178,12 +178,21 @@ fn requests_logged(text: &str) -> BTreeMap<u64, u32> {
     out
 }
 
+/// The main service both silent-collector tests run: Python's HTTP server on `http`, serving
+/// `ok.txt` from a site under `dir`, logging every request (to stderr, so to muster).
+fn web_service(dir: &Path, http: u16) -> String {
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("ok.txt"), "ok\n").unwrap();
+    format!(
+        "[services.web]\nmain = true\ncommand = [\"python3\", \"-m\", \"http.server\", \"{http}\", \"--bind\", \"127.0.0.1\", \"--directory\", \"{}\"]\n",
+        site.display()
+    )
+}
+
 #[test]
 fn a_silent_collector_never_stalls_a_logging_http_server_and_a_real_one_then_gets_every_line() {
     let dir = tempfile::tempdir().unwrap();
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("ok.txt"), "ok\n").unwrap();
     let (relp, http) = (free_port(), free_port());
     let silent = Silent::new(relp);
     let cfg = config(
@@ -199,11 +208,8 @@ ack_timeout = "1s"
 when_full = "block"
 queue = 1000000
 queue_bytes = 536870912
-[services.web]
-main = true
-command = ["python3", "-m", "http.server", "{http}", "--bind", "127.0.0.1", "--directory", "{site}"]
-"#,
-            site = site.display()
+{web}"#,
+            web = web_service(dir.path(), http)
         ),
     );
     let run = Run::start_cmd(
@@ -408,9 +414,6 @@ fn stat(stats: &str, name: &str) -> u64 {
 #[test]
 fn under_the_default_settings_a_silent_collector_costs_at_most_queue_bytes_and_the_app_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let site = dir.path().join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("ok.txt"), "ok\n").unwrap();
     let (relp, http) = (free_port(), free_port());
     let silent = Silent::new(relp);
     // Nothing but the target in [logship]: when_full, queue, queue_bytes and ack_timeout
@@ -423,13 +426,10 @@ fn under_the_default_settings_a_silent_collector_costs_at_most_queue_bytes_and_t
 control_socket = false
 [logship]
 target = "127.0.0.1:{relp}"
-[services.web]
-main = true
-command = ["python3", "-m", "http.server", "{http}", "--bind", "127.0.0.1", "--directory", "{site}"]
-[services.chatty]
+{web}[services.chatty]
 command = ["python3", "-c", '''{chatty}''']
 "#,
-            site = site.display(),
+            web = web_service(dir.path(), http),
             chatty = chatty(8),
         ),
     );
